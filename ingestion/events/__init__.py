@@ -1,0 +1,1 @@
+"""The product event contract: event types, their versioned schemas, and validation."""

@@ -1,0 +1,59 @@
+"""Where the sources of the embedded default live under the runtime data directory.
+
+One place names the layout of `data/` (app database, landing zone, quarantine) so that the
+generator, the loaders and later the HTTP collector agree on it without sharing anything else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """The runtime file layout below one data directory (git-ignored, never in the source tree)."""
+
+    root: Path
+
+    @property
+    def app_db(self) -> Path:
+        """The operational SQLite database that stands in for the product's app database."""
+        return self.root / "app" / "app.sqlite"
+
+    @property
+    def landing(self) -> Path:
+        return self.root / "landing"
+
+    @property
+    def events_dir(self) -> Path:
+        """Closed, immutable JSON-lines files of product events; writers rename into here atomically."""
+        return self.landing / "events"
+
+    @property
+    def marketing_dir(self) -> Path:
+        """One CSV file per channel and day of marketing spend."""
+        return self.landing / "marketing"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.landing / "quarantine"
+
+    @property
+    def ground_truth(self) -> Path:
+        """What the generator injected (anomalies, experiment lifts, faults), for scoring later work."""
+        return self.root / "sample" / "ground_truth.json"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    @property
+    def dlt_dir(self) -> Path:
+        """dlt's local pipeline state and load packages (pending packages survive an interrupted run)."""
+        return self.root / "dlt"
+
+    def ensure(self) -> None:
+        for path in (self.app_db.parent, self.events_dir, self.marketing_dir, self.quarantine_dir,
+                     self.ground_truth.parent, self.dlt_dir):
+            path.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,55 @@
+"""The dlt pipelines: which source lands in which raw schema of the warehouse.
+
+Raw schemas are named per source (`raw_app`, `raw_events`, `raw_marketing`); dbt declares the
+same names as its sources, which is how the asset graph connects loads to models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dlt
+
+from ingestion.paths import DataLayout
+from ingestion.sources.app_db import app_db_source
+from ingestion.sources.events import events_source
+from ingestion.sources.landing import Contract
+from ingestion.sources.marketing import marketing_source
+
+
+@dataclass(frozen=True)
+class LoadTarget:
+    pipeline_name: str
+    dataset_name: str
+
+
+APP_DB = LoadTarget("app_db", "raw_app")
+EVENTS = LoadTarget("events", "raw_events")
+MARKETING = LoadTarget("marketing", "raw_marketing")
+
+
+def make_pipeline(target: LoadTarget, warehouse: Path, pipelines_dir: Path) -> dlt.Pipeline:
+    """A pipeline into the DuckDB warehouse; its state and pending packages live in `pipelines_dir`."""
+    return dlt.pipeline(
+        pipeline_name=target.pipeline_name,
+        destination=dlt.destinations.duckdb(str(warehouse)),
+        dataset_name=target.dataset_name,
+        pipelines_dir=str(pipelines_dir),
+    )
+
+
+def sources(layout: DataLayout, contract: Contract = "evolve") -> dict[LoadTarget, dlt.sources.DltSource]:
+    return {
+        APP_DB: app_db_source(layout.app_db, contract),
+        EVENTS: events_source(layout.events_dir),
+        MARKETING: marketing_source(layout.marketing_dir, contract),
+    }
+
+
+def load_all(layout: DataLayout, contract: Contract = "evolve") -> dict[str, object]:
+    """Run every pipeline once, outside Dagster (benchmarks, notebooks); returns dlt's load info."""
+    return {
+        target.pipeline_name: make_pipeline(target, layout.warehouse, layout.dlt_dir).run(source)
+        for target, source in sources(layout, contract).items()
+    }

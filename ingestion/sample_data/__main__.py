@@ -1,0 +1,24 @@
+"""`python -m ingestion.sample_data --size tiny --data-dir data` writes a sample."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ingestion.paths import DataLayout
+from ingestion.sample_data import SIZES, generate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", choices=sorted(SIZES), default="default")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    args = parser.parse_args()
+    truth = generate(DataLayout(args.data_dir), SIZES[args.size], args.seed)
+    print(json.dumps({k: truth[k] for k in ("events", "marketing", "app_db", "seconds")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Puts the simulation together and writes every output plus the ground truth."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from datetime import timedelta
+
+import numpy as np
+
+from ingestion.paths import DataLayout
+from ingestion.sample_data.activity import plan_anomalies, plan_experiments, simulate_events
+from ingestion.sample_data.app_db import write_app_db
+from ingestion.sample_data.calendar import day_factors, holidays_between
+from ingestion.sample_data.landing_files import render_events, write_event_files, write_marketing_files
+from ingestion.sample_data.sizes import SampleSize
+from ingestion.sample_data.world import build_subscriptions, build_world
+
+
+def is_generated(layout: DataLayout) -> bool:
+    """The ground truth is written last, so its presence means a complete sample."""
+    return layout.ground_truth.exists()
+
+
+def generate(layout: DataLayout, size: SampleSize, seed: int = 42) -> dict:
+    """Write the whole sample for `size` under `layout` and return the ground truth.
+
+    Each part draws from its own child generator, so changing one part (say, the marketing
+    spend) does not shift the random stream of the others.
+    """
+    started = time.perf_counter()
+    layout.ensure()
+    layout.ground_truth.unlink(missing_ok=True)
+    streams = np.random.default_rng(seed).spawn(6)
+    world = build_world(size, streams[0])
+    subscriptions, subscription_events = build_subscriptions(world, size, streams[1])
+    holidays = holidays_between(size.start_date, size.end_date)
+    holiday_days = {(d - size.start_date).days for d in holidays}
+    anomalies = plan_anomalies(size, streams[2], holiday_days)
+    experiments = plan_experiments(size, streams[2])
+    activity = simulate_events(world, size, streams[3], anomalies, experiments)
+    write_app_db(layout.app_db, {
+        "tenants": world.tenants, "users": world.users, "products": world.products,
+        "orders": activity.orders, "order_items": activity.order_items,
+        "subscriptions": subscriptions, "subscription_events": subscription_events,
+    })
+    lines = render_events(activity, world, experiments, streams[4])
+    events = write_event_files(layout.events_dir, size, lines, activity.events["day"].to_numpy(), streams[4])
+    activity_factor, _ = day_factors(size.start_date, size.days)
+    marketing = write_marketing_files(layout.marketing_dir, world, size, activity_factor, streams[5])
+
+    tenant_ids = world.tenants["tenant_id"].tolist()
+    truth = {
+        "seed": seed,
+        "size": {**asdict(size), "start_date": size.start_date.isoformat(), "end_date": size.end_date.isoformat()},
+        "anomalies": [{
+            "tenant_id": tenant_ids[a.tenant],
+            "date": (size.start_date + timedelta(days=a.day)).isoformat(),
+            "metric": a.metric, "kind": a.kind, "factor": a.factor,
+        } for a in anomalies],
+        "experiments": [{
+            "experiment_id": e.experiment_id, "tenant_id": tenant_ids[e.tenant],
+            "first_date": (size.start_date + timedelta(days=e.first_day)).isoformat(),
+            "last_date": (size.start_date + timedelta(days=e.last_day)).isoformat(),
+            "true_lift": e.lift,
+            "lift_applies_to": "per-session purchase probability of the treatment group",
+        } for e in experiments],
+        "holidays": {d.isoformat(): name for d, name in sorted(holidays.items())},
+        "events": events,
+        "marketing": marketing,
+        "app_db": {"orders": len(activity.orders), "users": len(world.users),
+                   "subscriptions": len(subscriptions), "sessions": len(activity.sessions)},
+    }
+    layout.ground_truth.write_text(json.dumps(truth, indent=2))
+    return {**truth, "seconds": round(time.perf_counter() - started, 2)}

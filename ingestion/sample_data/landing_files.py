@@ -1,0 +1,186 @@
+"""Writes simulated events and marketing spend into the landing zone, with realistic faults.
+
+Files are written under a temporary name, fsync'd and renamed, as every landing-zone writer
+must: a loader never sees a half-written file. Faults are injected on purpose and counted
+for the ground truth: late events (in a later day's file), exact duplicates, malformed lines.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from ingestion.sample_data.activity import ERRORS, FEATURES, LOCALES, PATHS, USER_AGENTS, Activity, Experiment
+from ingestion.sample_data.sizes import SampleSize
+from ingestion.sample_data.world import CHANNELS, COUNTRIES, DEVICES, World
+
+LATE_SHARE, DUPLICATE_SHARE, MALFORMED_SHARE = 0.01, 0.004, 0.001
+MALFORMED_KINDS = ("not_json", "missing_field", "unknown_event_type", "wrong_type")
+PAID_CHANNELS = [c for c in CHANNELS if c not in ("organic", "referral")]
+MARKETING_COLUMNS = ["date", "tenant_id", "channel", "campaign", "impressions", "clicks", "spend"]
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write, fsync, then rename into place: readers see the whole file or nothing."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def render_events(activity: Activity, world: World, experiments: list[Experiment],
+                  rng: np.random.Generator) -> list[bytes]:
+    """One JSON document per simulated event, in the shape the collector accepts."""
+    ev = activity.events
+    n = len(ev)
+    tenant_ids = world.tenants["tenant_id"].to_numpy()
+    users = world.users
+    user_ids, plans = users["user_id"].to_numpy(), users["plan"].to_numpy()
+    u_country, u_device = users["country"].to_numpy(), users["device"].to_numpy()
+    sessions = activity.sessions
+    session_ids = sessions["session_id"].to_numpy()
+    anonymous_ids = sessions["anonymous_id"].to_numpy()
+    anon_country = rng.choice(COUNTRIES, len(sessions))
+    anon_device = rng.choice(DEVICES, len(sessions))
+    revenue = dict(zip(activity.orders["order_id"], activity.orders["total_amount"].tolist()))
+    session_revenue = {s: revenue[o] for s, o in zip(ev["session"][ev["order_id"].notna()],
+                                                     ev["order_id"][ev["order_id"].notna()])}
+    products = world.products
+    n_p = len(products) // len(tenant_ids)
+    stamps = np.char.add(np.datetime_as_string(ev["ts"].to_numpy().astype("datetime64[s]"), unit="s"), "Z")
+    path = PATHS[rng.integers(0, len(PATHS), n)].tolist()
+    feature = FEATURES[rng.integers(0, len(FEATURES), n)].tolist()
+    product_idx = ev["tenant"].to_numpy() * n_p + rng.integers(0, n_p, n)
+    product_id = products["product_id"].to_numpy()[product_idx].tolist()
+    product_price = products["price"].to_numpy()[product_idx].tolist()
+    quantity = (1 + rng.poisson(0.3, n)).tolist()
+    cart_guess = np.round(rng.lognormal(3.6, 0.5, n), 2).tolist()
+    error_codes = list(ERRORS)
+    error_code = [error_codes[i] for i in rng.integers(0, len(error_codes), n)]
+
+    lines = []
+    columns = zip(ev["event_id"], ev["event_type"], stamps.tolist(), ev["tenant"].tolist(), ev["user"].tolist(),
+                  ev["session"].tolist(), ev["experiment"].tolist(), ev["treated"].tolist(), ev["order_id"])
+    for i, (event_id, etype, stamp, t, u, s, e, treated, order_id) in enumerate(columns):
+        if etype == "page_view":
+            props = {"path": path[i]}
+        elif etype == "session_start":
+            props = {"landing_page": path[i]}
+        elif etype == "feature_used":
+            props = {"feature": feature[i]}
+        elif etype == "add_to_cart":
+            props = {"product_id": product_id[i], "quantity": quantity[i], "price": product_price[i]}
+        elif etype == "checkout_started":
+            props = {"cart_value": session_revenue.get(s, cart_guess[i])}
+        elif etype == "checkout_completed":
+            props = {"order_id": order_id, "revenue": revenue[order_id]}
+        elif etype == "error":
+            props = {"code": error_code[i], "message": ERRORS[error_code[i]]}
+        elif etype == "signup":
+            props = {"plan": str(plans[u])}
+        else:  # experiment_assigned / experiment_converted
+            props = {"experiment_id": experiments[e].experiment_id, "variant": "treatment" if treated else "control"}
+        if u >= 0:
+            country, device = str(u_country[u]), str(u_device[u])
+        else:
+            country, device = str(anon_country[s]), str(anon_device[s])
+        lines.append(orjson.dumps({
+            "event_id": event_id,
+            "event_type": etype,
+            "timestamp": stamp,
+            "tenant_id": str(tenant_ids[t]),
+            "user_id": str(user_ids[u]) if u >= 0 else None,
+            "anonymous_id": anonymous_ids[s] if u < 0 else None,
+            "session_id": str(session_ids[s]),
+            "properties": props,
+            "context": {"schema_version": 1, "device": device, "country": country, "locale": LOCALES[country],
+                        "user_agent": USER_AGENTS[device], "library": "sample-generator"},
+        }))
+    return lines
+
+
+def _malformed(line: bytes, kind: str, rng: np.random.Generator) -> bytes:
+    if kind == "not_json":
+        return line[: len(line) // 2]
+    doc = orjson.loads(line)
+    doc["event_id"] = f"{int(rng.integers(0, 2**63)):016x}bad"
+    if kind == "missing_field":
+        del doc["tenant_id"]
+    elif kind == "unknown_event_type":
+        doc["event_type"] = "page_veiw"
+    else:  # wrong_type
+        doc["timestamp"] = 1767225600
+    return orjson.dumps(doc)
+
+
+def write_event_files(directory: Path, size: SampleSize, lines: list[bytes], day: np.ndarray,
+                      rng: np.random.Generator) -> dict:
+    """Distribute the lines over one file per day with late, duplicate and malformed lines."""
+    n = len(lines)
+    file_day = day.copy()
+    late = rng.random(n) < LATE_SHARE
+    file_day[late] = np.minimum(day[late] + rng.integers(1, 4, late.sum()), size.days - 1)
+    dup = np.flatnonzero(rng.random(n) < DUPLICATE_SHARE)
+    dup_day = np.minimum(file_day[dup] + rng.integers(0, 3, len(dup)), size.days - 1)
+    bad = np.flatnonzero(rng.random(n) < MALFORMED_SHARE)
+    bad_kind = [MALFORMED_KINDS[i % len(MALFORMED_KINDS)] for i in range(len(bad))]
+
+    per_file: list[list[bytes]] = [[] for _ in range(size.days)]
+    for i in np.argsort(file_day, kind="stable"):
+        per_file[file_day[i]].append(lines[i])
+    for i, d in zip(dup, dup_day):
+        per_file[d].append(lines[i])
+    for i, kind in zip(bad, bad_kind):
+        per_file[file_day[i]].append(_malformed(lines[i], kind, rng))
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for d, file_lines in enumerate(per_file):
+        name = (pd.Timestamp(size.start_date) + pd.Timedelta(days=d)).strftime("events_%Y-%m-%d.jsonl")
+        write_atomically(directory / name, b"\n".join(file_lines) + b"\n")
+    return {
+        "files": size.days,
+        "valid_events": n,
+        "late_events": int((file_day > day).sum()),
+        "duplicate_lines": int(len(dup)),
+        "malformed_lines": dict(Counter(bad_kind)),
+    }
+
+
+def write_marketing_files(directory: Path, world: World, size: SampleSize, activity_factor: np.ndarray,
+                          rng: np.random.Generator) -> dict:
+    """Daily spend per tenant on each paid channel, one CSV file per channel and day."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tenant_ids = world.tenants["tenant_id"].tolist()
+    users_per_tenant = np.bincount(world.user_tenant, minlength=size.tenants)
+    base = 0.9 * users_per_tenant / max(size.days, 1) * 30
+    share = {"paid_search": 0.45, "social": 0.3, "email": 0.05, "display": 0.2}
+    rows = 0
+    for d in range(size.days):
+        day = (pd.Timestamp(size.start_date) + pd.Timedelta(days=d)).date()
+        trend = 1.0 + 0.4 * d / max(size.days, 1)
+        for channel in PAID_CHANNELS:
+            spend = np.round(base * share[channel] * activity_factor[d] * trend
+                             * rng.lognormal(0, 0.15, size.tenants), 2)
+            impressions = (spend * rng.uniform(80, 140, size.tenants)).astype(int)
+            clicks = (impressions * rng.uniform(0.008, 0.03, size.tenants)).astype(int)
+            out = [MARKETING_COLUMNS]
+            out += [[day.isoformat(), t, channel, f"{channel}_always_on", impressions[i], clicks[i], f"{spend[i]:.2f}"]
+                    for i, t in enumerate(tenant_ids)]
+            write_atomically(directory / f"spend_{channel}_{day.isoformat()}.csv", _csv_bytes(out))
+            rows += len(tenant_ids)
+    return {"files": size.days * len(PAID_CHANNELS), "rows": rows}
+
+
+def _csv_bytes(rows: list[list]) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue().encode()

@@ -1,0 +1,1 @@
+"""dlt sources: the app database, landing-zone events and marketing spend files."""
