@@ -20,14 +20,14 @@ from ingestion.events.schema import parse_timestamp, validate_event
 from ingestion.sources.landing import quarantine, quarantine_row, unloaded_files
 
 EVENT_FIELDS = ("event_id", "event_type", "timestamp", "tenant_id", "user_id", "anonymous_id", "session_id",
-                "properties", "context", "_source_file", "_line_number")
+                "properties", "context", "_source_file", "_line_number", "_loaded_at")
 _NULLABLE = {"user_id", "anonymous_id"}
 ARROW_SCHEMA = pa.schema([
     pa.field(name, kind, nullable=name in _NULLABLE) for name, kind in [
         ("event_id", pa.string()), ("event_type", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")),
         ("tenant_id", pa.string()), ("user_id", pa.string()), ("anonymous_id", pa.string()),
         ("session_id", pa.string()), ("properties", pa.string()), ("context", pa.string()),
-        ("_source_file", pa.string()), ("_line_number", pa.int64()),
+        ("_source_file", pa.string()), ("_line_number", pa.int64()), ("_loaded_at", pa.timestamp("us", tz="UTC")),
     ]
 ])
 
@@ -46,7 +46,7 @@ class ParsedFile:
 
 
 def parse_event_lines(source_file: str, data: bytes, seen: dict[str, str], now: datetime) -> ParsedFile:
-    """Split one file's lines into valid events and quarantined rows.
+    """Split one file's lines into valid events and quarantined rows; `now` stamps `_loaded_at`.
 
     `seen` maps event ids accepted earlier in this load to where they came from, so a duplicate
     inside one load is quarantined with a pointer to the first copy.
@@ -76,6 +76,7 @@ def parse_event_lines(source_file: str, data: bytes, seen: dict[str, str], now: 
             cols["context"].append(orjson.dumps(event.get("context") or {}).decode())
             cols["_source_file"].append(source_file)
             cols["_line_number"].append(number)
+            cols["_loaded_at"].append(now)
             continue
         parsed.quarantined.append(quarantine_row(source_file, number, error_field, reason,
                                                  raw.decode("utf-8", "replace")))

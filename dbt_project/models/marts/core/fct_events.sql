@@ -1,0 +1,37 @@
+{#- Event facts, incremental for micro-batches: each run takes the events loaded since the last
+    one and merges them on event_id, so a replay changes nothing. Late events carry their own
+    event_date, so they land in the day they happened, not the day they arrived. -#}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='merge',
+        unique_key='event_id',
+        on_schema_change='append_new_columns',
+    )
+}}
+
+select
+    event_id,
+    event_type,
+    event_at,
+    event_date,
+    tenant_id,
+    user_id,
+    anonymous_id,
+    visitor_id,
+    client_session_id,
+    order_id,
+    revenue,
+    product_id,
+    feature,
+    page_path,
+    error_code,
+    experiment_id,
+    experiment_variant,
+    device,
+    country,
+    loaded_at
+from {{ ref('stg_events__events') }}
+{% if is_incremental() %}
+where loaded_at > (select coalesce(max(loaded_at), cast('1900-01-01' as timestamp)) from {{ this }})
+{% endif %}

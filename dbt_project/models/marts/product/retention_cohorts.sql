@@ -1,0 +1,41 @@
+{#- Weekly signup cohorts per tenant and the share of each cohort active N weeks later. -#}
+with users as (
+    select user_id, tenant_id, {{ dbt.date_trunc('week', 'signup_date') }} as cohort_week
+    from {{ ref('dim_users') }}
+    where signup_date >= (select first_date from {{ ref('int_calendar__activity_window') }})
+),
+
+activity as (
+    select distinct user_id, {{ dbt.date_trunc('week', 'event_date') }} as activity_week
+    from {{ ref('fct_events') }}
+    where user_id is not null
+),
+
+cohort_sizes as (
+    select tenant_id, cohort_week, count(*) as cohort_size from users group by tenant_id, cohort_week
+),
+
+retained as (
+    select
+        users.tenant_id,
+        users.cohort_week,
+        cast({{ dbt.datediff('users.cohort_week', 'activity.activity_week', 'week') }} as integer) as week_number,
+        count(distinct users.user_id) as active_users
+    from users
+    inner join activity
+        on activity.user_id = users.user_id and activity.activity_week >= users.cohort_week
+    group by 1, 2, 3
+)
+
+select
+    {{ dbt.concat(['retained.tenant_id', "'|'", "cast(cast(retained.cohort_week as date) as " ~ dbt.type_string() ~ ")",
+                   "'|'", "cast(retained.week_number as " ~ dbt.type_string() ~ ")"]) }} as cohort_key,
+    retained.tenant_id,
+    cast(retained.cohort_week as date) as cohort_week,
+    retained.week_number,
+    cast(cohort_sizes.cohort_size as bigint) as cohort_size,
+    cast(retained.active_users as bigint) as active_users,
+    cast(retained.active_users as double precision) / cohort_sizes.cohort_size as retention_rate
+from retained
+inner join cohort_sizes
+    on cohort_sizes.tenant_id = retained.tenant_id and cohort_sizes.cohort_week = retained.cohort_week

@@ -1,0 +1,17 @@
+with source as (
+    select * from {{ source('raw_app', 'order_items') }}
+),
+
+renamed as (
+    select
+        order_item_id,
+        order_id,
+        product_id,
+        cast(quantity as integer) as quantity,
+        cast(unit_price as numeric(18, 2)) as unit_price,
+        cast(quantity * unit_price as numeric(18, 2)) as line_amount,
+        cast(updated_at as timestamp) as updated_at
+    from source
+)
+
+select * from renamed

@@ -1,0 +1,19 @@
+with source as (
+    select * from {{ source('raw_app', 'orders') }}
+),
+
+renamed as (
+    select
+        order_id,
+        tenant_id,
+        user_id,
+        status as order_status,
+        currency,
+        cast(total_amount as numeric(18, 2)) as order_total,
+        cast(created_at as timestamp) as ordered_at,
+        cast(created_at as date) as order_date,
+        cast(updated_at as timestamp) as updated_at
+    from source
+)
+
+select * from renamed
