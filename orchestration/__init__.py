@@ -1,0 +1,1 @@
+"""The Dagster code location: assets, checks, resources, schedules and jobs wiring the platform."""

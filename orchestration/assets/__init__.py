@@ -1,0 +1,1 @@
+"""Assets of the platform, one module per part they wrap."""

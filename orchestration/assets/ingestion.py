@@ -1,0 +1,55 @@
+"""dlt loads as assets: one asset per raw table, keyed `[raw schema, table]` like dbt's sources.
+
+A fresh dlt source is built for every run (each run has its own load time and duplicate
+tracking); the one built at import only describes the assets. All warehouse writers share the
+`warehouse` pool: DuckDB takes one writing process per file.
+"""
+
+
+import dagster as dg
+from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
+from dagster_dlt.translator import DltResourceTranslatorData
+
+from ingestion import pipelines
+from orchestration.assets.sample_data import SAMPLE_DATA_KEY
+from orchestration.environment import current_environment
+
+WAREHOUSE_POOL = "warehouse"
+
+
+class RawTableTranslator(DagsterDltTranslator):
+    """Keys raw tables as dbt names its sources, so lineage joins without glue."""
+
+    def get_asset_spec(self, data: DltResourceTranslatorData) -> dg.AssetSpec:
+        spec = super().get_asset_spec(data)
+        return spec.replace_attributes(
+            key=dg.AssetKey([data.pipeline.dataset_name, data.resource.name]),
+            deps=[SAMPLE_DATA_KEY],
+            group_name="raw",
+        )
+
+
+def _load_assets(target: pipelines.LoadTarget) -> dg.AssetsDefinition:
+    env = current_environment()
+
+    def fresh_source():
+        return pipelines.sources(env.layout, env.schema_contract)[target]
+
+    pipeline = pipelines.make_pipeline(target, env.layout.warehouse, env.layout.dlt_dir)
+
+    @dlt_assets(
+        dlt_source=fresh_source(),
+        dlt_pipeline=pipeline,
+        name=f"load_{target.pipeline_name}",
+        dagster_dlt_translator=RawTableTranslator(),
+        pool=WAREHOUSE_POOL,
+    )
+    def _assets(context: dg.AssetExecutionContext, dlt: DagsterDltResource):
+        yield from dlt.run(context=context, dlt_source=fresh_source())
+
+    return _assets
+
+
+app_db_assets = _load_assets(pipelines.APP_DB)
+events_assets = _load_assets(pipelines.EVENTS)
+marketing_assets = _load_assets(pipelines.MARKETING)

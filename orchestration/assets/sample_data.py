@@ -1,0 +1,33 @@
+"""The embedded default's source systems: the sample product, generated once if absent."""
+
+
+import dagster as dg
+
+from ingestion.sample_data import SIZES, generate
+from ingestion.sample_data.generator import is_generated
+from orchestration.environment import current_environment
+
+SAMPLE_DATA_KEY = dg.AssetKey("sample_data")
+
+
+@dg.asset(
+    key=SAMPLE_DATA_KEY,
+    group_name="sources",
+    kinds={"python", "sqlite"},
+    description="The sample SaaS commerce product (app database, event and spend files); generated if absent.",
+)
+def sample_data(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    env = current_environment()
+    layout = env.layout
+    if is_generated(layout):
+        context.log.info(f"sample data present under {layout.root}; not regenerating")
+        return dg.MaterializeResult(metadata={"generated": False, "path": str(layout.root)})
+    truth = generate(layout, SIZES[env.sample_size], env.sample_seed)
+    return dg.MaterializeResult(metadata={
+        "generated": True,
+        "path": str(layout.root),
+        "size": env.sample_size,
+        "events": truth["events"]["valid_events"],
+        "orders": truth["app_db"]["orders"],
+        "seconds": truth["seconds"],
+    })

@@ -1,0 +1,29 @@
+"""The code location: every asset, check, job and schedule of the platform."""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster_dlt import DagsterDltResource
+
+from orchestration.assets.dbt import dbt_models, dbt_resource
+from orchestration.assets.ingestion import app_db_assets, events_assets, marketing_assets
+from orchestration.assets.sample_data import sample_data
+
+batch_job = dg.define_asset_job(
+    "batch_job",
+    selection=dg.AssetSelection.all(),
+    description="Everything, in dependency order: sample data, dlt loads, dbt build with its tests.",
+)
+
+daily_batch_schedule = dg.ScheduleDefinition(
+    name="daily_batch", job=batch_job, cron_schedule="0 2 * * *", execution_timezone="UTC",
+)
+
+defs = dg.Definitions(
+    assets=[sample_data, app_db_assets, events_assets, marketing_assets, dbt_models],
+    jobs=[batch_job],
+    schedules=[daily_batch_schedule],
+    resources={"dlt": DagsterDltResource(), "dbt": dbt_resource()},
+    # One step at a time in one process: every step writes the same DuckDB file.
+    executor=dg.in_process_executor,
+)
