@@ -1,0 +1,53 @@
+# The verbs of the project. `make run` and `make test` are the two commands of the README: each
+# installs what is missing first (uv, the locked environment, the dbt manifest).
+
+SHELL := /bin/bash
+export UV_PYTHON_DOWNLOADS := never
+UV := $(or $(shell command -v uv 2>/dev/null),$(HOME)/.local/bin/uv)
+RUN := $(UV) run --frozen
+DBT_FILES := $(shell find dbt_project/models dbt_project/macros dbt_project/tests dbt_project/seeds -type f 2>/dev/null) \
+             dbt_project/dbt_project.yml dbt_project/profiles.yml
+MANIFEST := dbt_project/target/manifest.json
+
+.PHONY: run test test-all dev bench lint manifest install clean
+
+## run: the main job end to end on the embedded default, then a summary
+run: install manifest
+	$(RUN) python -m orchestration.main
+
+## test: the test suite (slow suites are marked and left out; `make test-all` runs them too)
+test: install manifest
+	$(RUN) pytest
+
+test-all: install manifest
+	$(RUN) pytest -m ""
+
+## dev: the Dagster UI on http://127.0.0.1:3000 with this code location
+dev: install manifest
+	mkdir -p data/dagster && cp -n orchestration/dagster.yaml data/dagster/dagster.yaml || true
+	DAGSTER_HOME=$(CURDIR)/data/dagster $(RUN) dagster dev -w workspace.yaml
+
+## bench: load + build figures for the default sample and ten times it (slow)
+bench: install manifest
+	$(RUN) python -m bench.pipeline
+
+lint: install
+	$(RUN) ruff check .
+
+install: .venv/.synced
+
+manifest: $(MANIFEST)
+
+$(HOME)/.local/bin/uv:
+	python3 -m pip install --user --quiet uv || python3 -m pip install --user --quiet --break-system-packages uv
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	touch $@
+
+$(MANIFEST): .venv/.synced $(DBT_FILES)
+	$(RUN) dbt parse --project-dir dbt_project --profiles-dir dbt_project --quiet
+	touch $@
+
+clean:
+	rm -rf dbt_project/target .venv

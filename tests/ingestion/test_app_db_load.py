@@ -1,0 +1,68 @@
+"""The app database: incremental on updated_at, merged on keys, schema contract on purpose."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+
+import pytest
+from dlt.pipeline.exceptions import PipelineStepFailed
+
+from ingestion import pipelines
+from ingestion.sample_data.app_db import PRIMARY_KEYS, mutate_app_db
+from tests.ingestion.helpers import load, query, scalar
+
+
+def _source_counts(layout) -> dict[str, int]:
+    with sqlite3.connect(layout.app_db) as conn:
+        return {t: conn.execute(f"select count(*) from {t}").fetchone()[0] for t in PRIMARY_KEYS}
+
+
+def test_first_load_copies_every_table(sample):
+    written = load(sample, pipelines.APP_DB)
+    assert written == _source_counts(sample)
+    for table, key in PRIMARY_KEYS.items():
+        assert scalar(sample, f"select count(*) - count(distinct {key}) from raw_app.{table}") == 0
+
+
+def test_second_load_takes_only_changed_rows_and_updates_in_place(sample):
+    load(sample, pipelines.APP_DB)
+    changed = mutate_app_db(sample.app_db, at=datetime(2026, 11, 15, 12, 0, 0))
+    written = load(sample, pipelines.APP_DB)
+    assert written == changed
+    counts = _source_counts(sample)
+    for table, key in PRIMARY_KEYS.items():
+        assert scalar(sample, f"select count(*) from raw_app.{table}") == counts[table]
+        assert scalar(sample, f"select count(*) - count(distinct {key}) from raw_app.{table}") == 0
+    refunded_now = scalar(sample, "select count(*) from raw_app.orders where status = 'refunded' "
+                                  "and updated_at = timestamp '2026-11-15 12:00:00'")
+    assert refunded_now == changed["orders"] - 1
+    assert load(sample, pipelines.APP_DB) == {}  # nothing changed since: nothing loaded
+
+
+def _add_column(layout, stamp: str) -> None:
+    with sqlite3.connect(layout.app_db) as conn:
+        conn.execute("alter table users add column referral_code text")
+        conn.execute("update users set referral_code = 'R' || user_id, updated_at = ? "
+                     "where user_id in (select user_id from users order by user_id limit 3)", (stamp,))
+
+
+def test_new_column_evolves_the_raw_table(sample):
+    load(sample, pipelines.APP_DB)
+    _add_column(sample, "2026-11-15 12:00:00")
+    assert load(sample, pipelines.APP_DB, contract="evolve") == {"users": 3}
+    columns = {r[0] for r in query(sample, "select column_name from information_schema.columns "
+                                           "where table_schema = 'raw_app' and table_name = 'users'")}
+    assert "referral_code" in columns
+    assert scalar(sample, "select count(referral_code) from raw_app.users") == 3
+
+
+def test_new_column_is_refused_under_freeze_and_nothing_is_lost(sample):
+    load(sample, pipelines.APP_DB)
+    users_before = query(sample, "select * from raw_app.users order by user_id")
+    _add_column(sample, "2026-11-15 12:00:00")
+    with pytest.raises(PipelineStepFailed) as failure:
+        load(sample, pipelines.APP_DB, contract="freeze")
+    message = str(failure.value)
+    assert "users" in message and "referral_code" in message and "freeze" in message
+    assert query(sample, "select * from raw_app.users order by user_id") == users_before

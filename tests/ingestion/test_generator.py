@@ -1,0 +1,104 @@
+"""The sample generator: deterministic, realistic, and honest about what it injected."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import sqlite3
+
+import orjson
+
+from ingestion.events.schema import validate_event
+from ingestion.paths import DataLayout
+from ingestion.sample_data import SIZES, generate
+
+
+def _same_tree(a: DataLayout, b: DataLayout) -> bool:
+    for sub in ("landing/events", "landing/marketing", "sample"):
+        cmp = filecmp.dircmp(a.root / sub, b.root / sub)
+        if cmp.left_only or cmp.right_only or cmp.diff_files:
+            return False
+        _, mismatch, errors = filecmp.cmpfiles(a.root / sub, b.root / sub, cmp.common_files, shallow=False)
+        if mismatch or errors:
+            return False
+    dumps = []
+    for layout in (a, b):
+        with sqlite3.connect(layout.app_db) as conn:
+            dumps.append(list(conn.iterdump()))
+    return dumps[0] == dumps[1]
+
+
+def test_same_seed_same_bytes(tiny_sample, tmp_path):
+    again = DataLayout(tmp_path / "again")
+    generate(again, SIZES["tiny"], seed=42)
+    assert _same_tree(tiny_sample, again)
+
+
+def test_other_seed_other_data(tiny_sample, tmp_path):
+    other = DataLayout(tmp_path / "other")
+    generate(other, SIZES["tiny"], seed=7)
+    assert not _same_tree(tiny_sample, other)
+
+
+def test_ground_truth_describes_the_injections(tiny_sample):
+    truth = json.loads(tiny_sample.ground_truth.read_text())
+    size = SIZES["tiny"]
+    assert len(truth["anomalies"]) == size.anomalies
+    assert {a["metric"] for a in truth["anomalies"]} <= {"active_users", "orders", "errors"}
+    assert all(size.start_date.isoformat() <= a["date"] <= size.end_date.isoformat() for a in truth["anomalies"])
+    assert len(truth["experiments"]) == size.experiments
+    assert all("true_lift" in e for e in truth["experiments"])
+    events = truth["events"]
+    assert events["late_events"] > 0 and events["duplicate_lines"] > 0
+    assert sum(events["malformed_lines"].values()) > 0
+
+
+def test_event_files_hold_exactly_what_the_truth_says(tiny_sample):
+    """Every line is a valid event except the malformed ones; duplicates repeat an earlier id."""
+    truth = json.loads(tiny_sample.ground_truth.read_text())["events"]
+    files = sorted(tiny_sample.events_dir.glob("*.jsonl"))
+    assert len(files) == truth["files"]
+    valid_ids, copies, invalid = set(), 0, 0
+    for path in files:
+        for line in path.read_bytes().splitlines():
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                invalid += 1
+                continue
+            if validate_event(event) is not None:
+                invalid += 1
+            elif event["event_id"] in valid_ids:
+                copies += 1
+            else:
+                valid_ids.add(event["event_id"])
+    assert len(valid_ids) == truth["valid_events"]
+    assert copies == truth["duplicate_lines"]
+    assert invalid == sum(truth["malformed_lines"].values())
+
+
+def test_app_database_is_consistent_with_events(tiny_sample):
+    with sqlite3.connect(tiny_sample.app_db) as conn:
+        orders = dict(conn.execute("select order_id, total_amount from orders"))
+        orphans = conn.execute("select count(*) from orders where user_id not in (select user_id from users)").fetchone()
+        tables = {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
+    assert orphans == (0,)
+    assert {"tenants", "users", "products", "orders", "order_items", "subscriptions", "subscription_events"} <= tables
+    checkouts = {}
+    for path in tiny_sample.events_dir.glob("*.jsonl"):
+        for line in path.read_bytes().splitlines():
+            if b'"checkout_completed"' in line:
+                try:
+                    event = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if validate_event(event) is None:
+                    checkouts[event["properties"]["order_id"]] = event["properties"]["revenue"]
+    assert checkouts.keys() == orders.keys()
+    assert all(abs(checkouts[o] - orders[o]) < 0.005 for o in orders)
+
+
+def test_sizes_scale_events():
+    assert SIZES["tiny"].users < SIZES["default"].users < SIZES["large"].users
+    assert SIZES["default"].days == 90
+    assert SIZES["default"].scaled(10).users == 10 * SIZES["default"].users
