@@ -48,7 +48,11 @@ def environment_from(env: dict[str, str]) -> Environment:
 
 @cache
 def current_environment() -> Environment:
-    """The environment of this process; also exports the warehouse path that profiles.yml reads."""
+    """The environment of this process; also exports the warehouse path that profiles.yml reads.
+
+    The path is always derived from the data directory (never inherited), so a dbt subprocess
+    cannot build against another run's warehouse.
+    """
     env = environment_from(dict(os.environ))
-    os.environ.setdefault("PLATFORM_WAREHOUSE", str(env.layout.warehouse))
+    os.environ["PLATFORM_WAREHOUSE"] = str(env.layout.warehouse)
     return env

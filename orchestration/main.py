@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ import duckdb
 from orchestration.environment import Environment, current_environment
 
 MARTS_SCHEMA = "marts"
+# Tags that let a later run of this runner tell whether a started run's process still lives.
+HOST_TAG, PID_TAG = "platform/host", "platform/pid"
 
 
 def ensure_dagster_home(env: Environment) -> Path:
@@ -33,16 +36,49 @@ def ensure_dagster_home(env: Environment) -> Path:
     return home
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Fail the runs this runner started whose process is gone, and free their pool slots.
+
+    A run killed mid-step (kill -9, a closed laptop) stays "started" and keeps its slot in the
+    `warehouse` pool, which would make every later run wait forever for it.
+    """
+    host = socket.gethostname()
+    abandoned = []
+    started = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING],
+                            tags={HOST_TAG: host})
+    for record in instance.get_run_records(filters=started):
+        run = record.dagster_run
+        pid = int(run.tags.get(PID_TAG, "0"))
+        if pid and not _process_alive(pid):
+            instance.report_run_failed(run, f"the process that ran it ({host}:{pid}) is gone")
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            abandoned.append(run.run_id)
+    return abandoned
+
+
 def run_batch(env: Environment) -> dg.ExecuteInProcessResult:
     ensure_dagster_home(env)
     from orchestration.definitions import defs  # after DAGSTER_HOME and the environment are set
 
     job = defs.resolve_job_def("batch_job")
     with dg.DagsterInstance.get() as instance:
+        for run_id in recover_abandoned_runs(instance):
+            print(f"marked abandoned run {run_id} as failed and freed its warehouse slot")
         return job.execute_in_process(
             instance=instance,
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            tags={HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())},
         )
 
 
@@ -74,10 +110,19 @@ def summary(env: Environment, result: dg.ExecuteInProcessResult, seconds: float)
         f"warehouse: {env.layout.warehouse}",
         f"Dagster UI: `make dev`, then http://127.0.0.1:3000 (runs are stored in {env.dagster_home})",
     ]
-    if not result.success:
-        failed = [e.step_key for e in result.all_events if e.is_step_failure]
-        lines.append(f"failed steps: {failed}")
+    lines += [f"FAILED step {step}: {why}" for step, why in step_failures(result)]
     return "\n".join(lines)
+
+
+def step_failures(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
+    """Each failed step with the reason it gave (a Failure's description, else the error)."""
+    found = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            data = event.step_failure_data
+            why = data.user_failure_data.description if data.user_failure_data else data.error.message
+            found.append((event.step_key, (why or "").strip()))
+    return found
 
 
 def main() -> int:

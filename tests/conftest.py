@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,11 @@ from ingestion.paths import DataLayout
 from ingestion.sample_data import SIZES, generate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    """Code imported by tests (the Dagster definitions) must never touch the user's data/."""
+    os.environ.setdefault("PLATFORM_DATA_DIR", tempfile.mkdtemp(prefix="platform-test-data-"))
 
 
 @pytest.fixture(scope="session")

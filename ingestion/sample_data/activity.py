@@ -253,7 +253,8 @@ def _orders(world: World, size: SampleSize, rng: np.random.Generator, session_of
         "updated_at": pd.to_datetime(updated),
     })
     items = pd.DataFrame({
-        "order_item_id": [f"{order_ids[o]}-{k + 1}" for o, k in zip(item_order, _rank_within(item_order))],
+        "order_item_id": [f"{order_ids[o]}-{k + 1}"
+                          for o, k in zip(item_order, _rank_within(item_order), strict=True)],
         "order_id": np.array(order_ids)[item_order],
         "product_id": world.products["product_id"].to_numpy()[product],
         "quantity": quantity,

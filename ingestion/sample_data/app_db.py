@@ -21,18 +21,18 @@ TABLES: dict[str, tuple[str, str]] = {
                 "created_at DATETIME NOT NULL, updated_at DATETIME NOT NULL", "tenant_id"),
     "users": ("user_id TEXT, tenant_id TEXT NOT NULL, email_domain TEXT, signup_at DATETIME NOT NULL, plan TEXT, "
               "country TEXT, device TEXT, acquisition_channel TEXT, updated_at DATETIME NOT NULL", "user_id"),
-    "products": ("product_id TEXT, tenant_id TEXT NOT NULL, name TEXT, category TEXT, price FLOAT NOT NULL, "
+    "products": ("product_id TEXT, tenant_id TEXT NOT NULL, name TEXT, category TEXT, price NUMERIC(12,2) NOT NULL, "
                  "created_at DATETIME NOT NULL, updated_at DATETIME NOT NULL", "product_id"),
     "orders": ("order_id TEXT, tenant_id TEXT NOT NULL, user_id TEXT NOT NULL, status TEXT NOT NULL, "
-               "currency TEXT, total_amount FLOAT NOT NULL, created_at DATETIME NOT NULL, "
+               "currency TEXT, total_amount NUMERIC(12,2) NOT NULL, created_at DATETIME NOT NULL, "
                "updated_at DATETIME NOT NULL", "order_id"),
     "order_items": ("order_item_id TEXT, order_id TEXT NOT NULL, product_id TEXT NOT NULL, quantity INTEGER, "
-                    "unit_price FLOAT, updated_at DATETIME NOT NULL", "order_item_id"),
+                    "unit_price NUMERIC(12,2), updated_at DATETIME NOT NULL", "order_item_id"),
     "subscriptions": ("subscription_id TEXT, tenant_id TEXT NOT NULL, user_id TEXT NOT NULL, plan TEXT, "
-                      "mrr FLOAT, status TEXT, started_at DATETIME NOT NULL, cancelled_at DATETIME, "
+                      "mrr NUMERIC(12,2), status TEXT, started_at DATETIME NOT NULL, cancelled_at DATETIME, "
                       "updated_at DATETIME NOT NULL", "subscription_id"),
     "subscription_events": ("subscription_event_id TEXT, subscription_id TEXT NOT NULL, event_type TEXT NOT NULL, "
-                            "plan TEXT, mrr FLOAT, effective_at DATETIME NOT NULL, updated_at DATETIME NOT NULL",
+                            "plan TEXT, mrr NUMERIC(12,2), effective_at DATETIME NOT NULL, updated_at DATETIME NOT NULL",
                             "subscription_event_id"),
 }
 PRIMARY_KEYS = {table: pk for table, (_, pk) in TABLES.items()}
@@ -74,7 +74,8 @@ def mutate_app_db(path: Path, at: datetime, seed: int = 1) -> dict[str, int]:
     stamp = at.strftime("%Y-%m-%d %H:%M:%S")
     changed: dict[str, int] = {}
     with sqlite3.connect(path) as conn:
-        completed = [r[0] for r in conn.execute("SELECT order_id FROM orders WHERE status = 'completed' ORDER BY order_id")]
+        completed = [r[0] for r in conn.execute(
+            "SELECT order_id FROM orders WHERE status = 'completed' ORDER BY order_id")]
         refunds = [completed[i] for i in sorted(rng.choice(len(completed), min(5, len(completed)), replace=False))]
         conn.executemany("UPDATE orders SET status = 'refunded', updated_at = ? WHERE order_id = ?",
                          [(stamp, o) for o in refunds])
@@ -85,7 +86,8 @@ def mutate_app_db(path: Path, at: datetime, seed: int = 1) -> dict[str, int]:
             new_plan = upgrade[plan]
             conn.execute("UPDATE subscriptions SET plan = ?, mrr = ?, updated_at = ? WHERE subscription_id = ?",
                          (new_plan, PLAN_MRR[new_plan], stamp, sub_id))
-            n = conn.execute("SELECT count(*) FROM subscription_events WHERE subscription_id = ?", (sub_id,)).fetchone()[0]
+            (n,) = conn.execute("SELECT count(*) FROM subscription_events WHERE subscription_id = ?",
+                                (sub_id,)).fetchone()
             conn.execute("INSERT INTO subscription_events VALUES (?, ?, 'upgraded', ?, ?, ?, ?)",
                          (f"{sub_id}-{n + 1:03d}", sub_id, new_plan, PLAN_MRR[new_plan], stamp, stamp))
         tenant_id, product_id, price = conn.execute(

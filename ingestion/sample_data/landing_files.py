@@ -51,9 +51,9 @@ def render_events(activity: Activity, world: World, experiments: list[Experiment
     anonymous_ids = sessions["anonymous_id"].to_numpy()
     anon_country = rng.choice(COUNTRIES, len(sessions))
     anon_device = rng.choice(DEVICES, len(sessions))
-    revenue = dict(zip(activity.orders["order_id"], activity.orders["total_amount"].tolist()))
+    revenue = dict(zip(activity.orders["order_id"], activity.orders["total_amount"].tolist(), strict=True))
     session_revenue = {s: revenue[o] for s, o in zip(ev["session"][ev["order_id"].notna()],
-                                                     ev["order_id"][ev["order_id"].notna()])}
+                                                     ev["order_id"][ev["order_id"].notna()], strict=True)}
     products = world.products
     n_p = len(products) // len(tenant_ids)
     stamps = np.char.add(np.datetime_as_string(ev["ts"].to_numpy().astype("datetime64[s]"), unit="s"), "Z")
@@ -69,7 +69,8 @@ def render_events(activity: Activity, world: World, experiments: list[Experiment
 
     lines = []
     columns = zip(ev["event_id"], ev["event_type"], stamps.tolist(), ev["tenant"].tolist(), ev["user"].tolist(),
-                  ev["session"].tolist(), ev["experiment"].tolist(), ev["treated"].tolist(), ev["order_id"])
+                  ev["session"].tolist(), ev["experiment"].tolist(), ev["treated"].tolist(), ev["order_id"],
+                  strict=True)
     for i, (event_id, etype, stamp, t, u, s, e, treated, order_id) in enumerate(columns):
         if etype == "page_view":
             props = {"path": path[i]}
@@ -137,9 +138,9 @@ def write_event_files(directory: Path, size: SampleSize, lines: list[bytes], day
     per_file: list[list[bytes]] = [[] for _ in range(size.days)]
     for i in np.argsort(file_day, kind="stable"):
         per_file[file_day[i]].append(lines[i])
-    for i, d in zip(dup, dup_day):
+    for i, d in zip(dup, dup_day, strict=True):
         per_file[d].append(lines[i])
-    for i, kind in zip(bad, bad_kind):
+    for i, kind in zip(bad, bad_kind, strict=True):
         per_file[file_day[i]].append(_malformed(lines[i], kind, rng))
 
     directory.mkdir(parents=True, exist_ok=True)

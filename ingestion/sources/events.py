@@ -8,7 +8,7 @@ line goes to `events_quarantine` with the field and reason.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dlt
@@ -87,7 +87,7 @@ def parse_event_lines(source_file: str, data: bytes, seen: dict[str, str], now: 
 def events_source(events_dir: str | Path, file_glob: str = "*.jsonl"):
     """Closed landing files only: writers rename finished files to `*.jsonl` atomically."""
     seen: dict[str, str] = {}
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     @dlt.transformer(
         name="events",

@@ -8,7 +8,7 @@ next run (which first finishes any pending package) never loads it twice.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import dlt
@@ -54,7 +54,7 @@ def quarantine_row(source_file: str, line_number: int, field: str, reason: str, 
         "field": field,
         "reason": reason,
         "raw_line": raw,
-        "quarantined_at": datetime.now(timezone.utc),
+        "quarantined_at": datetime.now(UTC),
     }
 
 

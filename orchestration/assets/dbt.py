@@ -37,6 +37,12 @@ def summarize_run_results(run_results: dict) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def failures(run_results: dict, most: int = 5) -> list[str]:
+    """The first failing nodes with dbt's message, for a run failure a person can act on."""
+    bad = [r for r in run_results.get("results", []) if r["status"] in ("error", "fail")]
+    return [f"{r['unique_id']}: {(r.get('message') or '').strip()}" for r in bad[:most]]
+
+
 class DbtBuildConfig(dg.Config):
     full_refresh: bool = False
 
@@ -45,12 +51,13 @@ class DbtBuildConfig(dg.Config):
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
     invocation = dbt.cli(dbt_build_args(config.full_refresh), context=context, raise_on_error=False)
     yield from invocation.stream()
-    results = summarize_run_results(invocation.get_artifact("run_results.json"))
+    run_results = invocation.get_artifact("run_results.json")
+    results = summarize_run_results(run_results)
     context.log.info(f"dbt results: {json.dumps(results)}")
     summary_path = Path(current_environment().data_dir) / "dbt_last_run_results.json"
     summary_path.write_text(json.dumps(results, indent=2))
     if not invocation.is_successful():
-        raise dg.Failure(description=f"dbt build failed: {results}", metadata=results)
+        raise dg.Failure(description="dbt build failed:\n" + "\n".join(failures(run_results)), metadata=results)
 
 
 def dbt_resource() -> DbtCliResource:

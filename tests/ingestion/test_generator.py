@@ -80,7 +80,8 @@ def test_event_files_hold_exactly_what_the_truth_says(tiny_sample):
 def test_app_database_is_consistent_with_events(tiny_sample):
     with sqlite3.connect(tiny_sample.app_db) as conn:
         orders = dict(conn.execute("select order_id, total_amount from orders"))
-        orphans = conn.execute("select count(*) from orders where user_id not in (select user_id from users)").fetchone()
+        orphans = conn.execute(
+            "select count(*) from orders where user_id not in (select user_id from users)").fetchone()
         tables = {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
     assert orphans == (0,)
     assert {"tenants", "users", "products", "orders", "order_items", "subscriptions", "subscription_events"} <= tables
