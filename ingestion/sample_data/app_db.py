@@ -32,7 +32,8 @@ TABLES: dict[str, tuple[str, str]] = {
                       "mrr NUMERIC(12,2), status TEXT, started_at DATETIME NOT NULL, cancelled_at DATETIME, "
                       "updated_at DATETIME NOT NULL", "subscription_id"),
     "subscription_events": ("subscription_event_id TEXT, subscription_id TEXT NOT NULL, event_type TEXT NOT NULL, "
-                            "plan TEXT, mrr NUMERIC(12,2), effective_at DATETIME NOT NULL, updated_at DATETIME NOT NULL",
+                            "plan TEXT, mrr NUMERIC(12,2), effective_at DATETIME NOT NULL, "
+                            "updated_at DATETIME NOT NULL",
                             "subscription_event_id"),
 }
 PRIMARY_KEYS = {table: pk for table, (_, pk) in TABLES.items()}

@@ -10,7 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +39,11 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def render_events(activity: Activity, world: World, experiments: list[Experiment],
-                  rng: np.random.Generator) -> list[bytes]:
-    """One JSON document per simulated event, in the shape the collector accepts."""
+                  rng: np.random.Generator) -> Iterator[bytes]:
+    """One JSON document per simulated event, in the shape the collector accepts, in day order.
+
+    A generator: the writer streams them into files, so memory does not grow with the sample.
+    """
     ev = activity.events
     n = len(ev)
     tenant_ids = world.tenants["tenant_id"].to_numpy()
@@ -67,7 +71,6 @@ def render_events(activity: Activity, world: World, experiments: list[Experiment
     error_codes = list(ERRORS)
     error_code = [error_codes[i] for i in rng.integers(0, len(error_codes), n)]
 
-    lines = []
     columns = zip(ev["event_id"], ev["event_type"], stamps.tolist(), ev["tenant"].tolist(), ev["user"].tolist(),
                   ev["session"].tolist(), ev["experiment"].tolist(), ev["treated"].tolist(), ev["order_id"],
                   strict=True)
@@ -94,7 +97,7 @@ def render_events(activity: Activity, world: World, experiments: list[Experiment
             country, device = str(u_country[u]), str(u_device[u])
         else:
             country, device = str(anon_country[s]), str(anon_device[s])
-        lines.append(orjson.dumps({
+        yield orjson.dumps({
             "event_id": event_id,
             "event_type": etype,
             "timestamp": stamp,
@@ -105,8 +108,7 @@ def render_events(activity: Activity, world: World, experiments: list[Experiment
             "properties": props,
             "context": {"schema_version": 1, "device": device, "country": country, "locale": LOCALES[country],
                         "user_agent": USER_AGENTS[device], "library": "sample-generator"},
-        }))
-    return lines
+        })
 
 
 def _malformed(line: bytes, kind: str, rng: np.random.Generator) -> bytes:
@@ -123,36 +125,51 @@ def _malformed(line: bytes, kind: str, rng: np.random.Generator) -> bytes:
     return orjson.dumps(doc)
 
 
-def write_event_files(directory: Path, size: SampleSize, lines: list[bytes], day: np.ndarray,
+def write_event_files(directory: Path, size: SampleSize, lines: Iterable[bytes], day: np.ndarray,
                       rng: np.random.Generator) -> dict:
-    """Distribute the lines over one file per day with late, duplicate and malformed lines."""
-    n = len(lines)
+    """Stream day-ordered lines into one file per day, with late, duplicate and malformed lines.
+
+    Lines only ever move to the same or a later day's file, so a day's file is complete, and
+    written, as soon as the first line of a later day arrives.
+    """
+    n = len(day)
     file_day = day.copy()
     late = rng.random(n) < LATE_SHARE
     file_day[late] = np.minimum(day[late] + rng.integers(1, 4, late.sum()), size.days - 1)
-    dup = np.flatnonzero(rng.random(n) < DUPLICATE_SHARE)
-    dup_day = np.minimum(file_day[dup] + rng.integers(0, 3, len(dup)), size.days - 1)
-    bad = np.flatnonzero(rng.random(n) < MALFORMED_SHARE)
-    bad_kind = [MALFORMED_KINDS[i % len(MALFORMED_KINDS)] for i in range(len(bad))]
-
-    per_file: list[list[bytes]] = [[] for _ in range(size.days)]
-    for i in np.argsort(file_day, kind="stable"):
-        per_file[file_day[i]].append(lines[i])
-    for i, d in zip(dup, dup_day, strict=True):
-        per_file[d].append(lines[i])
-    for i, kind in zip(bad, bad_kind, strict=True):
-        per_file[file_day[i]].append(_malformed(lines[i], kind, rng))
+    dup_day = np.full(n, -1)
+    dup = rng.random(n) < DUPLICATE_SHARE
+    dup_day[dup] = np.minimum(file_day[dup] + rng.integers(0, 3, dup.sum()), size.days - 1)
+    bad = rng.random(n) < MALFORMED_SHARE
+    bad_kinds: Counter[str] = Counter()
 
     directory.mkdir(parents=True, exist_ok=True)
-    for d, file_lines in enumerate(per_file):
-        name = (pd.Timestamp(size.start_date) + pd.Timedelta(days=d)).strftime("events_%Y-%m-%d.jsonl")
-        write_atomically(directory / name, b"\n".join(file_lines) + b"\n")
+    pending: dict[int, list[bytes]] = defaultdict(list)
+    written = 0
+
+    def flush_before(limit: int) -> None:
+        nonlocal written
+        while written < limit:
+            name = (pd.Timestamp(size.start_date) + pd.Timedelta(days=written)).strftime("events_%Y-%m-%d.jsonl")
+            write_atomically(directory / name, b"\n".join(pending.pop(written, [])) + b"\n")
+            written += 1
+
+    for i, line in enumerate(lines):
+        flush_before(day[i])
+        line = bytes(memoryview(line))  # orjson's result keeps a 4 KiB buffer: hold an exact copy
+        pending[file_day[i]].append(line)
+        if dup_day[i] >= 0:
+            pending[dup_day[i]].append(line)
+        if bad[i]:
+            kind = MALFORMED_KINDS[sum(bad_kinds.values()) % len(MALFORMED_KINDS)]
+            bad_kinds[kind] += 1
+            pending[file_day[i]].append(_malformed(line, kind, rng))
+    flush_before(size.days)
     return {
         "files": size.days,
         "valid_events": n,
         "late_events": int((file_day > day).sum()),
-        "duplicate_lines": int(len(dup)),
-        "malformed_lines": dict(Counter(bad_kind)),
+        "duplicate_lines": int(dup.sum()),
+        "malformed_lines": dict(bad_kinds),
     }
 
 
