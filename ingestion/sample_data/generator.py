@@ -32,7 +32,7 @@ def generate(layout: DataLayout, size: SampleSize, seed: int = 42) -> dict:
     started = time.perf_counter()
     layout.ensure()
     layout.ground_truth.unlink(missing_ok=True)
-    streams = np.random.default_rng(seed).spawn(6)
+    streams = np.random.default_rng(seed).spawn(7)
     world = build_world(size, streams[0])
     subscriptions, subscription_events = build_subscriptions(world, size, streams[1])
     holidays = holidays_between(size.start_date, size.end_date)
@@ -46,7 +46,7 @@ def generate(layout: DataLayout, size: SampleSize, seed: int = 42) -> dict:
         "subscriptions": subscriptions, "subscription_events": subscription_events,
     })
     lines = render_events(activity, world, experiments, streams[4])
-    events = write_event_files(layout.events_dir, size, lines, activity.events["day"].to_numpy(), streams[4])
+    events = write_event_files(layout.events_dir, size, lines, activity.events["day"].to_numpy(), streams[6])
     activity_factor, _ = day_factors(size.start_date, size.days)
     marketing = write_marketing_files(layout.marketing_dir, world, size, activity_factor, streams[5])
 
