@@ -33,7 +33,7 @@ def _load_assets(target: pipelines.LoadTarget) -> dg.AssetsDefinition:
     env = current_environment()
 
     def fresh_source():
-        return pipelines.sources(env.layout, env.schema_contract)[target]
+        return pipelines.source_for(target, env.layout, env.schema_contract)
 
     pipeline = pipelines.make_pipeline(target, env.layout.warehouse, env.layout.dlt_dir)
 

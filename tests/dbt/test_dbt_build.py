@@ -39,7 +39,7 @@ def built(tiny_sample, tmp_path_factory):
     """The tiny sample loaded and built once for the module's read-only checks."""
     layout = DataLayout(tmp_path_factory.mktemp("built") / "data")
     shutil.copytree(tiny_sample.root, layout.root)
-    for target in (pipelines.APP_DB, pipelines.EVENTS, pipelines.MARKETING):
+    for target in pipelines.TARGETS:
         load(layout, target)
     results = dbt(layout, "build")
     return layout, results
@@ -84,7 +84,7 @@ def test_every_tenant_every_day(built):
 
 
 def test_incremental_events_land_late_events_in_their_day_and_replays_change_nothing(sample):
-    for target in (pipelines.APP_DB, pipelines.EVENTS, pipelines.MARKETING):
+    for target in pipelines.TARGETS:
         load(sample, target)
     dbt(sample, "build")
     day = "2026-10-10"

@@ -91,7 +91,7 @@ def test_run_interrupted_before_load_completes_on_rerun(sample):
     the next run loads it first and then finds no new file: every event exactly once."""
     truth = json.loads(sample.ground_truth.read_text())["events"]
     pipeline = pipelines.make_pipeline(pipelines.EVENTS, sample.warehouse, sample.dlt_dir)
-    pipeline.extract(pipelines.sources(sample)[pipelines.EVENTS])
+    pipeline.extract(pipelines.source_for(pipelines.EVENTS, sample))
     pipeline.normalize()
     assert pipeline.list_normalized_load_packages()
     load(sample, pipelines.EVENTS)
@@ -105,7 +105,7 @@ def test_run_that_dies_before_commit_loses_nothing(sample):
     ledger is rolled back with the package, and the rerun loads every file once."""
     truth = json.loads(sample.ground_truth.read_text())["events"]
     pipeline = pipelines.make_pipeline(pipelines.EVENTS, sample.warehouse, sample.dlt_dir)
-    pipeline.extract(pipelines.sources(sample)[pipelines.EVENTS])
+    pipeline.extract(pipelines.source_for(pipelines.EVENTS, sample))
     ledger = pipeline.state["sources"]["events"]["resources"]["events"]["loaded_files"]
     assert len(ledger) == truth["files"]
     pipeline.abort_packages()  # the crash took the half-made package with it

@@ -22,7 +22,6 @@ from tests.conftest import REPO_ROOT
 from tests.ingestion.helpers import scalar
 
 
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
