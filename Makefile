@@ -3,7 +3,8 @@
 
 SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
-UV := $(or $(shell command -v uv 2>/dev/null),$(HOME)/.local/bin/uv)
+# uv from PATH, else the one pip installs (`python3 -m uv` works wherever pip put it)
+UV := $(or $(shell command -v uv 2>/dev/null),python3 -m uv)
 RUN := $(UV) run --frozen
 DBT_FILES := $(shell find dbt_project/models dbt_project/macros dbt_project/tests dbt_project/seeds -type f 2>/dev/null) \
              dbt_project/dbt_project.yml dbt_project/profiles.yml
@@ -38,10 +39,9 @@ install: .venv/.synced
 
 manifest: $(MANIFEST)
 
-$(HOME)/.local/bin/uv:
-	python3 -m pip install --user --quiet uv || python3 -m pip install --user --quiet --break-system-packages uv
-
-.venv/.synced: pyproject.toml uv.lock | $(UV)
+.venv/.synced: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --user --quiet uv \
+		|| python3 -m pip install --user --quiet --break-system-packages uv
 	$(UV) sync --frozen
 	touch $@
 
