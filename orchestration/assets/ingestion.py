@@ -45,6 +45,7 @@ def _load_assets(target: pipelines.LoadTarget) -> dg.AssetsDefinition:
         pool=WAREHOUSE_POOL,
     )
     def _assets(context: dg.AssetExecutionContext, dlt: DagsterDltResource):
+        context.log.info(f"loading {target.pipeline_name} into {target.dataset_name} with dlt")
         yield from dlt.run(context=context, dlt_source=fresh_source())
 
     return _assets

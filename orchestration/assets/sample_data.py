@@ -22,6 +22,7 @@ def sample_data(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     if is_generated(layout):
         context.log.info(f"sample data present under {layout.root}; not regenerating")
         return dg.MaterializeResult(metadata={"generated": False, "path": str(layout.root)})
+    context.log.info(f"generating the {env.sample_size} sample (seed {env.sample_seed}) under {layout.root}")
     truth = generate(layout, SIZES[env.sample_size], env.sample_seed)
     return dg.MaterializeResult(metadata={
         "generated": True,

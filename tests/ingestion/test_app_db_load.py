@@ -66,3 +66,24 @@ def test_new_column_is_refused_under_freeze_and_nothing_is_lost(sample):
     message = str(failure.value)
     assert "users" in message and "referral_code" in message and "freeze" in message
     assert query(sample, "select * from raw_app.users order by user_id") == users_before
+
+
+def test_changed_type_is_refused_with_the_column_and_both_types(sample):
+    """A column whose type changes (price: numeric -> text) never lands as a variant column."""
+    load(sample, pipelines.APP_DB)
+    products_before = query(sample, "select * from raw_app.products order by product_id")
+    with sqlite3.connect(sample.app_db) as conn:
+        conn.executescript("""
+            create table products_new (product_id text primary key, tenant_id text not null, name text,
+                category text, price text not null, created_at datetime not null, updated_at datetime not null);
+            insert into products_new
+                select product_id, tenant_id, name, category, 'USD ' || price, created_at, '2026-11-15 00:00:00'
+                from products;
+            drop table products;
+            alter table products_new rename to products;
+        """)
+    with pytest.raises(PipelineStepFailed) as failure:
+        load(sample, pipelines.APP_DB)
+    message = str(failure.value)
+    assert "`products`" in message and "`price`" in message and "'decimal'" in message and "'text'" in message
+    assert query(sample, "select * from raw_app.products order by product_id") == products_before
