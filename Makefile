@@ -10,7 +10,7 @@ DBT_FILES := $(shell find dbt_project/models dbt_project/macros dbt_project/test
              dbt_project/dbt_project.yml dbt_project/profiles.yml
 MANIFEST := dbt_project/target/manifest.json
 
-.PHONY: run test test-all dev bench lint manifest install clean
+.PHONY: run test test-all test-postgres dev bench lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest
@@ -22,6 +22,10 @@ test: install manifest
 
 test-all: install manifest
 	$(RUN) pytest -m ""
+
+## test-postgres: the main job on a throwaway PostgreSQL cluster (needs the postgresql server package)
+test-postgres: install manifest
+	$(RUN) pytest -m postgres
 
 ## dev: the Dagster UI on http://127.0.0.1:3000 with this code location
 dev: install manifest

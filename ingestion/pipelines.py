@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dlt
+from dlt.common.destination import Destination
 
 from ingestion.paths import DataLayout
 from ingestion.sources.app_db import app_db_source
@@ -30,11 +31,21 @@ MARKETING = LoadTarget("marketing", "raw_marketing")
 TARGETS = (APP_DB, EVENTS, MARKETING)
 
 
-def make_pipeline(target: LoadTarget, warehouse: Path, pipelines_dir: Path) -> dlt.Pipeline:
-    """A pipeline into the DuckDB warehouse; its state and pending packages live in `pipelines_dir`."""
+def duckdb_warehouse(path: Path) -> Destination:
+    """The embedded default: one DuckDB file."""
+    return dlt.destinations.duckdb(str(path))
+
+
+def postgres_warehouse(dsn: str) -> Destination:
+    """A Postgres warehouse; dlt creates the raw schemas in its database."""
+    return dlt.destinations.postgres(credentials=dsn)
+
+
+def make_pipeline(target: LoadTarget, warehouse: Destination, pipelines_dir: Path) -> dlt.Pipeline:
+    """A pipeline into the warehouse; its state and pending packages live in `pipelines_dir`."""
     return dlt.pipeline(
         pipeline_name=target.pipeline_name,
-        destination=dlt.destinations.duckdb(str(warehouse)),
+        destination=warehouse,
         dataset_name=target.dataset_name,
         pipelines_dir=str(pipelines_dir),
     )
@@ -54,7 +65,7 @@ def source_for(target: LoadTarget, layout: DataLayout, contract: Contract = "evo
 def load_all(layout: DataLayout, contract: Contract = "evolve") -> dict[str, object]:
     """Run every pipeline once, outside Dagster (benchmarks, notebooks); returns dlt's load info."""
     return {
-        target.pipeline_name: make_pipeline(target, layout.warehouse, layout.dlt_dir).run(
+        target.pipeline_name: make_pipeline(target, duckdb_warehouse(layout.warehouse), layout.dlt_dir).run(
             source_for(target, layout, contract))
         for target in TARGETS
     }

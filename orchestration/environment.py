@@ -11,7 +11,13 @@ import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from urllib.parse import quote
 
+import duckdb
+import psycopg2
+from dlt.common.destination import Destination
+
+from ingestion import pipelines
 from ingestion.paths import DataLayout
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +31,7 @@ class Environment:
     sample_size: str
     sample_seed: int
     schema_contract: str
+    postgres_dsn: str
 
     @property
     def layout(self) -> DataLayout:
@@ -33,6 +40,26 @@ class Environment:
     @property
     def dagster_home(self) -> Path:
         return self.data_dir / "dagster"
+
+    def warehouse_destination(self) -> Destination:
+        """Where dlt loads: the same warehouse the dbt target builds in."""
+        if self.dbt_target == "duckdb":
+            return pipelines.duckdb_warehouse(self.layout.warehouse)
+        if self.dbt_target == "postgres":
+            return pipelines.postgres_warehouse(self.postgres_dsn)
+        raise ValueError(f"DBT_TARGET {self.dbt_target!r} has no warehouse for the loaders: use duckdb or postgres")
+
+    def connect_warehouse(self):
+        """A DB-API connection for reading the warehouse (summaries, checks), read-only where possible."""
+        if self.dbt_target == "duckdb":
+            return duckdb.connect(str(self.layout.warehouse), read_only=True)
+        return psycopg2.connect(self.postgres_dsn)
+
+    @property
+    def warehouse_location(self) -> str:
+        if self.dbt_target == "duckdb":
+            return str(self.layout.warehouse)
+        return self.postgres_dsn.split("@")[-1]  # host:port/db, no password
 
 
 def environment_from(env: dict[str, str]) -> Environment:
@@ -43,6 +70,11 @@ def environment_from(env: dict[str, str]) -> Environment:
         sample_size=env.get("PLATFORM_SAMPLE_SIZE", "default"),
         sample_seed=int(env.get("PLATFORM_SAMPLE_SEED", "42")),
         schema_contract=env.get("PLATFORM_SCHEMA_CONTRACT", "evolve"),
+        # the same PG* variables as the postgres target in profiles.yml
+        postgres_dsn="postgresql://{user}:{password}@{host}:{port}/{db}".format(
+            user=env.get("PGUSER", "analytics"), password=quote(env.get("PGPASSWORD", ""), safe=""),
+            host=env.get("PGHOST", "localhost"), port=env.get("PGPORT", "5432"), db=env.get("PGDATABASE", "analytics"),
+        ),
     )
 
 

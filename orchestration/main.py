@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 
 from orchestration.environment import Environment, current_environment
 
@@ -82,12 +81,19 @@ def run_batch(env: Environment) -> dg.ExecuteInProcessResult:
         )
 
 
-def mart_row_counts(warehouse: Path) -> dict[str, int]:
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
-        tables = conn.execute(
-            "select table_name from information_schema.tables where table_schema = ? order by 1", [MARTS_SCHEMA]
-        ).fetchall()
-        return {t: conn.execute(f'select count(*) from "{MARTS_SCHEMA}"."{t}"').fetchone()[0] for (t,) in tables}
+def mart_row_counts(env: Environment) -> dict[str, int]:
+    conn = env.connect_warehouse()
+    try:
+        cursor = conn.cursor()
+        cursor.execute(f"select table_name from information_schema.tables where table_schema = '{MARTS_SCHEMA}' "
+                       "order by 1")
+        counts = {}
+        for (table,) in cursor.fetchall():
+            cursor.execute(f'select count(*) from "{MARTS_SCHEMA}"."{table}"')
+            counts[table] = cursor.fetchone()[0]
+        return counts
+    finally:
+        conn.close()
 
 
 def check_counts(result: dg.ExecuteInProcessResult) -> dict[str, int]:
@@ -98,16 +104,16 @@ def check_counts(result: dg.ExecuteInProcessResult) -> dict[str, int]:
 
 def summary(env: Environment, result: dg.ExecuteInProcessResult, seconds: float) -> str:
     lines = [f"batch run {result.run_id}: {'SUCCESS' if result.success else 'FAILED'} in {seconds:.0f} s"]
-    if env.layout.warehouse.exists():
+    if result.success:
         lines.append("marts (rows):")
-        lines += [f"  {name:<22} {count:>10,}" for name, count in mart_row_counts(env.layout.warehouse).items()]
+        lines += [f"  {name:<22} {count:>10,}" for name, count in mart_row_counts(env).items()]
     checks = check_counts(result)
     lines.append(f"dbt data tests (asset checks): {checks['passed']} passed, {checks['failed']} failed")
     dbt_results = env.data_dir / "dbt_last_run_results.json"
     if dbt_results.exists():
         lines.append(f"dbt results by kind: {json.loads(dbt_results.read_text())}")
     lines += [
-        f"warehouse: {env.layout.warehouse}",
+        f"warehouse ({env.dbt_target}): {env.warehouse_location}",
         f"Dagster UI: `make dev`, then http://127.0.0.1:3000 (runs are stored in {env.dagster_home})",
     ]
     lines += [f"FAILED step {step}: {why}" for step, why in step_failures(result)]

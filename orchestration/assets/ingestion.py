@@ -35,7 +35,7 @@ def _load_assets(target: pipelines.LoadTarget) -> dg.AssetsDefinition:
     def fresh_source():
         return pipelines.source_for(target, env.layout, env.schema_contract)
 
-    pipeline = pipelines.make_pipeline(target, env.layout.warehouse, env.layout.dlt_dir)
+    pipeline = pipelines.make_pipeline(target, env.warehouse_destination(), env.layout.dlt_dir)
 
     @dlt_assets(
         dlt_source=fresh_source(),

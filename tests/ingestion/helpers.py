@@ -12,7 +12,7 @@ from ingestion.paths import DataLayout
 def load(layout: DataLayout, target: pipelines.LoadTarget, contract: str = "evolve") -> dict[str, int]:
     """Run one pipeline with a fresh source, as each Dagster run does; rows written per table."""
     source = pipelines.source_for(target, layout, contract)
-    pipeline = pipelines.make_pipeline(target, layout.warehouse, layout.dlt_dir)
+    pipeline = pipelines.make_pipeline(target, pipelines.duckdb_warehouse(layout.warehouse), layout.dlt_dir)
     pipeline.run(source)
     counts = pipeline.last_trace.last_normalize_info.row_counts
     return {table: n for table, n in counts.items() if not table.startswith("_dlt")}

@@ -90,7 +90,7 @@ def test_run_interrupted_before_load_completes_on_rerun(sample):
     """A run that stops after extracting (a crash before loading) leaves a pending package;
     the next run loads it first and then finds no new file: every event exactly once."""
     truth = json.loads(sample.ground_truth.read_text())["events"]
-    pipeline = pipelines.make_pipeline(pipelines.EVENTS, sample.warehouse, sample.dlt_dir)
+    pipeline = pipelines.make_pipeline(pipelines.EVENTS, pipelines.duckdb_warehouse(sample.warehouse), sample.dlt_dir)
     pipeline.extract(pipelines.source_for(pipelines.EVENTS, sample))
     pipeline.normalize()
     assert pipeline.list_normalized_load_packages()
@@ -104,7 +104,7 @@ def test_run_that_dies_before_commit_loses_nothing(sample):
     """Files extracted by a run whose package is then lost are not marked loaded: the file
     ledger is rolled back with the package, and the rerun loads every file once."""
     truth = json.loads(sample.ground_truth.read_text())["events"]
-    pipeline = pipelines.make_pipeline(pipelines.EVENTS, sample.warehouse, sample.dlt_dir)
+    pipeline = pipelines.make_pipeline(pipelines.EVENTS, pipelines.duckdb_warehouse(sample.warehouse), sample.dlt_dir)
     pipeline.extract(pipelines.source_for(pipelines.EVENTS, sample))
     ledger = pipeline.state["sources"]["events"]["resources"]["events"]["loaded_files"]
     assert len(ledger) == truth["files"]

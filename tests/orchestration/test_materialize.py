@@ -55,7 +55,7 @@ def test_main_job_materializes_every_asset_and_prints_a_summary(first_run):
     for mart in ("fct_events", "fct_sessions", "fct_orders", "dim_users", "dim_tenants", "metrics_daily",
                  "retention_cohorts", "funnel_daily"):
         assert mart in summary
-    assert str(data_dir / "warehouse.duckdb") in summary and "Dagster UI" in summary
+    assert f"warehouse (duckdb): {data_dir / 'warehouse.duckdb'}" in summary and "Dagster UI" in summary
 
     os.environ["DAGSTER_HOME"] = str(data_dir / "dagster")
     try:
