@@ -108,9 +108,9 @@ def summary(env: Environment, result: dg.ExecuteInProcessResult, seconds: float)
         lines.append("marts (rows):")
         lines += [f"  {name:<22} {count:>10,}" for name, count in mart_row_counts(env).items()]
     checks = check_counts(result)
-    lines.append(f"dbt data tests (asset checks): {checks['passed']} passed, {checks['failed']} failed")
+    lines.append(f"asset checks (dbt data tests): {checks['passed']} passed, {checks['failed']} failed")
     dbt_results = env.data_dir / "dbt_last_run_results.json"
-    if dbt_results.exists():
+    if dbt_results.exists() and dbt_results.stat().st_mtime >= time.time() - seconds:  # written by this run
         lines.append(f"dbt results by kind: {json.loads(dbt_results.read_text())}")
     lines += [
         f"warehouse ({env.dbt_target}): {env.warehouse_location}",
