@@ -19,8 +19,6 @@ from dlt.sources.filesystem import filesystem
 from ingestion.events.schema import parse_timestamp, validate_event
 from ingestion.sources.landing import quarantine, quarantine_row, unloaded_files
 
-EVENT_FIELDS = ("event_id", "event_type", "timestamp", "tenant_id", "user_id", "anonymous_id", "session_id",
-                "properties", "context", "_source_file", "_line_number", "_loaded_at")
 _NULLABLE = {"user_id", "anonymous_id"}
 ARROW_SCHEMA = pa.schema([
     pa.field(name, kind, nullable=name in _NULLABLE) for name, kind in [
@@ -30,10 +28,13 @@ ARROW_SCHEMA = pa.schema([
         ("_source_file", pa.string()), ("_line_number", pa.int64()), ("_loaded_at", pa.timestamp("us", tz="UTC")),
     ]
 ])
+EVENT_FIELDS = tuple(ARROW_SCHEMA.names)
 
 
 @dataclass
 class ParsedFile:
+    """One file's accepted events, column by column (for an arrow table), and its refused lines."""
+
     columns: dict[str, list] = field(default_factory=lambda: {name: [] for name in EVENT_FIELDS})
     quarantined: list[dict] = field(default_factory=list)
 
