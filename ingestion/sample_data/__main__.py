@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
 from ingestion.paths import DataLayout
@@ -15,8 +17,11 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="default")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    parser.add_argument("--end-date", type=date.fromisoformat, default=None,
+                        help="last day of the sample (default: a fixed day, for reproducible numbers)")
     args = parser.parse_args()
-    truth = generate(DataLayout(args.data_dir), SIZES[args.size], args.seed)
+    size = SIZES[args.size] if args.end_date is None else replace(SIZES[args.size], end_date=args.end_date)
+    truth = generate(DataLayout(args.data_dir), size, args.seed)
     print(json.dumps({k: truth[k] for k in ("events", "marketing", "app_db", "seconds")}, indent=2))
 
 
