@@ -51,7 +51,7 @@ signups as (
 ),
 
 mrr as (
-    select date_day, tenant_id, sum(mrr) as mrr
+    select date_day, tenant_id, sum(mrr) as mrr, count(*) as active_subscriptions
     from {{ ref('int_subscriptions__mrr_daily') }}
     group by 1, 2
 ),
@@ -67,7 +67,7 @@ churn as (
 
 spend as (
     select spend_date as date_day, tenant_id, sum(spend) as marketing_spend
-    from {{ ref('stg_marketing__spend') }}
+    from {{ ref('fct_marketing_spend') }}
     group by 1, 2
 )
 
@@ -85,6 +85,7 @@ select
     cast(orders.revenue / nullif(orders.revenue_orders, 0) as numeric(18, 2)) as average_order_value,
     cast(sessions.converted_sessions as double precision) / nullif(sessions.sessions, 0) as conversion_rate,
     cast(coalesce(mrr.mrr, 0) as numeric(18, 2)) as mrr,
+    cast(coalesce(mrr.active_subscriptions, 0) as bigint) as active_subscriptions,
     cast(coalesce(churn.churned_subscriptions, 0) as bigint) as churned_subscriptions,
     cast(coalesce(spend.marketing_spend, 0) as numeric(18, 2)) as marketing_spend
 from grid
