@@ -11,6 +11,7 @@ from ingestion.sample_data.landing_files import write_atomically
 from tests.dbt.conftest import dbt
 from tests.ingestion.helpers import event_line, load, query, scalar
 
+
 def test_every_model_and_test_passes(built):
     _, results = built
     statuses = {}
