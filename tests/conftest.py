@@ -15,9 +15,19 @@ from ingestion.sample_data import SIZES, generate
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+_TEST_DATA_DIR: list[str] = []
+
+
 def pytest_configure(config):
     """Code imported by tests (the Dagster definitions) must never touch the user's data/."""
-    os.environ.setdefault("PLATFORM_DATA_DIR", tempfile.mkdtemp(prefix="platform-test-data-"))
+    if "PLATFORM_DATA_DIR" not in os.environ:
+        _TEST_DATA_DIR.append(tempfile.mkdtemp(prefix="platform-test-data-"))
+        os.environ["PLATFORM_DATA_DIR"] = _TEST_DATA_DIR[0]
+
+
+def pytest_unconfigure(config):
+    for path in _TEST_DATA_DIR:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
