@@ -89,3 +89,28 @@ def test_weekly_active_users_count_distinct_users_over_seven_days(built):
         where event_date between date '{day}' - interval 6 day and date '{day}'
     """)[0]
     assert got[day] == expected
+
+
+def test_customer_acquisition_cost_by_channel_joins_spend_and_signups(built):
+    layout, _ = built
+    rows = mf_query(layout, ["marketing_spend", "new_users", "customer_acquisition_cost"], ["channel"])
+    got = {r["channel"]: r for r in rows}
+    spend = dict(query(layout, "select channel, sum(spend) from marts.fct_marketing_spend group by 1"))
+    signups = dict(query(layout, "select acquisition_channel, count(*) from marts.dim_users group by 1"))
+    assert set(got) == set(spend) | set(signups)
+    for channel, row in got.items():
+        assert float(row["new_users"] or 0) == signups.get(channel, 0)
+        assert float(row["marketing_spend"] or 0) == pytest.approx(float(spend.get(channel, 0)), abs=0.01)
+        if channel in spend and signups.get(channel):
+            assert float(row["customer_acquisition_cost"]) == pytest.approx(
+                float(spend[channel]) / signups[channel], rel=1e-6)
+
+
+@pytest.mark.parametrize("grain", ["week", "quarter", "year"])
+def test_every_granularity(built, grain):
+    layout, _ = built
+    rows = mf_query(layout, ["revenue"], [f"metric_time__{grain}"])
+    total = sum(float(r["revenue"] or 0) for r in rows)
+    (expected,) = query(layout, "select sum(net_revenue) from marts.fct_orders")[0]
+    assert total == pytest.approx(float(expected), abs=0.01)
+    assert len({r[f"metric_time__{grain}"] for r in rows}) == len(rows)
