@@ -1,4 +1,5 @@
-"""The governed-metrics server (Cube-compatible REST, Postgres wire) on MetricFlow: not built yet.
+"""The governed-metrics layer: MetricFlow's engine on the warehouse (`metricflow_engine`).
 
-Metrics are defined once, in the dbt semantic models; this package serves them.
+Metrics are defined once, in the dbt semantic models; this package compiles and serves them. The
+Cube-compatible REST server, the Postgres-wire endpoint and the Cube export are not built yet.
 """

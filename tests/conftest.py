@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from ingestion import pipelines
 from ingestion.paths import DataLayout
 from ingestion.sample_data import SIZES, generate
 
@@ -44,3 +47,36 @@ def sample(tiny_sample: DataLayout, tmp_path: Path) -> DataLayout:
     root = tmp_path / "data"
     shutil.copytree(tiny_sample.root, root)
     return DataLayout(root)
+
+
+DBT_DIR = REPO_ROOT / "dbt_project"
+
+
+def dbt(layout, *args: str) -> dict:
+    """Run the dbt CLI against this layout's warehouse; return run_results.json."""
+    target = layout.root / "dbt-target"
+    env = {**os.environ, "PLATFORM_WAREHOUSE": str(layout.warehouse), "DBT_TARGET": "duckdb"}
+    proc = subprocess.run(
+        ["dbt", *args, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
+         "--target-path", str(target), "--log-path", str(layout.root / "dbt-logs")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    results = json.loads((target / "run_results.json").read_text()) if (target / "run_results.json").exists() else {}
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return results
+
+
+@pytest.fixture(scope="session")
+def built(tiny_sample, tmp_path_factory):
+    """The tiny sample loaded and built once, for read-only checks."""
+    layout = DataLayout(tmp_path_factory.mktemp("built") / "data")
+    shutil.copytree(tiny_sample.root, layout.root)
+    for target in pipelines.TARGETS:
+        _load(layout, target)
+    results = dbt(layout, "build")
+    return layout, results
+
+
+def _load(layout: DataLayout, target: pipelines.LoadTarget) -> None:
+    pipelines.make_pipeline(target, pipelines.duckdb_warehouse(layout.warehouse), layout.dlt_dir).run(
+        pipelines.source_for(target, layout))

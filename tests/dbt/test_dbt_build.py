@@ -8,7 +8,7 @@ import sqlite3
 
 from ingestion import pipelines
 from ingestion.sample_data.landing_files import write_atomically
-from tests.dbt.conftest import dbt
+from tests.conftest import dbt
 from tests.ingestion.helpers import event_line, load, query, scalar
 
 

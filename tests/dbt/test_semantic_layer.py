@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.dbt.conftest import DBT_DIR
+from tests.conftest import DBT_DIR
 from tests.ingestion.helpers import query
 
 REQUIRED_METRICS = {
