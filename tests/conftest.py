@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny sample generated once per session, copied for tests that change it."""
+"""Shared fixtures: a tiny sample generated once per session (copied for tests that change it),
+the dbt CLI against a test warehouse, and that sample loaded and built once for read-only checks."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import pytest
 from ingestion import pipelines
 from ingestion.paths import DataLayout
 from ingestion.sample_data import SIZES, generate
+from tests.ingestion.helpers import load
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
+DBT_DIR = REPO_ROOT / "dbt_project"
 
 _TEST_DATA_DIR: list[str] = []
 
@@ -49,9 +51,6 @@ def sample(tiny_sample: DataLayout, tmp_path: Path) -> DataLayout:
     return DataLayout(root)
 
 
-DBT_DIR = REPO_ROOT / "dbt_project"
-
-
 def dbt(layout, *args: str) -> dict:
     """Run the dbt CLI against this layout's warehouse; return run_results.json."""
     target = layout.root / "dbt-target"
@@ -72,11 +71,6 @@ def built(tiny_sample, tmp_path_factory):
     layout = DataLayout(tmp_path_factory.mktemp("built") / "data")
     shutil.copytree(tiny_sample.root, layout.root)
     for target in pipelines.TARGETS:
-        _load(layout, target)
+        load(layout, target)
     results = dbt(layout, "build")
     return layout, results
-
-
-def _load(layout: DataLayout, target: pipelines.LoadTarget) -> None:
-    pipelines.make_pipeline(target, pipelines.duckdb_warehouse(layout.warehouse), layout.dlt_dir).run(
-        pipelines.source_for(target, layout))
