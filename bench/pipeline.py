@@ -20,20 +20,8 @@ from pathlib import Path
 
 import duckdb
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DBT_DIR = REPO_ROOT / "dbt_project"
-
-STAGE_CODE = {
-    "generate": (
-        "import sys; from pathlib import Path; from ingestion.paths import DataLayout; "
-        "from ingestion.sample_data import SIZES, generate; "
-        "generate(DataLayout(Path(sys.argv[1])), SIZES['default'].scaled(float(sys.argv[2])), 42)"
-    ),
-    "load": (
-        "import sys; from pathlib import Path; from ingestion.paths import DataLayout; "
-        "from ingestion.pipelines import load_all; load_all(DataLayout(Path(sys.argv[1])))"
-    ),
-}
+from orchestration.environment import DBT_PROJECT_DIR as DBT_DIR
+from orchestration.environment import REPO_ROOT
 
 
 def measured(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
@@ -50,10 +38,11 @@ def measured(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, flo
 def run_scale(scale: float, root: Path) -> dict:
     data = root / f"x{scale:g}"
     py = sys.executable
-    generate = measured([py, "-c", STAGE_CODE["generate"], str(data), str(scale)])
+    generate = measured([py, "-m", "ingestion.sample_data", "--size", "default", "--scale", str(scale),
+                         "--data-dir", str(data)])
     truth = json.loads((data / "sample" / "ground_truth.json").read_text())
     events = truth["events"]["valid_events"]
-    load = measured([py, "-c", STAGE_CODE["load"], str(data)])
+    load = measured([py, "-m", "ingestion.pipelines", "--data-dir", str(data)])
     env = {**os.environ, "PLATFORM_WAREHOUSE": str(data / "warehouse.duckdb")}
     build = measured(["dbt", "build", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
                       "--target-path", str(data / "dbt-target"), "--log-path", str(data / "dbt-logs")], env)

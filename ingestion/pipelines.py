@@ -69,3 +69,19 @@ def load_all(layout: DataLayout, contract: Contract = "evolve") -> dict[str, obj
             source_for(target, layout, contract))
         for target in TARGETS
     }
+
+
+def main() -> None:
+    """`python -m ingestion.pipelines --data-dir data`: every load once into the DuckDB warehouse."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    parser.add_argument("--contract", choices=("evolve", "freeze"), default="evolve")
+    args = parser.parse_args()
+    for name, info in load_all(DataLayout(args.data_dir), args.contract).items():
+        print(f"{name}: {info}")
+
+
+if __name__ == "__main__":
+    main()

@@ -15,10 +15,11 @@ import pytest
 from ingestion import pipelines
 from ingestion.paths import DataLayout
 from ingestion.sample_data import SIZES, generate
+from orchestration.environment import DBT_PROJECT_DIR
 from tests.ingestion.helpers import load
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DBT_DIR = REPO_ROOT / "dbt_project"
+DBT_DIR = DBT_PROJECT_DIR
 
 _TEST_DATA_DIR: list[str] = []
 

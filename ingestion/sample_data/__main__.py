@@ -17,10 +17,13 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="default")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the size's users (and events)")
     parser.add_argument("--end-date", type=date.fromisoformat, default=None,
                         help="last day of the sample (default: a fixed day, for reproducible numbers)")
     args = parser.parse_args()
-    size = SIZES[args.size] if args.end_date is None else replace(SIZES[args.size], end_date=args.end_date)
+    size = SIZES[args.size] if args.scale == 1 else SIZES[args.size].scaled(args.scale)
+    if args.end_date is not None:
+        size = replace(size, end_date=args.end_date)
     truth = generate(DataLayout(args.data_dir), size, args.seed)
     print(json.dumps({k: truth[k] for k in ("events", "marketing", "app_db", "seconds")}, indent=2))
 
