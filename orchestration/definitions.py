@@ -7,12 +7,15 @@ from dagster_dlt import DagsterDltResource
 
 from orchestration.assets.dbt import dbt_models, dbt_resource
 from orchestration.assets.ingestion import app_db_assets, events_assets, marketing_assets
+from orchestration.assets.publish import published_warehouse
+from orchestration.assets.quality import quality_checks
 from orchestration.assets.sample_data import sample_data
 
 batch_job = dg.define_asset_job(
     "batch_job",
     selection=dg.AssetSelection.all(),
-    description="Everything, in dependency order: sample data, dlt loads, dbt build with its tests.",
+    description="Everything, in dependency order: sample data, dlt loads, quality gates on raw data, dbt build "
+    "with its tests, quality gates on marts, the published read snapshot.",
 )
 
 daily_batch_schedule = dg.ScheduleDefinition(
@@ -20,7 +23,8 @@ daily_batch_schedule = dg.ScheduleDefinition(
 )
 
 defs = dg.Definitions(
-    assets=[sample_data, app_db_assets, events_assets, marketing_assets, dbt_models],
+    assets=[sample_data, app_db_assets, events_assets, marketing_assets, dbt_models, published_warehouse],
+    asset_checks=quality_checks,
     jobs=[batch_job],
     schedules=[daily_batch_schedule],
     resources={"dlt": DagsterDltResource(), "dbt": dbt_resource()},

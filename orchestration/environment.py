@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from urllib.parse import quote
@@ -30,6 +31,8 @@ class Environment:
     dbt_target: str
     sample_size: str
     sample_seed: int
+    sample_end_date: date
+    sample_faults: tuple[str, ...]
     schema_contract: str
     postgres_dsn: str
 
@@ -40,6 +43,16 @@ class Environment:
     @property
     def dagster_home(self) -> Path:
         return self.data_dir / "dagster"
+
+    @property
+    def quality_dir(self) -> Path:
+        """Great Expectations' project: validation results and the Data Docs site."""
+        return self.data_dir / "quality"
+
+    @property
+    def published_dir(self) -> Path:
+        """Read snapshots of the warehouse for the metrics server and the reports."""
+        return self.data_dir / "published"
 
     def warehouse_destination(self) -> Destination:
         """Where dlt loads: the same warehouse the dbt target builds in."""
@@ -62,6 +75,16 @@ class Environment:
         return self.postgres_dsn.split("@")[-1]  # host:port/db, no password
 
 
+def _sample_end_date(value: str) -> date:
+    """`yesterday` (the default: the sample looks live, so freshness checks mean something) or a date."""
+    if value == "yesterday":
+        return datetime.now(UTC).date() - timedelta(days=1)
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"PLATFORM_SAMPLE_END_DATE must be 'yesterday' or YYYY-MM-DD, not {value!r}") from None
+
+
 def environment_from(env: dict[str, str]) -> Environment:
     data_dir = Path(env.get("PLATFORM_DATA_DIR", REPO_ROOT / "data")).resolve()
     return Environment(
@@ -69,6 +92,9 @@ def environment_from(env: dict[str, str]) -> Environment:
         dbt_target=env.get("DBT_TARGET", "duckdb"),
         sample_size=env.get("PLATFORM_SAMPLE_SIZE", "default"),
         sample_seed=int(env.get("PLATFORM_SAMPLE_SEED", "42")),
+        sample_end_date=_sample_end_date(env.get("PLATFORM_SAMPLE_END_DATE", "yesterday")),
+        # comma-separated names from ingestion/sample_data/faults.py, to prove the quality gates
+        sample_faults=tuple(f for f in env.get("PLATFORM_SAMPLE_FAULTS", "").split(",") if f),
         schema_contract=env.get("PLATFORM_SCHEMA_CONTRACT", "evolve"),
         # the same PG* variables as the postgres target in profiles.yml
         postgres_dsn="postgresql://{user}:{password}@{host}:{port}/{db}".format(

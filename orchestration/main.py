@@ -17,7 +17,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from expectations.runner import data_docs_index
 from orchestration.environment import Environment, current_environment
+from semantic import snapshots
 
 MARTS_SCHEMA = "marts"
 # Tags that let a later run of this runner tell whether a started run's process still lives.
@@ -96,10 +98,18 @@ def mart_row_counts(env: Environment) -> dict[str, int]:
         conn.close()
 
 
-def check_counts(result: dg.ExecuteInProcessResult) -> dict[str, int]:
-    evaluations = result.get_asset_check_evaluations()
-    passed = sum(e.passed for e in evaluations)
-    return {"passed": passed, "failed": len(evaluations) - passed}
+def check_counts(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, int]]:
+    """Passed and failed asset checks, quality gates (by severity) apart from dbt's data tests."""
+    counts = {"dbt": {"passed": 0, "failed": 0}, "quality": {"passed": 0, "failed": 0, "warned": 0}}
+    for evaluation in result.get_asset_check_evaluations():
+        kind = "quality" if "suite" in evaluation.metadata else "dbt"
+        if evaluation.passed:
+            counts[kind]["passed"] += 1
+        elif kind == "quality" and evaluation.severity == dg.AssetCheckSeverity.WARN:
+            counts[kind]["warned"] += 1
+        else:
+            counts[kind]["failed"] += 1
+    return counts
 
 
 def summary(env: Environment, result: dg.ExecuteInProcessResult, seconds: float) -> str:
@@ -108,16 +118,29 @@ def summary(env: Environment, result: dg.ExecuteInProcessResult, seconds: float)
         lines.append("marts (rows):")
         lines += [f"  {name:<22} {count:>10,}" for name, count in mart_row_counts(env).items()]
     checks = check_counts(result)
-    lines.append(f"asset checks (dbt data tests): {checks['passed']} passed, {checks['failed']} failed")
+    lines.append(f"asset checks (dbt data tests): {checks['dbt']['passed']} passed, {checks['dbt']['failed']} failed")
+    quality = checks["quality"]
+    lines.append(f"quality gates (Great Expectations): {quality['passed']} passed, {quality['failed']} failed, "
+                 f"{quality['warned']} warnings; Data Docs: {data_docs_index(env.quality_dir)}")
+    lines += [f"  {line}" for line in quality_problems(result)]
     dbt_results = env.data_dir / "dbt_last_run_results.json"
     if dbt_results.exists() and dbt_results.stat().st_mtime >= time.time() - seconds:  # written by this run
         lines.append(f"dbt results by kind: {json.loads(dbt_results.read_text())}")
+    snapshot = snapshots.current(env.published_dir)
+    if snapshot is not None:
+        lines.append(f"published for readers: data version {snapshot.version} ({snapshot.path})")
     lines += [
         f"warehouse ({env.dbt_target}): {env.warehouse_location}",
         f"Dagster UI: `make dev`, then http://127.0.0.1:3000 (runs are stored in {env.dagster_home})",
     ]
     lines += [f"FAILED step {step}: {why}" for step, why in step_failures(result)]
     return "\n".join(lines)
+
+
+def quality_problems(result: dg.ExecuteInProcessResult) -> list[str]:
+    """The message of every quality check that failed or warned: expectation, observed, expected."""
+    return [evaluation.description for evaluation in result.get_asset_check_evaluations()
+            if "suite" in evaluation.metadata and not evaluation.passed and evaluation.description]
 
 
 def step_failures(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:

@@ -13,6 +13,7 @@ from ingestion.paths import DataLayout
 from ingestion.sample_data.activity import plan_anomalies, plan_experiments, simulate_events
 from ingestion.sample_data.app_db import write_app_db
 from ingestion.sample_data.calendar import day_factors, holidays_between
+from ingestion.sample_data.faults import FAULTS, inject
 from ingestion.sample_data.landing_files import render_events, write_event_files, write_marketing_files
 from ingestion.sample_data.sizes import SampleSize
 from ingestion.sample_data.world import build_subscriptions, build_world
@@ -23,12 +24,16 @@ def is_generated(layout: DataLayout) -> bool:
     return layout.ground_truth.exists()
 
 
-def generate(layout: DataLayout, size: SampleSize, seed: int = 42) -> dict:
+def generate(layout: DataLayout, size: SampleSize, seed: int = 42, faults: tuple[str, ...] = ()) -> dict:
     """Write the whole sample for `size` under `layout` and return the ground truth.
 
     Each part draws from its own child generator, so changing one part (say, the marketing
-    spend) does not shift the random stream of the others.
+    spend) does not shift the random stream of the others. `faults` (see faults.py) are
+    injected last, into the finished sample, and recorded in the ground truth.
     """
+    unknown = sorted(set(faults) - FAULTS.keys())
+    if unknown:
+        raise ValueError(f"unknown fault(s) {unknown}: choose from {sorted(FAULTS)}")
     started = time.perf_counter()
     layout.ensure()
     layout.ground_truth.unlink(missing_ok=True)
@@ -50,6 +55,8 @@ def generate(layout: DataLayout, size: SampleSize, seed: int = 42) -> dict:
     activity_factor, _ = day_factors(size.start_date, size.days)
     marketing = write_marketing_files(layout.marketing_dir, world, size, activity_factor, streams[5])
 
+    injected = inject(layout, list(faults), size.end_date)
+
     tenant_ids = world.tenants["tenant_id"].tolist()
     truth = {
         "seed": seed,
@@ -66,6 +73,7 @@ def generate(layout: DataLayout, size: SampleSize, seed: int = 42) -> dict:
             "true_lift": e.lift,
             "lift_applies_to": "per-session purchase probability of the treatment group",
         } for e in experiments],
+        "faults": injected,
         "holidays": {d.isoformat(): name for d, name in sorted(holidays.items())},
         "events": events,
         "marketing": marketing,

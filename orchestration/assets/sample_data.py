@@ -1,6 +1,8 @@
 """The embedded default's source systems: the sample product, generated once if absent."""
 
 
+from dataclasses import replace
+
 import dagster as dg
 
 from ingestion.sample_data import SIZES, generate
@@ -22,8 +24,10 @@ def sample_data(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     if is_generated(layout):
         context.log.info(f"sample data present under {layout.root}; not regenerating")
         return dg.MaterializeResult(metadata={"generated": False, "path": str(layout.root)})
-    context.log.info(f"generating the {env.sample_size} sample (seed {env.sample_seed}) under {layout.root}")
-    truth = generate(layout, SIZES[env.sample_size], env.sample_seed)
+    size = replace(SIZES[env.sample_size], end_date=env.sample_end_date)
+    context.log.info(f"generating the {env.sample_size} sample (seed {env.sample_seed}, last day {size.end_date}"
+                     f"{', faults ' + ', '.join(env.sample_faults) if env.sample_faults else ''}) under {layout.root}")
+    truth = generate(layout, size, env.sample_seed, env.sample_faults)
     return dg.MaterializeResult(metadata={
         "generated": True,
         "path": str(layout.root),

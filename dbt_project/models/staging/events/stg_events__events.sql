@@ -1,7 +1,16 @@
 {#- One row per event_id: the loader already deduplicates, this guards against any replay that
-    reaches the raw table another way (the first copy loaded wins). -#}
-with source as (
-    select * from {{ source('raw_events', 'events') }}
+    reaches the raw table another way (the first copy loaded wins). Events a quality gate holds
+    back are left out; once released, `loaded_at` is the release time, so that incremental
+    models downstream take them in then. -#}
+with quarantine as (
+    {{ quarantine_state('raw_events.events') }}
+),
+
+source as (
+    select events.*, quarantine.released_at as _released_at
+    from {{ source('raw_events', 'events') }} as events
+    left join quarantine on quarantine.row_key = events.event_id
+    where coalesce(quarantine.is_held, 0) = 0
 ),
 
 ranked as (
@@ -34,7 +43,7 @@ renamed as (
         {{ json_text('context', 'country') }} as country,
         properties,
         _source_file as source_file,
-        {{ to_utc('_loaded_at') }} as loaded_at
+        {{ to_utc('coalesce(_released_at, _loaded_at)') }} as loaded_at
     from ranked
     where copy_number = 1
 )

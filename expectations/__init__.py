@@ -1,0 +1,1 @@
+"""Great Expectations quality gates: suites as reviewable code, and the runner that applies them."""

@@ -1,0 +1,36 @@
+"""The published read snapshot: the last asset of a batch, after every mart and its gates.
+
+Readers (metrics server, reports) only ever see data that passed the quality gates: when a
+blocking check on a mart fails, this asset does not run and the previous snapshot stays current.
+"""
+
+
+import dagster as dg
+
+from orchestration.assets.dbt import dbt_models
+from orchestration.environment import current_environment
+from semantic import snapshots
+
+PUBLISHED_KEY = dg.AssetKey("published_warehouse")
+MART_KEYS = sorted((key for key in dbt_models.keys if key.path[0] == "marts"), key=lambda k: k.to_user_string())
+
+
+@dg.asset(
+    key=PUBLISHED_KEY,
+    deps=MART_KEYS,
+    group_name="serving",
+    kinds={"duckdb"},
+    description="An immutable copy of the marts and quality results that readers open; swapped in atomically.",
+)
+def published_warehouse(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    env = current_environment()
+    if env.dbt_target != "duckdb":
+        context.log.info(f"target {env.dbt_target} serves readers itself; nothing to publish")
+        return dg.MaterializeResult(metadata={"published": False})
+    snapshot = snapshots.publish(env.layout.warehouse, env.published_dir)
+    context.log.info(f"published data version {snapshot.version} ({snapshot.tables} tables) at {snapshot.path}")
+    return dg.MaterializeResult(
+        metadata={"published": True, "data_version": snapshot.version, "tables": snapshot.tables,
+                  "path": dg.MetadataValue.path(str(snapshot.path))},
+        data_version=dg.DataVersion(snapshot.version),
+    )
