@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,27 +17,8 @@ import dagster as dg
 import pytest
 
 from ingestion.paths import DataLayout
-from tests.conftest import REPO_ROOT
-from tests.ingestion.helpers import query, scalar
-
-
-def main_job(data_dir: Path, **popen) -> subprocess.Popen:
-    env = {**os.environ, "PLATFORM_DATA_DIR": str(data_dir), "PLATFORM_SAMPLE_SIZE": "tiny"}
-    env.pop("DAGSTER_HOME", None)
-    return subprocess.Popen([sys.executable, "-m", "orchestration.main"], cwd=REPO_ROOT, env=env, text=True, **popen)
-
-
-def run_main_job(data_dir: Path) -> str:
-    proc = main_job(data_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out[-5000:]
-    return out
-
-
-def mart_counts(layout: DataLayout) -> dict[str, int]:
-    tables = [t for (t,) in query(layout, "select table_name from information_schema.tables "
-                                          "where table_schema = 'marts' order by 1")]
-    return {t: scalar(layout, f"select count(*) from marts.{t}") for t in tables}
+from tests.ingestion.helpers import scalar
+from tests.orchestration.helpers import main_job, mart_counts, run_main_job
 
 
 @pytest.fixture(scope="module")

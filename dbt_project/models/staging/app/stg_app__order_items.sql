@@ -1,5 +1,13 @@
-with source as (
-    select * from {{ source('raw_app', 'order_items') }}
+{#- Items of an order a quality gate holds back are held with it, so no item lacks its order. -#}
+with held_orders as (
+    {{ quarantine_state('raw_app.orders') }}
+),
+
+source as (
+    select items.*
+    from {{ source('raw_app', 'order_items') }} as items
+    left join held_orders on held_orders.row_key = items.order_id
+    where coalesce(held_orders.is_held, 0) = 0
 ),
 
 renamed as (
