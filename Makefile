@@ -10,7 +10,7 @@ DBT_FILES := $(shell find dbt_project/models dbt_project/macros dbt_project/test
              dbt_project/dbt_project.yml dbt_project/profiles.yml
 MANIFEST := dbt_project/target/manifest.json
 
-.PHONY: run test test-all test-postgres dev bench lint manifest install clean
+.PHONY: run test test-all test-postgres dev bench bench-quality lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest
@@ -35,6 +35,11 @@ dev: install manifest
 ## bench: load + build figures for the default sample and ten times it (slow)
 bench: install manifest
 	$(RUN) python -m bench.pipeline
+	$(RUN) python -m bench.quality
+
+## bench-quality: the wall time the quality gates add to the main job (default sample)
+bench-quality: install manifest
+	$(RUN) python -m bench.quality
 
 lint: install
 	$(RUN) ruff check .
