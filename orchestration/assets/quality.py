@@ -18,11 +18,6 @@ from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.environment import current_environment
 
 
-def _check_key(suite: Suite, name: str) -> dg.AssetCheckKey:
-    check = next(c for c in suite.checks if c.name == name)
-    return dg.AssetCheckKey(dg.AssetKey(list(check.asset)), name)
-
-
 def suite_checks(suite: Suite) -> dg.AssetChecksDefinition:
     specs = [
         dg.AssetCheckSpec(
@@ -57,7 +52,7 @@ def suite_checks(suite: Suite) -> dg.AssetChecksDefinition:
                 context.log.error if outcome.check.blocking else context.log.warning)
             log(outcome.message)
             yield dg.AssetCheckResult(
-                asset_key=_check_key(suite, outcome.check.name).asset_key,
+                asset_key=dg.AssetKey(list(outcome.check.asset)),
                 check_name=outcome.check.name,
                 passed=outcome.gate_passed,
                 severity=dg.AssetCheckSeverity.ERROR if outcome.check.blocking else dg.AssetCheckSeverity.WARN,
