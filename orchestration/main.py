@@ -121,7 +121,7 @@ def summary(env: Environment, result: dg.ExecuteInProcessResult, seconds: float)
     lines.append(f"asset checks (dbt data tests): {checks['dbt']['passed']} passed, {checks['dbt']['failed']} failed")
     quality = checks["quality"]
     lines.append(f"quality gates (Great Expectations): {quality['passed']} passed, {quality['failed']} failed, "
-                 f"{quality['warned']} warnings; Data Docs: {data_docs_index(env.quality_dir)}")
+                 f"{quality['warned']} warned; Data Docs: {data_docs_index(env.quality_dir)}")
     lines += [f"  {line}" for line in quality_problems(result)]
     dbt_results = env.data_dir / "dbt_last_run_results.json"
     if dbt_results.exists() and dbt_results.stat().st_mtime >= time.time() - seconds:  # written by this run

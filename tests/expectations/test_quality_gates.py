@@ -68,7 +68,7 @@ def test_clean_data_passes_every_expectation_and_is_published(clean_run):
     materialized, checks = run_records(data_dir)
     assert set(checks) == ALL_CHECKS
     assert [name for name, (passed, _, _) in checks.items() if not passed] == []
-    assert f"quality gates (Great Expectations): {len(ALL_CHECKS)} passed, 0 failed, 0 warnings" in out
+    assert f"quality gates (Great Expectations): {len(ALL_CHECKS)} passed, 0 failed, 0 warned" in out
     assert {"marts/metrics_daily", "published_warehouse"} <= materialized
 
     layout = DataLayout(data_dir)
@@ -165,3 +165,18 @@ def test_bad_rows_arriving_later_keep_the_warehouse_and_go_through_once_fixed(cl
     assert scalar(layout, "select count(*) from marts.fct_orders where order_id in (?, ?) and order_total > 0",
                   *orders) == 2
     assert mart_counts(layout) == before
+
+
+def test_a_failed_warning_is_recorded_but_does_not_block(tmp_path):
+    """A sample that ended weeks ago is stale: the freshness warning fails, and the data is still published."""
+    data_dir = tmp_path / "data"
+    out = run_main_job(data_dir, {"PLATFORM_SAMPLE_END_DATE": "2026-10-31"})
+    materialized, checks = run_records(data_dir)
+    failed = {name: severity for name, (passed, severity, _) in checks.items() if not passed}
+    assert failed == {("marts", "newest_event_is_fresh"): "WARN"}
+    assert "published_warehouse" in materialized
+    assert f"{len(ALL_CHECKS) - 1} passed, 0 failed, 1 warned" in out
+    assert "marts.newest_event_is_fresh (warning) on marts/fct_events FAILED: observed 1 of 1 rows" in out
+    layout = DataLayout(data_dir)
+    assert query(layout, "select success, expected from quality.quality_results "
+                         "where expectation = 'newest_event_is_fresh'") == [(False, "data_age_hours <= 48")]
