@@ -1,0 +1,268 @@
+"""The metrics server: Cube's REST API over the governed metrics (`python -m semantic.server`).
+
+Routes, as Cube serves them under `/cubejs-api`:
+
+- `GET|POST /cubejs-api/v1/load`: run queries (`query` in the URL or the JSON body; `queryType=multi`
+  wraps the results as Cube's client expects). A query still running after `SEMANTIC_CONTINUE_WAIT`
+  seconds (10, as Cube) is answered `{"error": "Continue wait"}`; the client asks again and picks up
+  the same execution.
+- `GET /cubejs-api/v1/meta`, `GET|POST /cubejs-api/v1/sql`, `GET|POST /cubejs-api/v1/dry-run`.
+- `GET /livez`, `GET /readyz` (ready once a published snapshot can be read).
+
+Errors have Cube's shape: 400 `{"error": ..., "type": "UserError"}`, 403 `{"error": ...}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from datetime import UTC, datetime
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from semantic.auth import AuthError, SecurityContext, api_secret, authenticate
+from semantic.cube_query import Plan, QueryError, Translator, date_range
+from semantic.members import UnknownMember
+from semantic.service import MetricsService, Result
+
+DEFAULT_CONTINUE_WAIT = 10.0
+
+
+def _json(body, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _user_error(message: str) -> Response:
+    return _json({"error": message, "type": "UserError"}, 400)
+
+
+async def _query_of(request: Request) -> tuple[object, str | None]:
+    """The query and queryType from the URL (GET) or the JSON body (POST)."""
+    if request.method == "GET":
+        raw, query_type = request.query_params.get("query"), request.query_params.get("queryType")
+        if raw is None:
+            raise QueryError("query: missing (pass ?query=<JSON>)")
+        try:
+            return orjson.loads(raw), query_type
+        except orjson.JSONDecodeError as exc:
+            raise QueryError(f"query: not valid JSON ({exc})") from None
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise QueryError(f"body: not valid JSON ({exc})") from None
+    if not isinstance(body, dict) or "query" not in body:
+        raise QueryError("body: expected a JSON object with a query")
+    query = body["query"]
+    if isinstance(query, str):
+        try:
+            query = orjson.loads(query)
+        except orjson.JSONDecodeError as exc:
+            raise QueryError(f"query: not valid JSON ({exc})") from None
+    return query, body.get("queryType") or request.query_params.get("queryType")
+
+
+def _iso(day) -> str:
+    return f"{day.isoformat()}T00:00:00.000"
+
+
+class Api:
+    def __init__(self, service: MetricsService, secret: str, continue_wait: float):
+        self.service, self.secret, self.continue_wait = service, secret, continue_wait
+
+    def _context(self, request: Request) -> SecurityContext:
+        return authenticate(request.headers.get("authorization"), self.secret)
+
+    def _expand(self, query, context: SecurityContext) -> tuple[str, list[tuple[dict, Plan]]]:
+        """One query, a list of queries, or a compareDateRange query, as (queryType, [(query, plan)])."""
+        translator = Translator(self.service.catalog, context.tenant_id)
+        if isinstance(query, list):
+            if not query:
+                raise QueryError("query: an empty list of queries")
+            return "blendingQuery", [(q, translator.plan(q)) for q in query]
+        if not isinstance(query, dict):
+            raise QueryError(f"query: expected a JSON object, got {type(query).__name__}")
+        compare = [td for td in query.get("timeDimensions", []) if isinstance(td, dict) and "compareDateRange" in td]
+        if not compare:
+            return "regularQuery", [(query, translator.plan(query))]
+        ranges = compare[0]["compareDateRange"]
+        if not isinstance(ranges, list) or len(ranges) < 2:
+            raise QueryError("timeDimensions[].compareDateRange: expected a list of at least two date ranges")
+        expanded = []
+        today = datetime.now(UTC).date()
+        for i, value in enumerate(ranges):
+            first, last = date_range(value, today, f"timeDimensions[].compareDateRange[{i}]")
+            tds = [{**{k: v for k, v in td.items() if k != "compareDateRange"},
+                    "dateRange": [first.isoformat(), last.isoformat()]} if td is compare[0] else td
+                   for td in query["timeDimensions"]]
+            one = {**query, "timeDimensions": tds}
+            expanded.append((one, translator.plan(one)))
+        return "compareDateRangeQuery", expanded
+
+    def _annotation(self, plan: Plan) -> dict:
+        catalog = self.service.catalog
+        annotation = {"measures": {}, "dimensions": {}, "segments": {}, "timeDimensions": {}}
+        for column in plan.columns:
+            for key in column.keys:
+                base = catalog.member(key.rsplit(".", 1)[0] if column.kind == "time" and key.count(".") == 2
+                                      else key, "annotation")
+                entry = {"title": base.title, "shortTitle": base.title,
+                         "type": "number" if column.kind == "measure" else base.type}
+                if column.kind == "measure":
+                    entry |= {"drillMembers": [], "drillMembersGrouped": {"measures": [], "dimensions": []}}
+                section = {"measure": "measures", "dimension": "dimensions", "time": "timeDimensions"}[column.kind]
+                annotation[section][key] = entry
+        return annotation
+
+    def _normalized(self, query: dict, plan: Plan, query_type: str) -> dict:
+        today = datetime.now(UTC).date()
+        tds = []
+        for td in query.get("timeDimensions", []):
+            td = dict(td)
+            if td.get("dateRange") is not None:
+                first, last = date_range(td["dateRange"], today, "timeDimensions[].dateRange")
+                td["dateRange"] = [_iso(first), f"{last.isoformat()}T23:59:59.999"]
+            tds.append(td)
+        return {**query, "timeDimensions": tds, "measures": query.get("measures", []),
+                "dimensions": query.get("dimensions", []), "filters": query.get("filters", []),
+                "order": query.get("order", []), "limit": plan.limit, "rowLimit": plan.limit,
+                "timezone": plan.timezone, "queryType": query_type}
+
+    def _reply(self, query: dict, plan: Plan, result: Result, query_type: str) -> dict:
+        return {
+            "query": self._normalized(query, plan, query_type),
+            "data": result.rows,
+            "lastRefreshTime": result.published_at.isoformat().replace("+00:00", "Z"),
+            "annotation": self._annotation(plan),
+            "dataSource": "default", "dbType": "duckdb", "extDbType": "duckdb", "external": False,
+            "slowQuery": False, "total": result.total, "refreshKeyValues": [[{"data_version": result.data_version}]],
+            "usedPreAggregations": {},
+        }
+
+    async def load(self, request: Request) -> Response:
+        try:
+            context = self._context(request)
+            query, wanted = await _query_of(request)
+            query_type, plans = self._expand(query, context)
+            futures = [self.service.submit(plan, context.cache_key) for _, plan in plans]
+        except AuthError as exc:
+            return _json({"error": str(exc)}, 403)
+        except (QueryError, UnknownMember) as exc:
+            return _user_error(str(exc))
+        except FileNotFoundError as exc:
+            return _json({"error": str(exc)}, 503)
+        waiting = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        try:
+            results = await asyncio.wait_for(asyncio.shield(waiting), timeout=self.continue_wait)
+        except TimeoutError:
+            waiting.add_done_callback(lambda fut: fut.exception())  # the result lands in the cache
+            return _json({"error": "Continue wait"})
+        except QueryError as exc:
+            return _user_error(str(exc))
+        replies = [self._reply(q, plan, result, query_type) for (q, plan), result in zip(plans, results, strict=True)]
+        if wanted == "multi":
+            first_query, first_plan = plans[0]
+            return _json({"queryType": query_type, "results": replies,
+                          "pivotQuery": self._normalized(first_query, first_plan, query_type), "slowQuery": False})
+        if query_type != "regularQuery":
+            return _user_error(f"{query_type} needs queryType=multi")
+        return _json(replies[0])
+
+    async def meta(self, request: Request) -> Response:
+        try:
+            self._context(request)
+            return _json(self.service.catalog.meta())
+        except AuthError as exc:
+            return _json({"error": str(exc)}, 403)
+
+    async def sql(self, request: Request) -> Response:
+        try:
+            context = self._context(request)
+            query, _ = await _query_of(request)
+            _, plans = self._expand(query, context)
+            loop = asyncio.get_running_loop()
+            sqls = [await loop.run_in_executor(self.service.pool, self._sql_of, plan, context) for _, plan in plans]
+        except AuthError as exc:
+            return _json({"error": str(exc)}, 403)
+        except (QueryError, UnknownMember) as exc:
+            return _user_error(str(exc))
+        replies = [{"sql": [sql, []], "order": [[c, "desc" if d else "asc"] for c, d in plan.order],
+                    "aliasNameToMember": {c.source: c.keys[-1] for c in plan.columns},
+                    "external": False, "dataSource": "default", "preAggregations": [], "rollupMatchResults": [],
+                    "cacheKeyQueries": [], "timeDimensionAlias": None}
+                   for sql, (_, plan) in zip(sqls, plans, strict=True)]
+        return _json({"sql": replies[0]} if len(replies) == 1 else {"sql": replies})
+
+    def _sql_of(self, plan: Plan, context: SecurityContext) -> str:
+        return self.service.wrapped_sql(plan, self.service.compile(plan, context.cache_key))
+
+    async def dry_run(self, request: Request) -> Response:
+        try:
+            context = self._context(request)
+            query, _ = await _query_of(request)
+            query_type, plans = self._expand(query, context)
+            loop = asyncio.get_running_loop()
+            for _, plan in plans:
+                await loop.run_in_executor(self.service.pool, self.service.dry_run, plan, context.cache_key)
+        except AuthError as exc:
+            return _json({"error": str(exc)}, 403)
+        except (QueryError, UnknownMember) as exc:
+            return _user_error(str(exc))
+        normalized = [self._normalized(q, plan, query_type) for q, plan in plans]
+        return _json({"queryType": query_type, "normalizedQueries": normalized, "pivotQuery": normalized[0],
+                      "queryOrder": [{k: v} for k, v in (normalized[0].get("order") or [])]
+                      if isinstance(normalized[0].get("order"), list) else []})
+
+    async def livez(self, request: Request) -> Response:
+        return _json({"health": "HEALTH"})
+
+    async def readyz(self, request: Request) -> Response:
+        try:
+            version = self.service.current()
+        except FileNotFoundError as exc:
+            return _json({"health": "DOWN", "error": str(exc)}, 503)
+        return _json({"health": "HEALTH", "dataVersion": version.version})
+
+
+def create_app(service: MetricsService, secret: str, continue_wait: float = DEFAULT_CONTINUE_WAIT) -> Starlette:
+    api = Api(service, secret, continue_wait)
+    base = "/cubejs-api/v1"
+    return Starlette(routes=[
+        Route(f"{base}/load", api.load, methods=["GET", "POST"]),
+        Route(f"{base}/meta", api.meta, methods=["GET"]),
+        Route(f"{base}/sql", api.sql, methods=["GET", "POST"]),
+        Route(f"{base}/dry-run", api.dry_run, methods=["GET", "POST"]),
+        Route("/livez", api.livez, methods=["GET"]),
+        Route("/readyz", api.readyz, methods=["GET"]),
+    ])
+
+
+def app_from_environment() -> Starlette:
+    """The app as uvicorn loads it (`semantic.server:app_from_environment`, factory)."""
+    from orchestration.environment import DBT_PROJECT_DIR, current_environment
+
+    env = current_environment()
+    service = MetricsService(env.published_dir, DBT_PROJECT_DIR / "target" / "semantic_manifest.json",
+                             workers=int(os.environ.get("SEMANTIC_WORKERS", "4")))
+    return create_app(service, api_secret(),
+                      float(os.environ.get("SEMANTIC_CONTINUE_WAIT", str(DEFAULT_CONTINUE_WAIT))))
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="Serve the governed metrics over Cube's REST API.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=4000)
+    args = parser.parse_args()
+    api_secret()  # fail at start, not at the first request, without a secret
+    uvicorn.run("semantic.server:app_from_environment", factory=True, host=args.host, port=args.port,
+                log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
