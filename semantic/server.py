@@ -155,11 +155,9 @@ class Api:
             return _user_error(str(exc))
         except FileNotFoundError as exc:
             return _json({"error": str(exc)}, 503)
-        waiting = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         try:
-            results = await asyncio.wait_for(asyncio.shield(waiting), timeout=self.continue_wait)
+            results = await self._wait(futures)
         except TimeoutError:
-            waiting.add_done_callback(lambda fut: fut.exception())  # the result lands in the cache
             return _json({"error": "Continue wait"})
         except QueryError as exc:
             return _user_error(str(exc))
@@ -171,6 +169,17 @@ class Api:
         if query_type != "regularQuery":
             return _user_error(f"{query_type} needs queryType=multi")
         return _json(replies[0])
+
+    async def _wait(self, futures: list) -> list[Result]:
+        """The results, waiting at most the continue-wait time; the executions go on regardless."""
+        if all(f.done() for f in futures):  # cached or just finished: no need to wait for the loop
+            return [f.result() for f in futures]
+        waiting = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiting), timeout=self.continue_wait)
+        except TimeoutError:
+            waiting.add_done_callback(lambda fut: fut.exception())  # retrieved: no "never retrieved" noise
+            raise
 
     async def meta(self, request: Request) -> Response:
         try:

@@ -144,7 +144,7 @@ class MetricsService:
     # -- compile and run ---------------------------------------------------------------------
     def compile(self, plan: Plan, context_key: str) -> str:
         """MetricFlow's SQL for the plan (cached), wrapped with the reply's order, limit and offset."""
-        key = (orjson.dumps([plan.metrics, plan.group_by, plan.where], option=orjson.OPT_SORT_KEYS), context_key)
+        key = (orjson.dumps([plan.metrics, plan.group_by, plan.where]), context_key)
         base = self.compiled.get(key)
         if base is None:
             version = self.current()
@@ -170,11 +170,12 @@ class MetricsService:
                 + f"\nlimit {plan.limit} offset {plan.offset}")
 
     def submit(self, plan: Plan, context_key: str) -> Future:
-        """Run the plan on the current version; a cached result or an identical run in flight is reused."""
+        """Run the plan on the current version in a worker thread (compiling there too).
+
+        A cached result, or an identical execution already in flight, is reused.
+        """
         version = self.current()
-        base = self.compile(plan, context_key)
-        sql = self.wrapped_sql(plan, base)
-        key = (sql, plan.total, version.version)
+        key = (_plan_key(plan), context_key, version.version)
         cached = self.results.get(key)
         if cached is not None:
             done: Future = Future()
@@ -184,18 +185,20 @@ class MetricsService:
             running = self._inflight.get(key)
             if running is not None:
                 return running
-            future = self.pool.submit(self._run, version, base, sql, plan.total, plan, key)
+            future = self.pool.submit(self._run, version, plan, context_key, key)
             self._inflight[key] = future
         return future
 
-    def _run(self, version: Version, base: str, sql: str, total: bool, plan: Plan, key: tuple) -> Result:
+    def _run(self, version: Version, plan: Plan, context_key: str, key: tuple) -> Result:
         started = time.perf_counter()
         try:
+            base = self.compile(plan, context_key)
+            sql = self.wrapped_sql(plan, base)
             cursor = version.connection.cursor()
             try:
                 rows = cursor.execute(sql).fetchall()
                 names = [d[0] for d in cursor.description]
-                count = cursor.execute(f"select count(*) from ({base}) as q").fetchone()[0] if total else None
+                count = cursor.execute(f"select count(*) from ({base}) as q").fetchone()[0] if plan.total else None
             finally:
                 cursor.close()
             index = {name: i for i, name in enumerate(names)}
@@ -217,6 +220,12 @@ class MetricsService:
         finally:
             cursor.close()
         return sql
+
+
+def _plan_key(plan: Plan) -> bytes:
+    """Everything about a plan that changes its answer, as bytes to key caches with."""
+    return orjson.dumps([plan.metrics, plan.group_by, plan.where, plan.order, plan.limit, plan.offset, plan.total,
+                         [(c.keys, c.source) for c in plan.columns]])
 
 
 def _first_lines(text: str, lines: int = 6) -> str:

@@ -1,0 +1,84 @@
+"""A real metrics server on loopback over the tiny sample's published snapshot."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ingestion.paths import DataLayout
+from semantic import snapshots
+from semantic.auth import issue_token
+from tests.conftest import REPO_ROOT
+
+SECRET = "test-secret-that-is-long-enough-for-hs256"
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    layout: DataLayout
+
+    def token(self, tenant_id: str | None = None, role: str = "tenant", ttl_seconds: int = 3600) -> str:
+        return issue_token(SECRET, tenant_id, role, ttl_seconds)
+
+    @property
+    def admin(self) -> str:
+        return self.token(role="admin")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(layout: DataLayout, log: Path, continue_wait: float) -> Iterator[Server]:
+    port = _free_port()
+    env = {**os.environ, "PLATFORM_DATA_DIR": str(layout.root), "SEMANTIC_API_SECRET": SECRET,
+           "SEMANTIC_CONTINUE_WAIT": str(continue_wait)}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "semantic.server", "--port", str(port)], cwd=REPO_ROOT,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the metrics server did not become ready"
+            time.sleep(0.3)
+        yield Server(url, layout)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def published(built) -> DataLayout:
+    layout, _ = built
+    snapshots.publish(layout.warehouse, layout.root / "published")
+    return layout
+
+
+@pytest.fixture(scope="session")
+def server(published, tmp_path_factory) -> Iterator[Server]:
+    yield from start_server(published, tmp_path_factory.mktemp("server") / "server.log", continue_wait=10)
+
+
+@pytest.fixture(scope="session")
+def impatient_server(published, tmp_path_factory) -> Iterator[Server]:
+    """Answers "Continue wait" to anything not already computed: every new query takes a cycle."""
+    yield from start_server(published, tmp_path_factory.mktemp("server") / "impatient.log", continue_wait=0)
