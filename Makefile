@@ -9,23 +9,30 @@ RUN := $(UV) run --frozen
 DBT_FILES := $(shell find dbt_project/models dbt_project/macros dbt_project/tests dbt_project/seeds -type f 2>/dev/null) \
              dbt_project/dbt_project.yml dbt_project/profiles.yml
 MANIFEST := dbt_project/target/manifest.json
+# Cube's official JavaScript client, which the tests run against the metrics server
+CUBE_JS := tests/semantic/cube_js/node_modules/.installed
 
-.PHONY: run test test-all test-postgres dev bench bench-quality lint manifest install clean
+.PHONY: run test test-all test-postgres serve dev bench bench-quality lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest
 	$(RUN) python -m orchestration.main
 
 ## test: the test suite (slow suites are marked and left out; `make test-all` runs them too)
-test: install manifest
+test: install manifest $(CUBE_JS)
 	$(RUN) pytest
 
-test-all: install manifest
+test-all: install manifest $(CUBE_JS)
 	$(RUN) pytest -m ""
 
 ## test-postgres: the main job on a throwaway PostgreSQL cluster (needs the postgresql server package)
 test-postgres: install manifest
 	$(RUN) pytest -m postgres
+
+## serve: the metrics server (Cube's REST API) on http://127.0.0.1:4000 over the published data
+serve: install manifest
+	@test -n "$$SEMANTIC_API_SECRET" || { echo "set SEMANTIC_API_SECRET (signs the API's JWTs)"; exit 1; }
+	$(RUN) python -m semantic.server --port 4000
 
 ## dev: the Dagster UI on http://127.0.0.1:3000 with this code location
 dev: install manifest
@@ -54,9 +61,13 @@ manifest: $(MANIFEST)
 	$(UV) sync --frozen
 	touch $@
 
+$(CUBE_JS): tests/semantic/cube_js/package.json tests/semantic/cube_js/package-lock.json
+	npm ci --prefix tests/semantic/cube_js --no-audit --no-fund --loglevel=error
+	touch $@
+
 $(MANIFEST): .venv/.synced $(DBT_FILES)
 	$(RUN) dbt parse --project-dir dbt_project --profiles-dir dbt_project --quiet
 	touch $@
 
 clean:
-	rm -rf dbt_project/target .venv
+	rm -rf dbt_project/target .venv tests/semantic/cube_js/node_modules
