@@ -1,0 +1,157 @@
+"""Benchmark of the metrics server on loopback: latency under 100 concurrent clients, and overhead.
+
+Reads the published snapshot of a data directory that the main job has filled (`make run` first;
+the default sample). Starts the server in its own process, then measures:
+
+- a dashboard query (one metric by day over 90 days): warm (cached) and cold (every request a
+  query not seen before), each with 100 concurrent clients;
+- a complex query (three metrics, two dimensions, monthly, filtered), cold, 100 concurrent clients;
+- one cold query at a time, against the same SQL run directly in DuckDB: the layer's overhead.
+
+    make bench-semantic            # or: python -m bench.semantic --data-dir data
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+
+from semantic import snapshots
+from semantic.auth import issue_token
+from tests.semantic.conftest import _free_port
+
+SECRET = "bench-secret-that-is-long-enough-for-hs256"
+CLIENTS = 100
+
+
+def dashboard(end: date) -> dict:
+    return {"measures": ["metrics.revenue"], "timeDimensions": [{
+        "dimension": "metrics.metric_time", "granularity": "day",
+        "dateRange": [(end - timedelta(days=89)).isoformat(), end.isoformat()]}]}
+
+
+def complex_query(end: date, devices: list[str]) -> dict:
+    return {"measures": ["metrics.revenue", "metrics.orders", "metrics.average_order_value"],
+            "dimensions": ["metrics.tenant", "metrics.user__country"],
+            "timeDimensions": [{"dimension": "metrics.metric_time", "granularity": "month",
+                                "dateRange": [(end - timedelta(days=89)).isoformat(), end.isoformat()]}],
+            "filters": [{"member": "metrics.user__device", "operator": "equals", "values": devices}]}
+
+
+def percentiles(samples: list[float]) -> str:
+    ms = sorted(s * 1000 for s in samples)
+    q = statistics.quantiles(ms, n=100, method="inclusive")
+    return f"p50 {q[49]:7.1f} ms  p95 {q[94]:7.1f} ms  p99 {q[98]:7.1f} ms  (n={len(ms)})"
+
+
+async def _load(client: httpx.AsyncClient, url: str, query: dict) -> float:
+    started = time.perf_counter()
+    params = {"query": orjson.dumps(query).decode(), "queryType": "multi"}
+    while True:
+        response = await client.get(url, params=params)
+        body = response.json()
+        if response.status_code != 200:
+            raise SystemExit(f"query failed: {body}")
+        if body.get("error") != "Continue wait":
+            return time.perf_counter() - started
+
+
+async def concurrent(url: str, token: str, queries: list[dict]) -> list[float]:
+    """CLIENTS clients share the queries between them; each sends its next one when the last returns."""
+    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+    async with httpx.AsyncClient(headers={"Authorization": token}, timeout=120, limits=limits) as client:
+        pending = list(queries)
+        samples: list[float] = []
+
+        async def worker():
+            while pending:
+                samples.append(await _load(client, url, pending.pop()))
+
+        await asyncio.gather(*(worker() for _ in range(CLIENTS)))
+        return samples
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    parser.add_argument("--requests", type=int, default=1000)
+    args = parser.parse_args()
+    published = args.data_dir.resolve() / "published"
+    snapshot = snapshots.current(published)
+    if snapshot is None:
+        raise SystemExit(f"nothing published under {published}: run `make run` first")
+    conn, _ = snapshots.connect_current(published)
+    end = conn.execute("select max(date_day) from marts.metrics_daily").fetchone()[0]
+    devices = [d for (d,) in conn.execute("select distinct device from marts.dim_users order by 1").fetchall()]
+
+    port = _free_port()
+    env = {**os.environ, "PLATFORM_DATA_DIR": str(args.data_dir.resolve()), "SEMANTIC_API_SECRET": SECRET}
+    server = subprocess.Popen([sys.executable, "-m", "semantic.server", "--port", str(port)], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        url = f"{base}/cubejs-api/v1/load"
+        token = issue_token(SECRET, role="admin")
+        print(f"metrics server on the published snapshot {snapshot.version} ({args.data_dir}); "
+              f"{CLIENTS} concurrent clients")
+
+        warm_query = dashboard(end)
+        asyncio.run(concurrent(url, token, [warm_query]))
+        warm = asyncio.run(concurrent(url, token, [warm_query] * args.requests))
+        print(f"dashboard, warm   : {percentiles(warm)}")
+        cold_queries = [dashboard(end - timedelta(days=i + 1)) for i in range(args.requests)]
+        cold = asyncio.run(concurrent(url, token, cold_queries))
+        print(f"dashboard, cold   : {percentiles(cold)}")
+        combos = [[d] for d in devices] + [[a, b] for a in devices for b in devices if a < b]
+        complex_queries = [complex_query(end - timedelta(days=i // len(combos)), combos[i % len(combos)])
+                           for i in range(min(args.requests, 300))]
+        complex_cold = asyncio.run(concurrent(url, token, complex_queries))
+        print(f"complex, cold     : {percentiles(complex_cold)}")
+
+        # One at a time: the layer (HTTP + compile + run) against the same SQL straight in DuckDB.
+        with httpx.Client(headers={"Authorization": token}) as client:
+            rows = []
+            for i, query in enumerate([dashboard(end - timedelta(days=400 + i)) for i in range(20)]
+                                      + [complex_query(end - timedelta(days=400 + i), devices) for i in range(20)]):
+                started = time.perf_counter()
+                while client.get(url, params={"query": orjson.dumps(query).decode()}).json().get("error"):
+                    pass
+                layer = time.perf_counter() - started
+                sql = client.get(f"{base}/cubejs-api/v1/sql",
+                                 params={"query": orjson.dumps(query).decode()}).json()["sql"]["sql"][0]
+                started = time.perf_counter()
+                conn.execute(sql).fetchall()
+                direct = time.perf_counter() - started
+                rows.append(("dashboard" if i < 20 else "complex", layer, direct))
+        for kind in ("dashboard", "complex"):
+            layer = statistics.median(r[1] for r in rows if r[0] == kind)
+            direct = statistics.median(r[2] for r in rows if r[0] == kind)
+            print(f"{kind:<9} one cold query: {layer * 1000:6.1f} ms through the server, "
+                  f"{direct * 1000:6.1f} ms the same SQL in DuckDB: overhead x{layer / direct:.1f}")
+        warm_p95 = statistics.quantiles(warm, n=100, method="inclusive")[94]
+        print(f"goals: warm p95 <= 100 ms {'MET' if warm_p95 <= 0.1 else 'MISSED'}; "
+              f"cold single-metric-by-day <= 1 s {'MET' if max(cold) <= 1 else 'see p99'}; "
+              f"complex cold <= 5 s {'MET' if max(complex_cold) <= 5 else 'MISSED'}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
