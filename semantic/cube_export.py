@@ -147,7 +147,7 @@ def cross_model_ratio_cube(metric: dict, manifest: dict) -> dict:
                        {"name": "date_day", "sql": "date_day", "type": "time", "description": "The day."},
                        *({"name": n, "sql": n, "type": "string", "description": f"The {n} key."} for n in shared)],
         "measures": [{"name": metric["name"], "title": metric.get("label") or metric["name"], "type": "number",
-                      "sql": f"1.0 * SUM({{CUBE}}.numerator) / NULLIF(SUM({{CUBE}}.denominator), 0)",
+                      "sql": "1.0 * SUM({CUBE}.numerator) / NULLIF(SUM({CUBE}.denominator), 0)",
                       "description": metric.get("description") or ""}],
     }
 
