@@ -12,7 +12,7 @@ MANIFEST := dbt_project/target/manifest.json
 # Cube's official JavaScript client, which the tests run against the metrics server
 CUBE_JS := tests/semantic/cube_js/node_modules/.installed
 
-.PHONY: run test test-all test-postgres serve dev bench bench-quality lint manifest install clean
+.PHONY: run test test-all test-postgres serve dev bench bench-quality bench-semantic lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest
@@ -43,6 +43,11 @@ dev: install manifest
 bench: install manifest
 	$(RUN) python -m bench.pipeline
 	$(RUN) python -m bench.quality
+	$(RUN) python -m bench.semantic --data-dir data
+
+## bench-semantic: the metrics server under 100 concurrent clients (after `make run`)
+bench-semantic: install manifest
+	$(RUN) python -m bench.semantic --data-dir data
 
 ## bench-quality: the wall time the quality gates add to the main job (default sample)
 bench-quality: install manifest

@@ -28,7 +28,7 @@ from starlette.routing import Route
 from semantic.auth import AuthError, SecurityContext, api_secret, authenticate
 from semantic.cube_query import Plan, QueryError, Translator, date_range
 from semantic.members import UnknownMember
-from semantic.service import MetricsService, Result
+from semantic.service import LRU, MetricsService, Result
 
 DEFAULT_CONTINUE_WAIT = 10.0
 
@@ -73,6 +73,7 @@ def _iso(day) -> str:
 class Api:
     def __init__(self, service: MetricsService, secret: str, continue_wait: float):
         self.service, self.secret, self.continue_wait = service, secret, continue_wait
+        self.replies = LRU(4096)  # finished replies, by request text and security context and data version
 
     def _context(self, request: Request) -> SecurityContext:
         return authenticate(request.headers.get("authorization"), self.secret)
@@ -146,6 +147,14 @@ class Api:
     async def load(self, request: Request) -> Response:
         try:
             context = self._context(request)
+            # A repeated request (same text, same rows visible, same data, same day for relative ranges)
+            # gets the reply already made: dashboards ask the same queries again and again.
+            raw = request.query_params.get("query") if request.method == "GET" else await request.body()
+            key = (raw, request.query_params.get("queryType"), context.cache_key, self.service.current().version,
+                   datetime.now(UTC).date())
+            cached = self.replies.get(key)
+            if cached is not None:
+                return Response(cached, media_type="application/json")
             query, wanted = await _query_of(request)
             query_type, plans = self._expand(query, context)
             futures = [self.service.submit(plan, context.cache_key) for _, plan in plans]
@@ -164,11 +173,15 @@ class Api:
         replies = [self._reply(q, plan, result, query_type) for (q, plan), result in zip(plans, results, strict=True)]
         if wanted == "multi":
             first_query, first_plan = plans[0]
-            return _json({"queryType": query_type, "results": replies,
-                          "pivotQuery": self._normalized(first_query, first_plan, query_type), "slowQuery": False})
-        if query_type != "regularQuery":
+            body = {"queryType": query_type, "results": replies,
+                    "pivotQuery": self._normalized(first_query, first_plan, query_type), "slowQuery": False}
+        elif query_type != "regularQuery":
             return _user_error(f"{query_type} needs queryType=multi")
-        return _json(replies[0])
+        else:
+            body = replies[0]
+        encoded = orjson.dumps(body)
+        self.replies.put(key, encoded)
+        return Response(encoded, media_type="application/json")
 
     async def _wait(self, futures: list) -> list[Result]:
         """The results, waiting at most the continue-wait time; the executions go on regardless."""
@@ -267,10 +280,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Serve the governed metrics over Cube's REST API.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4000)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes: compiling a query holds the GIL, so cold queries scale with processes")
     args = parser.parse_args()
     api_secret()  # fail at start, not at the first request, without a secret
     uvicorn.run("semantic.server:app_from_environment", factory=True, host=args.host, port=args.port,
-                log_level="warning")
+                workers=args.workers, log_level="warning")
 
 
 if __name__ == "__main__":
