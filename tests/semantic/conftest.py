@@ -26,6 +26,7 @@ SECRET = "test-secret-that-is-long-enough-for-hs256"
 class Server:
     url: str
     layout: DataLayout
+    port: int
 
     def token(self, tenant_id: str | None = None, role: str = "tenant", ttl_seconds: int = 3600) -> str:
         return issue_token(SECRET, tenant_id, role, ttl_seconds)
@@ -41,26 +42,39 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(layout: DataLayout, log: Path, continue_wait: float) -> Iterator[Server]:
+def _http_ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _tcp_ready(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def start_server(layout: DataLayout, log: Path, module: str = "semantic.server",
+                 continue_wait: float = 10) -> Iterator[Server]:
+    """Run one of the semantic servers (REST or SQL wire) in its own process until the session ends."""
     port = _free_port()
     env = {**os.environ, "PLATFORM_DATA_DIR": str(layout.root), "SEMANTIC_API_SECRET": SECRET,
            "SEMANTIC_CONTINUE_WAIT": str(continue_wait)}
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "semantic.server", "--port", str(port)], cwd=REPO_ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", module, "--port", str(port)], cwd=REPO_ROOT,
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    ready = (lambda: _http_ready(url)) if module == "semantic.server" else (lambda: _tcp_ready(port))
     try:
         deadline = time.monotonic() + 90
-        while True:
+        while not ready():
             assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the metrics server did not become ready"
+            assert time.monotonic() < deadline, f"{module} did not become ready"
             time.sleep(0.3)
-        yield Server(url, layout)
+        yield Server(url, layout, port)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -75,10 +89,16 @@ def published(built) -> DataLayout:
 
 @pytest.fixture(scope="session")
 def server(published, tmp_path_factory) -> Iterator[Server]:
-    yield from start_server(published, tmp_path_factory.mktemp("server") / "server.log", continue_wait=10)
+    yield from start_server(published, tmp_path_factory.mktemp("server") / "server.log")
 
 
 @pytest.fixture(scope="session")
 def impatient_server(published, tmp_path_factory) -> Iterator[Server]:
     """Answers "Continue wait" to anything not already computed: every new query takes a cycle."""
     yield from start_server(published, tmp_path_factory.mktemp("server") / "impatient.log", continue_wait=0)
+
+
+@pytest.fixture(scope="session")
+def sql_endpoint(published, tmp_path_factory) -> Iterator[Server]:
+    """The Postgres-wire SQL endpoint."""
+    yield from start_server(published, tmp_path_factory.mktemp("server") / "pgwire.log", module="semantic.pgwire")
