@@ -12,7 +12,7 @@ MANIFEST := dbt_project/target/manifest.json
 # Cube's official JavaScript client, which the tests run against the metrics server
 CUBE_JS := tests/semantic/cube_js/node_modules/.installed
 
-.PHONY: run test test-all test-postgres serve dev bench bench-quality bench-semantic lint manifest install clean
+.PHONY: run test test-all test-postgres serve serve-sql dev bench bench-quality bench-semantic lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest
@@ -33,6 +33,11 @@ test-postgres: install manifest
 serve: install manifest
 	@test -n "$$SEMANTIC_API_SECRET" || { echo "set SEMANTIC_API_SECRET (signs the API's JWTs)"; exit 1; }
 	$(RUN) python -m semantic.server --port 4000
+
+## serve-sql: the SQL endpoint (PostgreSQL wire protocol) on 127.0.0.1:15432; the password is a token
+serve-sql: install manifest
+	@test -n "$$SEMANTIC_API_SECRET" || { echo "set SEMANTIC_API_SECRET (signs the API's JWTs)"; exit 1; }
+	$(RUN) python -m semantic.pgwire --port 15432
 
 ## dev: the Dagster UI on http://127.0.0.1:3000 with this code location
 dev: install manifest
