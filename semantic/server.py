@@ -200,6 +200,8 @@ class Api:
             return _json(self.service.catalog.meta())
         except AuthError as exc:
             return _json({"error": str(exc)}, 403)
+        except FileNotFoundError as exc:
+            return _json({"error": str(exc)}, 503)
 
     async def sql(self, request: Request) -> Response:
         try:

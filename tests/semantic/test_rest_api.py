@@ -22,7 +22,8 @@ from tests.ingestion.helpers import query as sql
 MONTHLY_REVENUE = {
     "measures": ["metrics.revenue", "metrics.orders"],
     "dimensions": ["metrics.tenant"],
-    "timeDimensions": [{"dimension": "metrics.metric_time", "granularity": "month", "dateRange": "this year"}],
+    "timeDimensions": [{"dimension": "metrics.metric_time", "granularity": "month",
+                        "dateRange": "from 2026-01-01 to 2026-12-31"}],
 }
 
 
@@ -63,9 +64,8 @@ def test_revenue_by_tenant_and_month_equals_sql(admin, published):
     first = result.results[0]
     assert first["annotation"]["measures"]["metrics.revenue"]["type"] == "number"
     assert "metrics.metric_time.month" in first["annotation"]["timeDimensions"]
-    year = datetime.now(UTC).year
-    assert first["query"]["timeDimensions"][0]["dateRange"] == [f"{year}-01-01T00:00:00.000",
-                                                                f"{year}-12-31T23:59:59.999"]
+    assert first["query"]["timeDimensions"][0]["dateRange"] == ["2026-01-01T00:00:00.000",
+                                                                "2026-12-31T23:59:59.999"]
     assert first["lastRefreshTime"].endswith("Z")
 
 

@@ -7,7 +7,7 @@ const api = cube(token, { apiUrl });
 const orFilter = {
   measures: ["metrics.revenue", "metrics.orders"],
   dimensions: ["metrics.tenant"],
-  timeDimensions: [{ dimension: "metrics.metric_time", granularity: "month", dateRange: "this year" }],
+  timeDimensions: [{ dimension: "metrics.metric_time", granularity: "month", dateRange: ["2026-01-01", "2026-12-31"] }],
   filters: [{ or: [
     { member: "metrics.tenant", operator: "equals", values: ["t001"] },
     { member: "metrics.tenant", operator: "equals", values: ["t002"] },
