@@ -5,11 +5,12 @@ Numbers are checked against the same aggregate computed directly in SQL on the m
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-import duckdb
 import httpx
 import orjson
 import pytest
@@ -18,6 +19,15 @@ from semantic import snapshots
 from semantic.client import MetricsClient, MetricsError
 from semantic.cube_query import MAX_LIMIT
 from tests.ingestion.helpers import query as sql
+
+WRITER = """
+import sys, duckdb
+with duckdb.connect(sys.argv[1]) as conn:
+    conn.execute("create or replace table marts.scratch as select 1 as x")
+    print("writing", flush=True)
+    sys.stdin.readline()
+    conn.execute("drop table marts.scratch")
+"""
 
 MONTHLY_REVENUE = {
     "measures": ["metrics.revenue", "metrics.orders"],
@@ -226,12 +236,16 @@ def test_continue_wait_then_the_answer(impatient_server):
 
 def test_keeps_answering_from_its_snapshot_while_a_run_writes_and_switches_when_one_is_published(admin, published):
     first = admin.load({"measures": ["metrics.revenue"]}).results[0]
-    with duckdb.connect(str(published.warehouse)) as writer:  # a pipeline run holding the write lock
-        writer.execute("create or replace table marts.scratch as select 1 as x")
+    # another process writes the warehouse and holds its lock, as a pipeline run does
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(published.warehouse)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "writing"
         during = admin.load({"measures": ["metrics.revenue"], "dimensions": ["metrics.tenant"]}).results[0]
         assert during["lastRefreshTime"] == first["lastRefreshTime"] and len(during["data"]) == 3
-        writer.execute("drop table marts.scratch")
-    time.sleep(0.01)
+    finally:
+        writer.communicate("done\n", timeout=60)
+    assert writer.returncode == 0
     snapshots.publish(published.warehouse, published.root / "published")
     time.sleep(0.6)  # the server looks for a new snapshot at most twice a second
     after = admin.load({"measures": ["metrics.revenue"]}).results[0]
