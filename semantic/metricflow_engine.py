@@ -21,7 +21,7 @@ from metricflow_semantics.model.dbt_manifest_parser import parse_manifest_from_d
 from metricflow_semantics.model.semantic_manifest_lookup import SemanticManifestLookup
 from metricflow_semantics.sql.sql_bind_parameters import SqlBindParameterSet
 
-__all__ = ["DuckDbSqlClient", "MetricFlowQueryRequest", "duckdb_engine", "load_semantic_manifest"]
+__all__ = ["DuckDbSqlClient", "MetricFlowEngine", "MetricFlowQueryRequest", "load_semantic_manifest"]
 
 NO_PARAMETERS = SqlBindParameterSet()  # immutable: safe as a shared default
 
@@ -77,14 +77,3 @@ class DuckDbSqlClient:
 def load_semantic_manifest(path: Path) -> SemanticManifestLookup:
     """The governed definitions as MetricFlow reads them, from dbt's `semantic_manifest.json`."""
     return SemanticManifestLookup(parse_manifest_from_dbt_generated_manifest(path.read_text()))
-
-
-def duckdb_engine(semantic_manifest: Path, warehouse: Path) -> MetricFlowEngine:
-    """An engine reading `warehouse` read-only.
-
-    The compiled SQL names the DuckDB catalog dbt saw at parse time (the file's stem), so the file
-    must keep that name (the platform's is always `warehouse.duckdb`).
-    """
-    connection = duckdb.connect(str(warehouse), read_only=True)
-    return MetricFlowEngine(semantic_manifest_lookup=load_semantic_manifest(semantic_manifest),
-                            sql_client=DuckDbSqlClient(connection))

@@ -3,17 +3,26 @@ queries without running them, and runs them to the same numbers as direct SQL.""
 
 from __future__ import annotations
 
+import duckdb
 import pytest
 
-from semantic.metricflow_engine import MetricFlowQueryRequest, duckdb_engine
+from semantic.metricflow_engine import (
+    DuckDbSqlClient,
+    MetricFlowEngine,
+    MetricFlowQueryRequest,
+    load_semantic_manifest,
+)
 from tests.ingestion.helpers import query
 
 
 @pytest.fixture(scope="module")
 def engine(built):
+    """The engine on a read-only connection, closed afterwards: an open reader blocks any writer."""
     layout, _ = built
-    engine = duckdb_engine(layout.root / "dbt-target" / "semantic_manifest.json", layout.warehouse)
-    return layout, engine
+    connection = duckdb.connect(str(layout.warehouse), read_only=True)
+    lookup = load_semantic_manifest(layout.root / "dbt-target" / "semantic_manifest.json")
+    yield layout, MetricFlowEngine(semantic_manifest_lookup=lookup, sql_client=DuckDbSqlClient(connection))
+    connection.close()
 
 
 def test_lists_the_governed_metrics(engine):
