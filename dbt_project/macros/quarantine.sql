@@ -5,7 +5,18 @@
     incremental model can pick the row up then. Before the gate has ever run there is no table,
     and nothing is held.
 
-    Returns a query of (row_key, is_held, released_at) for one raw table, e.g. 'raw_events.events'. -#}
+    `rows_not_held` selects the rows of `relation` that are not held, keyed by `key_column` in the
+    quarantine of `source_table` (e.g. 'raw_events.events'), with `_released_at` set on rows that
+    were held and have been released. -#}
+{% macro rows_not_held(relation, key_column, source_table) -%}
+    select source_rows.*, quarantine.released_at as _released_at
+    from {{ relation }} as source_rows
+    left join ({{ quarantine_state(source_table) }}) as quarantine
+        on quarantine.row_key = source_rows.{{ key_column }}
+    where coalesce(quarantine.is_held, 0) = 0
+{%- endmacro %}
+
+{#- (row_key, is_held, released_at) per key quarantined for one raw table. -#}
 {% macro quarantine_state(source_table) -%}
     {%- set relation = adapter.get_relation(database=target.database, schema='quality',
                                             identifier='quarantined_rows') if execute else none -%}

@@ -1,13 +1,6 @@
 {#- Items of an order a quality gate holds back are held with it, so no item lacks its order. -#}
-with held_orders as (
-    {{ quarantine_state('raw_app.orders') }}
-),
-
-source as (
-    select items.*
-    from {{ source('raw_app', 'order_items') }} as items
-    left join held_orders on held_orders.row_key = items.order_id
-    where coalesce(held_orders.is_held, 0) = 0
+with source as (
+    {{ rows_not_held(source('raw_app', 'order_items'), 'order_id', 'raw_app.orders') }}
 ),
 
 renamed as (

@@ -1,13 +1,6 @@
 {#- Orders a quality gate holds back (a negative total, say) are left out until fixed. -#}
-with quarantine as (
-    {{ quarantine_state('raw_app.orders') }}
-),
-
-source as (
-    select orders.*
-    from {{ source('raw_app', 'orders') }} as orders
-    left join quarantine on quarantine.row_key = orders.order_id
-    where coalesce(quarantine.is_held, 0) = 0
+with source as (
+    {{ rows_not_held(source('raw_app', 'orders'), 'order_id', 'raw_app.orders') }}
 ),
 
 renamed as (

@@ -2,15 +2,8 @@
     reaches the raw table another way (the first copy loaded wins). Events a quality gate holds
     back are left out; once released, `loaded_at` is the release time, so that incremental
     models downstream take them in then. -#}
-with quarantine as (
-    {{ quarantine_state('raw_events.events') }}
-),
-
-source as (
-    select events.*, quarantine.released_at as _released_at
-    from {{ source('raw_events', 'events') }} as events
-    left join quarantine on quarantine.row_key = events.event_id
-    where coalesce(quarantine.is_held, 0) = 0
+with source as (
+    {{ rows_not_held(source('raw_events', 'events'), 'event_id', 'raw_events.events') }}
 ),
 
 ranked as (
