@@ -9,6 +9,7 @@ its own tenant's rows, whatever the query asks, and must name one.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import jwt
@@ -62,8 +63,6 @@ def authenticate(header: str | None, secret: str) -> SecurityContext:
 
 def issue_token(secret: str, tenant_id: str | None = None, role: str = "tenant", ttl_seconds: int = 3600) -> str:
     """A token for a tenant (or an admin), for tests, scripts and the reports."""
-    import time
-
     payload = {"role": role, "exp": int(time.time()) + ttl_seconds}
     if tenant_id is not None:
         payload["tenant_id"] = tenant_id

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from semantic.members import GRANULARITIES, TENANT_ENTITY, TIME_DIMENSION, VIEW, Catalog, Dimension, UnknownMember
+from semantic.members import GRANULARITIES, TENANT_ENTITY, TIME_DIMENSION, Catalog, Dimension
 
 MAX_LIMIT = 50_000
 DEFAULT_LIMIT = 10_000
@@ -35,6 +35,7 @@ class Column:
     keys: tuple[str, ...]
     source: str
     kind: str  # measure, dimension or time
+    member: str  # the catalog member the values come from
 
 
 @dataclass
@@ -50,7 +51,8 @@ class Plan:
     offset: int
     total: bool
     timezone: str
-    normalized: dict = field(default_factory=dict)
+    # each timeDimension's dateRange as resolved (relative ranges against today in `timezone`)
+    date_ranges: list[tuple[date, date] | None] = field(default_factory=list)
 
 
 def sql_string(value: str) -> str:
@@ -150,6 +152,15 @@ def date_range(value, today: date, where: str) -> tuple[date, date]:
     return first, last
 
 
+def query_today(query: dict) -> date:
+    """Today in the query's time zone: what relative date ranges count from."""
+    timezone = query.get("timezone", "UTC")
+    try:
+        return datetime.now(ZoneInfo(timezone)).date()
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise QueryError(f"timezone: unknown time zone {timezone!r}") from None
+
+
 def _time_between(first: date, last: date) -> str:
     ref = "{{ TimeDimension('metric_time', 'day') }}"
     return f"{ref} >= '{first.isoformat()}' and {ref} <= '{last.isoformat()}'"
@@ -158,29 +169,24 @@ def _time_between(first: date, last: date) -> str:
 class Translator:
     """Turns one Cube query into a `Plan`, against a catalog, for one security context."""
 
-    def __init__(self, catalog: Catalog, tenant: str | None, today: date | None = None):
+    def __init__(self, catalog: Catalog, tenant: str | None):
         if tenant is not None and not _SAFE_TENANT.match(tenant):
             raise QueryError(f"security context: tenant id {tenant!r} is not a valid id")
-        self.catalog, self.tenant, self.today_override = catalog, tenant, today
+        self.catalog, self.tenant = catalog, tenant
 
-    def plan(self, query: dict, date_range_override: tuple[date, date] | None = None) -> Plan:
+    def plan(self, query: dict) -> Plan:
         if not isinstance(query, dict):
             raise QueryError(f"query: expected a JSON object, got {type(query).__name__}")
         unknown = set(query) - {"measures", "dimensions", "timeDimensions", "filters", "order", "limit", "offset",
                                 "total", "timezone", "segments", "ungrouped", "renewQuery", "responseFormat"}
         if unknown:
             raise QueryError(f"query: unknown key(s) {sorted(unknown)}")
-        timezone = query.get("timezone", "UTC")
-        try:
-            zone = ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError, TypeError):
-            raise QueryError(f"timezone: unknown time zone {timezone!r}") from None
-        today = self.today_override or datetime.now(zone).date()
+        today = query_today(query)
 
         measures = [self.catalog.measure(m, f"measures[{i}]") for i, m in enumerate(self._list(query, "measures"))]
         if not measures:
             raise QueryError("measures: a query needs at least one measure (governed metrics only)")
-        columns = [Column((m.member,), m.metric, "measure") for m in measures]
+        columns = [Column((m.member,), m.metric, "measure", m.member) for m in measures]
         group_by: list[str] = []
         for i, name in enumerate(self._list(query, "dimensions")):
             dim = self.catalog.dimension(name, f"dimensions[{i}]")
@@ -188,10 +194,11 @@ class Translator:
                 raise QueryError(f"dimensions[{i}]: {name!r} is a time dimension: "
                                  "use timeDimensions with a granularity")
             group_by.append(dim.group_by)
-            columns.append(Column((dim.member,), dim.group_by, "dimension"))
+            columns.append(Column((dim.member,), dim.group_by, "dimension", dim.member))
         where: list[str] = []
+        date_ranges: list[tuple[date, date] | None] = []
         for i, td in enumerate(self._list(query, "timeDimensions")):
-            columns += self._time_dimension(td, i, today, group_by, where, date_range_override)
+            columns += self._time_dimension(td, i, today, group_by, where, date_ranges)
         filters = self._list(query, "filters")
         where += [self._filter(f, f"filters[{i}]", today) for i, f in enumerate(filters)]
         if self.tenant is not None:
@@ -199,7 +206,7 @@ class Translator:
         return Plan(
             metrics=[m.metric for m in measures], group_by=group_by, where=where, columns=columns,
             order=self._order(query.get("order"), columns), limit=self._limit(query), offset=self._offset(query),
-            total=bool(query.get("total", False)), timezone=timezone,
+            total=bool(query.get("total", False)), timezone=query.get("timezone", "UTC"), date_ranges=date_ranges,
         )
 
     @staticmethod
@@ -210,17 +217,18 @@ class Translator:
         return value
 
     def _time_dimension(self, td, i: int, today: date, group_by: list[str], where: list[str],
-                        override: tuple[date, date] | None) -> list[Column]:
+                        date_ranges: list[tuple[date, date] | None]) -> list[Column]:
         where_at = f"timeDimensions[{i}]"
         if not isinstance(td, dict) or "dimension" not in td:
             raise QueryError(f"{where_at}: expected an object with a dimension")
         dim = self.catalog.dimension(td["dimension"], f"{where_at}.dimension")
         if dim.type != "time":
             raise QueryError(f"{where_at}.dimension: {dim.member!r} is not a time dimension")
-        if override is not None:
-            where.append(_time_between(*override))
-        elif td.get("dateRange") is not None:
-            where.append(_time_between(*date_range(td["dateRange"], today, f"{where_at}.dateRange")))
+        resolved = None
+        if td.get("dateRange") is not None:
+            resolved = date_range(td["dateRange"], today, f"{where_at}.dateRange")
+            where.append(_time_between(*resolved))
+        date_ranges.append(resolved)
         granularity = td.get("granularity")
         if granularity is None:
             return []
@@ -229,7 +237,7 @@ class Translator:
                              f"use one of {', '.join(GRANULARITIES)}")
         source = f"{TIME_DIMENSION}__{granularity}"
         group_by.append(source)
-        return [Column((f"{dim.member}.{granularity}", dim.member), source, "time")]
+        return [Column((f"{dim.member}.{granularity}", dim.member), source, "time", dim.member)]
 
     def _filter(self, f, where_at: str, today: date) -> str:
         if not isinstance(f, dict):
@@ -331,10 +339,7 @@ class Translator:
             member, direction = pair
             column = by_key.get(member)
             if column is None:
-                try:
-                    self.catalog.member(member, f"order[{i}]")
-                except UnknownMember:
-                    raise
+                self.catalog.member(member, f"order[{i}]")  # an unknown member says so, with suggestions
                 raise QueryError(f"order[{i}]: {member!r} is not among the query's measures and dimensions")
             found.append((column.source, direction == "desc"))
         return found
@@ -354,7 +359,3 @@ class Translator:
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise QueryError(f"offset: expected a non-negative integer, got {offset!r}")
         return offset
-
-
-__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "VIEW", "Plan", "QueryError", "Translator", "UnknownMember",
-           "date_range", "relative_range", "sql_string"]

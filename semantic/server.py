@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
-from datetime import UTC, datetime
 
 import orjson
 from starlette.applications import Starlette
@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from semantic.auth import AuthError, SecurityContext, api_secret, authenticate
-from semantic.cube_query import Plan, QueryError, Translator, date_range
+from semantic.cube_query import Plan, QueryError, Translator, date_range, query_today
 from semantic.members import UnknownMember
 from semantic.service import LRU, MetricsService, Result
 
@@ -66,8 +66,26 @@ async def _query_of(request: Request) -> tuple[object, str | None]:
     return query, body.get("queryType") or request.query_params.get("queryType")
 
 
-def _iso(day) -> str:
-    return f"{day.isoformat()}T00:00:00.000"
+def _today_key(query) -> tuple:
+    """The day(s) the query's relative date ranges count from, in its time zone(s)."""
+    queries = query if isinstance(query, list) else [query]
+    return tuple(query_today(q) for q in queries if isinstance(q, dict))
+
+
+def cube_errors(handler):
+    """Cube's error replies: 403 for a refused token, 400 UserError for a bad query, 503 before any data."""
+    @functools.wraps(handler)
+    async def answer(self, request: Request) -> Response:
+        try:
+            return await handler(self, request)
+        except AuthError as exc:
+            return _json({"error": str(exc)}, 403)
+        except (QueryError, UnknownMember) as exc:
+            return _user_error(str(exc))
+        except FileNotFoundError as exc:
+            return _json({"error": str(exc)}, 503)
+
+    return answer
 
 
 class Api:
@@ -94,7 +112,7 @@ class Api:
         if not isinstance(ranges, list) or len(ranges) < 2:
             raise QueryError("timeDimensions[].compareDateRange: expected a list of at least two date ranges")
         expanded = []
-        today = datetime.now(UTC).date()
+        today = query_today(query)
         for i, value in enumerate(ranges):
             first, last = date_range(value, today, f"timeDimensions[].compareDateRange[{i}]")
             tds = [{**{k: v for k, v in td.items() if k != "compareDateRange"},
@@ -108,9 +126,8 @@ class Api:
         catalog = self.service.catalog
         annotation = {"measures": {}, "dimensions": {}, "segments": {}, "timeDimensions": {}}
         for column in plan.columns:
+            base = catalog.member(column.member, "annotation")
             for key in column.keys:
-                base = catalog.member(key.rsplit(".", 1)[0] if column.kind == "time" and key.count(".") == 2
-                                      else key, "annotation")
                 entry = {"title": base.title, "shortTitle": base.title,
                          "type": "number" if column.kind == "measure" else base.type}
                 if column.kind == "measure":
@@ -119,14 +136,15 @@ class Api:
                 annotation[section][key] = entry
         return annotation
 
-    def _normalized(self, query: dict, plan: Plan, query_type: str) -> dict:
-        today = datetime.now(UTC).date()
+    @staticmethod
+    def _normalized(query: dict, plan: Plan, query_type: str) -> dict:
+        """The query as Cube echoes it: date ranges resolved (as the plan resolved them), limits filled in."""
         tds = []
-        for td in query.get("timeDimensions", []):
+        for td, resolved in zip(query.get("timeDimensions", []), plan.date_ranges, strict=True):
             td = dict(td)
-            if td.get("dateRange") is not None:
-                first, last = date_range(td["dateRange"], today, "timeDimensions[].dateRange")
-                td["dateRange"] = [_iso(first), f"{last.isoformat()}T23:59:59.999"]
+            if resolved is not None:
+                first, last = resolved
+                td["dateRange"] = [f"{first.isoformat()}T00:00:00.000", f"{last.isoformat()}T23:59:59.999"]
             tds.append(td)
         return {**query, "timeDimensions": tds, "measures": query.get("measures", []),
                 "dimensions": query.get("dimensions", []), "filters": query.get("filters", []),
@@ -144,32 +162,23 @@ class Api:
             "usedPreAggregations": {},
         }
 
+    @cube_errors
     async def load(self, request: Request) -> Response:
-        try:
-            context = self._context(request)
-            # A repeated request (same text, same rows visible, same data, same day for relative ranges)
-            # gets the reply already made: dashboards ask the same queries again and again.
-            raw = request.query_params.get("query") if request.method == "GET" else await request.body()
-            key = (raw, request.query_params.get("queryType"), context.cache_key, self.service.current().version,
-                   datetime.now(UTC).date())
-            cached = self.replies.get(key)
-            if cached is not None:
-                return Response(cached, media_type="application/json")
-            query, wanted = await _query_of(request)
-            query_type, plans = self._expand(query, context)
-            futures = [self.service.submit(plan, context.cache_key) for _, plan in plans]
-        except AuthError as exc:
-            return _json({"error": str(exc)}, 403)
-        except (QueryError, UnknownMember) as exc:
-            return _user_error(str(exc))
-        except FileNotFoundError as exc:
-            return _json({"error": str(exc)}, 503)
+        context = self._context(request)
+        query, wanted = await _query_of(request)
+        # A repeated request (same text, same rows visible, same data, same day for relative ranges)
+        # gets the reply already made: dashboards ask the same queries again and again.
+        raw = request.query_params.get("query") if request.method == "GET" else await request.body()
+        key = (raw, wanted, context.cache_key, self.service.current().version, _today_key(query))
+        cached = self.replies.get(key)
+        if cached is not None:
+            return Response(cached, media_type="application/json")
+        query_type, plans = self._expand(query, context)
+        futures = [self.service.submit(plan, context.cache_key) for _, plan in plans]
         try:
             results = await self._wait(futures)
         except TimeoutError:
             return _json({"error": "Continue wait"})
-        except QueryError as exc:
-            return _user_error(str(exc))
         replies = [self._reply(q, plan, result, query_type) for (q, plan), result in zip(plans, results, strict=True)]
         if wanted == "multi":
             first_query, first_plan = plans[0]
@@ -194,28 +203,20 @@ class Api:
             waiting.add_done_callback(lambda fut: fut.exception())  # retrieved: no "never retrieved" noise
             raise
 
+    @cube_errors
     async def meta(self, request: Request) -> Response:
-        try:
-            self._context(request)
-            return _json(self.service.catalog.meta())
-        except AuthError as exc:
-            return _json({"error": str(exc)}, 403)
-        except FileNotFoundError as exc:
-            return _json({"error": str(exc)}, 503)
+        self._context(request)
+        return _json(self.service.catalog.meta())
 
+    @cube_errors
     async def sql(self, request: Request) -> Response:
-        try:
-            context = self._context(request)
-            query, _ = await _query_of(request)
-            _, plans = self._expand(query, context)
-            loop = asyncio.get_running_loop()
-            sqls = [await loop.run_in_executor(self.service.pool, self._sql_of, plan, context) for _, plan in plans]
-        except AuthError as exc:
-            return _json({"error": str(exc)}, 403)
-        except (QueryError, UnknownMember) as exc:
-            return _user_error(str(exc))
+        context = self._context(request)
+        query, _ = await _query_of(request)
+        _, plans = self._expand(query, context)
+        loop = asyncio.get_running_loop()
+        sqls = [await loop.run_in_executor(self.service.pool, self._sql_of, plan, context) for _, plan in plans]
         replies = [{"sql": [sql, []], "order": [[c, "desc" if d else "asc"] for c, d in plan.order],
-                    "aliasNameToMember": {c.source: c.keys[-1] for c in plan.columns},
+                    "aliasNameToMember": {c.source: c.member for c in plan.columns},
                     "external": False, "dataSource": "default", "preAggregations": [], "rollupMatchResults": [],
                     "cacheKeyQueries": [], "timeDimensionAlias": None}
                    for sql, (_, plan) in zip(sqls, plans, strict=True)]
@@ -224,18 +225,14 @@ class Api:
     def _sql_of(self, plan: Plan, context: SecurityContext) -> str:
         return self.service.wrapped_sql(plan, self.service.compile(plan, context.cache_key))
 
+    @cube_errors
     async def dry_run(self, request: Request) -> Response:
-        try:
-            context = self._context(request)
-            query, _ = await _query_of(request)
-            query_type, plans = self._expand(query, context)
-            loop = asyncio.get_running_loop()
-            for _, plan in plans:
-                await loop.run_in_executor(self.service.pool, self.service.dry_run, plan, context.cache_key)
-        except AuthError as exc:
-            return _json({"error": str(exc)}, 403)
-        except (QueryError, UnknownMember) as exc:
-            return _user_error(str(exc))
+        context = self._context(request)
+        query, _ = await _query_of(request)
+        query_type, plans = self._expand(query, context)
+        loop = asyncio.get_running_loop()
+        for _, plan in plans:
+            await loop.run_in_executor(self.service.pool, self.service.dry_run, plan, context.cache_key)
         normalized = [self._normalized(q, plan, query_type) for q, plan in plans]
         return _json({"queryType": query_type, "normalizedQueries": normalized, "pivotQuery": normalized[0],
                       "queryOrder": [{k: v} for k, v in (normalized[0].get("order") or [])]

@@ -55,9 +55,6 @@ class LRU:
         with self._lock:
             self._data.clear()
 
-    def __len__(self) -> int:
-        return len(self._data)
-
 
 @dataclass(frozen=True)
 class Version:
@@ -74,10 +71,8 @@ class Version:
 class Result:
     rows: list[dict]
     total: int | None
-    sql: str
     data_version: str
     published_at: datetime
-    seconds: float
 
 
 def _published_at(version: str) -> datetime:
@@ -143,7 +138,7 @@ class MetricsService:
 
     # -- compile and run ---------------------------------------------------------------------
     def compile(self, plan: Plan, context_key: str) -> str:
-        """MetricFlow's SQL for the plan (cached), wrapped with the reply's order, limit and offset."""
+        """MetricFlow's SQL for the plan's metrics, dimensions and filters, cached per security context."""
         key = (orjson.dumps([plan.metrics, plan.group_by, plan.where]), context_key)
         base = self.compiled.get(key)
         if base is None:
@@ -190,7 +185,6 @@ class MetricsService:
         return future
 
     def _run(self, version: Version, plan: Plan, context_key: str, key: tuple) -> Result:
-        started = time.perf_counter()
         try:
             base = self.compile(plan, context_key)
             sql = self.wrapped_sql(plan, base)
@@ -204,8 +198,7 @@ class MetricsService:
             index = {name: i for i, name in enumerate(names)}
             shaped = [{key_: _cube_value(row[index[c.source]]) for c in plan.columns for key_ in c.keys}
                       for row in rows]
-            result = Result(shaped, count, sql, version.version, version.published_at,
-                            time.perf_counter() - started)
+            result = Result(shaped, count, version.version, version.published_at)
             self.results.put(key, result)
             return result
         finally:
