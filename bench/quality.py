@@ -25,8 +25,7 @@ GOAL = 0.20  # the gates may add at most 20 % to the main job
 
 
 def step_seconds(dagster_home: Path) -> tuple[str, dict[str, float]]:
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         run = instance.get_run_records(limit=1)[0].dagster_run
         stats = instance.get_run_step_stats(run.run_id)
     return run.run_id, {s.step_key: s.end_time - s.start_time for s in stats if s.end_time and s.start_time}

@@ -9,7 +9,6 @@ was expected, and which rows (by their labels) broke the rule. Row-level failure
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,14 +132,13 @@ class Runner:
     """Validates suites against one warehouse connection, with one Great Expectations context."""
 
     def __init__(self, conn: duckdb.DuckDBPyConnection, gx_root: Path, run_id: str,
-                 now: datetime | None = None, log: logging.Logger | None = None):
+                 now: datetime | None = None):
         import great_expectations as gx  # seconds to import: only when validating
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         self.gx = gx
         self.conn, self.run_id = conn, run_id
         self.now = now or datetime.now(UTC)
-        self.log = log or logging.getLogger(__name__)
         gx_root.mkdir(parents=True, exist_ok=True)
         self.context = gx.get_context(mode="file", project_root_dir=str(gx_root))
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)

@@ -77,7 +77,3 @@ class Suite:
             if frame.name == name:
                 return frame
         raise KeyError(f"suite {self.name!r} has no frame {name!r}")
-
-    @property
-    def assets(self) -> tuple[tuple[str, ...], ...]:
-        return tuple(dict.fromkeys(check.asset for check in self.checks))

@@ -8,7 +8,7 @@ the quarantine, never deleted, and go through once the source fixes them.
 
 from __future__ import annotations
 
-import os
+import json
 import shutil
 import sqlite3
 from datetime import UTC, datetime
@@ -38,13 +38,9 @@ FAULTS = {
 
 def run_records(data_dir: Path) -> tuple[set[str], dict[str, tuple[bool, str, str]]]:
     """Assets materialized by the latest run, and its quality checks: name -> (passed, severity, message)."""
-    os.environ["DAGSTER_HOME"] = str(data_dir / "dagster")
-    try:
-        with dg.DagsterInstance.get() as instance:
-            run = instance.get_run_records(limit=1)[0].dagster_run
-            logs = instance.all_logs(run.run_id)
-    finally:
-        os.environ.pop("DAGSTER_HOME")
+    with dg.DagsterInstance.from_config(str(data_dir / "dagster")) as instance:
+        run = instance.get_run_records(limit=1)[0].dagster_run
+        logs = instance.all_logs(run.run_id)
     materialized = {e.dagster_event.asset_key.to_user_string() for e in logs
                     if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION}
     checks = {}
@@ -113,7 +109,7 @@ def test_row_level_failures_are_held_not_deleted(tmp_path):
     data_dir = tmp_path / "data"
     run_main_job(data_dir, {"PLATFORM_SAMPLE_FAULTS": "future_events,duplicate_order_ids"}, expect_success=False)
     layout = DataLayout(data_dir)
-    truth = __import__("json").loads(layout.ground_truth.read_text())["faults"]
+    truth = json.loads(layout.ground_truth.read_text())["faults"]
     future = set(truth["future_events"]["event_ids"])
     copies = set(truth["duplicate_order_ids"]["duplicate_event_ids"])
     held = query(layout, "select row_key, expectation, reason, run_id from quality.quarantined_rows "

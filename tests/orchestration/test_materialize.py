@@ -7,7 +7,6 @@ own DAGSTER_HOME, so the run is recorded and the UI would show it.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -37,15 +36,11 @@ def test_main_job_materializes_every_asset_and_prints_a_summary(first_run):
         assert mart in summary
     assert f"warehouse (duckdb): {data_dir / 'warehouse.duckdb'}" in summary and "Dagster UI" in summary
 
-    os.environ["DAGSTER_HOME"] = str(data_dir / "dagster")
-    try:
-        with dg.DagsterInstance.get() as instance:
-            records = instance.get_run_records()
-            assert len(records) == 1 and records[0].dagster_run.is_success
-            latest = instance.get_latest_materialization_events(instance.get_asset_keys())
-            materialized = {key.to_user_string() for key, event in latest.items() if event}
-    finally:
-        os.environ.pop("DAGSTER_HOME")
+    with dg.DagsterInstance.from_config(str(data_dir / "dagster")) as instance:
+        records = instance.get_run_records()
+        assert len(records) == 1 and records[0].dagster_run.is_success
+        latest = instance.get_latest_materialization_events(instance.get_asset_keys())
+        materialized = {key.to_user_string() for key, event in latest.items() if event}
     from orchestration.definitions import defs
 
     every_asset = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}

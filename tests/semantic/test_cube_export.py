@@ -8,6 +8,7 @@ import yaml
 
 from orchestration.environment import DBT_PROJECT_DIR
 from semantic import snapshots
+from semantic.client import MetricsClient
 from semantic.cube_export import export
 from semantic.members import VIEW
 
@@ -48,7 +49,7 @@ def test_export_is_complete_and_its_references_resolve(tmp_path, server, publish
             assert (part["join_path"], member["name"]) in members
 
     # every metric and every dimension the metrics server offers is in the view, under the same name
-    with __import__("semantic.client", fromlist=["MetricsClient"]).MetricsClient(server.url, server.admin) as client:
+    with MetricsClient(server.url, server.admin) as client:
         meta = client.meta()["cubes"][0]
     offered = {m["name"].removeprefix(f"{VIEW}.") for m in meta["measures"] + meta["dimensions"]
                if m["type"] != "time"}
