@@ -7,6 +7,14 @@ from dagster_dlt import DagsterDltResource
 
 from orchestration.assets.dbt import dbt_models, dbt_resource
 from orchestration.assets.ingestion import app_db_assets, events_assets, marketing_assets
+from orchestration.assets.ml import (
+    forecast_daily,
+    forecast_drift_sensor,
+    forecast_models,
+    insights,
+    retrain_job,
+    weekly_retrain_schedule,
+)
 from orchestration.assets.publish import published_warehouse
 from orchestration.assets.quality import quality_checks
 from orchestration.assets.sample_data import sample_data
@@ -15,18 +23,27 @@ batch_job = dg.define_asset_job(
     "batch_job",
     selection=dg.AssetSelection.all(),
     description="Everything, in dependency order: sample data, dlt loads, quality gates on raw data, dbt build "
-    "with its tests, quality gates on marts, the published read snapshot.",
+    "with its tests, quality gates on marts, forecasting models, forecasts and insights, the published read "
+    "snapshot.",
+)
+
+# The daily run forecasts with the registered champions; retraining is weekly or on drift.
+daily_job = dg.define_asset_job(
+    "daily_job", selection=dg.AssetSelection.all() - dg.AssetSelection.assets(forecast_models),
+    description="The batch without retraining: forecasts and insights come from the current champions.",
 )
 
 daily_batch_schedule = dg.ScheduleDefinition(
-    name="daily_batch", job=batch_job, cron_schedule="0 2 * * *", execution_timezone="UTC",
+    name="daily_batch", job=daily_job, cron_schedule="0 2 * * *", execution_timezone="UTC",
 )
 
 defs = dg.Definitions(
-    assets=[sample_data, app_db_assets, events_assets, marketing_assets, dbt_models, published_warehouse],
+    assets=[sample_data, app_db_assets, events_assets, marketing_assets, dbt_models, forecast_models,
+            forecast_daily, insights, published_warehouse],
     asset_checks=quality_checks,
-    jobs=[batch_job],
-    schedules=[daily_batch_schedule],
+    jobs=[batch_job, daily_job, retrain_job],
+    schedules=[daily_batch_schedule, weekly_retrain_schedule],
+    sensors=[forecast_drift_sensor],
     resources={"dlt": DagsterDltResource(), "dbt": dbt_resource()},
     # One step at a time in one process: every step writes the same DuckDB file.
     executor=dg.in_process_executor,

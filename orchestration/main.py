@@ -126,6 +126,7 @@ def summary(env: Environment, result: dg.ExecuteInProcessResult, seconds: float)
     dbt_results = env.data_dir / "dbt_last_run_results.json"
     if dbt_results.exists() and dbt_results.stat().st_mtime >= time.time() - seconds:  # written by this run
         lines.append(f"dbt results by kind: {json.loads(dbt_results.read_text())}")
+    lines += forecasting_lines(env, result)
     snapshot = snapshots.current(env.published_dir)
     if snapshot is not None:
         lines.append(f"published for readers: data version {snapshot.version} ({snapshot.path})")
@@ -135,6 +136,30 @@ def summary(env: Environment, result: dg.ExecuteInProcessResult, seconds: float)
     ]
     lines += [f"FAILED step {step}: {why}" for step, why in step_failures(result)]
     return "\n".join(lines)
+
+
+def forecasting_lines(env: Environment, result: dg.ExecuteInProcessResult) -> list[str]:
+    """What the forecasting assets did: promotion decisions, rows written, insights found."""
+    from orchestration.assets.ml import FORECAST_KEY, INSIGHTS_KEY, MODELS_KEY
+
+    metadata = {event.asset_key: {k: v.value for k, v in event.materialization.metadata.items()}
+                for event in result.get_asset_materialization_events()}
+    lines = []
+    if MODELS_KEY in metadata:
+        models = metadata[MODELS_KEY]
+        lines.append(f"forecasting models (MLflow {models['tracking_uri']}; `make mlflow-ui` to browse):")
+        lines += [f"  {key.removesuffix('_promotion')}: version {models[key.replace('_promotion', '_version')]}, "
+                  f"{value}" for key, value in models.items() if key.endswith("_promotion")]
+    if FORECAST_KEY in metadata:
+        lines.append(f"forecasts: {metadata[FORECAST_KEY]['rows']:,} rows in ml.forecast_daily")
+    if INSIGHTS_KEY in metadata:
+        found = metadata[INSIGHTS_KEY]
+        kinds = {k: v for k, v in found.items() if k.startswith(("anomaly", "trend", "change"))}
+        lines.append(f"insights: {found['rows']} in ml.insights {kinds}")
+        if "ground_truth_precision" in found:
+            lines.append(f"  anomalies against the sample's ground truth: precision "
+                         f"{found['ground_truth_precision']:.2f}, recall {found['ground_truth_recall']:.2f}")
+    return lines
 
 
 def quality_problems(result: dg.ExecuteInProcessResult) -> list[str]:

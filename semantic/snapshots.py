@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 
 # What readers may see: marts (and the forecasts and insights written beside them) and quality results.
-PUBLISHED_SCHEMAS = ("marts", "quality")
+PUBLISHED_SCHEMAS = ("marts", "ml", "quality")
 # The catalog name the dbt-compiled SQL (and so MetricFlow's) uses: the warehouse file's stem.
 CATALOG = "warehouse"
 POINTER = "CURRENT"

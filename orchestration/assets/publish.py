@@ -8,6 +8,7 @@ blocking check on a mart fails, this asset does not run and the previous snapsho
 import dagster as dg
 
 from orchestration.assets.dbt import dbt_models
+from orchestration.assets.ml import FORECAST_KEY, INSIGHTS_KEY
 from orchestration.environment import current_environment
 from semantic import snapshots
 
@@ -17,10 +18,11 @@ MART_KEYS = sorted((key for key in dbt_models.keys if key.path[0] == "marts"), k
 
 @dg.asset(
     key=PUBLISHED_KEY,
-    deps=MART_KEYS,
+    deps=[*MART_KEYS, FORECAST_KEY, INSIGHTS_KEY],
     group_name="serving",
     kinds={"duckdb"},
-    description="An immutable copy of the marts and quality results that readers open; swapped in atomically.",
+    description="An immutable copy of the marts, forecasts, insights and quality results that readers open; "
+    "swapped in atomically.",
 )
 def published_warehouse(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     env = current_environment()

@@ -1,0 +1,129 @@
+"""The MLflow tracking store and model registry: experiments, runs, versions and the champion.
+
+The store is SQLite under `data/mlflow/` with a local artifact store beside it, unless
+`MLFLOW_TRACKING_URI` points elsewhere (a team's tracking server). Every write path checks the
+store first and fails with the URI and the cause; a model version is only created after its run
+logged everything, and removed again if the registry step fails, so a failed run never leaves a
+half-registered model and never touches the champion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+CHAMPION = "champion"
+
+# A remote store that is down should fail in seconds, not after minutes of retries.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+import mlflow  # noqa: E402  (reads the variables above when imported)
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+
+
+class TrackingStoreError(RuntimeError):
+    """The tracking store cannot be read or written; the message names it and says why."""
+
+
+def experiment_name(family: str) -> str:
+    return f"forecast-{family}"
+
+
+def model_name(family: str) -> str:
+    return f"forecast_{family}"
+
+
+def default_uri(data_dir: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(data_dir / 'mlflow' / 'mlflow.db').resolve()}"
+
+
+@dataclass
+class Store:
+    uri: str
+    artifact_root: Path
+
+    @classmethod
+    def under(cls, data_dir: Path) -> Store:
+        root = data_dir / "mlflow"
+        if default_uri(data_dir).startswith("sqlite:///"):
+            root.mkdir(parents=True, exist_ok=True)
+        return cls(default_uri(data_dir), (root / "artifacts").resolve())
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def experiment(self, family: str) -> str:
+        """The family's experiment id, created on first use; proves the store is writable."""
+        name = experiment_name(family)
+        try:
+            client = self.client
+            found = client.get_experiment_by_name(name)
+            experiment_id = found.experiment_id if found else client.create_experiment(
+                name, artifact_location=(self.artifact_root / name).as_uri())
+            client.set_experiment_tag(experiment_id, "last_checked", datetime.now(UTC).isoformat())
+            return experiment_id
+        except Exception as err:  # any backend error: unreachable, read-only, locked, bad URI
+            raise TrackingStoreError(f"MLflow tracking store {self.uri} is not usable for writing "
+                                     f"(experiment {name!r}): {_first_line(err)}") from err
+
+    def champion(self, family: str):
+        """The champion's model version, or None when the family has none yet."""
+        try:
+            return self.client.get_model_version_by_alias(model_name(family), CHAMPION)
+        except MlflowException as err:
+            if "RESOURCE_DOES_NOT_EXIST" in str(err.error_code) or "not found" in str(err).lower():
+                return None
+            raise TrackingStoreError(f"MLflow registry {self.uri}: {_first_line(err)}") from err
+        except Exception as err:
+            raise TrackingStoreError(f"MLflow registry {self.uri} is unreachable: {_first_line(err)}") from err
+
+    def latest_version(self, family: str):
+        try:
+            versions = self.client.search_model_versions(f"name = '{model_name(family)}'")
+        except Exception:
+            return None
+        return max(versions, key=lambda v: int(v.version), default=None)
+
+    def register(self, family: str, model_uri: str, run_id: str, promote: bool):
+        """Register the run's model; give it the champion alias when `promote`. All or nothing."""
+        client = self.client
+        name = model_name(family)
+        version = None
+        try:
+            try:
+                client.get_registered_model(name)
+            except MlflowException:
+                client.create_registered_model(name, description=f"Global LightGBM forecaster of the {family} "
+                                               "metrics (all tenants and each tenant), horizons 1 to 28 days.")
+            version = client.create_model_version(name, model_uri, run_id=run_id)
+            if promote:
+                client.set_registered_model_alias(name, CHAMPION, version.version)
+            return version
+        except Exception as err:
+            if version is not None:
+                with contextlib.suppress(Exception):  # the store may be what failed; the error says so
+                    client.delete_model_version(name, version.version)
+            raise TrackingStoreError(f"registering {name} in {self.uri} failed, nothing registered: "
+                                     f"{_first_line(err)}") from err
+
+    def load(self, version) -> tuple:
+        """The booster and interval calibration of a registered version."""
+        booster = mlflow.lightgbm.load_model(version.source if "://" in version.source
+                                             else f"models:/{version.name}/{version.version}")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.client.download_artifacts(version.run_id, "calibration.json", tmp)
+            calibration = json.loads(Path(path).read_text())
+        return booster, calibration
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,160 @@
+"""Forecasting as Dagster assets: train and register, forecast, find insights; retraining on a
+schedule and when the champion drifts.
+
+All three read `marts.metrics_daily` only, and sit downstream of it, so its blocking quality
+gates stop them on bad data. The tables land in schema `ml` of the warehouse and are published
+with the marts.
+"""
+
+import json
+
+import dagster as dg
+import pandas as pd
+
+from ml import forecasting, scoring
+from ml.outputs import replace_table
+from ml.series import FAMILIES, read_metrics_daily
+from ml.tracking import Store, TrackingStoreError
+from ml.training import train_family
+from orchestration.assets.ingestion import WAREHOUSE_POOL
+from orchestration.environment import current_environment
+from semantic import snapshots
+
+METRICS_DAILY = dg.AssetKey(["marts", "metrics_daily"])
+MODELS_KEY = dg.AssetKey(["ml", "forecast_models"])
+FORECAST_KEY = dg.AssetKey(["ml", "forecast_daily"])
+INSIGHTS_KEY = dg.AssetKey(["ml", "insights"])
+DRIFT_TOLERANCE = 1.5  # recent sMAPE above this multiple of the backtest's is drift
+
+
+def _metrics_daily(env) -> pd.DataFrame:
+    with env.connect_warehouse() as conn:
+        return read_metrics_daily(conn)
+
+
+def _store(env) -> Store:
+    return Store.under(env.data_dir)
+
+
+@dg.asset(key=MODELS_KEY, deps=[METRICS_DAILY], group_name="ml", kinds={"lightgbm", "mlflow"}, pool=WAREHOUSE_POOL,
+          description="One global LightGBM model per metric family, backtested against seasonal naive and ETS, "
+          "logged to MLflow and registered; promoted to champion only if it beats seasonal naive on MASE.")
+def forecast_models(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    env = current_environment()
+    wide = _metrics_daily(env)
+    store = _store(env)
+    metadata: dict = {"tracking_uri": store.uri}
+    for family in FAMILIES:
+        try:
+            report = train_family(family, wide, store)
+        except TrackingStoreError as err:
+            raise dg.Failure(description=str(err), metadata={"tracking_uri": store.uri}) from err
+        context.log.info(f"{family}: {report.reason} (version {report.version}, {report.seconds:.1f} s)")
+        for line in report.skipped + report.repairs:
+            context.log.warning(f"{family}: {line}")
+        metadata[f"{family}_version"] = report.version or "none"
+        metadata[f"{family}_promotion"] = report.reason
+        metadata[f"{family}_backtest_mase"] = report.model_mase
+        metadata[f"{family}_seasonal_naive_mase"] = report.naive_mase
+        if not report.scores.empty:
+            headline = report.scores[(report.scores["window"] == "h1-7")].round(4)
+            metadata[f"{family}_scores"] = dg.MetadataValue.md(headline.to_markdown(index=False))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _load_models(context, env) -> dict[str, forecasting.Loaded | None]:
+    store = _store(env)
+    try:
+        models = {family: forecasting.load(store, family) for family in FAMILIES}
+    except TrackingStoreError as err:
+        raise dg.Failure(description=str(err)) from err
+    for family, loaded in models.items():
+        if loaded is None:
+            context.log.warning(f"{family}: no registered model yet; materialize ml/forecast_models first")
+        elif not loaded.champion:
+            context.log.warning(f"{family}: no champion; using the newest version {loaded.version}")
+    return models
+
+
+@dg.asset(key=FORECAST_KEY, deps=[MODELS_KEY, METRICS_DAILY], group_name="ml", kinds={"duckdb"},
+          pool=WAREHOUSE_POOL,
+          description="Forecasts of each metric, tenant and the total for the next 28 days, with 80 % and 95 % "
+          "intervals, from each family's champion (ml.forecast_daily).")
+def forecast_daily(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    env = current_environment()
+    wide = _metrics_daily(env)
+    models = _load_models(context, env)
+    frames = [forecasting.forecast(loaded, wide) for loaded in models.values() if loaded is not None]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=forecasting.FORECAST_COLUMNS)
+    table = table.astype({"prediction": float, "lower_80": float, "upper_80": float, "lower_95": float,
+                          "upper_95": float, "horizon": int})
+    rows = replace_table(env, "forecast_daily", table)
+    return dg.MaterializeResult(metadata={
+        "rows": rows, **{f"{f}_model": (m.name + " " + m.label) if m else "none" for f, m in models.items()}})
+
+
+@dg.asset(key=INSIGHTS_KEY, deps=[FORECAST_KEY, METRICS_DAILY], group_name="ml", kinds={"duckdb"},
+          pool=WAREHOUSE_POOL,
+          description="Anomalies (forecast residuals; robust z-score for short series), trends and change points, "
+          "each with severity, confidence and a sentence with the numbers (ml.insights).")
+def insights(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    env = current_environment()
+    wide = _metrics_daily(env)
+    table = forecasting.find_insights(_load_models(context, env), wide)
+    rows = replace_table(env, "insights", table)
+    metadata: dict = {"rows": rows, **{f"{kind}": int(n) for kind, n in table["insight_type"].value_counts().items()}}
+    for line in table[table["severity"] == "high"]["explanation"].head(10):
+        context.log.warning(line)
+    if env.layout.ground_truth.exists():  # sample data: score against the anomalies it injected
+        result = scoring.score(table, json.loads(env.layout.ground_truth.read_text())["anomalies"])
+        context.log.info(f"anomaly detection against the sample's ground truth: {result}")
+        metadata.update({f"ground_truth_{k}": v for k, v in result.items() if not isinstance(v, list)})
+    return dg.MaterializeResult(metadata=metadata)
+
+
+retrain_job = dg.define_asset_job(
+    "retrain_job", selection=dg.AssetSelection.assets(MODELS_KEY, FORECAST_KEY, INSIGHTS_KEY),
+    description="Retrain and re-register the forecasting models, then refresh forecasts and insights.")
+
+weekly_retrain_schedule = dg.ScheduleDefinition(
+    name="weekly_retrain", job=retrain_job, cron_schedule="0 4 * * 1", execution_timezone="UTC")
+
+
+def drift(env) -> list[str]:
+    """Families whose champion's error over the last week exceeds its backtest error by the tolerance.
+
+    Reads the published snapshot, never the warehouse a run may be writing.
+    """
+    conn, _ = snapshots.connect_current(env.published_dir)
+    try:
+        wide = read_metrics_daily(conn)
+    finally:
+        conn.close()
+    store = _store(env)
+    drifted = []
+    for family in FAMILIES:
+        champion = store.champion(family)
+        if champion is None:
+            continue
+        loaded = forecasting.load(store, family)
+        recent, points = forecasting.recent_error(loaded, wide)
+        backtest_smape = store.client.get_run(champion.run_id).data.metrics.get("backtest.smape.lightgbm")
+        if points and backtest_smape and recent > DRIFT_TOLERANCE * backtest_smape:
+            drifted.append(f"{family} v{champion.version}: recent sMAPE {recent:.3f} > {DRIFT_TOLERANCE} x "
+                           f"backtest {backtest_smape:.3f}")
+    return drifted
+
+
+@dg.sensor(job=retrain_job, minimum_interval_seconds=3600, default_status=dg.DefaultSensorStatus.STOPPED,
+           description="Retrains when a champion's error over the last week drifts beyond its backtest error.")
+def forecast_drift_sensor(context: dg.SensorEvaluationContext):
+    env = current_environment()
+    try:
+        drifted = drift(env)
+    except (FileNotFoundError, TrackingStoreError) as err:
+        return dg.SkipReason(f"cannot check drift yet: {err}")
+    if not drifted:
+        return dg.SkipReason("no champion has drifted")
+    snapshot = snapshots.current(env.published_dir)
+    return dg.RunRequest(run_key=f"drift-{snapshot.version if snapshot else 'none'}",
+                         tags={"retrain_reason": "; ".join(drifted)[:1000]})

@@ -1,0 +1,81 @@
+"""Regularizing series and building features: gaps, impossible values, short and constant series."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ml import features
+from ml.model import Forecaster
+from ml.series import TOTAL, to_series
+from tests.ml.synthetic import metrics_daily
+
+METRICS = ("orders", "revenue")
+
+
+def test_a_missing_date_is_added_and_filled_never_shifted():
+    wide = metrics_daily(days=60, tenants=2)
+    gap = pd.Timestamp("2026-10-10")
+    holed = wide[~((wide["tenant_id"] == "t001") & (wide["date_day"] == gap))]
+    series, repairs = to_series(holed, METRICS)
+    orders = series[(series["tenant_id"] == "t001") & (series["metric"] == "orders")].set_index("date_day")
+    assert len(orders) == 60 and orders.index.is_monotonic_increasing
+    assert orders.loc[gap, "filled"]
+    # filled from the same weekday a week before, and every other day keeps its own value
+    assert orders.loc[gap, "value"] == orders.loc[gap - pd.Timedelta(days=7), "value"]
+    original = wide[wide["tenant_id"] == "t001"].set_index("date_day")["orders"]
+    kept = orders.drop(index=gap)["value"]
+    assert (kept == original.loc[kept.index]).all()
+    assert repairs.missing_dates == {("t001", "orders"): 1, ("t001", "revenue"): 1}
+
+
+def test_nan_and_negative_values_are_replaced_and_counted():
+    wide = metrics_daily(days=60, tenants=1)
+    wide.loc[5, "orders"] = np.nan
+    wide.loc[6, "orders"] = -3
+    wide.loc[7, "revenue"] = np.inf
+    series, repairs = to_series(wide, METRICS)
+    assert (series["value"] >= 0).all() and np.isfinite(series["value"]).all()
+    assert repairs.invalid_values == {("t001", "orders"): 2, ("t001", "revenue"): 1}
+    assert any("NaN or negative" in line for line in repairs.describe())
+
+
+def test_the_total_is_the_sum_of_the_repaired_tenants():
+    series, _ = to_series(metrics_daily(days=40, tenants=3), METRICS)
+    tenants = series[series["tenant_id"] != TOTAL].groupby(["metric", "date_day"])["value"].sum()
+    total = series[series["tenant_id"] == TOTAL].set_index(["metric", "date_day"])["value"]
+    assert np.allclose(total.sort_index(), tenants.sort_index())
+
+
+def test_history_shorter_than_the_longest_lag_is_skipped_with_the_reason():
+    series, _ = to_series(metrics_daily(days=20, tenants=1), METRICS)
+    rows, skipped = features.build(series, METRICS)
+    assert rows.empty
+    assert {s.metric for s in skipped} == set(METRICS)
+    assert all("shorter than" in s.reason and "longest lag 27" in s.reason for s in skipped)
+
+
+def test_features_never_read_the_target_or_later_days():
+    """Changing the days after an origin changes no feature of that origin, only its targets."""
+    wide = metrics_daily(days=70, tenants=1)
+    series, _ = to_series(wide, METRICS)
+    origin = series["date_day"].min() + pd.Timedelta(days=40)
+    later = series.copy()
+    later.loc[later["date_day"] > origin, "value"] *= 3
+    a, _ = features.build(series, METRICS)
+    b, _ = features.build(later, METRICS)
+    pick = lambda rows: rows[rows["origin"] == origin].reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(pick(a)[features.FEATURES], pick(b)[features.FEATURES])
+    assert not np.allclose(pick(a)["target"], pick(b)["target"])
+
+
+def test_a_constant_series_trains_and_forecasts_its_constant():
+    wide = metrics_daily(days=70, tenants=2)
+    wide["orders"] = 10.0
+    series, _ = to_series(wide, METRICS)
+    rows, _ = features.build(series, METRICS)
+    model = Forecaster().fit(rows)
+    ahead = model.predict(rows[(rows["origin"] == rows["origin"].max()) & (rows["tenant_id"] == "t001")
+                               & (rows["metric"] == "orders")])
+    assert np.allclose(ahead["prediction"], 10.0, rtol=0.05)
+    assert (ahead["lower_95"] <= ahead["prediction"]).all() and (ahead["prediction"] <= ahead["upper_95"]).all()
