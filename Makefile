@@ -12,7 +12,7 @@ MANIFEST := dbt_project/target/manifest.json
 # Cube's official JavaScript client, which the tests run against the metrics server
 CUBE_JS := tests/semantic/cube_js/node_modules/.installed
 
-.PHONY: run test test-all test-postgres serve serve-sql dev bench bench-quality bench-semantic lint manifest install clean
+.PHONY: run test test-all test-postgres serve serve-sql dev mlflow-ui bench bench-quality bench-semantic bench-ml lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest
@@ -44,11 +44,20 @@ dev: install manifest
 	mkdir -p data/dagster && cp -n orchestration/dagster.yaml data/dagster/dagster.yaml || true
 	DAGSTER_HOME=$(CURDIR)/data/dagster $(RUN) dagster dev -w workspace.yaml
 
+## mlflow-ui: browse the forecasting experiments and registered models on http://127.0.0.1:5000
+mlflow-ui: install
+	$(RUN) mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db --host 127.0.0.1 --port 5000
+
 ## bench: load + build figures for the default sample and ten times it (slow)
 bench: install manifest
 	$(RUN) python -m bench.pipeline
 	$(RUN) python -m bench.quality
 	$(RUN) python -m bench.semantic --data-dir data
+	$(RUN) python -m bench.ml --data-dir data
+
+## bench-ml: forecast accuracy against baselines, anomaly detection, training time (after `make run`)
+bench-ml: install manifest
+	$(RUN) python -m bench.ml --data-dir data
 
 ## bench-semantic: the metrics server under 100 concurrent clients (after `make run`)
 bench-semantic: install manifest

@@ -23,7 +23,7 @@ PARAMS = {
     "verbose": -1, "seed": 7, "num_threads": 2, "deterministic": True,
 }
 ROUNDS = 250
-CALIBRATION_CUTOFFS = (7, 14, 21)  # days before the end of training where calibration forecasts start
+CALIBRATION_CUTOFFS = (7, 14, 21, 28)  # days before the end of training where calibration forecasts start
 QUANTILES = {"lower_95": 0.025, "lower_80": 0.10, "upper_80": 0.90, "upper_95": 0.975}
 BUCKETS = ((1, 7), (8, 14), (15, 28))
 MIN_ROWS = 50  # fewer training rows than this is no model

@@ -27,11 +27,11 @@ def family_of(metric: str) -> str:
     return next(name for name, metrics in FAMILIES.items() if metric in metrics)
 
 
-def read_metrics_daily(conn, metrics: tuple[str, ...] = METRICS) -> pd.DataFrame:
+def read_metrics_daily(conn, metrics: tuple[str, ...] = METRICS, relation: str = "marts.metrics_daily") -> pd.DataFrame:
     """The metrics of `metrics_daily` per tenant and day, wide (one column per metric)."""
     columns = ", ".join(f"cast({m} as double) as {m}" for m in metrics)
     cursor = conn.cursor()
-    cursor.execute(f"select date_day, tenant_id, {columns} from marts.metrics_daily order by date_day, tenant_id")
+    cursor.execute(f"select date_day, tenant_id, {columns} from {relation} order by date_day, tenant_id")
     frame = pd.DataFrame(cursor.fetchall(), columns=["date_day", "tenant_id", *metrics])
     frame["date_day"] = pd.to_datetime(frame["date_day"])
     return frame

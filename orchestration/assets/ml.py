@@ -127,7 +127,7 @@ def drift(env) -> list[str]:
     """
     conn, _ = snapshots.connect_current(env.published_dir)
     try:
-        wide = read_metrics_daily(conn)
+        wide = read_metrics_daily(conn, relation=f"{snapshots.CATALOG}.marts.metrics_daily")
     finally:
         conn.close()
     store = _store(env)

@@ -10,13 +10,16 @@ import json
 import signal
 import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 
 from ingestion.paths import DataLayout
-from tests.ingestion.helpers import scalar
+from semantic import snapshots
+from tests.ingestion.helpers import query, scalar
 from tests.orchestration.helpers import main_job, mart_counts, run_main_job
 
 
@@ -96,3 +99,24 @@ def test_run_killed_half_way_and_started_again(tmp_path):
     assert scalar(layout, "select count(*) from raw_events.events") == truth["events"]["valid_events"]
     assert scalar(layout, "select count(distinct event_id) from marts.fct_events") == truth["events"]["valid_events"]
     assert scalar(layout, "select count(*) from marts.fct_events") == truth["events"]["valid_events"]
+
+
+def test_forecasts_and_insights_are_written_and_published(first_run):
+    """The tiny sample is too short to backtest: a version is registered but not champion, and
+    its forecasts say so; the tables reach the published snapshot with the marts."""
+    data_dir, out = first_run
+    layout = DataLayout(data_dir)
+    assert "not promoted: no backtest fold had enough history" in out
+    assert "forecasts:" in out and "insights:" in out
+    horizons, metrics, versions = query(layout, "select count(distinct horizon), count(distinct metric), "
+                                                "list(distinct model_version) from ml.forecast_daily")[0]
+    assert horizons == 28 and metrics == 5 and versions == ["1 (not champion)"]
+    last_day = scalar(layout, "select max(date_day) from marts.metrics_daily")
+    assert scalar(layout, "select min(forecast_date) from ml.forecast_daily") == last_day + timedelta(days=1)
+    assert scalar(layout, "select count(*) from ml.insights where explanation is null") == 0
+    assert (data_dir / "mlflow" / "mlflow.db").exists()
+    published = snapshots.current(data_dir / "published")
+    with duckdb.connect(str(published.path), read_only=True) as conn:
+        tables = {t for (t,) in conn.execute("select table_name from information_schema.tables "
+                                             "where table_schema = 'ml'").fetchall()}
+    assert tables == {"forecast_daily", "insights"}

@@ -1,0 +1,56 @@
+"""The drift sensor: quiet while the champion forecasts as well as in its backtest, asks for a
+retraining run when the last week departs from it. Real warehouse, snapshot and MLflow store."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+
+from ml.tracking import Store
+from ml.training import train_family
+from orchestration.assets import ml as ml_assets
+from orchestration.environment import environment_from
+from semantic import snapshots
+from tests.ml.synthetic import metrics_daily
+
+
+def publish(env, wide) -> None:
+    env.data_dir.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(env.layout.warehouse)) as conn:
+        conn.execute("create schema if not exists marts")
+        conn.register("wide", wide)
+        conn.execute("create or replace table marts.metrics_daily as select cast(date_day as date) as date_day, "
+                     "* exclude (date_day) from wide")
+    snapshots.publish(env.layout.warehouse, env.published_dir)
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    env = environment_from({"PLATFORM_DATA_DIR": str(tmp_path / "data")})
+    monkeypatch.setattr(ml_assets, "current_environment", lambda: env)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return env
+
+
+def test_no_run_without_drift_and_a_run_after_it(env):
+    wide = metrics_daily()
+    train_family("engagement", wide, Store.under(env.data_dir))
+    publish(env, wide)
+    quiet = ml_assets.forecast_drift_sensor(dg.build_sensor_context())
+    assert isinstance(quiet, dg.SkipReason) and "no champion has drifted" in quiet.skip_message
+
+    shifted = wide.copy()
+    last_week = shifted["date_day"] > shifted["date_day"].max() - pd.Timedelta(days=7)
+    shifted.loc[last_week, ["active_users", "sessions", "errors"]] *= 3
+    publish(env, shifted)
+    request = ml_assets.forecast_drift_sensor(dg.build_sensor_context())
+    assert isinstance(request, dg.RunRequest)
+    assert "engagement v1: recent sMAPE" in request.tags["retrain_reason"]
+
+
+def test_without_a_snapshot_the_sensor_skips_and_says_why(env):
+    result = ml_assets.forecast_drift_sensor(dg.build_sensor_context())
+    assert isinstance(result, dg.SkipReason) and "no published snapshot" in result.skip_message
+
