@@ -108,10 +108,10 @@ def fallback_anomalies(series: pd.DataFrame) -> pd.DataFrame:
 
 def _anomaly(tenant_id, metric, day, actual, expected, lower, upper, score, confidence, method) -> dict:
     direction = "spike" if score > 0 else "drop"
-    ratio = actual / expected if expected > 0 else float("inf")
+    against = f"{actual / expected:.2f}x the expected" if expected > 0 else "against an expected"
     band = f" (95 % range {_fmt(lower)} to {_fmt(upper)})" if np.isfinite(lower) else ""
     explanation = (f"{LABELS.get(metric, metric)} for {_who(tenant_id)} on {pd.Timestamp(day).date()} were "
-                   f"{_fmt(actual)}, {ratio:.2f}x the expected {_fmt(expected)}{band}: a {direction} "
+                   f"{_fmt(actual)}, {against} {_fmt(expected)}{band}: a {direction} "
                    f"with robust z-score {score:+.1f}.")
     return {"insight_type": f"anomaly_{direction}", "metric": metric, "tenant_id": tenant_id,
             "date_day": pd.Timestamp(day), "severity": severity_of(score), "confidence": round(float(confidence), 3),

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ml import features
+from ml.forecasting import find_insights
 from ml.model import Forecaster
 from ml.series import TOTAL, to_series
 from tests.ml.synthetic import metrics_daily
@@ -79,3 +80,13 @@ def test_a_constant_series_trains_and_forecasts_its_constant():
                                & (rows["metric"] == "orders")])
     assert np.allclose(ahead["prediction"], 10.0, rtol=0.05)
     assert (ahead["lower_95"] <= ahead["prediction"]).all() and (ahead["prediction"] <= ahead["upper_95"]).all()
+
+
+def test_series_too_short_for_a_model_fall_back_to_a_robust_z_score():
+    wide = metrics_daily(days=21, tenants=2, anomalies=(("t002", 15, "orders", 4.0),))
+    found = find_insights({"commerce": None, "engagement": None}, wide)
+    anomalies = found[found["insight_type"].str.startswith("anomaly") & (found["tenant_id"] == "t002")]
+    assert set(anomalies["method"]) == {"robust_zscore"}
+    spike = anomalies[anomalies["metric"] == "orders"].iloc[0]
+    assert str(spike["date_day"]) == "2026-10-26" and spike["insight_type"] == "anomaly_spike"
+    assert "Orders for tenant t002 on 2026-10-26 were" in spike["explanation"]
