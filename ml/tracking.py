@@ -103,7 +103,8 @@ class Store:
             except MlflowException:
                 client.create_registered_model(name, description=f"Global LightGBM forecaster of the {family} "
                                                "metrics (all tenants and each tenant), horizons 1 to 28 days.")
-            version = client.create_model_version(name, model_uri, run_id=run_id)
+            with using(self.uri):  # the logged model's `models:/` URI resolves through the fluent API
+                version = client.create_model_version(name, model_uri, run_id=run_id)
             if promote:
                 client.set_registered_model_alias(name, CHAMPION, version.version)
             return version
@@ -116,12 +117,27 @@ class Store:
 
     def load(self, version) -> tuple:
         """The booster and interval calibration of a registered version."""
-        booster = mlflow.lightgbm.load_model(version.source if "://" in version.source
-                                             else f"models:/{version.name}/{version.version}")
+        with using(self.uri):
+            booster = mlflow.lightgbm.load_model(f"models:/{version.name}/{version.version}")
         with tempfile.TemporaryDirectory() as tmp:
             path = self.client.download_artifacts(version.run_id, "calibration.json", tmp)
             calibration = json.loads(Path(path).read_text())
         return booster, calibration
+
+
+@contextlib.contextmanager
+def using(uri: str):
+    """MLflow's fluent API pointed at `uri` for the block, then back as it was.
+
+    `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI to the process environment, which
+    every later subprocess (a dbt run, another pipeline) would inherit: so it is undone.
+    """
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
 
 
 def _first_line(err: Exception) -> str:

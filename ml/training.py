@@ -24,7 +24,7 @@ from ml import backtest, features, plots
 from ml.features import FEATURES
 from ml.model import MIN_ROWS, PARAMS, ROUNDS, Forecaster, NotEnoughHistory
 from ml.series import FAMILIES, to_series
-from ml.tracking import Store, TrackingStoreError
+from ml.tracking import Store, TrackingStoreError, using
 
 # The serving requirements, stated: otherwise MLflow exports the whole project's lock on every run.
 REQUIREMENTS = [f"lightgbm=={lightgbm.__version__}", f"pandas=={pd.__version__}", f"numpy=={np.__version__}"]
@@ -96,10 +96,9 @@ def train_family(family: str, wide: pd.DataFrame, store: Store, folds: int = 4) 
 
 def _log_run(experiment_id: str, family: str, store: Store, rows: pd.DataFrame, series: pd.DataFrame,
              bt: backtest.Backtest, model: Forecaster, report: TrainingReport) -> tuple[str, str]:
-    mlflow.set_tracking_uri(store.uri)
     try:
         run_name = f"{family}-{series['date_day'].max().date()}"
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        with using(store.uri), mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
             mlflow.log_params({
                 **{f"lgb.{k}": v for k, v in PARAMS.items()}, "rounds": ROUNDS, "features": ",".join(FEATURES),
                 "metrics": ",".join(FAMILIES[family]), "series": rows.groupby(["tenant_id", "metric"]).ngroups,

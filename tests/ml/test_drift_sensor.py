@@ -54,3 +54,11 @@ def test_without_a_snapshot_the_sensor_skips_and_says_why(env):
     result = ml_assets.forecast_drift_sensor(dg.build_sensor_context())
     assert isinstance(result, dg.SkipReason) and "no published snapshot" in result.skip_message
 
+
+
+def test_training_leaves_the_process_tracking_uri_as_it_was(env, monkeypatch):
+    """MLflow exports the tracking URI to the environment; later subprocesses must not inherit ours."""
+    import os
+
+    train_family("commerce", metrics_daily(days=40), Store.under(env.data_dir))
+    assert "MLFLOW_TRACKING_URI" not in os.environ

@@ -3,13 +3,14 @@ and a store that cannot be written."""
 
 from __future__ import annotations
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from ml import forecasting, insights, scoring
-from ml.tracking import Store, TrackingStoreError, model_name
+from ml.tracking import Store, TrackingStoreError, model_name, using
 from ml.training import train_family
 from tests.ml.synthetic import metrics_daily
 
@@ -49,7 +50,8 @@ def test_a_run_logs_folds_metrics_artifacts_and_a_registered_model(store, traine
                                                                             "calibration.json"}
     version = store.client.get_model_version(model_name("commerce"), "1")
     assert version.run_id == report.run_id
-    model = __import__("mlflow").models.get_model_info(version.source)
+    with using(store.uri):
+        model = mlflow.models.get_model_info(version.source)
     assert model.signature is not None and model.saved_input_example_info is not None
 
 
