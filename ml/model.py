@@ -44,7 +44,6 @@ class Forecaster:
     booster: lgb.Booster | None = None
     # (metric, bucket) -> {interval bound: normalized error quantile}
     calibration: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
-    calibration_errors: int = 0
 
     def fit(self, rows: pd.DataFrame) -> Forecaster:
         """Fit on rows whose target is known; calibrate intervals on forward forecasts within them."""
@@ -75,7 +74,6 @@ class Forecaster:
 
     def _calibrate(self, errors: pd.DataFrame) -> None:
         errors = errors.assign(bucket=bucket_of(errors["horizon"].to_numpy()))
-        self.calibration_errors = len(errors)
         self.calibration = {}
         for metric, of_metric in errors.groupby("metric"):
             widest = None

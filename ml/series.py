@@ -23,10 +23,6 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 METRICS: tuple[str, ...] = tuple(m for family in FAMILIES.values() for m in family)
 
 
-def family_of(metric: str) -> str:
-    return next(name for name, metrics in FAMILIES.items() if metric in metrics)
-
-
 def read_metrics_daily(conn, metrics: tuple[str, ...] = METRICS, relation: str = "marts.metrics_daily") -> pd.DataFrame:
     """The metrics of `metrics_daily` per tenant and day, wide (one column per metric)."""
     columns = ", ".join(f"cast({m} as double) as {m}" for m in metrics)

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ml import backtest, features, plots
 from ml.features import FEATURES
-from ml.model import MIN_ROWS, PARAMS, ROUNDS, Forecaster, NotEnoughHistory
+from ml.model import MIN_ROWS, PARAMS, ROUNDS, Forecaster
 from ml.series import FAMILIES, to_series
 from ml.tracking import Store, TrackingStoreError, using
 
@@ -43,6 +43,7 @@ class TrainingReport:
     scores: pd.DataFrame = field(default_factory=pd.DataFrame)
     skipped: list[str] = field(default_factory=list)
     repairs: list[str] = field(default_factory=list)
+    filled_values: int = 0
     seconds: float = 0.0
 
 
@@ -72,7 +73,7 @@ def train_family(family: str, wide: pd.DataFrame, store: Store, folds: int = 4) 
     experiment_id = store.experiment(family)  # fails first, before any work, if the store is unusable
     series, repairs = to_series(wide, metrics)
     rows, skipped = features.build(series, metrics)
-    report.repairs = repairs.describe()
+    report.repairs, report.filled_values = repairs.describe(), repairs.total
     report.skipped = [f"{s.tenant_id}/{s.metric}: {s.reason}" for s in skipped]
     if rows["target"].notna().sum() < MIN_ROWS:
         report.reason = (f"not trained: {int(rows['target'].notna().sum())} training rows, fewer than {MIN_ROWS}; "
@@ -80,11 +81,7 @@ def train_family(family: str, wide: pd.DataFrame, store: Store, folds: int = 4) 
         report.seconds = time.perf_counter() - started
         return report
     bt = backtest.run(rows, series, folds)
-    try:
-        model = Forecaster().fit(rows)
-    except NotEnoughHistory as why:
-        report.reason = f"not trained: {why}"
-        return report
+    model = Forecaster().fit(rows)  # enough rows: checked above
     report.promoted, report.reason, report.model_mase, report.naive_mase = decide(bt)
     report.folds, report.scores = bt.folds, bt.scores
     report.run_id, model_uri = _log_run(experiment_id, family, store, rows, series, bt, model, report)
@@ -104,7 +101,7 @@ def _log_run(experiment_id: str, family: str, store: Store, rows: pd.DataFrame, 
                 "metrics": ",".join(FAMILIES[family]), "series": rows.groupby(["tenant_id", "metric"]).ngroups,
                 "history_days": series["date_day"].nunique(), "last_day": str(series["date_day"].max().date()),
                 "folds": bt.folds, "horizons": features.MAX_HORIZON, "training_rows": int(rows["target"].notna().sum()),
-                "filled_values": sum(int(line.split(": ")[1].split()[0]) for line in report.repairs),
+                "filled_values": report.filled_values,
                 "skipped_series": len(report.skipped),
             })
             folds = bt.predictions.groupby("fold") if not bt.predictions.empty else []
