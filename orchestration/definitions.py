@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from dagster_dlt import DagsterDltResource
 
-from orchestration.assets.dbt import dbt_models, dbt_resource
+from orchestration.assets.dbt import dbt_forecast_marts, dbt_models, dbt_resource
 from orchestration.assets.ingestion import app_db_assets, events_assets, marketing_assets
 from orchestration.assets.ml import (
     forecast_daily,
@@ -23,8 +23,8 @@ batch_job = dg.define_asset_job(
     "batch_job",
     selection=dg.AssetSelection.all(),
     description="Everything, in dependency order: sample data, dlt loads, quality gates on raw data, dbt build "
-    "with its tests, quality gates on marts, forecasting models, forecasts and insights, the published read "
-    "snapshot.",
+    "with its tests, quality gates on marts, forecasting models, forecasts and insights, the forecast mart, "
+    "the published read snapshot.",
 )
 
 # The daily run forecasts with the registered champions; retraining is weekly or on drift.
@@ -39,6 +39,7 @@ daily_batch_schedule = dg.ScheduleDefinition(
 
 defs = dg.Definitions(
     assets=[sample_data, app_db_assets, events_assets, marketing_assets, dbt_models, forecast_models,
+            dbt_forecast_marts,
             forecast_daily, insights, published_warehouse],
     asset_checks=quality_checks,
     jobs=[batch_job, daily_job, retrain_job],

@@ -50,6 +50,11 @@ class Environment:
         return self.data_dir / "quality"
 
     @property
+    def dbt_results_dir(self) -> Path:
+        """Result counts of each dbt step's last build, one JSON file per step."""
+        return self.data_dir / "dbt_results"
+
+    @property
     def published_dir(self) -> Path:
         """Read snapshots of the warehouse for the metrics server and the reports."""
         return self.data_dir / "published"

@@ -123,9 +123,9 @@ def summary(env: Environment, result: dg.ExecuteInProcessResult, seconds: float)
     lines.append(f"quality gates (Great Expectations): {quality['passed']} passed, {quality['failed']} failed, "
                  f"{quality['warned']} warned; Data Docs: {data_docs_index(env.quality_dir)}")
     lines += [f"  {line}" for line in quality_problems(result)]
-    dbt_results = env.data_dir / "dbt_last_run_results.json"
-    if dbt_results.exists() and dbt_results.stat().st_mtime >= time.time() - seconds:  # written by this run
-        lines.append(f"dbt results by kind: {json.loads(dbt_results.read_text())}")
+    for step_results in sorted(env.dbt_results_dir.glob("*.json")):
+        if step_results.stat().st_mtime >= time.time() - seconds:  # written by this run
+            lines.append(f"dbt results by kind ({step_results.stem}): {json.loads(step_results.read_text())}")
     lines += forecasting_lines(env, result)
     snapshot = snapshots.current(env.published_dir)
     if snapshot is not None:

@@ -73,5 +73,32 @@ def built(tiny_sample, tmp_path_factory):
     shutil.copytree(tiny_sample.root, layout.root)
     for target in pipelines.TARGETS:
         load(layout, target)
+    write_forecasts(layout)
     results = dbt(layout, "build")
     return layout, results
+
+
+def write_forecasts(layout: DataLayout, days: int = 28) -> None:
+    """A stand-in for the forecasting assets' table (ml.forecast_daily), so that the forecast mart and
+    its metrics have rows without training models: every tenant, the all-tenant series and each metric,
+    with values that differ by tenant, metric and day."""
+    import duckdb
+
+    with duckdb.connect(str(layout.warehouse)) as conn:
+        conn.execute("create schema if not exists ml")
+        conn.execute(f"""
+            create or replace table ml.forecast_daily as
+            with series as (
+                select tenant_id, row_number() over (order by tenant_id) as n from raw_app.tenants
+                union all select 'all', 0
+            )
+            select timestamp '2026-11-01' + to_days(cast(h as integer)) as forecast_date, tenant_id, metric,
+                   100.0 * n + 10 * m + h as prediction, 90.0 * n + h as lower_80, 110.0 * n + 20 * m + h as upper_80,
+                   80.0 * n + h as lower_95, 120.0 * n + 20 * m + h as upper_95, h as horizon,
+                   timestamp '2026-10-31' as origin_date, 'forecast_' || metric as model_name,
+                   '1 (champion)' as model_version, now() as created_at
+            from series
+            cross join range(1, {days + 1}) as horizons(h)
+            cross join (values ('revenue', 1), ('orders', 2), ('active_users', 3), ('sessions', 4), ('errors', 5))
+                as metrics(metric, m)
+        """)

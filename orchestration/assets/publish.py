@@ -7,13 +7,14 @@ blocking check on a mart fails, this asset does not run and the previous snapsho
 
 import dagster as dg
 
-from orchestration.assets.dbt import dbt_models
+from orchestration.assets.dbt import dbt_forecast_marts, dbt_models
 from orchestration.assets.ml import FORECAST_KEY, INSIGHTS_KEY
 from orchestration.environment import current_environment
 from semantic import snapshots
 
 PUBLISHED_KEY = dg.AssetKey("published_warehouse")
-MART_KEYS = sorted((key for key in dbt_models.keys if key.path[0] == "marts"), key=lambda k: k.to_user_string())
+MART_KEYS = sorted((key for dbt_step in (dbt_models, dbt_forecast_marts) for key in dbt_step.keys
+                    if key.path[0] == "marts"), key=lambda k: k.to_user_string())
 
 
 @dg.asset(

@@ -69,3 +69,24 @@ def test_incremental_events_land_late_events_in_their_day_and_replays_change_not
     assert load(sample, pipelines.EVENTS) == {}
     dbt(sample, "build", "--select", "fct_events")
     assert scalar(sample, "select count(*) from marts.fct_events") == total + 3
+
+
+def test_forecast_mart_holds_the_tenant_forecasts(built):
+    layout, _ = built
+    expected = query(layout, """
+        select tenant_id, metric, cast(forecast_date as date), prediction, upper_95
+        from ml.forecast_daily where tenant_id <> 'all' order by 1, 2, 3""")
+    actual = query(layout, """
+        select tenant_id, metric, forecast_date, prediction, upper_95
+        from marts.fct_forecasts order by 1, 2, 3""")
+    assert actual == expected
+    assert len(actual) > 0
+
+
+def test_forecast_mart_is_empty_before_any_forecast(sample):
+    """A first `dbt build` (no forecasting run yet, so no ml.forecast_daily) builds and tests it empty."""
+    for target in pipelines.TARGETS:
+        load(sample, target)
+    results = dbt(sample, "build")
+    assert {r["status"] for r in results["results"]} <= {"success", "pass"}
+    assert scalar(sample, "select count(*) from marts.fct_forecasts") == 0

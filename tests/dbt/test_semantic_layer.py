@@ -15,6 +15,7 @@ from tests.ingestion.helpers import query
 REQUIRED_METRICS = {
     "revenue", "orders", "average_order_value", "active_users", "weekly_active_users", "monthly_active_users",
     "sessions", "events", "conversion_rate", "mrr", "churn_rate", "marketing_spend", "customer_acquisition_cost",
+    "forecast_revenue", "forecast_orders", "forecast_active_users",
 }
 
 
@@ -114,3 +115,17 @@ def test_every_granularity(built, grain):
     (expected,) = query(layout, "select sum(net_revenue) from marts.fct_orders")[0]
     assert total == pytest.approx(float(expected), abs=0.01)
     assert len({r[f"metric_time__{grain}"] for r in rows}) == len(rows)
+
+
+def test_forecast_revenue_sums_the_tenant_forecasts(built):
+    layout, _ = built
+    rows = mf_query(layout, ["forecast_revenue", "forecast_orders"], ["metric_time__day"])
+    got = {r["metric_time__day"][:10]: (float(r["forecast_revenue"]), float(r["forecast_orders"])) for r in rows}
+    expected = query(layout, """
+        select cast(forecast_date as date),
+               sum(case when metric = 'revenue' then prediction end),
+               sum(case when metric = 'orders' then prediction end)
+        from ml.forecast_daily where tenant_id <> 'all' group by 1""")
+    assert len(got) == len(expected) == 28
+    for day, revenue, orders in expected:
+        assert got[str(day)] == (pytest.approx(revenue), pytest.approx(orders))

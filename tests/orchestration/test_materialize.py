@@ -59,8 +59,10 @@ def test_marts_are_full_and_tests_passed(first_run):
     assert counts["fct_sessions"] == truth["app_db"]["sessions"]
     assert counts["fct_orders"] == truth["app_db"]["orders"]
     assert all(n > 0 for n in counts.values())
-    results = json.loads((data_dir / "dbt_last_run_results.json").read_text())
+    results = json.loads((data_dir / "dbt_results" / "dbt_models.json").read_text())
     assert set(results) == {"model_success", "test_pass", "unit_test_pass"}
+    forecast_marts = json.loads((data_dir / "dbt_results" / "dbt_forecast_marts.json").read_text())
+    assert set(forecast_marts) == {"model_success", "test_pass"}
 
 
 def test_second_run_is_idempotent(tmp_path, first_run):
@@ -120,4 +122,7 @@ def test_forecasts_and_insights_are_written_and_published(first_run):
     with duckdb.connect(str(published.path), read_only=True) as conn:
         tables = {t for (t,) in conn.execute("select table_name from information_schema.tables "
                                              "where table_schema = 'ml'").fetchall()}
+        mart = conn.execute("select count(*), count(distinct tenant_id) from marts.fct_forecasts").fetchone()
     assert tables == {"forecast_daily", "insights"}
+    tenant_rows = scalar(layout, "select count(*) from ml.forecast_daily where tenant_id <> 'all'")
+    assert mart == (tenant_rows, scalar(layout, "select count(*) from marts.dim_tenants")) and tenant_rows > 0

@@ -73,5 +73,7 @@ def test_main_job_builds_on_postgres(postgres, tmp_path):
         assert cursor.fetchone()[0] == truth["app_db"]["sessions"]
         cursor.execute("select count(*) from marts.metrics_daily")
         assert cursor.fetchone()[0] == truth["size"]["tenants"] * truth["size"]["days"]
-    results = json.loads((data_dir / "dbt_last_run_results.json").read_text())
+    results = json.loads((data_dir / "dbt_results" / "dbt_models.json").read_text())
     assert set(results) == {"model_success", "test_pass", "unit_test_pass"}
+    forecast_marts = json.loads((data_dir / "dbt_results" / "dbt_forecast_marts.json").read_text())
+    assert set(forecast_marts) == {"model_success", "test_pass"}

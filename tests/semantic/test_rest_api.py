@@ -52,7 +52,7 @@ def test_meta_lists_every_metric_and_the_dimensions_bi_tools_cut_by(admin):
     measures = {m["name"] for m in cube["measures"]}
     for metric in ("revenue", "orders", "average_order_value", "active_users", "weekly_active_users",
                    "monthly_active_users", "sessions", "events", "conversion_rate", "mrr", "churn_rate",
-                   "marketing_spend", "customer_acquisition_cost"):
+                   "marketing_spend", "customer_acquisition_cost", "forecast_revenue"):
         assert f"metrics.{metric}" in measures
     dimensions = {d["name"]: d for d in cube["dimensions"]}
     for member in ("tenant", "user__country", "user__device", "user__plan", "channel", "event__event_type"):
@@ -77,6 +77,20 @@ def test_revenue_by_tenant_and_month_equals_sql(admin, published):
     assert first["query"]["timeDimensions"][0]["dateRange"] == ["2026-01-01T00:00:00.000",
                                                                 "2026-12-31T23:59:59.999"]
     assert first["lastRefreshTime"].endswith("Z")
+
+
+def test_forecast_revenue_next_to_actuals_equals_sql(admin, published):
+    """The forecast mart's metric, by tenant and day, as a dashboard puts it beside actual revenue."""
+    result = admin.load({
+        "measures": ["metrics.forecast_revenue", "metrics.revenue"], "dimensions": ["metrics.tenant"],
+        "timeDimensions": [{"dimension": "metrics.metric_time", "granularity": "day",
+                            "dateRange": ["2026-11-02", "2026-11-08"]}]})
+    got = {(r["metrics.tenant"], r["metrics.metric_time.day"][:10]): _money(r["metrics.forecast_revenue"])
+           for r in result.rows}
+    expected = {(t, d.isoformat()): _money(v) for t, d, v in sql(published, """
+        select tenant_id, forecast_date, sum(prediction) from marts.fct_forecasts
+        where metric = 'revenue' and forecast_date between '2026-11-02' and '2026-11-08' group by 1, 2""")}
+    assert got == expected and len(got) == 7 * len({t for t, _ in got})
 
 
 def test_or_filter_order_limit_offset_and_total(admin, published):
@@ -131,7 +145,8 @@ def test_a_tenant_token_only_ever_sees_its_own_rows(server, published):
             [{"member": "metrics.tenant", "operator": "equals", "values": ["t001' or '1'='1"]}],
         ]
         for filters in asking_for_others:
-            for measure in ("metrics.revenue", "metrics.events", "metrics.mrr", "metrics.new_users"):
+            for measure in ("metrics.revenue", "metrics.events", "metrics.mrr", "metrics.new_users",
+                            "metrics.forecast_revenue"):
                 rows = client.load({"measures": [measure], "dimensions": ["metrics.tenant"],
                                     "filters": filters}).rows
                 assert {r["metrics.tenant"] for r in rows} <= {"t001"}, (measure, filters, rows)
