@@ -190,6 +190,7 @@ class MetricsService:
             sql = self.wrapped_sql(plan, base)
             cursor = version.connection.cursor()
             try:
+                _use_timezone(cursor, plan.timezone)
                 rows = cursor.execute(sql).fetchall()
                 names = [d[0] for d in cursor.description]
                 count = cursor.execute(f"select count(*) from ({base}) as q").fetchone()[0] if plan.total else None
@@ -215,10 +216,22 @@ class MetricsService:
         return sql
 
 
+def _use_timezone(cursor: duckdb.DuckDBPyConnection, timezone: str) -> None:
+    """Days (and weeks, months...) of timestamped facts start at midnight in the query's time zone.
+
+    Their time dimensions are zoned timestamps (see the semantic models), which DuckDB truncates
+    in the session's zone; each query runs on its own cursor, so zones never leak between queries.
+    """
+    try:
+        cursor.execute("set TimeZone = '" + timezone.replace("'", "''") + "'")
+    except duckdb.Error as exc:
+        raise QueryError(f"timezone: {timezone!r} is not a time zone the warehouse knows") from exc
+
+
 def _plan_key(plan: Plan) -> bytes:
     """Everything about a plan that changes its answer, as bytes to key caches with."""
     return orjson.dumps([plan.metrics, plan.group_by, plan.where, plan.order, plan.limit, plan.offset, plan.total,
-                         [(c.keys, c.source) for c in plan.columns]])
+                         plan.timezone, [(c.keys, c.source) for c in plan.columns]])
 
 
 def _first_lines(text: str, lines: int = 6) -> str:

@@ -93,6 +93,27 @@ def test_forecast_revenue_next_to_actuals_equals_sql(admin, published):
     assert got == expected and len(got) == 7 * len({t for t, _ in got})
 
 
+@pytest.mark.parametrize("timezone", ["UTC", "America/Los_Angeles", "Asia/Kolkata"])
+def test_timezone_moves_day_boundaries_of_timestamped_facts(admin, published, timezone):
+    """Cube's `timezone`: a day is midnight to midnight where the reader is, for orders as for events."""
+    result = admin.load({
+        "measures": ["metrics.revenue", "metrics.events"], "timezone": timezone,
+        "timeDimensions": [{"dimension": "metrics.metric_time", "granularity": "day",
+                            "dateRange": ["2026-10-05", "2026-10-11"]}]})
+    got = {r["metrics.metric_time.day"]: (_money(r["metrics.revenue"]), int(r["metrics.events"]))
+           for r in result.rows}
+    local_day = f"cast(timezone('{timezone}', {{column}} at time zone 'UTC') as date)"
+    revenue = dict(sql(published, f"""
+        select {local_day.format(column="ordered_at")} as day, sum(net_revenue) from marts.fct_orders
+        group by 1 having day between '2026-10-05' and '2026-10-11'"""))
+    events = dict(sql(published, f"""
+        select {local_day.format(column="event_at")} as day, count(*) from marts.fct_events
+        group by 1 having day between '2026-10-05' and '2026-10-11'"""))
+    expected = {f"{day.isoformat()}T00:00:00.000": (_money(revenue[day]), events[day]) for day in revenue}
+    assert got == expected and len(got) == 7
+    assert result.results[0]["query"]["timezone"] == timezone
+
+
 def test_or_filter_order_limit_offset_and_total(admin, published):
     query = {"measures": ["metrics.conversion_rate"], "dimensions": ["metrics.tenant"],
              "timeDimensions": [{"dimension": "metrics.metric_time", "granularity": "day"}],
