@@ -23,6 +23,8 @@ from ingestion.paths import DataLayout
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+# The governed metric definitions as MetricFlow reads them, written by `dbt parse` (`make manifest`).
+SEMANTIC_MANIFEST = DBT_PROJECT_DIR / "target" / "semantic_manifest.json"
 
 
 @dataclass(frozen=True)

@@ -214,11 +214,11 @@ def export(manifest_path: Path, out: Path) -> list[Path]:
 
 
 def main() -> None:
-    from orchestration.environment import DBT_PROJECT_DIR
+    from orchestration.environment import SEMANTIC_MANIFEST
 
     parser = argparse.ArgumentParser(description="Write the governed metrics as a Cube data model.")
     parser.add_argument("--out", type=Path, default=Path("cube"))
-    parser.add_argument("--manifest", type=Path, default=DBT_PROJECT_DIR / "target" / "semantic_manifest.json")
+    parser.add_argument("--manifest", type=Path, default=SEMANTIC_MANIFEST)
     args = parser.parse_args()
     for path in export(args.manifest, args.out):
         print(path)

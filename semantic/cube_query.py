@@ -38,6 +38,15 @@ class Column:
     member: str  # the catalog member the values come from
 
 
+@dataclass(frozen=True)
+class SimpleFilter:
+    """An equals or notEquals filter on a dimension, kept as data: rollups can apply it themselves."""
+
+    group_by: str
+    negated: bool
+    values: tuple[str, ...]
+
+
 @dataclass
 class Plan:
     """A query ready for MetricFlow, plus what the reply needs to be shaped like Cube's."""
@@ -53,6 +62,9 @@ class Plan:
     timezone: str
     # each timeDimension's dateRange as resolved (relative ranges against today in `timezone`)
     date_ranges: list[tuple[date, date] | None] = field(default_factory=list)
+    tenant: str | None = None  # the security context's tenant, already in `where`
+    # the filters, when every one is a SimpleFilter (also already in `where`); None otherwise
+    simple_filters: list[SimpleFilter] | None = None
 
 
 def sql_string(value: str) -> str:
@@ -203,10 +215,12 @@ class Translator:
         where += [self._filter(f, f"filters[{i}]", today) for i, f in enumerate(filters)]
         if self.tenant is not None:
             where.append(f"{{{{ Entity('{TENANT_ENTITY}') }}}} = {sql_string(self.tenant)}")
+        simple = [self._simple(f) for f in filters]
         return Plan(
             metrics=[m.metric for m in measures], group_by=group_by, where=where, columns=columns,
             order=self._order(query.get("order"), columns), limit=self._limit(query), offset=self._offset(query),
             total=bool(query.get("total", False)), timezone=query.get("timezone", "UTC"), date_ranges=date_ranges,
+            tenant=self.tenant, simple_filters=None if None in simple else simple,
         )
 
     @staticmethod
@@ -264,6 +278,15 @@ class Translator:
                else f"{{{{ Dimension('{member.group_by}') }}}}" if "__" in member.group_by
                else f"{{{{ Entity('{member.group_by}') }}}}")
         return self._condition(ref, member, operator, values, where_at, today)
+
+    def _simple(self, f: dict) -> SimpleFilter | None:
+        """The filter as a SimpleFilter if it is one (it has been validated by `_filter` already)."""
+        member = self.catalog.dimensions.get(f.get("member", f.get("dimension")))
+        values = f.get("values")
+        if (member is None or member.type == "time" or f.get("operator") not in ("equals", "notEquals")
+                or not values or not all(isinstance(v, str) for v in values)):
+            return None
+        return SimpleFilter(member.group_by, f["operator"] == "notEquals", tuple(values))
 
     def _condition(self, ref: str, member: Dimension, operator, values: list, where_at: str, today: date) -> str:
         def literal(j: int, value) -> str:

@@ -311,14 +311,14 @@ async def serve(service: MetricsService, secret: str, host: str, port: int) -> a
 
 
 def main() -> None:
-    from orchestration.environment import DBT_PROJECT_DIR, current_environment
+    from orchestration.environment import SEMANTIC_MANIFEST, current_environment
 
     parser = argparse.ArgumentParser(description="Serve the governed metrics over PostgreSQL's wire protocol.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=15432)
     args = parser.parse_args()
     env = current_environment()
-    service = MetricsService(env.published_dir, DBT_PROJECT_DIR / "target" / "semantic_manifest.json")
+    service = MetricsService(env.published_dir, SEMANTIC_MANIFEST)
     secret = api_secret()
 
     async def run():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import logging
 import os
 
 import orjson
@@ -25,12 +26,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from semantic import rollups
 from semantic.auth import AuthError, SecurityContext, api_secret, authenticate
 from semantic.cube_query import Plan, QueryError, Translator, date_range, query_today
 from semantic.members import UnknownMember
 from semantic.service import LRU, MetricsService, Result
 
 DEFAULT_CONTINUE_WAIT = 10.0
+log = logging.getLogger(__name__)
 
 
 def _json(body, status: int = 200) -> Response:
@@ -84,6 +87,9 @@ def cube_errors(handler):
             return _user_error(str(exc))
         except FileNotFoundError as exc:
             return _json({"error": str(exc)}, 503)
+        except Exception as exc:  # a fault of ours: say so in Cube's shape, so clients stop waiting
+            log.exception("internal error answering %s", request.url.path)
+            return _json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
 
     return answer
 
@@ -159,7 +165,9 @@ class Api:
             "annotation": self._annotation(plan),
             "dataSource": "default", "dbType": "duckdb", "extDbType": "duckdb", "external": False,
             "slowQuery": False, "total": result.total, "refreshKeyValues": [[{"data_version": result.data_version}]],
-            "usedPreAggregations": {},
+            "usedPreAggregations": {} if result.rollup is None else {
+                f"{rollups.SCHEMA}.{result.rollup}": {"targetTableName": f"{rollups.SCHEMA}.{result.rollup}",
+                                                      "refreshKeyValues": [], "lastUpdatedAt": result.data_version}},
         }
 
     @cube_errors
@@ -214,16 +222,18 @@ class Api:
         query, _ = await _query_of(request)
         _, plans = self._expand(query, context)
         loop = asyncio.get_running_loop()
-        sqls = [await loop.run_in_executor(self.service.pool, self._sql_of, plan, context) for _, plan in plans]
+        sqls = [await loop.run_in_executor(self.service.pool, self.service.sql, plan, context.cache_key)
+                for _, plan in plans]
         replies = [{"sql": [sql, []], "order": [[c, "desc" if d else "asc"] for c, d in plan.order],
                     "aliasNameToMember": {c.source: c.member for c in plan.columns},
-                    "external": False, "dataSource": "default", "preAggregations": [], "rollupMatchResults": [],
-                    "cacheKeyQueries": [], "timeDimensionAlias": None}
-                   for sql, (_, plan) in zip(sqls, plans, strict=True)]
+                    "external": False, "dataSource": "default",
+                    "preAggregations": [] if rollup is None else [{
+                        "preAggregationId": f"{rollups.SCHEMA}.{rollup}",
+                        "tableName": f"{rollups.SCHEMA}.{rollup}", "type": "rollup"}],
+                    "rollupMatchResults": [], "cacheKeyQueries": [], "timeDimensionAlias": None}
+                   for (sql, rollup), (_, plan) in zip(sqls, plans, strict=True)]
         return _json({"sql": replies[0]} if len(replies) == 1 else {"sql": replies})
 
-    def _sql_of(self, plan: Plan, context: SecurityContext) -> str:
-        return self.service.wrapped_sql(plan, self.service.compile(plan, context.cache_key))
 
     @cube_errors
     async def dry_run(self, request: Request) -> Response:
@@ -264,11 +274,13 @@ def create_app(service: MetricsService, secret: str, continue_wait: float = DEFA
 
 def app_from_environment() -> Starlette:
     """The app as uvicorn loads it (`semantic.server:app_from_environment`, factory)."""
-    from orchestration.environment import DBT_PROJECT_DIR, current_environment
+    from orchestration.environment import SEMANTIC_MANIFEST, current_environment
 
     env = current_environment()
-    service = MetricsService(env.published_dir, DBT_PROJECT_DIR / "target" / "semantic_manifest.json",
-                             workers=int(os.environ.get("SEMANTIC_WORKERS", "4")))
+    service = MetricsService(env.published_dir, SEMANTIC_MANIFEST,
+                             workers=int(os.environ.get("SEMANTIC_WORKERS", "4")),
+                             # off: every query compiled by MetricFlow (the benchmark's baseline)
+                             use_rollups=os.environ.get("SEMANTIC_ROLLUPS", "on") != "off")
     return create_app(service, api_secret(),
                       float(os.environ.get("SEMANTIC_CONTINUE_WAIT", str(DEFAULT_CONTINUE_WAIT))))
 

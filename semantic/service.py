@@ -25,7 +25,7 @@ import duckdb
 import orjson
 from metricflow.engine.metricflow_engine import MetricFlowEngine, MetricFlowQueryRequest
 
-from semantic import snapshots
+from semantic import rollups, snapshots
 from semantic.cube_query import Plan, QueryError
 from semantic.members import Catalog, build_catalog
 from semantic.metricflow_engine import DuckDbSqlClient, load_semantic_manifest
@@ -65,6 +65,7 @@ class Version:
     connection: duckdb.DuckDBPyConnection
     engine: MetricFlowEngine
     catalog: Catalog
+    rollups: tuple[rollups.Rollup, ...]
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class Result:
     total: int | None
     data_version: str
     published_at: datetime
+    rollup: str | None  # the rollup that answered, if one did
 
 
 def _published_at(version: str) -> datetime:
@@ -94,8 +96,9 @@ def _cube_value(value):
 
 class MetricsService:
     def __init__(self, published_dir: Path, semantic_manifest: Path, workers: int = 4,
-                 poll_seconds: float = 0.5):
+                 poll_seconds: float = 0.5, use_rollups: bool = True):
         self.published_dir = published_dir
+        self.use_rollups = use_rollups
         self.lookup = load_semantic_manifest(semantic_manifest)
         self.compiled = LRU(4096)
         self.results = LRU(2048)
@@ -126,7 +129,8 @@ class MetricsService:
                                           sql_client=DuckDbSqlClient(connection))
                 old = self._current
                 self._current = Version(snapshot.version, _published_at(snapshot.version), connection, engine,
-                                        build_catalog(engine, self.lookup))
+                                        build_catalog(engine, self.lookup),
+                                        rollups.load(connection) if self.use_rollups else ())
                 self.results.clear()  # keyed by version too; clearing just frees the memory now
                 if old is not None:
                     threading.Timer(60, old.connection.close).start()  # let queries on it finish
@@ -157,6 +161,13 @@ class MetricsService:
             self.compiled.put(key, base)
         return base
 
+    def base_sql(self, plan: Plan, context_key: str, version: Version) -> tuple[str, str | None]:
+        """The SQL that answers the plan, and the rollup it reads if one matches (else MetricFlow's)."""
+        matched = rollups.match(plan, version.rollups)
+        if matched is not None:
+            return matched.sql, matched.rollup
+        return self.compile(plan, context_key), None
+
     def wrapped_sql(self, plan: Plan, base: str) -> str:
         order = ", ".join(f'"{column}" {"desc" if desc else "asc"}' for column, desc in plan.order)
         default_order = ", ".join(f'"{c.source}" asc' for c in plan.columns if c.kind == "time")
@@ -186,7 +197,7 @@ class MetricsService:
 
     def _run(self, version: Version, plan: Plan, context_key: str, key: tuple) -> Result:
         try:
-            base = self.compile(plan, context_key)
+            base, rollup = self.base_sql(plan, context_key, version)
             sql = self.wrapped_sql(plan, base)
             cursor = version.connection.cursor()
             try:
@@ -199,15 +210,20 @@ class MetricsService:
             index = {name: i for i, name in enumerate(names)}
             shaped = [{key_: _cube_value(row[index[c.source]]) for c in plan.columns for key_ in c.keys}
                       for row in rows]
-            result = Result(shaped, count, version.version, version.published_at)
+            result = Result(shaped, count, version.version, version.published_at, rollup)
             self.results.put(key, result)
             return result
         finally:
             with self._inflight_lock:
                 self._inflight.pop(key, None)
 
+    def sql(self, plan: Plan, context_key: str) -> tuple[str, str | None]:
+        """The statement a load of the plan runs now, and the rollup it reads (None for the marts)."""
+        base, rollup = self.base_sql(plan, context_key, self.current())
+        return self.wrapped_sql(plan, base), rollup
+
     def dry_run(self, plan: Plan, context_key: str) -> str:
-        sql = self.wrapped_sql(plan, self.compile(plan, context_key))
+        sql, _ = self.sql(plan, context_key)
         cursor = self.current().connection.cursor()
         try:
             cursor.execute(f"explain {sql}")

@@ -11,6 +11,7 @@ The version string doubles as the data version that caches key on.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,8 +32,13 @@ class Snapshot:
     tables: int
 
 
-def publish(warehouse: Path, published_dir: Path, keep: int = 3) -> Snapshot:
-    """Copy the published schemas of `warehouse` into a new snapshot and make it current."""
+def publish(warehouse: Path, published_dir: Path, keep: int = 3,
+            build: Callable[[duckdb.DuckDBPyConnection], object] | None = None) -> Snapshot:
+    """Copy the published schemas of `warehouse` into a new snapshot and make it current.
+
+    `build` adds derived tables (the metrics server's rollups) to the new snapshot, opened under
+    the warehouse's catalog name, before any reader can see it.
+    """
     published_dir.mkdir(parents=True, exist_ok=True)
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = published_dir / f"warehouse-{version}.duckdb"
@@ -53,6 +59,12 @@ def publish(warehouse: Path, published_dir: Path, keep: int = 3) -> Snapshot:
                 tables += 1
         conn.execute("checkpoint snapshot")
         conn.execute("detach snapshot")
+    if build is not None:
+        with duckdb.connect() as conn:
+            conn.execute(f"attach '{path}' as {CATALOG}")
+            conn.execute(f"use {CATALOG}")
+            build(conn)
+            conn.execute(f"checkpoint {CATALOG}")
     _fsync(path)
     _point_to(published_dir, path.name)
     _prune(published_dir, keep)

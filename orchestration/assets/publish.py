@@ -9,8 +9,8 @@ import dagster as dg
 
 from orchestration.assets.dbt import dbt_forecast_marts, dbt_models
 from orchestration.assets.ml import FORECAST_KEY, INSIGHTS_KEY
-from orchestration.environment import current_environment
-from semantic import snapshots
+from orchestration.environment import SEMANTIC_MANIFEST, current_environment
+from semantic import rollups, snapshots
 
 PUBLISHED_KEY = dg.AssetKey("published_warehouse")
 MART_KEYS = sorted((key for dbt_step in (dbt_models, dbt_forecast_marts) for key in dbt_step.keys
@@ -22,15 +22,15 @@ MART_KEYS = sorted((key for dbt_step in (dbt_models, dbt_forecast_marts) for key
     deps=[*MART_KEYS, FORECAST_KEY, INSIGHTS_KEY],
     group_name="serving",
     kinds={"duckdb"},
-    description="An immutable copy of the marts, forecasts, insights and quality results that readers open; "
-    "swapped in atomically.",
+    description="An immutable copy of the marts, forecasts, insights and quality results that readers open, "
+    "with the metrics server's rollups built from them; swapped in atomically.",
 )
 def published_warehouse(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     env = current_environment()
     if env.dbt_target != "duckdb":
         context.log.info(f"target {env.dbt_target} serves readers itself; nothing to publish")
         return dg.MaterializeResult(metadata={"published": False})
-    snapshot = snapshots.publish(env.layout.warehouse, env.published_dir)
+    snapshot = snapshots.publish(env.layout.warehouse, env.published_dir, build=rollups.builder(SEMANTIC_MANIFEST))
     context.log.info(f"published data version {snapshot.version} ({snapshot.tables} tables) at {snapshot.path}")
     return dg.MaterializeResult(
         metadata={"published": True, "data_version": snapshot.version, "tables": snapshot.tables,

@@ -123,6 +123,8 @@ def test_forecasts_and_insights_are_written_and_published(first_run):
         tables = {t for (t,) in conn.execute("select table_name from information_schema.tables "
                                              "where table_schema = 'ml'").fetchall()}
         mart = conn.execute("select count(*), count(distinct tenant_id) from marts.fct_forecasts").fetchone()
+        rollup_forecasts = conn.execute("select count(forecast_revenue) from rollups.daily_kpis").fetchone()[0]
     assert tables == {"forecast_daily", "insights"}
     tenant_rows = scalar(layout, "select count(*) from ml.forecast_daily where tenant_id <> 'all'")
     assert mart == (tenant_rows, scalar(layout, "select count(*) from marts.dim_tenants")) and tenant_rows > 0
+    assert rollup_forecasts == tenant_rows / 5  # the metrics server's rollup, built at publish: 5 metrics a day

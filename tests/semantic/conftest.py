@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from ingestion.paths import DataLayout
-from semantic import snapshots
+from orchestration.environment import SEMANTIC_MANIFEST
+from semantic import rollups, snapshots
 from semantic.auth import issue_token
 from tests.conftest import REPO_ROOT
 
@@ -80,10 +81,15 @@ def start_server(layout: DataLayout, log: Path, module: str = "semantic.server",
         proc.wait(timeout=30)
 
 
+def publish(layout: DataLayout) -> snapshots.Snapshot:
+    """Publish the layout's warehouse as the pipeline does: a new snapshot with its rollups."""
+    return snapshots.publish(layout.warehouse, layout.root / "published", build=rollups.builder(SEMANTIC_MANIFEST))
+
+
 @pytest.fixture(scope="session")
 def published(built) -> DataLayout:
     layout, _ = built
-    snapshots.publish(layout.warehouse, layout.root / "published")
+    publish(layout)
     return layout
 
 

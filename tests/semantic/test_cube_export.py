@@ -6,13 +6,13 @@ import re
 
 import yaml
 
-from orchestration.environment import DBT_PROJECT_DIR
+from orchestration.environment import SEMANTIC_MANIFEST
 from semantic import snapshots
 from semantic.client import MetricsClient
 from semantic.cube_export import export
 from semantic.members import VIEW
 
-MANIFEST = DBT_PROJECT_DIR / "target" / "semantic_manifest.json"
+MANIFEST = SEMANTIC_MANIFEST
 
 
 def test_export_is_complete_and_its_references_resolve(tmp_path, server, published):

@@ -15,10 +15,10 @@ import httpx
 import orjson
 import pytest
 
-from semantic import snapshots
 from semantic.client import MetricsClient, MetricsError
 from semantic.cube_query import MAX_LIMIT
 from tests.ingestion.helpers import query as sql
+from tests.semantic.conftest import publish
 
 WRITER = """
 import sys, duckdb
@@ -247,8 +247,10 @@ def test_injection_in_filter_values_executes_nothing(admin, published):
 
 
 def test_sql_and_dry_run(admin):
-    compiled = admin.sql(MONTHLY_REVENUE)
-    assert "metric_query" in compiled and "fct_orders" in compiled
+    from_rollup = admin.sql(MONTHLY_REVENUE)
+    assert "metric_query" in from_rollup and "rollups.daily_kpis" in from_rollup
+    compiled = admin.sql({**MONTHLY_REVENUE, "dimensions": ["metrics.user__country"]})
+    assert "fct_orders" in compiled and "rollups" not in compiled
     dry = admin.dry_run(MONTHLY_REVENUE)
     assert dry["queryType"] == "regularQuery" and dry["normalizedQueries"][0]["measures"] == MONTHLY_REVENUE["measures"]
 
@@ -282,7 +284,7 @@ def test_keeps_answering_from_its_snapshot_while_a_run_writes_and_switches_when_
     finally:
         writer.communicate("done\n", timeout=60)
     assert writer.returncode == 0
-    snapshots.publish(published.warehouse, published.root / "published")
+    publish(published)
     time.sleep(0.6)  # the server looks for a new snapshot at most twice a second
     after = admin.load({"measures": ["metrics.revenue"]}).results[0]
     assert after["lastRefreshTime"] > first["lastRefreshTime"]

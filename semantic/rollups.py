@@ -1,0 +1,208 @@
+"""Rollups (Cube's pre-aggregations): standard dashboard queries answered from small tables.
+
+Compiling a query with MetricFlow costs tens of milliseconds of CPU under the GIL, and running it
+scans the facts; a dashboard asks the same few shapes again and again (metrics by day, by tenant,
+over a date range). `rollups.yml` declares tables of metrics by day and dimensions. They are
+built into each published snapshot by MetricFlow itself, before the snapshot becomes current,
+so a rollup always holds the same numbers as the data it is served with.
+
+`match` decides whether a plan can be answered from one, and writes the SQL that re-aggregates
+it: sums and counts add up, ratios of them divide re-added numerators and denominators, and any
+other metric is only read at the rollup's own grain, where each output row is one stored row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import yaml
+from metricflow_semantics.model.semantic_manifest_lookup import SemanticManifestLookup
+
+from semantic import snapshots
+from semantic.cube_query import Plan, sql_string
+from semantic.members import TENANT_ENTITY, TIME_DIMENSION
+from semantic.metricflow_engine import (
+    DuckDbSqlClient,
+    MetricFlowEngine,
+    MetricFlowQueryRequest,
+    load_semantic_manifest,
+)
+
+DEFINITIONS = Path(__file__).with_name("rollups.yml")
+SCHEMA = "rollups"
+CATALOG_TABLE = f"{snapshots.CATALOG}.{SCHEMA}._catalog"
+DAY = f"{TIME_DIMENSION}__day"
+ADDITIVE_AGGREGATIONS = {"sum", "count", "sum_boolean"}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How a metric re-aggregates: `additive` (sum its column), `ratio` (sum numerator and
+    denominator, then divide) or `exact` (only where one stored row makes one output row)."""
+
+    kind: str
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Rollup:
+    name: str
+    dimensions: tuple[str, ...]
+    shapes: dict[str, Shape]  # every metric it can answer
+
+    @property
+    def table(self) -> str:
+        """Qualified in full: queries run on cursors, which do not inherit the connection's `use`."""
+        return f"{snapshots.CATALOG}.{SCHEMA}.{self.name}"
+
+    @property
+    def stored(self) -> list[str]:
+        """The metric columns of the table: the metrics, and the parts of the ratios among them."""
+        return sorted({column for shape in self.shapes.values() for column in shape.columns})
+
+
+@dataclass(frozen=True)
+class Match:
+    rollup: str
+    sql: str
+
+
+def shapes(lookup: SemanticManifestLookup, metrics: list[str]) -> dict[str, Shape]:
+    """The shape of each metric, from its definition in the semantic manifest."""
+    manifest = lookup.semantic_manifest
+    measures = {m.name: m for model in manifest.semantic_models for m in model.measures}
+    defined = {m.name: m for m in manifest.metrics}
+
+    def additive(name: str) -> bool:
+        metric = defined[name]
+        if metric.type.value.lower() != "simple" or metric.filter is not None:
+            return False
+        measure_input = metric.type_params.measure
+        measure = measures[measure_input.name]
+        return (measure_input.filter is None and measure.non_additive_dimension is None
+                and measure.agg.value.lower() in ADDITIVE_AGGREGATIONS)
+
+    found = {}
+    for name in metrics:
+        if name not in defined:
+            raise ValueError(f"{DEFINITIONS.name}: unknown metric {name!r}")
+        metric = defined[name]
+        if additive(name):
+            found[name] = Shape("additive", (name,))
+        elif (metric.type.value.lower() == "ratio" and metric.filter is None
+              and metric.type_params.numerator.filter is None and metric.type_params.denominator.filter is None
+              and additive(metric.type_params.numerator.name) and additive(metric.type_params.denominator.name)):
+            found[name] = Shape("ratio", (metric.type_params.numerator.name, metric.type_params.denominator.name))
+        else:
+            found[name] = Shape("exact", (name,))
+    return found
+
+
+def declared(lookup: SemanticManifestLookup, path: Path = DEFINITIONS) -> list[Rollup]:
+    """The rollups `rollups.yml` declares, checked against the governed definitions."""
+    entries = yaml.safe_load(path.read_text()).get("rollups") or []
+    rollups = []
+    for i, entry in enumerate(entries):
+        for key in ("name", "metrics", "dimensions"):
+            if key not in entry:
+                raise ValueError(f"{path.name}: rollups[{i}] has no {key!r}")
+        if TENANT_ENTITY not in entry["dimensions"]:
+            raise ValueError(f"{path.name}: rollups[{i}] ({entry['name']}) must keep {TENANT_ENTITY!r}: "
+                             "a tenant's token reads only its rows")
+        rollups.append(Rollup(entry["name"], tuple(entry["dimensions"]), shapes(lookup, entry["metrics"])))
+    return rollups
+
+
+def build(conn: duckdb.DuckDBPyConnection, lookup: SemanticManifestLookup, path: Path = DEFINITIONS) -> int:
+    """Create every declared rollup in the snapshot `conn` has open (as the warehouse catalog).
+
+    Days are UTC days, whatever the machine's zone: queries in other zones are not served from here.
+    """
+    conn.execute("set TimeZone = 'UTC'")
+    engine = MetricFlowEngine(semantic_manifest_lookup=lookup, sql_client=DuckDbSqlClient(conn))
+    conn.execute(f"create schema if not exists {SCHEMA}")
+    conn.execute(f"create or replace table {CATALOG_TABLE} (name varchar, definition json, rows bigint, "
+                 "built_at timestamptz)")
+    for rollup in declared(lookup, path):
+        request = MetricFlowQueryRequest.create(metric_names=rollup.stored, group_by_names=[DAY, *rollup.dimensions])
+        sql = engine.explain(request).sql_statement.sql
+        columns = ", ".join([f'cast("{DAY}" as date) as "{DAY}"', *(f'"{c}"' for c in rollup.dimensions),
+                             *(f'"{c}"' for c in rollup.stored)])
+        conn.execute(f"create or replace table {rollup.table} as select {columns} from ({sql}) as built")
+        rows = conn.execute(f"select count(*) from {rollup.table}").fetchone()[0]
+        definition = {"dimensions": rollup.dimensions,
+                      "shapes": {m: [s.kind, list(s.columns)] for m, s in rollup.shapes.items()}}
+        conn.execute(f"insert into {CATALOG_TABLE} values (?, ?, ?, ?)",
+                     [rollup.name, json.dumps(definition), rows, datetime.now(UTC)])
+    return len(declared(lookup, path))
+
+
+def builder(semantic_manifest: Path) -> Callable[[duckdb.DuckDBPyConnection], int]:
+    """What `snapshots.publish` calls to add the rollups to a new snapshot."""
+    return lambda conn: build(conn, load_semantic_manifest(semantic_manifest))
+
+
+def load(conn: duckdb.DuckDBPyConnection) -> tuple[Rollup, ...]:
+    """The rollups a snapshot holds (none for one published without them)."""
+    exists = conn.execute("select count(*) from information_schema.tables where table_schema = ? "
+                          "and table_name = '_catalog'", [SCHEMA]).fetchone()[0]
+    if not exists:
+        return ()
+    rollups = []
+    for name, definition in conn.execute(f"select name, definition from {CATALOG_TABLE} order by name").fetchall():
+        parsed = json.loads(definition)
+        rollups.append(Rollup(name, tuple(parsed["dimensions"]),
+                              {m: Shape(kind, tuple(columns)) for m, (kind, columns) in parsed["shapes"].items()}))
+    return tuple(rollups)
+
+
+def match(plan: Plan, rollups: tuple[Rollup, ...]) -> Match | None:
+    """The first rollup that answers the plan exactly as MetricFlow would, with its SQL; else None."""
+    if plan.timezone != "UTC" or plan.simple_filters is None:
+        return None
+    times = [g for g in plan.group_by if g.startswith(f"{TIME_DIMENSION}__")]
+    dimensions = [g for g in plan.group_by if not g.startswith(f"{TIME_DIMENSION}__")]
+    pinned = {TENANT_ENTITY} if plan.tenant is not None else set()
+    pinned |= {f.group_by for f in plan.simple_filters if not f.negated and len(f.values) == 1}
+    for rollup in rollups:
+        if not (set(plan.metrics) <= set(rollup.shapes) and set(dimensions) <= set(rollup.dimensions)
+                and {f.group_by for f in plan.simple_filters} <= set(rollup.dimensions) and len(times) <= 1):
+            continue
+        exact = any(rollup.shapes[m].kind == "exact" for m in plan.metrics)
+        if exact and (times != [DAY] or not set(rollup.dimensions) <= set(dimensions) | pinned):
+            continue
+        return Match(rollup.name, _sql(plan, rollup, times, dimensions))
+    return None
+
+
+def _sql(plan: Plan, rollup: Rollup, times: list[str], dimensions: list[str]) -> str:
+    selects = [f"""date_trunc('{t.removeprefix(f"{TIME_DIMENSION}__")}', "{DAY}") as "{t}\"""" for t in times]
+    selects += [f'"{d}"' for d in dimensions]
+    for metric in dict.fromkeys(plan.metrics):
+        shape = rollup.shapes[metric]
+        if shape.kind == "additive":
+            selects.append(f'sum("{metric}") as "{metric}"')
+        elif shape.kind == "ratio":
+            numerator, denominator = shape.columns
+            selects.append(f'cast(sum("{numerator}") as double) / cast(nullif(sum("{denominator}"), 0) as double) '
+                           f'as "{metric}"')
+        else:
+            selects.append(f'max("{metric}") as "{metric}"')  # one stored row per output row
+    columns = sorted({c for m in plan.metrics for c in rollup.shapes[m].columns})
+    conditions = [f"coalesce({', '.join(f'{chr(34)}{c}{chr(34)}' for c in columns)}) is not null"]
+    if plan.tenant is not None:
+        conditions.append(f'"{TENANT_ENTITY}" = {sql_string(plan.tenant)}')
+    for resolved in plan.date_ranges:
+        if resolved is not None:
+            conditions.append(f"\"{DAY}\" between '{resolved[0].isoformat()}' and '{resolved[1].isoformat()}'")
+    for f in plan.simple_filters:
+        listed = ", ".join(sql_string(v) for v in f.values)
+        conditions.append(f'"{f.group_by}" {"not in" if f.negated else "in"} ({listed})')
+    group = f"\ngroup by {', '.join(str(i + 1) for i in range(len(times) + len(dimensions)))}" \
+        if times or dimensions else ""
+    return f"select {', '.join(selects)}\nfrom {rollup.table}\nwhere {' and '.join(conditions)}{group}"
