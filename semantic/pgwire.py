@@ -21,6 +21,7 @@ import secrets
 import struct
 from dataclasses import dataclass, field
 
+from semantic import pg_describe
 from semantic.auth import AuthError, SecurityContext, api_secret, authenticate
 from semantic.cube_query import QueryError, Translator
 from semantic.members import UnknownMember
@@ -46,6 +47,10 @@ SESSION_STATEMENTS: list[tuple[re.Pattern, str, list[tuple[str, str]] | None]] =
      [("standard_conforming_strings", "on")]),
     (re.compile(r"^\s*show\s+server_version\s*;?\s*$", re.I), "SHOW", [("server_version", SERVER_VERSION)]),
     (re.compile(r"^\s*select\s+1\s*;?\s*$", re.I), "SELECT 1", [("?column?", "1")]),
+    # `\d+ metrics` shows the view's definition
+    (re.compile(r"^\s*select\s+(pg_catalog\.)?pg_get_viewdef\(", re.I), "SELECT 1",
+     [("pg_get_viewdef", " -- each column is a governed metric or dimension of the dbt semantic models; "
+                         "metrics are aggregated by MetricFlow over the dimensions selected")]),
 ]
 _SQLSTATE_SYNTAX, _SQLSTATE_UNDEFINED_TABLE, _SQLSTATE_AUTH = "42601", "42P01", "28P01"
 
@@ -242,7 +247,8 @@ class Session:
                 return Outcome([(name, TEXT) for name, _ in rows], [[value for _, value in rows]], tag)
         probed = catalog_probe(sql)
         if probed is not None:
-            return Outcome([(name, TEXT) for name in probed], [], "SELECT 0")
+            rows = pg_describe.answer(sql, probed, self.service.catalog)
+            return Outcome([(name, TEXT) for name in probed], rows, f"SELECT {len(rows)}")
         query, columns = SqlTranslator(self.service.catalog).translate(sql)
         plan = Translator(self.service.catalog, self.context.tenant_id).plan(query)
         result = await asyncio.wrap_future(self.service.submit(plan, self.context.cache_key))

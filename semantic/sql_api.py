@@ -53,8 +53,7 @@ def bind_parameters(sql: str, values: list[str | None]) -> str:
 
 def catalog_probe(sql: str) -> list[str] | None:
     """The output column names of a query on the system catalogs only (drivers probe for types such
-    as hstore when they connect), else None. The endpoint answers such probes with no rows: none of
-    those objects exist here."""
+    as hstore when they connect, psql to describe tables), else None. `pg_describe` answers them."""
     try:
         tree = sqlglot.parse_one(sql, read="postgres")
     except sqlglot.errors.ParseError:

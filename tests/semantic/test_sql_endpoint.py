@@ -76,3 +76,19 @@ def test_raw_tables_injection_and_bad_statements_are_refused(sql_endpoint, publi
 def test_a_bad_token_is_refused_at_login(sql_endpoint):
     out = _psql(sql_endpoint, "not-a-token", "select revenue from metrics")
     assert out.returncode != 0 and "password authentication failed" in out.stderr
+
+
+def test_psql_describes_the_metrics_view(sql_endpoint):
+    """`\\d`, `\\d metrics` and `\\d+ metrics` work, listing every member as a typed column."""
+    listed = _psql(sql_endpoint, sql_endpoint.admin, "\\d")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip() == "public|metrics|view|governed"
+    for command in ("\\d metrics", "\\d+ metrics"):
+        described = _psql(sql_endpoint, sql_endpoint.admin, command)
+        assert described.returncode == 0, described.stderr
+        types = dict(line.split("|")[:2] for line in described.stdout.splitlines() if line.count("|") >= 4)
+        assert types["revenue"] == "numeric" and types["forecast_revenue"] == "numeric"
+        assert types["tenant"] == "text" and types["user__country"] == "text"
+        assert types["metric_time"] == "date" and types["metric_time__month"] == "date"
+    missing = _psql(sql_endpoint, sql_endpoint.admin, "\\d fct_orders")
+    assert "Did not find any relation named" in missing.stderr + missing.stdout
