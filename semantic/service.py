@@ -5,7 +5,8 @@ writing, so it keeps answering, with one consistent version, while the pipeline 
 publishes a new snapshot, the next request switches to it; caches are keyed by the snapshot's
 data version, so nothing computed on older data is served after the switch.
 
-Compiling a query costs tens of milliseconds of Python, so compiled SQL is cached per
+Compiling a query costs tens of milliseconds of Python, so standard dashboard queries are read
+from the snapshot's rollups when one matches (see `rollups.py`), compiled SQL is cached per
 (plan, security context) and results per (plan, security context, data version). Identical
 queries in flight share one execution.
 """

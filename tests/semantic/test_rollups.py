@@ -31,7 +31,7 @@ SERVED = {
                         "dimensions": ["metrics.tenant"], "timeDimensions": _time("week")}, None),
     "ratio across models by quarter": ({"measures": ["metrics.customer_acquisition_cost"],
                                         "timeDimensions": _time("quarter", None)}, None),
-    "distinct counts per day for one tenant": ({"measures": ["metrics.active_users", "metrics.weekly_active_users"],
+    "distinct counts per day for one tenant": ({"measures": ["metrics.active_users", "metrics.new_users"],
                                                 "timeDimensions": _time("day")}, "t002"),
     "end-of-day balance by tenant": ({"measures": ["metrics.mrr", "metrics.churn_rate"],
                                       "dimensions": ["metrics.tenant"], "timeDimensions": _time("day")}, None),
@@ -58,7 +58,8 @@ NOT_SERVED = {
                           "timezone": "America/New_York"},
     "a filter it cannot apply": {"measures": ["metrics.revenue"], "dimensions": ["metrics.tenant"],
                                  "filters": [{"member": "metrics.tenant", "operator": "contains", "values": ["1"]}]},
-    "a metric it lacks": {"measures": ["metrics.revenue_orders", "metrics.revenue"]},
+    "a metric it lacks": {"measures": ["metrics.weekly_active_users", "metrics.revenue"],
+                          "timeDimensions": _time("day")},
 }
 
 
