@@ -6,7 +6,8 @@ the default sample). Starts the server in its own process, then measures:
 - a dashboard query (one metric by day over 90 days): warm (cached) and cold (every request a
   query not seen before), each with 100 concurrent clients; cold both from the rollup and, as the
   baseline, from a second server with rollups off (MetricFlow compiles every query);
-- a complex query (three metrics, two dimensions, monthly, filtered), cold, 100 concurrent clients;
+- a complex query (three metrics, two dimensions, monthly, filtered), cold, 100 concurrent clients,
+  from a rollup and from MetricFlow;
 - one cold query at a time, against the same SQL run directly in DuckDB: the layer's overhead.
 
     make bench-semantic            # or: python -m bench.semantic --data-dir data
@@ -184,9 +185,10 @@ def main() -> int:
               f"{CLIENTS} concurrent clients, {args.workers} server process(es)")
 
         warm_query = dashboard(end)
-        asyncio.run(concurrent(with_rollups, token, [warm_query]))
+        for port in (with_rollups, without):  # every worker process of both servers up and answering
+            asyncio.run(concurrent(port, token, [warm_query] * 4 * CLIENTS))
         warm = asyncio.run(concurrent(with_rollups, token, [warm_query] * args.requests))
-        print(f"dashboard, warm                  : {percentiles(warm)}")
+        print(f"dashboard, warm                         : {percentiles(warm)}")
         for label, port in (("rollup", with_rollups), ("MetricFlow, no rollups", without)):
             cold_queries = [dashboard(end - timedelta(days=i + 1)) for i in range(args.requests)]
             cold = asyncio.run(concurrent(port, token, cold_queries))
@@ -194,16 +196,19 @@ def main() -> int:
         combos = [[d] for d in devices] + [[a, b] for a in devices for b in devices if a < b]
         complex_queries = [complex_query(end - timedelta(days=i // len(combos)), combos[i % len(combos)])
                            for i in range(min(args.requests, 300))]
-        complex_cold = asyncio.run(concurrent(with_rollups, token, complex_queries))
-        print(f"complex, cold                    : {percentiles(complex_cold)}")
+        for label, port in (("rollup", with_rollups), ("MetricFlow, no rollups", without)):
+            complex_cold = asyncio.run(concurrent(port, token, complex_queries))
+            print(f"complex, cold   ({label:<22}): {percentiles(complex_cold)}")
 
         # One at a time: the layer (HTTP + compile or rollup + run) against the same SQL straight in DuckDB.
         single = {}
         for kind, port, queries in (
                 ("dashboard (rollup)", with_rollups, [dashboard(end - timedelta(days=5000 + i)) for i in range(20)]),
                 ("dashboard (MetricFlow)", without, [dashboard(end - timedelta(days=6000 + i)) for i in range(20)]),
-                ("complex (MetricFlow)", with_rollups,
-                 [complex_query(end - timedelta(days=5000 + i), devices) for i in range(20)])):
+                ("complex (rollup)", with_rollups,
+                 [complex_query(end - timedelta(days=5000 + i), devices) for i in range(20)]),
+                ("complex (MetricFlow)", without,
+                 [complex_query(end - timedelta(days=6000 + i), devices) for i in range(20)])):
             layer, direct = one_at_a_time(port, token, queries, conn)
             single[kind] = max(layer)
             print(f"{kind:<22} one cold query at a time: median {statistics.median(layer) * 1000:6.1f} ms through "
@@ -213,8 +218,9 @@ def main() -> int:
         print(f"goals: warm p95 <= 100 ms with {CLIENTS} clients: {'MET' if warm_p95 <= 0.1 else 'MISSED'}; "
               f"cold single-metric-by-day <= 1 s (slowest alone {single['dashboard (rollup)'] * 1000:.0f} ms): "
               f"{'MET' if single['dashboard (rollup)'] <= 1 else 'MISSED'}; "
-              f"complex cold <= 5 s (slowest alone {single['complex (MetricFlow)'] * 1000:.0f} ms): "
-              f"{'MET' if single['complex (MetricFlow)'] <= 5 else 'MISSED'}")
+              f"complex cold <= 5 s (slowest alone {single['complex (rollup)'] * 1000:.0f} ms from the rollup, "
+              f"{single['complex (MetricFlow)'] * 1000:.0f} ms compiled): "
+              f"{'MET' if max(single['complex (rollup)'], single['complex (MetricFlow)']) <= 5 else 'MISSED'}")
     finally:
         for server in servers:
             server.stop()

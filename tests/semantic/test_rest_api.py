@@ -249,7 +249,7 @@ def test_injection_in_filter_values_executes_nothing(admin, published):
 def test_sql_and_dry_run(admin):
     from_rollup = admin.sql(MONTHLY_REVENUE)
     assert "metric_query" in from_rollup and "rollups.daily_kpis" in from_rollup
-    compiled = admin.sql({**MONTHLY_REVENUE, "dimensions": ["metrics.user__country"]})
+    compiled = admin.sql({**MONTHLY_REVENUE, "dimensions": ["metrics.tenant__industry"]})
     assert "fct_orders" in compiled and "rollups" not in compiled
     dry = admin.dry_run(MONTHLY_REVENUE)
     assert dry["queryType"] == "regularQuery" and dry["normalizedQueries"][0]["measures"] == MONTHLY_REVENUE["measures"]

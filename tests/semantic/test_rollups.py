@@ -47,13 +47,19 @@ SERVED = {
                                                           "values": ["t001"]}]}, None),
     "forecasts": ({"measures": ["metrics.forecast_revenue"], "timeDimensions": _time("day", ["2026-11-01",
                                                                                              "2026-11-30"])}, None),
+    "orders by the buyer's country, filtered by device": (
+        {"measures": ["metrics.revenue", "metrics.orders", "metrics.average_order_value"],
+         "dimensions": ["metrics.tenant", "metrics.user__country"], "timeDimensions": _time("month"),
+         "filters": [{"member": "metrics.user__device", "operator": "equals", "values": ["mobile", "tablet"]}]},
+        None),
 }
+USES = {"orders by the buyer's country, filtered by device": "orders_by_customer"}
 
 NOT_SERVED = {
     "a distinct count re-aggregated": {"measures": ["metrics.active_users"], "dimensions": ["metrics.tenant"],
                                        "timeDimensions": _time("month")},
     "a distinct count over all tenants": {"measures": ["metrics.active_users"], "timeDimensions": _time("day")},
-    "a dimension the rollup lacks": {"measures": ["metrics.revenue"], "dimensions": ["metrics.user__country"]},
+    "a dimension the rollups lack": {"measures": ["metrics.revenue"], "dimensions": ["metrics.tenant__industry"]},
     "another time zone": {"measures": ["metrics.revenue"], "timeDimensions": _time("day"),
                           "timezone": "America/New_York"},
     "a filter it cannot apply": {"measures": ["metrics.revenue"], "dimensions": ["metrics.tenant"],
@@ -67,7 +73,7 @@ NOT_SERVED = {
 def services(published):
     with_rollups = MetricsService(published.root / "published", SEMANTIC_MANIFEST, workers=2)
     without = MetricsService(published.root / "published", SEMANTIC_MANIFEST, workers=2, use_rollups=False)
-    assert [r.name for r in with_rollups.current().rollups] == ["daily_kpis"]
+    assert [r.name for r in with_rollups.current().rollups] == ["daily_kpis", "orders_by_customer"]
     assert without.current().rollups == ()
     return with_rollups, without
 
@@ -91,7 +97,7 @@ def test_a_rollup_answers_with_metricflows_numbers(services, name):
     with_rollups, without = services
     query, tenant = SERVED[name]
     served, compiled = _run(with_rollups, query, tenant), _run(without, query, tenant)
-    assert served.rollup == "daily_kpis" and compiled.rollup is None
+    assert served.rollup == USES.get(name, "daily_kpis") and compiled.rollup is None
     assert compiled.rows, "the query must return rows for the comparison to mean something"
     assert _normalized(served.rows) == _normalized(compiled.rows)
 
@@ -106,7 +112,7 @@ def test_the_reply_names_the_rollup_used(server):
     with MetricsClient(server.url, server.token("t001")) as client:
         reply = client.load({"measures": ["metrics.revenue"], "timeDimensions": _time("day")}).results[0]
         assert list(reply["usedPreAggregations"]) == ["rollups.daily_kpis"]
-        other = client.load({"measures": ["metrics.revenue"], "dimensions": ["metrics.user__country"]}).results[0]
+        other = client.load({"measures": ["metrics.revenue"], "dimensions": ["metrics.tenant__industry"]}).results[0]
         assert other["usedPreAggregations"] == {}
 
 
@@ -116,9 +122,9 @@ def test_rollups_are_in_the_snapshot_and_hold_every_tenant_day(published):
         rows, tenants, days = conn.execute(
             "select count(*), count(distinct tenant), count(distinct metric_time__day) "
             "from rollups.daily_kpis").fetchone()
-        built = conn.execute("select name, rows from rollups._catalog").fetchall()
+        built = conn.execute("select name, rows from rollups._catalog order by name").fetchall()
         facts = conn.execute("select count(*) from marts.metrics_daily").fetchone()[0]
-    assert built == [("daily_kpis", rows)]
+    assert built[0] == ("daily_kpis", rows) and built[1][0] == "orders_by_customer" and built[1][1] > 0
     assert rows >= facts and tenants == 3 and days > 28
 
 
