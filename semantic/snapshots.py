@@ -60,11 +60,16 @@ def publish(warehouse: Path, published_dir: Path, keep: int = 3,
         conn.execute("checkpoint snapshot")
         conn.execute("detach snapshot")
     if build is not None:
-        with duckdb.connect() as conn:
-            conn.execute(f"attach '{path}' as {CATALOG}")
-            conn.execute(f"use {CATALOG}")
-            build(conn)
-            conn.execute(f"checkpoint {CATALOG}")
+        try:
+            with duckdb.connect() as conn:
+                conn.execute(f"attach '{path}' as {CATALOG}")
+                conn.execute(f"use {CATALOG}")
+                build(conn)
+                conn.execute(f"checkpoint {CATALOG}")
+        except BaseException:  # never current, so no reader has it open: the last good snapshot stays
+            path.unlink(missing_ok=True)
+            Path(f"{path}.wal").unlink(missing_ok=True)
+            raise
     _fsync(path)
     _point_to(published_dir, path.name)
     _prune(published_dir, keep)

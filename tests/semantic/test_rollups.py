@@ -138,3 +138,17 @@ def test_a_rollup_naming_an_unknown_metric_is_refused(tmp_path):
     bad.write_text("rollups:\n  - {name: x, metrics: [revenue], dimensions: [channel]}\n")
     with pytest.raises(ValueError, match="must keep 'tenant'"):
         rollups.declared(load_semantic_manifest(SEMANTIC_MANIFEST), bad)
+
+
+def test_a_rollup_that_fails_to_build_publishes_nothing(published, tmp_path):
+    """The last good snapshot stays current and no half-built file is left behind."""
+    published_dir = tmp_path / "published"
+    first = snapshots.publish(published.warehouse, published_dir)
+
+    def failing(conn):
+        raise RuntimeError("rollup build failed")
+
+    with pytest.raises(RuntimeError, match="rollup build failed"):
+        snapshots.publish(published.warehouse, published_dir, build=failing)
+    assert snapshots.current(published_dir).version == first.version
+    assert sorted(p.name for p in published_dir.glob("warehouse-*")) == [first.path.name]
