@@ -31,6 +31,11 @@ class DataLayout:
         return self.landing / "events"
 
     @property
+    def incoming_dir(self) -> Path:
+        """Files the collector is still appending to; closed ones are renamed into `events_dir`."""
+        return self.landing / "incoming"
+
+    @property
     def marketing_dir(self) -> Path:
         """One CSV file per channel and day of marketing spend."""
         return self.landing / "marketing"

@@ -1,0 +1,1 @@
+"""The HTTP event collector: validated events appended durably to the landing zone."""
