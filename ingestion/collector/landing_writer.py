@@ -101,16 +101,21 @@ class _Stream:
             with contextlib.suppress(OSError):  # if this fails too, recovery at restart cuts the partial line
                 os.ftruncate(self.fd, start)
                 os.fsync(self.fd)
+            with contextlib.suppress(OSError):  # the next round starts a new file
+                self.close(sync=False)
             raise LandingUnavailable(exc.errno, f"cannot write {self.path}: {exc.strerror}") from exc
         self.size += len(data)
 
-    def close(self) -> Path | None:
+    def close(self, sync: bool = True) -> Path | None:
         """Close and move into the closed directory; an empty file is simply removed."""
         if self.fd < 0:
             return None
-        os.fsync(self.fd)
-        os.close(self.fd)
-        self.fd = -1
+        fd, self.fd = self.fd, -1
+        try:
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         if self.size == 0:
             self.path.unlink(missing_ok=True)
             return None
