@@ -12,7 +12,7 @@ MANIFEST := dbt_project/target/manifest.json
 # Cube's official JavaScript client, which the tests run against the metrics server
 CUBE_JS := tests/semantic/cube_js/node_modules/.installed
 
-.PHONY: run test test-all test-postgres serve serve-sql dev mlflow-ui bench bench-quality bench-semantic bench-ml lint manifest install clean
+.PHONY: run test test-all test-postgres serve serve-sql collect dev mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest
@@ -39,6 +39,11 @@ serve-sql: install manifest
 	@test -n "$$SEMANTIC_API_SECRET" || { echo "set SEMANTIC_API_SECRET (signs the API's JWTs)"; exit 1; }
 	$(RUN) python -m semantic.pgwire --port 15432
 
+## collect: the event collector on http://127.0.0.1:8100 (POST /v1/batch, /v1/events), landing in data/landing/
+collect: install
+	@test -n "$$COLLECTOR_WRITE_KEYS$$COLLECTOR_WRITE_KEYS_FILE" || { echo "set COLLECTOR_WRITE_KEYS=key=tenant[,...]"; exit 1; }
+	$(RUN) python -m ingestion.collector --port 8100
+
 ## dev: the Dagster UI on http://127.0.0.1:3000 with this code location
 dev: install manifest
 	mkdir -p data/dagster && cp -n orchestration/dagster.yaml data/dagster/dagster.yaml || true
@@ -54,6 +59,11 @@ bench: install manifest
 	$(RUN) python -m bench.quality
 	$(RUN) python -m bench.semantic --data-dir data
 	$(RUN) python -m bench.ml --data-dir data
+	$(RUN) python -m bench.collector
+
+## bench-collector: events per minute through the collector, acknowledgement latency, zero loss
+bench-collector: install
+	$(RUN) python -m bench.collector
 
 ## bench-ml: forecast accuracy against baselines, anomaly detection, training time (after `make run`)
 bench-ml: install manifest
