@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 
 from semantic.members import GRANULARITIES, TIME_DIMENSION, Catalog
+from semantic.sql_api import TABLE
 
-TABLE = "metrics"
 OID = "16384"  # the view's object id in the answers; psql passes it back in its next queries
 _NAME_PATTERN = re.compile(r"relname\s+OPERATOR\(pg_catalog\.~\)\s+'((?:[^']|'')*)'", re.I)
 _RELATION_FLAGS = {"relchecks": "0", "relkind": "v", "relhasindex": "f", "relhasrules": "f", "relhastriggers": "f",

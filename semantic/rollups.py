@@ -72,6 +72,11 @@ class Match:
     sql: str
 
 
+def table_name(rollup: str) -> str:
+    """How replies name a rollup (Cube's `usedPreAggregations` and `preAggregations`)."""
+    return f"{SCHEMA}.{rollup}"
+
+
 def shapes(lookup: SemanticManifestLookup, metrics: list[str]) -> dict[str, Shape]:
     """The shape of each metric, from its definition in the semantic manifest."""
     manifest = lookup.semantic_manifest
@@ -128,7 +133,8 @@ def build(conn: duckdb.DuckDBPyConnection, lookup: SemanticManifestLookup, path:
     conn.execute(f"create schema if not exists {SCHEMA}")
     conn.execute(f"create or replace table {CATALOG_TABLE} (name varchar, definition json, rows bigint, "
                  "built_at timestamptz)")
-    for rollup in declared(lookup, path):
+    built = declared(lookup, path)
+    for rollup in built:
         request = MetricFlowQueryRequest.create(metric_names=rollup.stored, group_by_names=[DAY, *rollup.dimensions])
         sql = engine.explain(request).sql_statement.sql
         columns = ", ".join([f'cast("{DAY}" as date) as "{DAY}"', *(f'"{c}"' for c in rollup.dimensions),
@@ -139,7 +145,7 @@ def build(conn: duckdb.DuckDBPyConnection, lookup: SemanticManifestLookup, path:
                       "shapes": {m: [s.kind, list(s.columns)] for m, s in rollup.shapes.items()}}
         conn.execute(f"insert into {CATALOG_TABLE} values (?, ?, ?, ?)",
                      [rollup.name, json.dumps(definition), rows, datetime.now(UTC)])
-    return len(declared(lookup, path))
+    return len(built)
 
 
 def builder(semantic_manifest: Path) -> Callable[[duckdb.DuckDBPyConnection], int]:
@@ -193,8 +199,9 @@ def _sql(plan: Plan, rollup: Rollup, times: list[str], dimensions: list[str]) ->
                            f'as "{metric}"')
         else:
             selects.append(f'max("{metric}") as "{metric}"')  # one stored row per output row
-    columns = sorted({c for m in plan.metrics for c in rollup.shapes[m].columns})
-    conditions = [f"coalesce({', '.join(f'{chr(34)}{c}{chr(34)}' for c in columns)}) is not null"]
+    # a row counts where any of the requested metrics has a value, as in MetricFlow's outer joins
+    stored = ", ".join(f'"{c}"' for c in sorted({c for m in plan.metrics for c in rollup.shapes[m].columns}))
+    conditions = [f"coalesce({stored}) is not null"]
     if plan.tenant is not None:
         conditions.append(f'"{TENANT_ENTITY}" = {sql_string(plan.tenant)}')
     for resolved in plan.date_ranges:

@@ -166,8 +166,8 @@ class Api:
             "dataSource": "default", "dbType": "duckdb", "extDbType": "duckdb", "external": False,
             "slowQuery": False, "total": result.total, "refreshKeyValues": [[{"data_version": result.data_version}]],
             "usedPreAggregations": {} if result.rollup is None else {
-                f"{rollups.SCHEMA}.{result.rollup}": {"targetTableName": f"{rollups.SCHEMA}.{result.rollup}",
-                                                      "refreshKeyValues": [], "lastUpdatedAt": result.data_version}},
+                rollups.table_name(result.rollup): {"targetTableName": rollups.table_name(result.rollup),
+                                                    "refreshKeyValues": [], "lastUpdatedAt": result.data_version}},
         }
 
     @cube_errors
@@ -228,12 +228,11 @@ class Api:
                     "aliasNameToMember": {c.source: c.member for c in plan.columns},
                     "external": False, "dataSource": "default",
                     "preAggregations": [] if rollup is None else [{
-                        "preAggregationId": f"{rollups.SCHEMA}.{rollup}",
-                        "tableName": f"{rollups.SCHEMA}.{rollup}", "type": "rollup"}],
+                        "preAggregationId": rollups.table_name(rollup), "tableName": rollups.table_name(rollup),
+                        "type": "rollup"}],
                     "rollupMatchResults": [], "cacheKeyQueries": [], "timeDimensionAlias": None}
                    for (sql, rollup), (_, plan) in zip(sqls, plans, strict=True)]
         return _json({"sql": replies[0]} if len(replies) == 1 else {"sql": replies})
-
 
     @cube_errors
     async def dry_run(self, request: Request) -> Response:

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -36,8 +37,14 @@ def event(event_id: str, **changes) -> dict:
     return {**base, **changes}
 
 
+@dataclass(frozen=True)
+class Running:
+    url: str
+    process: subprocess.Popen
+
+
 @contextmanager
-def collector(layout: DataLayout, rotate_seconds: float = 0.3) -> Iterator[str]:
+def collector(layout: DataLayout, rotate_seconds: float = 0.3) -> Iterator[Running]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -57,8 +64,7 @@ def collector(layout: DataLayout, rotate_seconds: float = 0.3) -> Iterator[str]:
                 pass
             assert time.monotonic() < deadline, "the collector did not start"
             time.sleep(0.1)
-        collector.process = proc
-        yield url
+        yield Running(url, proc)
     finally:
         if proc.poll() is None:
             proc.terminate()  # a graceful stop closes the open files into events/
@@ -91,7 +97,8 @@ def test_a_batch_stores_valid_events_reports_each_invalid_one_and_they_load(layo
         event("ok-1", user_id="someone-else"),
         event("ok-2", event_type="add_to_cart", properties={"product_id": "p1", "quantity": 2, "price": 9.5}),
     ]
-    with collector(layout) as url:
+    with collector(layout) as running:
+        url = running.url
         reply = httpx.post(f"{url}/v1/batch", json={"batch": batch}, headers=T001)
         assert reply.status_code == 200
         body = reply.json()
@@ -114,7 +121,8 @@ def test_a_batch_stores_valid_events_reports_each_invalid_one_and_they_load(layo
 
 
 def test_a_retried_event_is_acknowledged_and_stored_once(layout):
-    with collector(layout) as url:
+    with collector(layout) as running:
+        url = running.url
         first = httpx.post(f"{url}/v1/batch", json=[event("a"), event("b")], headers=T001).json()
         again = httpx.post(f"{url}/v1/batch", json=[event("b"), event("c")], headers=T001).json()
         assert (first["accepted"], again["accepted"], again["duplicates"]) == (2, 1, 1)
@@ -122,7 +130,8 @@ def test_a_retried_event_is_acknowledged_and_stored_once(layout):
 
 
 def test_requests_refused_whole_name_the_fault_and_store_nothing(layout):
-    with collector(layout) as url:
+    with collector(layout) as running:
+        url = running.url
         def post(body: bytes, path: str = "/v1/batch", headers=T001) -> httpx.Response:
             return httpx.post(f"{url}{path}", content=body, headers=headers, timeout=30)
 
@@ -144,7 +153,8 @@ def test_requests_refused_whole_name_the_fault_and_store_nothing(layout):
 
 
 def test_an_unwritable_landing_zone_gets_503_and_nothing_unstored_is_acknowledged(layout):
-    with collector(layout) as url:
+    with collector(layout) as running:
+        url = running.url
         layout.incoming_dir.rmdir()
         layout.incoming_dir.write_text("not a directory")  # root ignores permissions; this fails for anyone
         refused = httpx.post(f"{url}/v1/batch", json=[event("lost")], headers=T001)
@@ -214,13 +224,15 @@ def test_kill_9_mid_load_then_restart_every_acknowledged_event_is_there_once(lay
         stop.set()
         await asyncio.gather(*senders)
 
-    with collector(layout, rotate_seconds=60) as url:  # files stay open: the kill leaves them in incoming/
-        asyncio.run(load_until_killed(url, collector.process))
+    # files stay open for a minute: the kill leaves them in incoming/
+    with collector(layout, rotate_seconds=60) as running:
+        asyncio.run(load_until_killed(running.url, running.process))
     left_open = list(layout.incoming_dir.glob("*.jsonl"))
     assert left_open, "the kill should leave an open file behind"
     with open(left_open[0], "ab") as torn:
         torn.write(b'{"event_id": "torn-write", "event_ty')  # a write the kill interrupted
-    with collector(layout) as url:
+    with collector(layout) as running:
+        url = running.url
         assert "collector_recovered_files_total 1" in httpx.get(f"{url}/metrics").text
     stored = [e["event_id"] for e in stored_lines(layout)]
     assert len(stored) == len(set(stored)), "an event was stored twice"
