@@ -4,6 +4,10 @@ schedule and when the champion drifts.
 All three read `marts.metrics_daily` only, and sit downstream of it, so its blocking quality
 gates stop them on bad data. The tables land in schema `ml` of the warehouse and are published
 with the marts.
+
+The modelling libraries (LightGBM, statsmodels, MLflow) are imported inside the assets: every
+run process imports this code location, and a micro-batch run that never forecasts should not
+spend seconds loading them.
 """
 
 import json
@@ -11,11 +15,7 @@ import json
 import dagster as dg
 import pandas as pd
 
-from ml import forecasting, scoring
-from ml.outputs import replace_table
 from ml.series import FAMILIES, read_metrics_daily
-from ml.tracking import Store, TrackingStoreError
-from ml.training import train_family
 from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.environment import current_environment
 from semantic import snapshots
@@ -32,7 +32,9 @@ def _metrics_daily(env) -> pd.DataFrame:
         return read_metrics_daily(conn)
 
 
-def _store(env) -> Store:
+def _store(env):
+    from ml.tracking import Store
+
     return Store.under(env.data_dir)
 
 
@@ -40,6 +42,9 @@ def _store(env) -> Store:
           description="One global LightGBM model per metric family, backtested against seasonal naive and ETS, "
           "logged to MLflow and registered; promoted to champion only if it beats seasonal naive on MASE.")
 def forecast_models(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    from ml.tracking import TrackingStoreError
+    from ml.training import train_family
+
     env = current_environment()
     wide = _metrics_daily(env)
     store = _store(env)
@@ -62,7 +67,10 @@ def forecast_models(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=metadata)
 
 
-def _load_models(context, env) -> dict[str, forecasting.Loaded | None]:
+def _load_models(context, env) -> dict:
+    from ml import forecasting
+    from ml.tracking import TrackingStoreError
+
     store = _store(env)
     try:
         models = {family: forecasting.load(store, family) for family in FAMILIES}
@@ -81,6 +89,9 @@ def _load_models(context, env) -> dict[str, forecasting.Loaded | None]:
           description="Forecasts of each metric, tenant and the total for the next 28 days, with 80 % and 95 % "
           "intervals, from each family's champion (ml.forecast_daily).")
 def forecast_daily(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    from ml import forecasting
+    from ml.outputs import replace_table
+
     env = current_environment()
     wide = _metrics_daily(env)
     models = _load_models(context, env)
@@ -98,6 +109,9 @@ def forecast_daily(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
           description="Anomalies (forecast residuals; robust z-score for short series), trends and change points, "
           "each with severity, confidence and a sentence with the numbers (ml.insights).")
 def insights(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    from ml import forecasting, scoring
+    from ml.outputs import replace_table
+
     env = current_environment()
     wide = _metrics_daily(env)
     table = forecasting.find_insights(_load_models(context, env), wide)
@@ -125,6 +139,7 @@ def drift(env) -> list[str]:
 
     Reads the published snapshot, never the warehouse a run may be writing.
     """
+    from ml import forecasting
     conn, _ = snapshots.connect_current(env.published_dir)
     try:
         wide = read_metrics_daily(conn, relation=f"{snapshots.CATALOG}.marts.metrics_daily")
@@ -148,6 +163,8 @@ def drift(env) -> list[str]:
 @dg.sensor(job=retrain_job, minimum_interval_seconds=3600, default_status=dg.DefaultSensorStatus.STOPPED,
            description="Retrains when a champion's error over the last week drifts beyond its backtest error.")
 def forecast_drift_sensor(context: dg.SensorEvaluationContext):
+    from ml.tracking import TrackingStoreError
+
     env = current_environment()
     try:
         drifted = drift(env)
