@@ -18,6 +18,7 @@ from orchestration.assets.ml import (
 from orchestration.assets.publish import published_warehouse
 from orchestration.assets.quality import quality_checks
 from orchestration.assets.sample_data import sample_data
+from orchestration.microbatch import landing_files_sensor, microbatch_job
 
 batch_job = dg.define_asset_job(
     "batch_job",
@@ -42,9 +43,9 @@ defs = dg.Definitions(
             dbt_forecast_marts,
             forecast_daily, insights, published_warehouse],
     asset_checks=quality_checks,
-    jobs=[batch_job, daily_job, retrain_job],
+    jobs=[batch_job, daily_job, retrain_job, microbatch_job],
     schedules=[daily_batch_schedule, weekly_retrain_schedule],
-    sensors=[forecast_drift_sensor],
+    sensors=[forecast_drift_sensor, landing_files_sensor],
     resources={"dlt": DagsterDltResource(), "dbt": dbt_resource()},
     # One step at a time in one process: every step writes the same DuckDB file.
     executor=dg.in_process_executor,

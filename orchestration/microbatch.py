@@ -1,0 +1,131 @@
+"""Micro-batches: a sensor on closed landing files launches a run that loads them and refreshes
+the real-time marts.
+
+A run loads every closed file dlt has not loaded yet (its ledger commits with the rows), so the
+sensor only decides *whether* there is work, never which files a run takes. That is what keeps
+runs from piling up: while a micro-batch run is in flight the sensor launches nothing, and the
+files that arrive meanwhile are all taken by the next run. A run that fails is retried whole by
+the daemon; the files it did not load stay unloaded for the retry or the next run.
+"""
+
+import json
+import os
+from dataclasses import dataclass
+
+import dagster as dg
+
+from orchestration.assets.dbt import dbt_models
+from orchestration.assets.publish import PUBLISHED_KEY
+from orchestration.environment import current_environment
+
+EVENTS_KEY = dg.AssetKey(["raw_events", "events"])
+# The staging view is rebuilt too: it links the marts to the raw table, so the gates below run first.
+REALTIME_KEYS = (dg.AssetKey(["staging", "stg_events__events"]), dg.AssetKey(["marts", "fct_events"]),
+                 dg.AssetKey(["marts", "metrics_per_minute"]))
+# The quality gates that hold single bad events back before they are merged (a merged event stays).
+# Volumes, mixes and freshness compare whole days: the batch judges those.
+ROW_GATES = tuple(dg.AssetCheckKey(EVENTS_KEY, name) for name in
+                  ("timestamps_not_in_future", "properties_match_schema", "checkout_order_ids_unique"))
+# dbt's tests of the tables it merges into. The view's tests read every raw event and the marts'
+# Great Expectations suite compares whole days: the batch runs those.
+DBT_TESTS = tuple(key for key in dbt_models.check_keys if key.asset_key in REALTIME_KEYS[1:])
+# Files renamed into the landing zone this much out of order (by change time) are still noticed.
+REORDER_WINDOW_NS = 60 * 1_000_000_000
+IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+             dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+microbatch_job = dg.define_asset_job(
+    "events_microbatch_job",
+    selection=dg.AssetSelection.assets(EVENTS_KEY, *REALTIME_KEYS, PUBLISHED_KEY).without_checks()
+    | dg.AssetSelection.checks(*ROW_GATES, *DBT_TESTS),
+    description="Load the closed landing files of events with dlt (deduplicated on event_id), merge them into "
+    "fct_events and the per-minute real-time mart with their tests and gates, and publish a new read snapshot.",
+    # the daemon retries a failed run whole: loads and merges are idempotent, and the retry also takes
+    # files that landed meanwhile
+    tags={"dagster/max_retries": "2", "dagster/retry_strategy": "ALL_STEPS"},
+)
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    name: str
+    changed_ns: int  # inode change time: set when the writer renames the closed file into place
+
+
+def closed_files(directory: os.PathLike) -> list[LandingFile]:
+    """The closed event files (`*.jsonl`, the loader's glob); writers rename them into place when done."""
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    return [LandingFile(e.name, e.stat().st_ctime_ns) for e in entries if e.name.endswith(".jsonl") and e.is_file()]
+
+
+@dataclass(frozen=True)
+class LandingCursor:
+    """How far the sensor has seen: the newest change time, and the names seen just before it.
+
+    A writer renames files in the order it closes them, but two writers (or a slow rename) can
+    land a file with an older change time than one already seen. Names within the reorder window
+    below the watermark are kept, so such a file is still new; the cursor stays small.
+    """
+
+    watermark_ns: int = 0
+    recent: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, raw: str | None) -> "LandingCursor":
+        if not raw:
+            return cls()
+        data = json.loads(raw)
+        return cls(int(data["watermark_ns"]), frozenset(data["recent"]))
+
+    def serialize(self) -> str:
+        return json.dumps({"watermark_ns": self.watermark_ns, "recent": sorted(self.recent)})
+
+    def new_files(self, files: list[LandingFile]) -> list[LandingFile]:
+        floor = self.watermark_ns - REORDER_WINDOW_NS
+        return [f for f in files if f.changed_ns > self.watermark_ns
+                or (f.changed_ns > floor and f.name not in self.recent)]
+
+    def advanced(self, files: list[LandingFile]) -> "LandingCursor":
+        """The cursor once every file of `files` (a full listing) has been handed to a run."""
+        watermark = max([self.watermark_ns, *(f.changed_ns for f in files)])
+        floor = watermark - REORDER_WINDOW_NS
+        return LandingCursor(watermark, frozenset(f.name for f in files if f.changed_ns > floor))
+
+
+def runs_in_flight(instance: dg.DagsterInstance) -> list[str]:
+    runs = instance.get_run_records(dg.RunsFilter(job_name=microbatch_job.name, statuses=IN_FLIGHT), limit=5)
+    return [record.dagster_run.run_id for record in runs]
+
+
+def decide(cursor: LandingCursor, files: list[LandingFile],
+           in_flight: list[str]) -> tuple[dg.RunRequest | dg.SkipReason, LandingCursor]:
+    """What the sensor does with a listing: launch a run and advance, or skip and keep the cursor.
+
+    While a run is in flight the cursor stays put, so the files that arrived meanwhile are still
+    new once it ends and one run takes them all.
+    """
+    new = cursor.new_files(files)
+    if not new:
+        return dg.SkipReason("no new closed landing files"), cursor
+    if in_flight:
+        return dg.SkipReason(f"{len(new)} new files wait: micro-batch run {in_flight[0]} is in flight"), cursor
+    after = cursor.advanced(files)
+    request = dg.RunRequest(run_key=f"landing-{after.watermark_ns}",
+                            tags={"landing/new_files": str(len(new)), "landing/first_file": min(f.name for f in new)})
+    return request, after
+
+
+@dg.sensor(job=microbatch_job, minimum_interval_seconds=5, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Launches a micro-batch when closed event files land in data/landing/events; while one "
+           "is in flight, new files wait and the next run takes them all.")
+def landing_files_sensor(context: dg.SensorEvaluationContext):
+    cursor = LandingCursor.parse(context.cursor)
+    files = closed_files(current_environment().layout.events_dir)
+    in_flight = runs_in_flight(context.instance) if cursor.new_files(files) else []
+    result, after = decide(cursor, files, in_flight)
+    if after != cursor:
+        context.update_cursor(after.serialize())
+    return result

@@ -1,0 +1,188 @@
+"""Micro-batches: the sensor's decisions on real landing files and a real Dagster instance, and the
+micro-batch job run as the daemon runs it (its own process) on a warehouse the batch job built:
+new and late events, a replayed file, and a run that fails half-way and is retried."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import orjson
+import pytest
+from dagster._core.storage.dagster_run import DagsterRun
+
+from ingestion.paths import DataLayout
+from orchestration.microbatch import LandingCursor, closed_files, decide, microbatch_job, runs_in_flight
+from semantic import snapshots
+from tests.conftest import REPO_ROOT
+from tests.orchestration.helpers import run_main_job
+
+
+def land(layout: DataLayout, name: str, events: list[dict]) -> Path:
+    """Write a closed landing file as the collector does: into incoming/, then renamed into events/."""
+    for directory in (layout.incoming_dir, layout.events_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    staging, closed = layout.incoming_dir / name, layout.events_dir / name
+    staging.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    os.replace(staging, closed)
+    return closed
+
+
+def page_views(prefix: str, count: int, at: datetime, tenant: str = "t001") -> list[dict]:
+    return [{"event_id": f"{prefix}-{i}", "event_type": "page_view",
+             "timestamp": (at + timedelta(seconds=i)).isoformat().replace("+00:00", "Z"), "tenant_id": tenant,
+             "user_id": f"{tenant}-u{i % 7}", "session_id": f"{prefix}-s{i // 10}", "properties": {"path": "/p"},
+             "context": {"device": "mobile"}} for i in range(count)]
+
+
+# --- the sensor's decisions -------------------------------------------------------------------
+
+
+def test_new_files_launch_one_run_and_advance_the_cursor(tmp_path):
+    land(DataLayout(tmp_path), "a.jsonl", [])
+    land(DataLayout(tmp_path), "b.jsonl", [])
+    (tmp_path / "landing" / "events" / "open.part").write_text("not closed")
+    files = closed_files(tmp_path / "landing" / "events")
+    assert sorted(f.name for f in files) == ["a.jsonl", "b.jsonl"]
+
+    request, cursor = decide(LandingCursor(), files, in_flight=[])
+    assert isinstance(request, dg.RunRequest) and request.tags["landing/new_files"] == "2"
+    skip, same = decide(cursor, files, in_flight=[])
+    assert isinstance(skip, dg.SkipReason) and same == cursor
+    assert LandingCursor.parse(cursor.serialize()) == cursor
+
+
+def test_files_that_arrive_while_a_run_is_in_flight_wait_and_go_in_one_run(tmp_path):
+    layout = DataLayout(tmp_path)
+    land(layout, "first.jsonl", [])
+    _, cursor = decide(LandingCursor(), closed_files(layout.events_dir), in_flight=[])
+    for n in range(5):
+        land(layout, f"during-{n}.jsonl", [])
+    files = closed_files(layout.events_dir)
+    skip, kept = decide(cursor, files, in_flight=["run-1"])
+    assert isinstance(skip, dg.SkipReason) and "5 new files wait" in skip.skip_message and kept == cursor
+    request, _ = decide(kept, files, in_flight=[])
+    assert request.tags["landing/new_files"] == "5"
+
+
+def test_a_file_renamed_out_of_order_is_still_new(tmp_path):
+    layout = DataLayout(tmp_path)
+    land(layout, "late-writer.jsonl", [])
+    older = closed_files(layout.events_dir)[0]
+    land(layout, "fast-writer.jsonl", [])
+    newest = [f for f in closed_files(layout.events_dir) if f.name == "fast-writer.jsonl"]
+    _, cursor = decide(LandingCursor(), newest, in_flight=[])  # the sensor saw only the newer file
+    assert cursor.new_files([older, *newest]) == [older]
+
+
+def test_in_flight_runs_are_read_from_the_instance():
+    with dg.instance_for_test() as instance:
+        assert runs_in_flight(instance) == []
+        run_id = str(uuid.uuid4())
+        instance.add_run(DagsterRun(job_name=microbatch_job.name, run_id=run_id, status=dg.DagsterRunStatus.STARTED))
+        instance.add_run(DagsterRun(job_name="batch_job", run_id=str(uuid.uuid4()),
+                                    status=dg.DagsterRunStatus.STARTED))
+        assert runs_in_flight(instance) == [run_id]
+        instance.report_run_failed(instance.get_run_by_id(run_id), "gone")
+        assert runs_in_flight(instance) == []
+
+
+# --- the micro-batch job on a built warehouse -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def batch_built(tmp_path_factory) -> Path:
+    data_dir = tmp_path_factory.mktemp("microbatch") / "data"
+    run_main_job(data_dir)
+    return data_dir
+
+
+@pytest.fixture
+def platform(batch_built, tmp_path) -> DataLayout:
+    root = tmp_path / "data"
+    shutil.copytree(batch_built, root)
+    return DataLayout(root)
+
+
+def microbatch(layout: DataLayout, expect_success: bool = True) -> str:
+    env = {**os.environ, "PLATFORM_DATA_DIR": str(layout.root), "PLATFORM_SAMPLE_SIZE": "tiny"}
+    env.pop("DAGSTER_HOME", None)
+    proc = subprocess.run([sys.executable, "-m", "orchestration.main", "--job", microbatch_job.name], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert (proc.returncode == 0) == expect_success, (proc.stdout + proc.stderr)[-5000:]
+    return proc.stdout
+
+
+def published(layout: DataLayout, sql: str) -> list[tuple]:
+    conn, _ = snapshots.connect_current(layout.root / "published")
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+RECOMPUTED = """
+    select cast(date_trunc('minute', event_at) as varchar) || '|' || tenant_id, count(*), count(distinct visitor_id),
+           sum(case when event_type = 'page_view' then 1 else 0 end), max(loaded_at)
+    from marts.fct_events group by all
+"""
+MART = "select metrics_per_minute_key, events, visitors, page_views, last_loaded_at from marts.metrics_per_minute"
+
+
+def test_new_and_late_events_reach_the_published_real_time_mart(platform):
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    three_days_ago = now - timedelta(days=3)
+    before = dict(published(platform, "select metrics_per_minute_key, events from marts.metrics_per_minute"))
+    land(platform, "collector-a-000001.jsonl", page_views("now", 50, now))
+    land(platform, "collector-a-000002.jsonl", page_views("late", 20, three_days_ago, tenant="t002"))
+    microbatch(platform)
+
+    rows = published(platform, "select event_id, event_date from marts.fct_events "
+                               "where event_id like 'now-%' or event_id like 'late-%'")
+    assert len(rows) == 70
+    assert {d for e, d in rows if e.startswith("late-")} == {three_days_ago.date()}  # its own day
+    # the incrementally merged mart equals the mart computed from scratch over every event
+    assert sorted(published(platform, MART)) == sorted(published(platform, RECOMPUTED))
+    late_minute = f"{three_days_ago.strftime('%Y-%m-%d %H:%M')}:00|t002"
+    after = dict(published(platform, "select metrics_per_minute_key, events from marts.metrics_per_minute"))
+    assert after[late_minute] == before.get(late_minute, 0) + sum(
+        1 for e in page_views("late", 20, three_days_ago) if e["timestamp"][:16] == three_days_ago.isoformat()[:16])
+
+
+def test_replaying_a_file_changes_nothing(platform):
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    original = land(platform, "collector-b-000001.jsonl", page_views("replay", 30, now))
+    microbatch(platform)
+    state = sorted(published(platform, MART)), published(platform, "select count(*) from marts.fct_events")
+    shutil.copy(original, platform.incoming_dir / "copy.jsonl")  # the same events under another name
+    os.replace(platform.incoming_dir / "copy.jsonl", platform.events_dir / "collector-b-000002.jsonl")
+    os.utime(original)  # and the original file touched again
+    microbatch(platform)
+    assert (sorted(published(platform, MART)), published(platform, "select count(*) from marts.fct_events")) == state
+
+
+def test_a_run_that_fails_half_way_is_retried_and_every_event_is_there_once(platform):
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    land(platform, "collector-c-000001.jsonl", page_views("retry", 40, now))
+    version_before = snapshots.current(platform.root / "published").version
+    with duckdb.connect(str(platform.warehouse)) as conn:  # fct_events' relationship test will fail after its merge
+        conn.execute("alter table marts.dim_tenants rename to dim_tenants_aside")
+    out = microbatch(platform, expect_success=False)
+    assert "FAILED step dbt_models" in out
+    with duckdb.connect(str(platform.warehouse), read_only=True) as conn:
+        assert conn.execute("select count(*) from raw_events.events where event_id like 'retry-%'").fetchone() == (40,)
+    assert snapshots.current(platform.root / "published").version == version_before  # readers kept the last good
+
+    with duckdb.connect(str(platform.warehouse)) as conn:
+        conn.execute("alter table marts.dim_tenants_aside rename to dim_tenants")
+    microbatch(platform)  # the retry: nothing new to load or merge into fct_events, the rest catches up
+    assert published(platform, "select count(*), count(distinct event_id) from marts.fct_events "
+                               "where event_id like 'retry-%'") == [(40, 40)]
+    assert sorted(published(platform, MART)) == sorted(published(platform, RECOMPUTED))
