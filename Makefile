@@ -12,7 +12,7 @@ MANIFEST := dbt_project/target/manifest.json
 # Cube's official JavaScript client, which the tests run against the metrics server
 CUBE_JS := tests/semantic/cube_js/node_modules/.installed
 
-.PHONY: run test test-all test-postgres serve serve-sql collect dev mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector lint manifest install clean
+.PHONY: run test test-all test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest
@@ -44,10 +44,13 @@ collect: install
 	@test -n "$$COLLECTOR_WRITE_KEYS$$COLLECTOR_WRITE_KEYS_FILE" || { echo "set COLLECTOR_WRITE_KEYS=key=tenant[,...]"; exit 1; }
 	$(RUN) python -m ingestion.collector --port 8100
 
-## dev: the Dagster UI on http://127.0.0.1:3000 with this code location
+## dev: the Dagster UI on http://127.0.0.1:3000 and the event collector on :8100, together (Ctrl-C stops both)
 dev: install manifest
-	mkdir -p data/dagster && cp -n orchestration/dagster.yaml data/dagster/dagster.yaml || true
-	DAGSTER_HOME=$(CURDIR)/data/dagster $(RUN) dagster dev -w workspace.yaml
+	$(RUN) python -m orchestration.dev
+
+## microbatch: one micro-batch now (load closed landing files, refresh the real-time marts, publish)
+microbatch: install manifest
+	$(RUN) python -m orchestration.main --job events_microbatch_job
 
 ## mlflow-ui: browse the forecasting experiments and registered models on http://127.0.0.1:5000
 mlflow-ui: install
