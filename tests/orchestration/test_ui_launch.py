@@ -1,6 +1,7 @@
 """Materializing from the UI: a real `dagster dev` (webserver, daemon, code server) launches the
 batch job through its GraphQL API, the same call the UI's launch button makes, and the run's
-process, run queue and warehouse pool all do their part."""
+process, run queue and warehouse pool all do their part. Then events posted to a real collector
+reach the published real-time mart through the daemon's landing-files sensor and a micro-batch."""
 
 from __future__ import annotations
 
@@ -12,14 +13,20 @@ import socket
 import subprocess
 import time
 import urllib.request
+from datetime import UTC, datetime
 
+import dagster as dg
+import duckdb
+import httpx
 import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
 from ingestion.paths import DataLayout
+from semantic import snapshots
 from tests.conftest import REPO_ROOT
 from tests.ingestion.helpers import scalar
+from tests.ingestion.test_collector import collector
 
 
 def _free_port() -> int:
@@ -59,7 +66,7 @@ def dagster_dev(tmp_path):
     log.close()
 
 
-def test_launch_from_the_ui_materializes_everything(dagster_dev):
+def test_launch_from_the_ui_materializes_everything_then_posted_events_flow_through_the_sensor(dagster_dev):
     port, layout, log = dagster_dev
     client = DagsterGraphQLClient("127.0.0.1", port_number=port)
     run_id = client.submit_job_execution("batch_job")
@@ -73,3 +80,28 @@ def test_launch_from_the_ui_materializes_everything(dagster_dev):
     truth = json.loads(layout.ground_truth.read_text())
     assert scalar(layout, "select count(*) from marts.fct_events") == truth["events"]["valid_events"]
     assert scalar(layout, "select count(*) from marts.metrics_daily") > 0
+
+    # the development loop of `make dev`: an event posted to the collector reaches the published mart
+
+    now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    events = [{"event_id": f"live-{i}", "event_type": "page_view", "timestamp": now, "tenant_id": "t002",
+               "user_id": f"t002-u{i % 3}", "session_id": "live-s", "properties": {"path": "/"}, "context": {}}
+              for i in range(25)]
+    with collector(layout) as running:
+        reply = httpx.post(f"{running.url}/v1/batch", json={"batch": events},
+                           headers={"Authorization": "Bearer key-t002"})
+        assert reply.status_code == 200 and reply.json()["accepted"] == 25
+    deadline = time.monotonic() + 300
+    visible = 0
+    while visible != 25:
+        assert time.monotonic() < deadline, f"{visible} of 25 events visible; " + log.read_text()[-3000:]
+        time.sleep(2)
+        snapshot = snapshots.current(layout.root / "published")
+        with duckdb.connect() as conn:
+            conn.execute(f"attach '{snapshot.path}' as snap (read_only)")
+            visible = conn.execute("select coalesce(sum(events), 0) from snap.marts.metrics_per_minute "
+                                   "where tenant_id = 't002' and minute_at = date_trunc('minute', ?::timestamp)",
+                                   [now.rstrip("Z")]).fetchone()[0]
+    with dg.DagsterInstance.from_config(str(layout.root / "dagster")) as instance:
+        runs = instance.get_run_records(dg.RunsFilter(job_name="events_microbatch_job"))
+        assert runs and all(r.dagster_run.tags.get("dagster/sensor_name") == "landing_files_sensor" for r in runs)
