@@ -63,10 +63,15 @@ bench: install manifest
 	$(RUN) python -m bench.semantic --data-dir data
 	$(RUN) python -m bench.ml --data-dir data
 	$(RUN) python -m bench.collector
+	$(RUN) python -m bench.freshness
 
 ## bench-collector: events per minute through the collector, acknowledgement latency, zero loss
 bench-collector: install
 	$(RUN) python -m bench.collector
+
+## bench-freshness: acknowledgement to visible in the published real-time mart, through sensor and micro-batches
+bench-freshness: install manifest
+	$(RUN) python -m bench.freshness
 
 ## bench-ml: forecast accuracy against baselines, anomaly detection, training time (after `make run`)
 bench-ml: install manifest

@@ -1,0 +1,179 @@
+"""Benchmark of freshness: from the collector's acknowledgement to visible in the published
+real-time mart, through the Dagster daemon's landing-files sensor and micro-batch runs.
+
+In a temporary data directory: the batch job builds the warehouse on a sample, then the Dagster
+daemon (with the sensor on) and the collector start, and a bounded load generator posts a batch
+of events every second, stamped with the time they are sent. A reader polls the published
+snapshot, as the metrics server does, and notes when each batch becomes visible there. At the
+end every acknowledged event must be in the warehouse exactly once.
+
+    make bench-freshness            # or: python -m bench.freshness --sample tiny --seconds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import httpx
+import orjson
+
+from ingestion.paths import DataLayout
+from semantic import snapshots
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REQUIRED_P95_S, GOAL_P95_S = 30.0, 10.0
+TENANT, KEY = "t001", "bench-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def batch_body(number: int, size: int) -> bytes:
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return orjson.dumps({"batch": [
+        {"event_id": f"fresh-{number}-{i}", "event_type": "page_view", "timestamp": now, "tenant_id": TENANT,
+         "user_id": f"{TENANT}-u{i % 50}", "session_id": f"fresh-{number}-{i // 20}", "properties": {"path": "/"},
+         "context": {"device": "desktop"}} for i in range(size)]})
+
+
+class Watcher(threading.Thread):
+    """Polls the published snapshot; the first time a batch is wholly there is when it became visible."""
+
+    def __init__(self, published_dir: Path, size: int):
+        super().__init__(daemon=True)
+        self.published_dir, self.size = published_dir, size
+        self.visible_at: dict[int, float] = {}
+        self.snapshots_seen = 0
+        self.mismatches: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        version = None
+        while not self.stop.is_set():
+            current = snapshots.current(self.published_dir)
+            if current is not None and current.version != version:
+                version, seen = current.version, time.time()
+                self.snapshots_seen += 1
+                self._read(current.path, seen)
+            time.sleep(0.2)
+
+    def _read(self, path: Path, seen: float) -> None:
+        with duckdb.connect() as conn:
+            conn.execute(f"attach '{path}' as snap (read_only)")
+            counts = conn.execute("select split_part(event_id, '-', 2)::int, count(*) from snap.marts.fct_events "
+                                  "where event_id like 'fresh-%' group by 1").fetchall()
+            in_mart = conn.execute("select coalesce(sum(events), 0) from snap.marts.metrics_per_minute "
+                                   "where minute_at >= current_date").fetchone()[0]
+        total = sum(n for _, n in counts)
+        if in_mart != total:  # the sample has no events today: the mart's count today is the benchmark's
+            self.mismatches.append(f"snapshot {path.name}: real-time mart has {in_mart} events today, "
+                                   f"fct_events {total}")
+        for number, n in counts:
+            if n == self.size:
+                self.visible_at.setdefault(number, seen)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def microbatch_runs(home: Path) -> list[float]:
+    os.environ["DAGSTER_HOME"] = str(home)
+    with dg.DagsterInstance.get() as instance:
+        records = instance.get_run_records(dg.RunsFilter(job_name="events_microbatch_job",
+                                                         statuses=[dg.DagsterRunStatus.SUCCESS]))
+        return [r.end_time - r.create_timestamp.timestamp() for r in records if r.end_time]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sample", default="default", choices=("tiny", "default"))
+    parser.add_argument("--seconds", type=int, default=180, help="how long the load generator sends")
+    parser.add_argument("--rate", type=int, default=500, help="events per second, sent as one batch a second")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-freshness-") as tmp:
+        layout = DataLayout(Path(tmp) / "data")
+        home = layout.root / "dagster"
+        env = {**os.environ, "PLATFORM_DATA_DIR": str(layout.root), "PLATFORM_SAMPLE_SIZE": args.sample,
+               "DAGSTER_HOME": str(home), "COLLECTOR_WRITE_KEYS": f"{KEY}={TENANT}", "COLLECTOR_ROTATE_SECONDS": "1"}
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "orchestration.main"], cwd=REPO_ROOT, env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        print(f"batch job on the {args.sample} sample: {time.perf_counter() - started:.0f} s")
+        port = free_port()
+        logs = open(Path(tmp) / "services.log", "w")  # noqa: SIM115 - closed below
+        services = [subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=logs, stderr=subprocess.STDOUT,
+                                     start_new_session=True) for cmd in (
+            ["dagster-daemon", "run", "-w", "workspace.yaml"],
+            [sys.executable, "-m", "ingestion.collector", "--port", str(port)])]
+        url = f"http://127.0.0.1:{port}"
+        try:
+            while True:
+                try:
+                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            watcher = Watcher(layout.root / "published", args.rate)
+            watcher.start()
+            acked: dict[int, float] = {}
+            with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as http:
+                begin = time.time()
+                for number in range(args.seconds):
+                    time.sleep(max(0.0, begin + number - time.time()))
+                    reply = http.post(f"{url}/v1/batch", content=batch_body(number, args.rate),
+                                      headers={"Content-Type": "application/json"})
+                    if reply.status_code == 200 and reply.json()["accepted"] == args.rate:
+                        acked[number] = time.time()
+            deadline = time.time() + 300
+            while set(acked) - set(watcher.visible_at) and time.time() < deadline:
+                time.sleep(1)
+            watcher.stop.set()
+            watcher.join()
+        finally:
+            for service in services:
+                os.killpg(service.pid, signal.SIGTERM)
+            for service in services:
+                service.wait(timeout=120)
+            logs.close()
+        latencies = [watcher.visible_at[n] - t for n, t in acked.items() if n in watcher.visible_at]
+        missing = sorted(set(acked) - set(watcher.visible_at))
+        with duckdb.connect(str(layout.warehouse), read_only=True) as conn:
+            stored, distinct = conn.execute("select count(*), count(distinct event_id) from marts.fct_events "
+                                            "where event_id like 'fresh-%'").fetchone()
+        runs = microbatch_runs(home)
+        print(f"load: {args.rate} events/s for {args.seconds} s; {len(acked)} batches acknowledged "
+              f"({len(acked) * args.rate:,} events)")
+        print(f"micro-batch runs: {len(runs)}; created to finished: median {statistics.median(runs):.1f} s, "
+              f"max {max(runs):.1f} s; snapshots seen by the reader: {watcher.snapshots_seen}")
+        print(f"freshness (acknowledged -> visible in the published real-time mart): "
+              f"p50 {percentile(latencies, 0.5):.1f} s, p95 {percentile(latencies, 0.95):.1f} s, "
+              f"max {max(latencies):.1f} s (requirement p95 <= {REQUIRED_P95_S:.0f} s, goal {GOAL_P95_S:.0f} s)")
+        print(f"zero loss: {len(acked) * args.rate:,} acknowledged, {distinct:,} distinct in fct_events, "
+              f"{stored - distinct} duplicates, {len(missing)} batches never visible; "
+              f"real-time mart disagreements: {len(watcher.mismatches)}")
+        for line in watcher.mismatches[:5]:
+            print(f"  {line}")
+        ok = not missing and stored == distinct == len(acked) * args.rate and not watcher.mismatches
+        return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
