@@ -31,11 +31,11 @@ def first_run(tmp_path_factory):
 
 def test_main_job_materializes_every_asset_and_prints_a_summary(first_run):
     data_dir, out = first_run
-    summary = out[out.index("batch run "):]
+    summary = out[out.index("batch_job run "):]
     assert "SUCCESS" in summary
     assert "0 failed" in summary
     for mart in ("fct_events", "fct_sessions", "fct_orders", "dim_users", "dim_tenants", "metrics_daily",
-                 "retention_cohorts", "funnel_daily"):
+                 "retention_cohorts", "funnel_daily", "metrics_per_minute"):
         assert mart in summary
     assert f"warehouse (duckdb): {data_dir / 'warehouse.duckdb'}" in summary and "Dagster UI" in summary
 
