@@ -95,8 +95,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def microbatch_runs(home: Path) -> list[float]:
-    os.environ["DAGSTER_HOME"] = str(home)
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         records = instance.get_run_records(dg.RunsFilter(job_name="events_microbatch_job",
                                                          statuses=[dg.DagsterRunStatus.SUCCESS]))
         return [r.end_time - r.create_timestamp.timestamp() for r in records if r.end_time]
