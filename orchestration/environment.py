@@ -57,6 +57,12 @@ class Environment:
         return self.data_dir / "dbt_results"
 
     @property
+    def dbt_state_dir(self) -> Path:
+        """dbt's target folders, one per dbt step, kept between runs: dbt re-parses the whole project
+        unless its last parse state for the same target and warehouse is in the target folder."""
+        return self.data_dir / "dbt_state"
+
+    @property
     def published_dir(self) -> Path:
         """Read snapshots of the warehouse for the metrics server and the reports."""
         return self.data_dir / "published"

@@ -7,6 +7,7 @@ location only reads `target/manifest.json`.
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
@@ -42,6 +43,20 @@ def failures(run_results: dict, most: int = 5) -> list[str]:
     return [f"{r['unique_id']}: {(r.get('message') or '').strip()}" for r in bad[:most]]
 
 
+def _target_path(step: str) -> Path:
+    """The step's own target folder, the same in every run, so that dbt parses only what changed.
+
+    dagster-dbt gives each invocation a new folder seeded with `target/partial_parse.msgpack`, which
+    dbt rejects here: `make manifest` parses without the run's `--target` and warehouse path. A
+    micro-batch would then spend seconds re-parsing the whole project. Steps sharing a warehouse
+    never run at once (its pool has one slot); results of an earlier build are removed, so a build
+    that stops before writing its own cannot be read as it.
+    """
+    path = current_environment().dbt_state_dir / step
+    (path / "run_results.json").unlink(missing_ok=True)
+    return path
+
+
 class DbtBuildConfig(dg.Config):
     full_refresh: bool = False
 
@@ -53,7 +68,8 @@ AFTER_FORECASTS = "path:models/marts/forecasting"
 
 def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
     """`dbt build` of the step's selection; its result counts go to data/dbt_results/<step>.json."""
-    invocation = dbt.cli(dbt_build_args(config.full_refresh), context=context, raise_on_error=False)
+    invocation = dbt.cli(dbt_build_args(config.full_refresh), context=context, raise_on_error=False,
+                         target_path=_target_path(context.op_def.name))
     yield from invocation.stream()
     run_results = invocation.get_artifact("run_results.json")
     results = summarize_run_results(run_results)
