@@ -43,6 +43,7 @@ microbatch_job = dg.define_asset_job(
     # the daemon retries a failed run whole: loads and merges are idempotent, and the retry also takes
     # files that landed meanwhile
     tags={"dagster/max_retries": "2", "dagster/retry_strategy": "ALL_STEPS"},
+    config={"ops": {"dbt_models": {"config": {"unit_tests": False}}}},
 )
 
 

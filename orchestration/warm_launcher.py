@@ -34,7 +34,8 @@ from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClassData, serialize_value
 
 PID_TAG = "warm_launcher/pid"
-DEFAULT_PRELOAD = ("orchestration.definitions", "great_expectations", "semantic.rollups")
+DEFAULT_PRELOAD = ("orchestration.definitions", "great_expectations", "semantic.rollups", "dbt.cli.main",
+                   "dbt.adapters.duckdb")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # What the warm process has imported: the project's Python packages and the dbt manifest the code
 # location reads. Tests, benchmarks and data are not imported by runs.
@@ -65,9 +66,10 @@ class WarmProcess:
             [executable, "-m", "orchestration.warm_worker", *modules], cwd=cwd, stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True, bufsize=1, start_new_session=True)
         answer = self.process.stdout.readline().strip()
-        if answer != "ready":
+        if not answer.startswith("ready "):
             self.stop()
             raise RuntimeError(answer.removeprefix("error ") or "the warm process exited while importing")
+        self.dbt_socket = answer.removeprefix("ready ")
 
     def start_run(self, argument: str) -> int:
         self.process.stdin.write(json.dumps(argument) + "\n")
@@ -81,8 +83,13 @@ class WarmProcess:
         return self.process.poll() is not None or source_fingerprint() != self.fingerprint
 
     def stop(self) -> None:
+        """Ask it to stop (it removes its dbt socket); runs and dbt commands it started go on."""
         if self.process.poll() is None:
-            self.process.kill()
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
         self.process.wait()
 
 

@@ -3,11 +3,13 @@
     python -m orchestration.warm_worker MODULE [MODULE ...]
 
 It imports the modules, checks that no thread was started (forking a process with threads can
-copy a lock another thread held), answers `ready`, then reads one request per line on stdin: a
+copy a lock another thread held), answers `ready <dbt socket>`, then reads one request per line on stdin: a
 JSON string holding `dagster api execute_run`'s argument. For each it forks twice, so the run is
 no child of this process (nothing to reap, and it outlives a restart of the launcher), and
 answers `started <pid>` with the run process's id. The run process is exactly `dagster api
 execute_run <argument>`, without the seconds of imports: they were done before the fork.
+
+It also serves the dbt commands of those runs on a Unix socket (`orchestration/warm_dbt.py`).
 """
 
 from __future__ import annotations
@@ -15,9 +17,15 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import selectors
+import signal
+import socket
 import sys
+import tempfile
 import threading
 import traceback
+
+from orchestration import warm_dbt
 
 
 def start_run(argument: str) -> int:
@@ -26,6 +34,7 @@ def start_run(argument: str) -> int:
     child = os.fork()
     if child == 0:
         os.close(read_end)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         try:
             os.setsid()  # its own session: a Ctrl-C for the launcher is not one for the run
             if os.fork():
@@ -63,6 +72,8 @@ def _execute(argument: str) -> None:
 
 
 def main(modules: list[str]) -> int:
+    # Stopped with SIGTERM by the launcher: unwind, so the socket's folder is removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         for module in modules:
             importlib.import_module(module)
@@ -73,11 +84,37 @@ def main(modules: list[str]) -> int:
         reason = "".join(traceback.format_exception_only(exc)).strip().replace("\n", " ")
         print(f"error {reason}", flush=True)
         return 1
-    print("ready", flush=True)
-    for line in sys.stdin:
-        if line.strip():
-            print(f"started {start_run(json.loads(line))}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="warm-dbt-") as private, socket.socket(socket.AF_UNIX) as dbt:
+        dbt.bind(os.path.join(private, "dbt.sock"))  # in a folder only this user can enter
+        dbt.listen()
+        # Inherited by every run forked from here, and so by the dbt commands of its steps.
+        os.environ.update({warm_dbt.SOCKET_ENV: dbt.getsockname(), warm_dbt.PYTHON_ENV: sys.executable})
+        print(f"ready {dbt.getsockname()}", flush=True)
+        serve(dbt)
     return 0
+
+
+def serve(dbt: socket.socket) -> None:
+    """Start runs asked for on stdin (one JSON line each) and dbt commands asked for on `dbt`."""
+    selector = selectors.DefaultSelector()
+    selector.register(sys.stdin.fileno(), selectors.EVENT_READ, "launcher")
+    selector.register(dbt, selectors.EVENT_READ, "dbt")
+    pending = b""
+    while True:
+        for key, _ in selector.select(timeout=5):
+            if key.data == "dbt":
+                conn, _ = dbt.accept()
+                with conn:
+                    warm_dbt.serve_one(conn)
+                continue
+            chunk = os.read(sys.stdin.fileno(), 1 << 16)
+            if not chunk:
+                return  # the launcher has gone
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in filter(None, lines):
+                print(f"started {start_run(json.loads(line))}", flush=True)
+        warm_dbt.reap_children()
 
 
 if __name__ == "__main__":

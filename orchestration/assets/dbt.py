@@ -6,8 +6,6 @@ location only reads `target/manifest.json`.
 
 
 import json
-import shutil
-import sys
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
@@ -27,9 +25,10 @@ dbt_project = DbtProject(
 dbt_project.prepare_if_dev()
 
 
-def dbt_build_args(full_refresh: bool = False) -> list[str]:
+def dbt_build_args(full_refresh: bool = False, unit_tests: bool = True) -> list[str]:
     """Arguments of the dbt invocation; kept pure so the choice is testable."""
-    return ["build", *(["--full-refresh"] if full_refresh else [])]
+    return ["build", *(["--full-refresh"] if full_refresh else []),
+            *([] if unit_tests else ["--exclude-resource-type", "unit_test"])]
 
 
 def summarize_run_results(run_results: dict) -> dict[str, int]:
@@ -63,6 +62,9 @@ def _target_path(step: str) -> Path:
 
 class DbtBuildConfig(dg.Config):
     full_refresh: bool = False
+    # Unit tests check the models' SQL on fixed inputs, not the data: the batch and CI run them,
+    # micro-batches (whose SQL does not change between runs) leave them out.
+    unit_tests: bool = True
 
 
 # Marts built from the forecasts sit downstream of ml/forecast_daily, itself downstream of the other
@@ -72,7 +74,7 @@ AFTER_FORECASTS = "path:models/marts/forecasting"
 
 def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
     """`dbt build` of the step's selection; its result counts go to data/dbt_results/<step>.json."""
-    invocation = dbt.cli(dbt_build_args(config.full_refresh), context=context, raise_on_error=False,
+    invocation = dbt.cli(dbt_build_args(config.full_refresh, config.unit_tests), context=context, raise_on_error=False,
                          target_path=_target_path(context.op_def.name))
     yield from invocation.stream()
     run_results = invocation.get_artifact("run_results.json")
@@ -97,18 +99,21 @@ def dbt_forecast_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, c
     yield from _build(context, dbt, config)
 
 
+# dbt, started from the warm process in runs the warm launcher started (orchestration/warm_dbt.py)
+DBT_EXECUTABLE = Path(__file__).resolve().parents[1] / "bin" / "dbt"
+
+
 class ProjectDbtCliResource(DbtCliResource):
     """dagster-dbt's dbt CLI resource, without running `dbt --version` in every run.
 
     dagster-dbt asks the executable for its version once per resource, that is once per run: a
-    whole dbt start-up (about 5 s), most of a micro-batch's dbt step. When the executable is the
-    dbt of this Python environment, its version is the installed dbt-core's.
+    whole dbt start-up (about 5 s), most of a micro-batch's dbt step. The platform's executable
+    runs the dbt-core installed in this environment, so that is its version.
     """
 
     @cached_property
     def _cli_version(self) -> version.Version:
-        executable = shutil.which(self.dbt_executable)
-        if executable and Path(executable).parent == Path(sys.executable).parent:
+        if Path(self.dbt_executable) == DBT_EXECUTABLE:
             from dbt.version import __version__
 
             return version.parse(__version__)
@@ -116,4 +121,5 @@ class ProjectDbtCliResource(DbtCliResource):
 
 
 def dbt_resource() -> DbtCliResource:
-    return ProjectDbtCliResource(project_dir=dbt_project, target=current_environment().dbt_target)
+    return ProjectDbtCliResource(project_dir=dbt_project, target=current_environment().dbt_target,
+                                 dbt_executable=str(DBT_EXECUTABLE))

@@ -76,6 +76,7 @@ def test_dbt_arguments_and_result_summary():
 
     assert dbt_build_args() == ["build"]
     assert dbt_build_args(full_refresh=True) == ["build", "--full-refresh"]
+    assert dbt_build_args(unit_tests=False) == ["build", "--exclude-resource-type", "unit_test"]
     results = {"results": [
         {"unique_id": "model.p.a", "status": "success"},
         {"unique_id": "test.p.t1", "status": "pass"},

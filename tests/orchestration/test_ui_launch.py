@@ -23,10 +23,11 @@ from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
 from ingestion.paths import DataLayout
+from orchestration.warm_launcher import PID_TAG
 from semantic import snapshots
 from tests.conftest import REPO_ROOT
+from tests.ingestion.collector_process import collector
 from tests.ingestion.helpers import scalar
-from tests.ingestion.test_collector import collector
 
 
 def _free_port() -> int:
@@ -105,3 +106,5 @@ def test_launch_from_the_ui_materializes_everything_then_posted_events_flow_thro
     with dg.DagsterInstance.from_config(str(layout.root / "dagster")) as instance:
         runs = instance.get_run_records(dg.RunsFilter(job_name="events_microbatch_job"))
         assert runs and all(r.dagster_run.tags.get("dagster/sensor_name") == "landing_files_sensor" for r in runs)
+        # the UI's run and the daemon's runs were forked from warm processes (orchestration/warm_launcher.py)
+        assert PID_TAG in instance.get_run_by_id(run_id).tags and all(PID_TAG in r.dagster_run.tags for r in runs)

@@ -1,17 +1,21 @@
 """The warm run launcher, on a real Dagster instance: runs are forked from a warm process and are
 Dagster's own (events, status, cancellation, monitoring); a change on disk replaces the warm
-process; a warm process that cannot start says why."""
+process; a warm process that cannot start says why. dbt commands run in forks of it too, and
+the dbt executable is plain dbt where no warm process listens."""
 
 import os
 import signal
+import subprocess
 import sys
 import time
 
 import dagster as dg
 import pytest
 from dagster._core.launcher import LaunchRunContext, WorkerStatus
+from dbt.version import __version__ as dbt_version
 
-from orchestration import warm_launcher
+from orchestration import warm_dbt, warm_launcher
+from orchestration.assets.dbt import DBT_EXECUTABLE
 from orchestration.warm_launcher import PID_TAG, WarmProcess
 from tests.orchestration import warm_jobs
 
@@ -109,3 +113,28 @@ def test_a_warm_process_whose_import_fails_says_which(tmp_path):
 def test_a_warm_process_refuses_to_fork_after_an_import_started_a_thread():
     with pytest.raises(RuntimeError, match="started threads \\(started-at-import\\)"):
         WarmProcess(["tests.orchestration.warm_threads"], cwd=None, executable=sys.executable)
+
+
+@pytest.fixture(scope="module")
+def warm_dbt_process():
+    warm = WarmProcess(["dbt.cli.main", "dbt.adapters.duckdb"], cwd=None, executable=sys.executable)
+    yield warm
+    warm.stop()
+
+
+def test_dbt_commands_run_in_a_fork_of_the_warm_process(warm_dbt_process, capfd):
+    with warm_dbt.connect(warm_dbt_process.dbt_socket) as conn:
+        assert warm_dbt.run_via(conn, ["--version"]) == 0
+    assert f"installed: {dbt_version}" in capfd.readouterr().out
+
+
+def test_a_failing_dbt_command_gives_its_exit_code(warm_dbt_process, tmp_path, capfd):
+    with warm_dbt.connect(warm_dbt_process.dbt_socket) as conn:
+        assert warm_dbt.run_via(conn, ["parse", "--project-dir", str(tmp_path / "missing")]) == 2
+    assert "missing" in capfd.readouterr().out
+
+
+def test_the_dbt_executable_falls_back_to_dbt_when_no_warm_process_listens(tmp_path):
+    env = {**os.environ, warm_dbt.SOCKET_ENV: str(tmp_path / "gone.sock"), warm_dbt.PYTHON_ENV: sys.executable}
+    done = subprocess.run([str(DBT_EXECUTABLE), "--version"], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and f"installed: {dbt_version}" in done.stdout
