@@ -6,8 +6,19 @@ generator, the loaders and later the HTTP collector agree on it without sharing 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries (a rename into it), to disk: what was acknowledged or
+    published must survive a crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import duckdb
 
+from ingestion.paths import fsync
+
 # What readers may see: marts (and the forecasts and insights written beside them) and quality results.
 PUBLISHED_SCHEMAS = ("marts", "ml", "quality")
 # The catalog name the dbt-compiled SQL (and so MetricFlow's) uses: the warehouse file's stem.
@@ -70,7 +72,7 @@ def publish(warehouse: Path, published_dir: Path, keep: int = 3,
             path.unlink(missing_ok=True)
             Path(f"{path}.wal").unlink(missing_ok=True)
             raise
-    _fsync(path)
+    fsync(path)
     _point_to(published_dir, path.name)
     _prune(published_dir, keep)
     return Snapshot(version, path, tables)
@@ -95,18 +97,10 @@ def connect_current(published_dir: Path) -> tuple[duckdb.DuckDBPyConnection, Sna
     return conn, snapshot
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _point_to(published_dir: Path, name: str) -> None:
     tmp = published_dir / f".{POINTER}.tmp"
     tmp.write_text(name + "\n")
-    _fsync(tmp)
+    fsync(tmp)
     os.replace(tmp, published_dir / POINTER)
 
 

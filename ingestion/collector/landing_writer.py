@@ -23,19 +23,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingestion.paths import DataLayout
+from ingestion.paths import DataLayout, fsync
 
 
 class LandingUnavailable(OSError):
     """The landing zone cannot store lines right now (disk full, not writable): answer 503."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -63,7 +55,7 @@ def recover(layout: DataLayout) -> Recovered:
             continue
         os.replace(path, layout.events_dir / path.name)
         found.files += 1
-    _fsync_dir(layout.events_dir)
+    fsync(layout.events_dir)
     return found
 
 
@@ -121,7 +113,7 @@ class _Stream:
             return None
         target = self.closed_dir / self.path.name
         os.replace(self.path, target)
-        _fsync_dir(self.closed_dir)
+        fsync(self.closed_dir)
         return target
 
 
