@@ -7,13 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -24,10 +18,9 @@ from ingestion import pipelines
 from ingestion.collector.app import Collector, RejectedRequest, Settings
 from ingestion.collector.landing_writer import LandingUnavailable, LandingWriter
 from ingestion.paths import DataLayout
-from tests.conftest import REPO_ROOT
+from tests.ingestion.collector_process import KEYS, collector
 from tests.ingestion.helpers import load, query
 
-KEYS = {"key-t001": "t001", "key-t002": "t002"}
 T001 = {"Authorization": "Bearer key-t001"}
 
 
@@ -35,40 +28,6 @@ def event(event_id: str, **changes) -> dict:
     base = {"event_id": event_id, "event_type": "page_view", "timestamp": "2026-11-20T10:00:00Z",
             "tenant_id": "t001", "user_id": "u1", "session_id": "s1", "properties": {"path": "/"}, "context": {}}
     return {**base, **changes}
-
-
-@dataclass(frozen=True)
-class Running:
-    url: str
-    process: subprocess.Popen
-
-
-@contextmanager
-def collector(layout: DataLayout, rotate_seconds: float = 0.3) -> Iterator[Running]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PLATFORM_DATA_DIR": str(layout.root), "COLLECTOR_ROTATE_SECONDS": str(rotate_seconds),
-           "COLLECTOR_WRITE_KEYS": ",".join(f"{k}={t}" for k, t in KEYS.items())}
-    proc = subprocess.Popen([sys.executable, "-m", "ingestion.collector", "--port", str(port)], cwd=REPO_ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the collector did not start"
-            time.sleep(0.1)
-        yield Running(url, proc)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()  # a graceful stop closes the open files into events/
-            proc.wait(timeout=30)
 
 
 def stored_lines(layout: DataLayout) -> list[dict]:
