@@ -34,8 +34,13 @@ from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClassData, serialize_value
 
 PID_TAG = "warm_launcher/pid"
-DEFAULT_PRELOAD = ("orchestration.definitions", "great_expectations", "semantic.rollups", "dbt.cli.main",
-                   "dbt.adapters.duckdb")
+DEFAULT_PRELOAD = (
+    "orchestration.definitions", "great_expectations", "semantic.rollups", "dbt.cli.main", "dbt.adapters.duckdb",
+    # what a run process needs before its first step: Dagster's run command and the storage of the
+    # default instance (SQLite), else imported anew by every run
+    "dagster._cli.api", "dagster._core.storage.sqlite_storage", "dagster._core.storage.runs.sqlite",
+    "dagster._core.storage.event_log.sqlite", "dagster._core.storage.schedules.sqlite",
+)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # What the warm process has imported: the project's Python packages and the dbt manifest the code
 # location reads. Tests, benchmarks and data are not imported by runs.
