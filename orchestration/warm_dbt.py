@@ -63,6 +63,12 @@ def _run_dbt(args: list[str]) -> int:
         cli.main(args=args, prog_name="dbt", standalone_mode=True)
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    finally:
+        # What a normal exit does for dbt's multiprocessing locks; the fork ends with os._exit,
+        # which must not run the warm process's own exit handlers (they remove its socket).
+        from multiprocessing import util
+
+        util._exit_function()
     return 0
 
 
