@@ -19,6 +19,7 @@ from pathlib import Path
 import dagster as dg
 
 from expectations.runner import data_docs_index
+from orchestration import processes
 from orchestration.environment import Environment, current_environment
 from semantic import snapshots
 
@@ -38,16 +39,6 @@ def ensure_dagster_home(env: Environment) -> Path:
     return home
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
     """Fail the runs this runner started whose process is gone, and free their pool slots.
 
@@ -61,7 +52,7 @@ def recover_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
     for record in instance.get_run_records(filters=started):
         run = record.dagster_run
         pid = int(run.tags.get(PID_TAG, "0"))
-        if pid and not _process_alive(pid):
+        if pid and not processes.alive(pid):
             instance.report_run_failed(run, f"the process that ran it ({host}:{pid}) is gone")
             instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
             abandoned.append(run.run_id)

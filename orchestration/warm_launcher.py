@@ -33,6 +33,8 @@ from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, Worke
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClassData, serialize_value
 
+from orchestration import processes
+
 PID_TAG = "warm_launcher/pid"
 DEFAULT_PRELOAD = (
     "orchestration.definitions", "great_expectations", "semantic.rollups", "dbt.cli.main", "dbt.adapters.duckdb",
@@ -163,7 +165,7 @@ class WarmRunLauncher(dg.DefaultRunLauncher):
         pid = run.tags.get(PID_TAG)
         if pid is None:
             return CheckRunHealthResult(WorkerStatus.UNKNOWN, "not launched by a warm process")
-        if _alive(int(pid)):
+        if processes.alive(int(pid)):
             return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=pid)
         return CheckRunHealthResult(WorkerStatus.FAILED, f"run process {pid} is gone", run_worker_id=pid)
 
@@ -173,18 +175,3 @@ class WarmRunLauncher(dg.DefaultRunLauncher):
                 warm.stop()
             self._warm.clear()
         super().dispose()
-
-
-def _alive(pid: int) -> bool:
-    """Whether the process exists and is not a zombie waiting to be reaped."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
