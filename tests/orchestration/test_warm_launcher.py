@@ -138,3 +138,17 @@ def test_the_dbt_executable_falls_back_to_dbt_when_no_warm_process_listens(tmp_p
     env = {**os.environ, warm_dbt.SOCKET_ENV: str(tmp_path / "gone.sock"), warm_dbt.PYTHON_ENV: sys.executable}
     done = subprocess.run([str(DBT_EXECUTABLE), "--version"], env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0 and f"installed: {dbt_version}" in done.stdout
+
+
+def test_when_the_warm_process_cannot_start_the_run_is_launched_the_default_way_and_says_why():
+    broken = {**LAUNCHER, "config": {"preload": ["tests.orchestration.no_such_module"]}}
+    with dg.instance_for_test(overrides={"run_launcher": broken}) as instance:
+        job = warm_jobs.report_job
+        run = instance.create_run_for_job(job_def=job, run_config={"ops": {"report_process": {"config": {"out": "-"}}}},
+                                          job_code_origin=dg.reconstructable(job).get_python_origin())
+        # the default launcher needs the workspace's code server, which this test has not started
+        with pytest.raises(dg.DagsterInvariantViolationError, match="requires a workspace"):
+            instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+        messages = [entry.message for entry in instance.all_logs(run.run_id)]
+        assert any("Warm launch unavailable (ModuleNotFoundError: No module named 'tests.orchestration.no_such_module')"
+                   in m for m in messages), messages
