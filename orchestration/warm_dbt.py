@@ -28,7 +28,14 @@ STREAMS = (0, 1, 2)
 def serve_one(conn: socket.socket) -> None:
     """In the warm process: take one command from `conn` and start dbt for it in a fork."""
     message, fds, _, _ = socket.recv_fds(conn, 1 << 20, len(STREAMS))
-    request = json.loads(message)
+    try:
+        request = json.loads(message)
+        if len(fds) != len(STREAMS):
+            raise ValueError(f"expected {len(STREAMS)} streams, got {len(fds)}")
+    except ValueError:
+        for fd in fds:
+            os.close(fd)
+        raise
     if os.fork():
         for fd in fds:
             os.close(fd)

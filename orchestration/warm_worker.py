@@ -105,7 +105,11 @@ def serve(dbt: socket.socket) -> None:
             if key.data == "dbt":
                 conn, _ = dbt.accept()
                 with conn:
-                    warm_dbt.serve_one(conn)
+                    conn.settimeout(10)  # a client that connects and sends nothing must not stall launches
+                    try:
+                        warm_dbt.serve_one(conn)
+                    except (OSError, ValueError, KeyError) as exc:  # a bad request is refused, not fatal
+                        print(f"warm dbt: refused a request: {exc!r}", file=sys.stderr, flush=True)
                 continue
             chunk = os.read(sys.stdin.fileno(), 1 << 16)
             if not chunk:

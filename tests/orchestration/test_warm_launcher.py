@@ -152,3 +152,12 @@ def test_when_the_warm_process_cannot_start_the_run_is_launched_the_default_way_
         messages = [entry.message for entry in instance.all_logs(run.run_id)]
         assert any("Warm launch unavailable (ModuleNotFoundError: No module named 'tests.orchestration.no_such_module')"
                    in m for m in messages), messages
+
+
+def test_a_bad_dbt_request_is_refused_and_the_warm_process_serves_on(warm_dbt_process, capfd):
+    with warm_dbt.connect(warm_dbt_process.dbt_socket) as conn:
+        conn.sendall(b"not json")  # no streams, no command
+        assert conn.recv(100) == b""  # the warm process closed it without starting anything
+    with warm_dbt.connect(warm_dbt_process.dbt_socket) as conn:
+        assert warm_dbt.run_via(conn, ["--version"]) == 0
+    assert f"installed: {dbt_version}" in capfd.readouterr().out
