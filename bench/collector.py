@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from bench.loopback import free_port
 from ingestion.paths import DataLayout
 
 REQUIRED_PER_MINUTE = 1_000_000  # the users' requirement
@@ -69,9 +69,7 @@ def main() -> int:
     work = batches(args.events // args.batch_size, args.batch_size)
     with tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp:
         layout = DataLayout(Path(tmp) / "data")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         env = {**os.environ, "PLATFORM_DATA_DIR": str(layout.root), "COLLECTOR_WRITE_KEYS": "bench-key=t001"}
         server = subprocess.Popen([sys.executable, "-m", "ingestion.collector", "--port", str(port)], env=env)
         base = f"http://127.0.0.1:{port}"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,18 +29,13 @@ import duckdb
 import httpx
 import orjson
 
+from bench.loopback import free_port
 from ingestion.paths import DataLayout
 from semantic import snapshots
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REQUIRED_P95_S, GOAL_P95_S = 30.0, 10.0
 TENANT, KEY = "t001", "bench-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def batch_body(number: int, size: int) -> bytes:
@@ -94,6 +88,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def successful_microbatches(instance: dg.DagsterInstance) -> list[dg.RunRecord]:
+    """Succeeded micro-batch runs, newest first."""
+    return list(instance.get_run_records(dg.RunsFilter(job_name="events_microbatch_job",
+                                                       statuses=[dg.DagsterRunStatus.SUCCESS])))
+
+
 def first_microbatch(home: Path, timeout: float = 300) -> float:
     """Wait for the micro-batch that the batch job's own landing files trigger; its length.
 
@@ -103,8 +103,7 @@ def first_microbatch(home: Path, timeout: float = 300) -> float:
     deadline = time.time() + timeout
     with dg.DagsterInstance.from_config(str(home)) as instance:
         while time.time() < deadline:
-            records = instance.get_run_records(dg.RunsFilter(job_name="events_microbatch_job",
-                                                             statuses=[dg.DagsterRunStatus.SUCCESS]))
+            records = successful_microbatches(instance)
             if records and records[0].end_time:
                 return records[0].end_time - records[0].create_timestamp.timestamp()
             time.sleep(1)
@@ -117,9 +116,7 @@ def microbatch_runs(home: Path, since: float) -> tuple[list[float], dict[str, fl
     each step. Runs created after `since` only."""
     phases: dict[str, list[float]] = {}
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        records = instance.get_run_records(dg.RunsFilter(job_name="events_microbatch_job",
-                                                         statuses=[dg.DagsterRunStatus.SUCCESS]))
-        records = [r for r in records if r.create_timestamp.timestamp() >= since]
+        records = [r for r in successful_microbatches(instance) if r.create_timestamp.timestamp() >= since]
         for record in records:
             started: dict[str, float] = {}
             process_at = record.create_timestamp.timestamp()
@@ -161,11 +158,14 @@ def main() -> int:
             [sys.executable, "-m", "ingestion.collector", "--port", str(port)])]
         url = f"http://127.0.0.1:{port}"
         try:
+            deadline = time.time() + 120
             while True:
                 try:
                     if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                         break
                 except httpx.HTTPError:
+                    if time.time() > deadline:
+                        raise SystemExit(f"the collector did not answer on {url}: see {logs.name}") from None
                     time.sleep(0.2)
             first = first_microbatch(home)
             print(f"first micro-batch (the sample's files; starts the warm process): {first:.1f} s")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from urllib.parse import urlencode
 import httpx
 import orjson
 
+from bench.loopback import free_port
 from semantic import snapshots
 from semantic.auth import issue_token
 
@@ -114,17 +114,11 @@ async def concurrent(port: int, token: str, queries: list[dict]) -> list[float]:
     return samples
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """The metrics server in its own process(es), with or without rollups."""
 
     def __init__(self, data_dir: Path, workers: int, rollups: bool):
-        self.port = _free_port()
+        self.port = free_port()
         env = {**os.environ, "PLATFORM_DATA_DIR": str(data_dir.resolve()), "SEMANTIC_API_SECRET": SECRET,
                "SEMANTIC_ROLLUPS": "on" if rollups else "off"}
         self.process = subprocess.Popen([sys.executable, "-m", "semantic.server", "--port", str(self.port),
