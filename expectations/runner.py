@@ -4,11 +4,14 @@ For each frame the suite validates, the runner queries the warehouse, hands the 
 Great Expectations checkpoint (so results land in the validation store and Data Docs), then
 turns each expectation's result into an `Outcome` a person can act on: what was observed, what
 was expected, and which rows (by their labels) broke the rule. Row-level failures are held in
-`quality.quarantined_rows`; rows held earlier and now passing are released.
+`quality.quarantined_rows`; rows held earlier and now passing are released. Frames marked
+incremental read only the rows loaded since their checks last ran, and the rows those hold.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,7 +113,8 @@ def _short(value) -> str:
     return str(value)
 
 
-def _observed(result: dict, count: int | None, failing: pd.DataFrame, check: Check) -> str:
+def _observed(result: dict, count: int | None, failing: pd.DataFrame, check: Check,
+              since: datetime | None = None) -> str:
     if "observed_value" in result and result["observed_value"] is not None:
         value = result["observed_value"]
         if check.expectation == "expect_table_columns_to_match_set":
@@ -118,14 +122,37 @@ def _observed(result: dict, count: int | None, failing: pd.DataFrame, check: Che
             return f"missing columns {missing}" if missing else "every required column present"
         return _short(value)
     total = result.get("element_count")
+    rows = "rows" if since is None else f"rows (loaded after {since:%Y-%m-%d %H:%M:%S} UTC, or held)"
     if not count:
-        return f"0 of {total} rows break the rule"
+        return f"0 of {total} {rows} break the rule"
     columns = _checked_columns(check)
     worst = ""
     if len(columns) == 1 and pd.api.types.is_numeric_dtype(failing[columns[0]]):
         values = failing[columns[0]]
         worst = f" (values {_short(values.min())} to {_short(values.max())})"
-    return f"{count} of {total} rows break the rule{worst}"
+    return f"{count} of {total} {rows} break the rule{worst}"
+
+
+def _definition(frame: Frame, check: Check) -> str:
+    """A fingerprint of what a check computes: when it changes, rows read before are read again."""
+    text = json.dumps([frame.sql, check.expectation, check.kwargs], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _rows_filter(suite: Suite, frame: Frame, checks: list[Check], since: datetime | None) -> str:
+    """The where-clause condition that replaces `{rows}`: new rows, and those the checks hold."""
+    if frame.incremental is None or since is None:
+        return "true"
+    conditions = [f'"{frame.incremental.loaded_at}" > timestamptz {_quoted(since.isoformat())}']
+    conditions += [
+        f'"{c.quarantine.key}" in (select row_key from {store.QUARANTINE} where suite = {_quoted(suite.name)} '
+        f"and expectation = {_quoted(c.name)} and released_at is null)"
+        for c in checks if c.quarantine is not None]
+    return "(" + " or ".join(conditions) + ")"
 
 
 class Runner:
@@ -153,20 +180,38 @@ class Runner:
         for frame_name in dict.fromkeys(c.frame for c in checks):
             frame = suite.frame(frame_name)
             frame_checks = [c for c in checks if c.frame == frame_name]
+            definitions = {c.name: _definition(frame, c) for c in frame_checks}
+            since = self._read_since(suite, frame, definitions)
+            sql = frame.sql.replace("{now}", self.now.isoformat()).replace(
+                "{rows}", _rows_filter(suite, frame, frame_checks, since))
             try:
-                df = self.conn.execute(frame.sql.replace("{now}", self.now.isoformat())).df()
+                df = self.conn.execute(sql).df()
             except duckdb.Error as exc:
                 why = f"frame {frame.name!r} failed: {str(exc).splitlines()[0]}"
                 outcomes += [Outcome(suite.name, c, False, "no data", describe_expected(c), error=why)
                              for c in frame_checks]
                 continue
-            outcomes += self._validate_frame(suite, frame, frame_checks, df)
+            frame_outcomes = self._validate_frame(suite, frame, frame_checks, df, since)
+            if frame.incremental is not None and len(df):
+                through = df[frame.incremental.loaded_at].max().to_pydatetime()
+                for outcome in (o for o in frame_outcomes if o.error is None):
+                    store.advance(self.conn, suite.name, outcome.check.name, definitions[outcome.check.name],
+                                  max(through, since or through), self.run_id, self.now)
+            outcomes += frame_outcomes
         store.record_results(self.conn, [self._result_row(o) for o in outcomes])
         # Only this validation's pages (and the index): a full rebuild grows with the history.
         self.context.build_data_docs(resource_identifiers=self._validated)
         return outcomes
 
-    def _validate_frame(self, suite: Suite, frame: Frame, checks: list[Check], df: pd.DataFrame) -> list[Outcome]:
+    def _read_since(self, suite: Suite, frame: Frame, definitions: dict[str, str]) -> datetime | None:
+        """The load after which an incremental frame reads rows; None to read every row."""
+        if frame.incremental is None:
+            return None
+        through = store.validated_through(self.conn, suite.name, definitions).values()
+        return None if None in through else min(through)
+
+    def _validate_frame(self, suite: Suite, frame: Frame, checks: list[Check], df: pd.DataFrame,
+                        since: datetime | None = None) -> list[Outcome]:
         from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
         gx = self.gx
@@ -188,7 +233,7 @@ class Runner:
         self._validated += list(result.run_results)
         by_check = {r.expectation_config.meta["check"]: r
                     for run in result.run_results.values() for r in run.results}
-        return [self._outcome(suite, frame, c, by_check[c.name], df) for c in checks]
+        return [self._outcome(suite, frame, c, by_check[c.name], df, since) for c in checks]
 
     def _dataframe_asset(self, name: str):
         try:
@@ -196,7 +241,8 @@ class Runner:
         except LookupError:
             return self.datasource.add_dataframe_asset(name)
 
-    def _outcome(self, suite: Suite, frame: Frame, check: Check, validation, df: pd.DataFrame) -> Outcome:
+    def _outcome(self, suite: Suite, frame: Frame, check: Check, validation, df: pd.DataFrame,
+                 since: datetime | None) -> Outcome:
         result = dict(validation.result or {})
         if validation.exception_info and validation.exception_info.get("raised_exception"):
             why = str(validation.exception_info.get("exception_message")).splitlines()[0]
@@ -205,7 +251,7 @@ class Runner:
         failing = df.loc[index] if index and not isinstance(index[0], dict) else df.iloc[0:0]
         count = result.get("unexpected_count")
         outcome = Outcome(
-            suite.name, check, bool(validation.success), _observed(result, count, failing, check),
+            suite.name, check, bool(validation.success), _observed(result, count, failing, check, since),
             describe_expected(check), unexpected_count=count,
             examples=[_label(frame, row, _checked_columns(check)) for _, row in failing.head(EXAMPLES).iterrows()],
         )

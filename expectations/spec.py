@@ -24,6 +24,26 @@ class Severity(StrEnum):
 
 
 @dataclass(frozen=True)
+class Incremental:
+    """A frame whose checks need to read only the rows loaded since they last ran.
+
+    Sound only for rules that judge each row alone and whose verdict on a row cannot turn from
+    pass to fail later: a property schema, "not dated in the future" (the clock only moves
+    forward). A rule over many rows (uniqueness) or one that time can break (retention) needs the
+    whole frame. Rows a check holds in the quarantine are read again every time, so they are
+    released once they pass. A changed check (its query, expectation or arguments) reads
+    everything again.
+
+    The frame's query puts `{rows}` in its where clause; the runner replaces it with the filter
+    (`true` when it reads everything), so the warehouse skips old rows before computing anything.
+    """
+
+    # A column that grows with every load and is fixed once a row is written (dlt's `_loaded_at`):
+    # loads of one raw table commit one after another (the warehouse pool), in this column's order.
+    loaded_at: str
+
+
+@dataclass(frozen=True)
 class Frame:
     """A named query; `{now}` in it is replaced by the validation time (UTC, ISO timestamp)."""
 
@@ -31,6 +51,11 @@ class Frame:
     sql: str
     # Columns that identify a row of the frame in messages, e.g. ("tenant_id", "date_day").
     label: tuple[str, ...] = ()
+    incremental: Incremental | None = None
+
+    def __post_init__(self):
+        if self.incremental is not None and "{rows}" not in self.sql:
+            raise ValueError(f"frame {self.name!r} is incremental but its query has no {{rows}} in a where clause")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@
 `quality.quarantined_rows` holds the keys of rows that failed a row-level expectation: the rows
 themselves stay in their raw table (nothing is deleted) and the staging models leave held keys
 out. A key is released, not deleted, when a later validation finds the row fixed.
+`quality.validated_through` remembers, per check of an incremental frame, the newest load it
+has read and the definition it was read with (see `expectations.spec.Incremental`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import duckdb
 SCHEMA = "quality"
 RESULTS = f"{SCHEMA}.quality_results"
 QUARANTINE = f"{SCHEMA}.quarantined_rows"
+VALIDATED_THROUGH = f"{SCHEMA}.validated_through"
 
 DDL = (
     f"create schema if not exists {SCHEMA}",
@@ -42,6 +45,15 @@ DDL = (
         quarantined_at timestamptz not null,
         released_at timestamptz,
         released_run_id varchar
+    )""",
+    f"""create table if not exists {VALIDATED_THROUGH} (
+        suite varchar not null,
+        expectation varchar not null,
+        definition varchar not null,
+        loaded_through timestamptz not null,
+        run_id varchar not null,
+        validated_at timestamptz not null,
+        primary key (suite, expectation)
     )""",
 )
 
@@ -78,3 +90,19 @@ def release(conn: duckdb.DuckDBPyConnection, suite: str, expectation: str, keys:
         f"update {QUARANTINE} set released_at = ?, released_run_id = ? "
         "where suite = ? and expectation = ? and row_key = ? and released_at is null",
         [(at, run_id, suite, expectation, key) for key in keys])
+
+
+def validated_through(conn: duckdb.DuckDBPyConnection, suite: str,
+                      definitions: dict[str, str]) -> dict[str, datetime | None]:
+    """Per check, the newest load it has read; None where it never ran or ran with another definition."""
+    rows = conn.execute(f"select expectation, definition, loaded_through from {VALIDATED_THROUGH} "
+                        "where suite = ?", [suite]).fetchall()
+    found = {name: through for name, definition, through in rows if definitions.get(name) == definition}
+    return {name: found.get(name) for name in definitions}
+
+
+def advance(conn: duckdb.DuckDBPyConnection, suite: str, expectation: str, definition: str,
+            loaded_through: datetime, run_id: str, at: datetime) -> None:
+    conn.execute(
+        f"insert or replace into {VALIDATED_THROUGH} values (?, ?, ?, ?, ?, ?)",
+        [suite, expectation, definition, loaded_through, run_id, at])
