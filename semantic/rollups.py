@@ -13,13 +13,14 @@ other metric is only read at the rollup's own grain, where each output row is on
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import sqlglot
 import yaml
 from metricflow_semantics.model.semantic_manifest_lookup import SemanticManifestLookup
 
@@ -123,34 +124,61 @@ def declared(lookup: SemanticManifestLookup, path: Path = DEFINITIONS) -> list[R
     return rollups
 
 
-def build(conn: duckdb.DuckDBPyConnection, lookup: SemanticManifestLookup, path: Path = DEFINITIONS) -> int:
+def build(conn: duckdb.DuckDBPyConnection, lookup: SemanticManifestLookup, path: Path = DEFINITIONS,
+          changed: frozenset[str] | None = None) -> int:
     """Create every declared rollup in the snapshot `conn` has open (as the warehouse catalog).
 
+    With `changed` (the tables a snapshot took from the warehouse; None for all), a rollup the
+    snapshot already holds is kept when MetricFlow's SQL for it is the same and reads none of
+    them: a micro-batch rebuilds only the rollups over the tables it changed.
     Days are UTC days, whatever the machine's zone: queries in other zones are not served from here.
     """
     conn.execute("set TimeZone = 'UTC'")
     engine = MetricFlowEngine(semantic_manifest_lookup=lookup, sql_client=DuckDbSqlClient(conn))
     conn.execute(f"create schema if not exists {SCHEMA}")
+    kept = _built(conn) if changed is not None else {}
     conn.execute(f"create or replace table {CATALOG_TABLE} (name varchar, definition json, rows bigint, "
-                 "built_at timestamptz)")
+                 "built_at timestamptz, sql_digest varchar, reads varchar[])")
     built = declared(lookup, path)
     for rollup in built:
         request = MetricFlowQueryRequest.create(metric_names=rollup.stored, group_by_names=[DAY, *rollup.dimensions])
         sql = engine.explain(request).sql_statement.sql
+        digest, reads = hashlib.sha256(sql.encode()).hexdigest(), tables_read(sql)
+        definition = json.dumps({"dimensions": rollup.dimensions,
+                                 "shapes": {m: [s.kind, list(s.columns)] for m, s in rollup.shapes.items()}})
+        old = kept.pop(rollup.name, None)
+        if old is not None and old[0] == definition and old[3] == digest and not changed & set(reads):
+            conn.execute(f"insert into {CATALOG_TABLE} values (?, ?, ?, ?, ?, ?)", [rollup.name, *old[:4], reads])
+            continue
         columns = ", ".join([f'cast("{DAY}" as date) as "{DAY}"', *(f'"{c}"' for c in rollup.dimensions),
                              *(f'"{c}"' for c in rollup.stored)])
         conn.execute(f"create or replace table {rollup.table} as select {columns} from ({sql}) as built")
         rows = conn.execute(f"select count(*) from {rollup.table}").fetchone()[0]
-        definition = {"dimensions": rollup.dimensions,
-                      "shapes": {m: [s.kind, list(s.columns)] for m, s in rollup.shapes.items()}}
-        conn.execute(f"insert into {CATALOG_TABLE} values (?, ?, ?, ?)",
-                     [rollup.name, json.dumps(definition), rows, datetime.now(UTC)])
+        conn.execute(f"insert into {CATALOG_TABLE} values (?, ?, ?, ?, ?, ?)",
+                     [rollup.name, definition, rows, datetime.now(UTC), digest, reads])
+    for name in kept:  # no longer declared
+        conn.execute(f"drop table if exists {snapshots.CATALOG}.{SCHEMA}.{name}")
     return len(built)
 
 
-def builder(semantic_manifest: Path) -> Callable[[duckdb.DuckDBPyConnection], int]:
+def tables_read(sql: str) -> list[str]:
+    """The "schema.table" names a query reads (its CTEs are not tables)."""
+    parsed = sqlglot.parse_one(sql, dialect="duckdb")
+    return sorted({f"{t.db}.{t.name}" for t in parsed.find_all(sqlglot.exp.Table) if t.db})
+
+
+def _built(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple]:
+    """The rollups a snapshot already holds: name -> (definition, rows, built_at, sql_digest)."""
+    try:
+        rows = conn.execute(f"select name, definition, rows, built_at, sql_digest from {CATALOG_TABLE}").fetchall()
+    except duckdb.Error:  # none yet, or published before rollups recorded their SQL: build them all
+        return {}
+    return {name: rest for name, *rest in rows}
+
+
+def builder(semantic_manifest: Path) -> snapshots.Build:
     """What `snapshots.publish` calls to add the rollups to a new snapshot."""
-    return lambda conn: build(conn, load_semantic_manifest(semantic_manifest))
+    return lambda conn, changed=None: build(conn, load_semantic_manifest(semantic_manifest), changed=changed)
 
 
 def load(conn: duckdb.DuckDBPyConnection) -> tuple[Rollup, ...]:

@@ -6,13 +6,18 @@ copied into a new, immutable file, and a `CURRENT` pointer is swapped to it atom
 Readers open whatever `CURRENT` names; a reader that is mid-query keeps its open file (an
 older snapshot is unlinked, not overwritten), and the next query sees the new version.
 The version string doubles as the data version that caches key on.
+
+A run that changed only a few tables (a micro-batch) publishes `Changes`: the new snapshot starts
+as a copy of the current one and takes only those tables from the warehouse, and of an
+incremental table only the rows past the snapshot's newest cursor value.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,48 +39,130 @@ class Snapshot:
     tables: int
 
 
-def publish(warehouse: Path, published_dir: Path, keep: int = 3,
-            build: Callable[[duckdb.DuckDBPyConnection], object] | None = None) -> Snapshot:
+@dataclass(frozen=True)
+class Cursor:
+    """How an incremental table changes: rows are added or replaced on `key`, each stamped with a
+    `column` value (never null) newer than any row already there, so the rows past a snapshot's
+    newest value are exactly what changed since."""
+
+    key: str
+    column: str
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a run changed in the published schemas; everything else is kept from the current snapshot.
+
+    `tables` ("schema.table") are taken from the warehouse: merged past their `Cursor`, or copied
+    whole where they have none (or their columns changed). `schemas` are copied whole.
+    """
+
+    tables: Mapping[str, Cursor | None] = field(default_factory=dict)
+    schemas: tuple[str, ...] = ()
+
+
+# What `build` is told: the tables a snapshot took from the warehouse, or None for all of them.
+Build = Callable[[duckdb.DuckDBPyConnection, frozenset[str] | None], object]
+
+
+def publish(warehouse: Path, published_dir: Path, keep: int = 3, build: Build | None = None,
+            changes: Changes | None = None) -> Snapshot:
     """Copy the published schemas of `warehouse` into a new snapshot and make it current.
 
-    `build` adds derived tables (the metrics server's rollups) to the new snapshot, opened under
-    the warehouse's catalog name, before any reader can see it.
+    With `changes`, the current snapshot is copied instead and only the changed tables are taken
+    from the warehouse (without a current snapshot, everything is). `build` adds derived tables
+    (the metrics server's rollups) to the new snapshot, opened under the warehouse's catalog
+    name, before any reader can see it.
     """
     published_dir.mkdir(parents=True, exist_ok=True)
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = published_dir / f"warehouse-{version}.duckdb"
-    tables = 0
-    with duckdb.connect() as conn:
-        conn.execute(f"attach '{warehouse}' as source (read_only)")
-        conn.execute(f"attach '{path}' as snapshot")
-        for schema in PUBLISHED_SCHEMAS:
-            names = [r[0] for r in conn.execute(
-                "select table_name from information_schema.tables "
-                "where table_catalog = 'source' and table_schema = ? and table_type = 'BASE TABLE'",
-                [schema]).fetchall()]
-            if not names:
-                continue
-            conn.execute(f"create schema snapshot.{schema}")
-            for name in names:
-                conn.execute(f'create table snapshot.{schema}."{name}" as select * from source.{schema}."{name}"')
-                tables += 1
-        conn.execute("checkpoint snapshot")
-        conn.execute("detach snapshot")
-    if build is not None:
-        try:
-            with duckdb.connect() as conn:
-                conn.execute(f"attach '{path}' as {CATALOG}")
-                conn.execute(f"use {CATALOG}")
-                build(conn)
-                conn.execute(f"checkpoint {CATALOG}")
-        except BaseException:  # never current, so no reader has it open: the last good snapshot stays
-            path.unlink(missing_ok=True)
-            Path(f"{path}.wal").unlink(missing_ok=True)
-            raise
+    try:
+        changed = _copy(warehouse, path, published_dir, changes)
+        with duckdb.connect() as conn:
+            conn.execute(f"attach '{path}' as {CATALOG}")
+            conn.execute(f"use {CATALOG}")
+            if build is not None:
+                build(conn, changed)
+            tables = conn.execute(
+                "select count(*) from information_schema.tables where table_catalog = ? and table_schema in "
+                f"({', '.join('?' for _ in PUBLISHED_SCHEMAS)}) and table_type = 'BASE TABLE'",
+                [CATALOG, *PUBLISHED_SCHEMAS]).fetchone()[0]
+            conn.execute(f"checkpoint {CATALOG}")
+    except BaseException:  # never current, so no reader has it open: the last good snapshot stays
+        path.unlink(missing_ok=True)
+        Path(f"{path}.wal").unlink(missing_ok=True)
+        raise
     fsync(path)
     _point_to(published_dir, path.name)
     _prune(published_dir, keep)
     return Snapshot(version, path, tables)
+
+
+def _copy(warehouse: Path, path: Path, published_dir: Path, changes: Changes | None) -> frozenset[str] | None:
+    """Fill the new snapshot file; the tables taken from the warehouse, or None when it took all."""
+    base = current(published_dir) if changes is not None else None
+    if base is not None:
+        try:
+            shutil.copyfile(base.path, path)  # snapshots are checkpointed: the file is the whole database
+        except FileNotFoundError:
+            base = None
+    with duckdb.connect() as conn:
+        conn.execute(f"attach '{warehouse}' as source (read_only)")
+        conn.execute(f"attach '{path}' as snapshot")
+        if base is None:
+            for schema in PUBLISHED_SCHEMAS:
+                _copy_schema(conn, schema)
+            changed = None
+        else:
+            changed = _apply(conn, changes)
+        conn.execute("checkpoint snapshot")
+        conn.execute("detach snapshot")
+    return changed
+
+
+def _source_tables(conn: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "select table_name from information_schema.tables "
+        "where table_catalog = 'source' and table_schema = ? and table_type = 'BASE TABLE'", [schema]).fetchall()]
+
+
+def _copy_schema(conn: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
+    conn.execute(f"drop schema if exists snapshot.{schema} cascade")
+    names = _source_tables(conn, schema)
+    if names:
+        conn.execute(f"create schema snapshot.{schema}")
+    for name in names:
+        conn.execute(f'create table snapshot.{schema}."{name}" as select * from source.{schema}."{name}"')
+    return [f"{schema}.{name}" for name in names]
+
+
+def _columns(conn: duckdb.DuckDBPyConnection, catalog: str, schema: str, name: str) -> list[tuple[str, str]]:
+    return conn.execute("select column_name, data_type from information_schema.columns where table_catalog = ? "
+                        "and table_schema = ? and table_name = ? order by ordinal_position",
+                        [catalog, schema, name]).fetchall()
+
+
+def _apply(conn: duckdb.DuckDBPyConnection, changes: Changes) -> frozenset[str]:
+    changed = [table for schema in changes.schemas for table in _copy_schema(conn, schema)]
+    for table, cursor in changes.tables.items():
+        schema, name = table.split(".")
+        source, target = f'source.{schema}."{name}"', f'snapshot.{schema}."{name}"'
+        columns = _columns(conn, "source", schema, name)
+        if not columns:
+            raise ValueError(f"changed table {table} is not in the warehouse")
+        newest = None
+        if cursor is not None and _columns(conn, "snapshot", schema, name) == columns:
+            newest = conn.execute(f'select max("{cursor.column}") from {target}').fetchone()[0]
+        if newest is None:
+            conn.execute(f"create schema if not exists snapshot.{schema}")
+            conn.execute(f"create or replace table {target} as select * from {source}")
+        else:
+            past = f'from {source} where "{cursor.column}" > ?'
+            conn.execute(f'delete from {target} where "{cursor.key}" in (select "{cursor.key}" {past})', [newest])
+            conn.execute(f"insert into {target} select * {past}", [newest])
+        changed.append(table)
+    return frozenset(changed)
 
 
 def current(published_dir: Path) -> Snapshot | None:

@@ -145,7 +145,7 @@ def test_a_rollup_that_fails_to_build_publishes_nothing(published, tmp_path):
     published_dir = tmp_path / "published"
     first = snapshots.publish(published.warehouse, published_dir)
 
-    def failing(conn):
+    def failing(conn, changed):
         raise RuntimeError("rollup build failed")
 
     with pytest.raises(RuntimeError, match="rollup build failed"):

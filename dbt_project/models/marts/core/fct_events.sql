@@ -7,6 +7,7 @@
         incremental_strategy='merge',
         unique_key='event_id',
         on_schema_change='append_new_columns',
+        meta={'publish_cursor': 'loaded_at'},
     )
 }}
 

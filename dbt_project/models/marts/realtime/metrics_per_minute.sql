@@ -9,6 +9,7 @@
         incremental_strategy='merge',
         unique_key='metrics_per_minute_key',
         on_schema_change='fail',
+        meta={'publish_cursor': 'last_loaded_at'},
     )
 }}
 
