@@ -34,5 +34,5 @@ select
     loaded_at
 from {{ ref('stg_events__events') }}
 {% if is_incremental() %}
-where loaded_at > (select coalesce(max(loaded_at), cast('1900-01-01' as timestamp)) from {{ this }})
+where {{ newer_than('loaded_at') }}
 {% endif %}

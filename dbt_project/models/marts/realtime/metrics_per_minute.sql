@@ -17,7 +17,7 @@ with touched as (
     select distinct tenant_id, {{ dbt.date_trunc('minute', 'event_at') }} as minute_at
     from {{ ref('fct_events') }}
     {% if is_incremental() %}
-    where loaded_at > (select coalesce(max(last_loaded_at), cast('1900-01-01' as timestamp)) from {{ this }})
+    where {{ newer_than('loaded_at', 'last_loaded_at') }}
     {% endif %}
 ),
 

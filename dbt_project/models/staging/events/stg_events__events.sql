@@ -1,16 +1,24 @@
 {#- One row per event_id: the loader already deduplicates, this guards against any replay that
     reaches the raw table another way (the first copy loaded wins). Events a quality gate holds
     back are left out; once released, `loaded_at` is the release time, so that incremental
-    models downstream take them in then. -#}
+    models downstream take them in then.
+    A copy is first when no copy of its event was loaded before it: written as a join on the
+    event's key (not a window over every event), a filter on `loaded_at` (fct_events' increment)
+    reaches the raw scan, and a micro-batch reads the new rows in full and only the keys of the rest. -#}
 with source as (
     {{ rows_not_held(source('raw_events', 'events'), 'event_id', 'raw_events.events') }}
 ),
 
 ranked as (
-    select
-        *,
-        row_number() over (partition by event_id order by _loaded_at, _source_file, _line_number) as copy_number
+    select *
     from source
+    where not exists (
+        select 1
+        from {{ source('raw_events', 'events') }} as earlier
+        where earlier.event_id = source.event_id
+            and (earlier._loaded_at, earlier._source_file, earlier._line_number)
+                < (source._loaded_at, source._source_file, source._line_number)
+    )
 ),
 
 renamed as (
@@ -38,7 +46,6 @@ renamed as (
         _source_file as source_file,
         {{ to_utc('coalesce(_released_at, _loaded_at)') }} as loaded_at
     from ranked
-    where copy_number = 1
 )
 
 select * from renamed
