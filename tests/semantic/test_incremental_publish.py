@@ -48,7 +48,8 @@ def micro_batch(warehouse) -> None:
                      "where event_id = (select min(event_id) from marts.fct_events where event_type = 'error')")
         conn.execute("update marts.metrics_per_minute set events = events + 50, last_loaded_at = "
                      "(select max(loaded_at) from marts.fct_events) "
-                     "where metrics_per_minute_key = (select max(metrics_per_minute_key) from marts.metrics_per_minute)")
+                     "where metrics_per_minute_key = "
+                     "(select max(metrics_per_minute_key) from marts.metrics_per_minute)")
         store.ensure_tables(conn)
         store.record_results(conn, [("new-run", "raw_events", "properties_match_schema", "raw_events/events",
                                      "critical", True, "0 of 50 rows break the rule", "", 0, 0, datetime.now(UTC))])
