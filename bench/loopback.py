@@ -1,4 +1,4 @@
-"""What the benchmarks need to run servers on loopback: a free port."""
+"""What the benchmarks and tests need to run servers on loopback: a free port."""
 
 from __future__ import annotations
 

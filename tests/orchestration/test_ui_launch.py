@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -22,17 +21,12 @@ import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
+from bench.loopback import free_port
 from ingestion.paths import DataLayout
 from orchestration.warm_launcher import PID_TAG
 from semantic import snapshots
 from tests.conftest import REPO_ROOT
 from tests.ingestion.collector_process import collector
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -41,7 +35,7 @@ def dagster_dev(tmp_path):
     home = data_dir / "dagster"
     home.mkdir(parents=True)
     shutil.copy(REPO_ROOT / "orchestration" / "dagster.yaml", home / "dagster.yaml")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PLATFORM_DATA_DIR": str(data_dir), "PLATFORM_SAMPLE_SIZE": "tiny",
            "DAGSTER_HOME": str(home)}
     log = open(tmp_path / "dagster-dev.log", "w")  # noqa: SIM115 - closed at teardown

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.loopback import free_port
 from ingestion.paths import DataLayout
 from orchestration.environment import SEMANTIC_MANIFEST
 from semantic import rollups, snapshots
@@ -37,12 +38,6 @@ class Server:
         return self.token(role="admin")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _http_ready(url: str) -> bool:
     try:
         return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
@@ -61,7 +56,7 @@ def _tcp_ready(port: int) -> bool:
 def start_server(layout: DataLayout, log: Path, module: str = "semantic.server",
                  continue_wait: float = 10) -> Iterator[Server]:
     """Run one of the semantic servers (REST or SQL wire) in its own process until the session ends."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PLATFORM_DATA_DIR": str(layout.root), "SEMANTIC_API_SECRET": SECRET,
            "SEMANTIC_CONTINUE_WAIT": str(continue_wait)}
     with open(log, "w") as out:
