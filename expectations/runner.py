@@ -139,20 +139,17 @@ def _definition(frame: Frame, check: Check) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _quoted(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _rows_filter(suite: Suite, frame: Frame, checks: list[Check], since: datetime | None) -> str:
-    """The where-clause condition that replaces `{rows}`: new rows, and those the checks hold."""
+def _rows_filter(suite: Suite, frame: Frame, checks: list[Check], since: datetime | None) -> tuple[str, list]:
+    """The where-clause condition that replaces `{rows}` (new rows, and those the checks hold), and
+    its parameters."""
     if frame.incremental is None or since is None:
-        return "true"
-    conditions = [f'"{frame.incremental.loaded_at}" > timestamptz {_quoted(since.isoformat())}']
-    conditions += [
-        f'"{c.quarantine.key}" in (select row_key from {store.QUARANTINE} where suite = {_quoted(suite.name)} '
-        f"and expectation = {_quoted(c.name)} and released_at is null)"
-        for c in checks if c.quarantine is not None]
-    return "(" + " or ".join(conditions) + ")"
+        return "true", []
+    conditions, params = [f'"{frame.incremental.loaded_at}" > ?'], [since]
+    for check in (c for c in checks if c.quarantine is not None):
+        conditions.append(f'"{check.quarantine.key}" in (select row_key from {store.QUARANTINE} '
+                          "where suite = ? and expectation = ? and released_at is null)")
+        params += [suite.name, check.name]
+    return "(" + " or ".join(conditions) + ")", params
 
 
 class Runner:
@@ -182,10 +179,10 @@ class Runner:
             frame_checks = [c for c in checks if c.frame == frame_name]
             definitions = {c.name: _definition(frame, c) for c in frame_checks}
             since = self._read_since(suite, frame, definitions)
-            sql = frame.sql.replace("{now}", self.now.isoformat()).replace(
-                "{rows}", _rows_filter(suite, frame, frame_checks, since))
+            rows, params = _rows_filter(suite, frame, frame_checks, since)
+            sql = frame.sql.replace("{now}", self.now.isoformat()).replace("{rows}", rows)
             try:
-                df = self.conn.execute(sql).df()
+                df = self.conn.execute(sql, params).df()
             except duckdb.Error as exc:
                 why = f"frame {frame.name!r} failed: {str(exc).splitlines()[0]}"
                 outcomes += [Outcome(suite.name, c, False, "no data", describe_expected(c), error=why)
