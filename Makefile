@@ -11,18 +11,21 @@ DBT_FILES := $(shell find dbt_project/models dbt_project/macros dbt_project/test
 MANIFEST := dbt_project/target/manifest.json
 # Cube's official JavaScript client, which the tests run against the metrics server
 CUBE_JS := tests/semantic/cube_js/node_modules/.installed
+# The Evidence project's locked packages, and Debian's Chromium (the tests open the reports in it)
+REPORTS_JS := reports/node_modules/.package-lock.json
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test test-all test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector lint manifest install clean
+.PHONY: serve-reports run test test-all test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
-run: install manifest
+run: install manifest $(REPORTS_JS)
 	$(RUN) python -m orchestration.main
 
 ## test: the test suite (slow suites are marked and left out; `make test-all` runs them too)
-test: install manifest $(CUBE_JS)
+test: install manifest $(CUBE_JS) $(REPORTS_JS) $(CHROMIUM)
 	$(RUN) pytest
 
-test-all: install manifest $(CUBE_JS)
+test-all: install manifest $(CUBE_JS) $(REPORTS_JS) $(CHROMIUM)
 	$(RUN) pytest -m ""
 
 ## test-postgres: the main job on a throwaway PostgreSQL cluster (needs the postgresql server package)
@@ -101,6 +104,17 @@ manifest: $(MANIFEST)
 $(CUBE_JS): tests/semantic/cube_js/package.json tests/semantic/cube_js/package-lock.json
 	npm ci --prefix tests/semantic/cube_js --no-audit --no-fund --loglevel=error
 	touch $@
+
+$(REPORTS_JS): reports/package.json reports/package-lock.json
+	npm ci --prefix reports --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(CHROMIUM):
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+
+## serve-reports: the built Evidence reports on http://127.0.0.1:3100 (after `make run`)
+serve-reports: install
+	$(RUN) python -m reports.serve --port 3100
 
 $(MANIFEST): .venv/.synced $(DBT_FILES)
 	$(RUN) dbt parse --project-dir dbt_project --profiles-dir dbt_project --quiet

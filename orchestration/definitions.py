@@ -17,6 +17,7 @@ from orchestration.assets.ml import (
 )
 from orchestration.assets.publish import published_warehouse
 from orchestration.assets.quality import quality_checks
+from orchestration.assets.reports import reports_site
 from orchestration.assets.sample_data import sample_data
 from orchestration.microbatch import landing_files_sensor, microbatch_job
 
@@ -25,7 +26,7 @@ batch_job = dg.define_asset_job(
     selection=dg.AssetSelection.all(),
     description="Everything, in dependency order: sample data, dlt loads, quality gates on raw data, dbt build "
     "with its tests, quality gates on marts, forecasting models, forecasts and insights, the forecast mart, "
-    "the published read snapshot.",
+    "the published read snapshot, the Evidence reports site.",
 )
 
 # The daily run forecasts with the registered champions; retraining is weekly or on drift.
@@ -41,7 +42,7 @@ daily_batch_schedule = dg.ScheduleDefinition(
 defs = dg.Definitions(
     assets=[sample_data, app_db_assets, events_assets, marketing_assets, dbt_models, forecast_models,
             dbt_forecast_marts,
-            forecast_daily, insights, published_warehouse],
+            forecast_daily, insights, published_warehouse, reports_site],
     asset_checks=quality_checks,
     jobs=[batch_job, daily_job, retrain_job, microbatch_job],
     schedules=[daily_batch_schedule, weekly_retrain_schedule],

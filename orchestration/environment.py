@@ -67,6 +67,11 @@ class Environment:
         """Read snapshots of the warehouse for the metrics server and the reports."""
         return self.data_dir / "published"
 
+    @property
+    def reports_site_dir(self) -> Path:
+        """The built Evidence site (static files: serve them, e.g. `make serve-reports`)."""
+        return self.data_dir / "reports" / "site"
+
     def warehouse_destination(self) -> Destination:
         """Where dlt loads: the same warehouse the dbt target builds in."""
         if self.dbt_target == "duckdb":

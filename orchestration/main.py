@@ -123,6 +123,10 @@ def summary(env: Environment, result: dg.ExecuteInProcessResult, seconds: float)
     snapshot = snapshots.current(env.published_dir)
     if snapshot is not None:
         lines.append(f"published for readers: data version {snapshot.version} ({snapshot.path})")
+    site_index = env.reports_site_dir / "index.html"
+    if site_index.exists() and site_index.stat().st_mtime >= time.time() - seconds:  # built by this run
+        lines.append(f"reports (Evidence): {env.reports_site_dir}; open them with `make serve-reports`, "
+                     "then http://127.0.0.1:3100/")
     lines += [
         f"warehouse ({env.dbt_target}): {env.warehouse_location}",
         f"Dagster UI: `make dev`, then http://127.0.0.1:3000 (runs are stored in {env.dagster_home})",

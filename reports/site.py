@@ -1,0 +1,159 @@
+"""Build the Evidence site from the published read snapshot, into `data/reports/site`.
+
+Evidence runs in two steps: `evidence sources` runs each `sources/warehouse/*.sql` against the
+snapshot (DuckDB through `@duckdb/node-api`) and writes the results as Parquet; `evidence build:strict`
+pre-renders every page, whose queries run on those results in DuckDB-wasm. The snapshot is the one
+`semantic/snapshots.py` made current: immutable, so the pipeline keeps writing while a site builds.
+
+Before the slow build, every page query is checked against the source queries, so a page that
+reads a table no source provides fails at once, naming the page and the query. The new site is
+built beside the old one and swapped in, so a failed build leaves the last good site in place.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlglot
+
+PROJECT_DIR = Path(__file__).resolve().parent
+PAGES_DIR = PROJECT_DIR / "pages"
+PARTIALS_DIR = PROJECT_DIR / "partials"
+SOURCE = "warehouse"
+SOURCE_DIR = PROJECT_DIR / "sources" / SOURCE
+NODE_MODULES = PROJECT_DIR / "node_modules"
+# Evidence's own telemetry is off: builds must not reach outside the machine.
+EVIDENCE_ENV = {"SEND_ANONYMOUS_USAGE_STATS": "no", "NODE_OPTIONS": "--max-old-space-size=4096"}
+SQL_BLOCK = re.compile(r"^```sql[ \t]+(\w+)[ \t]*\n(.*?)^```", re.S | re.M)
+PARTIAL = re.compile(r'\{@partial\s+"([^"]+)"\s*\}')
+INPUT = re.compile(r"\$\{[^}]*\}")
+FAILED_SOURCE = re.compile(r"^\s*(\w+) ✖ (.*)$", re.M)
+
+
+class ReportError(Exception):
+    """A report cannot be built; the message names the page or source query at fault."""
+
+
+@dataclass(frozen=True)
+class Site:
+    path: Path
+    pages: tuple[str, ...]
+    snapshot: Path
+    sources_seconds: float
+    build_seconds: float
+
+    @property
+    def index(self) -> Path:
+        return self.path / "index.html"
+
+
+def page_routes() -> tuple[str, ...]:
+    """The site's routes, from the page files: `index.md` is `/`, `engagement.md` is `/engagement`."""
+    routes = []
+    for page in sorted(PAGES_DIR.rglob("*.md")):
+        route = "/" + page.relative_to(PAGES_DIR).with_suffix("").as_posix()
+        routes.append(route.removesuffix("index").rstrip("/") or "/")
+    return tuple(routes)
+
+
+def source_tables() -> set[str]:
+    """The tables the source queries give the pages: one per `sources/warehouse/*.sql`."""
+    return {path.stem for path in SOURCE_DIR.glob("*.sql")}
+
+
+def page_queries(page: Path) -> dict[str, str]:
+    """A page's named SQL blocks, its partials' included, with `${inputs...}` made literals."""
+    text = PARTIAL.sub(lambda m: (PARTIALS_DIR / m.group(1)).read_text(), page.read_text())
+    return {name: INPUT.sub("x", sql) for name, sql in SQL_BLOCK.findall(text)}
+
+
+def check_pages(pages_dir: Path = PAGES_DIR, tables: set[str] | None = None) -> None:
+    """Fail on a page query that reads a table no source query provides, naming page and query."""
+    tables = source_tables() if tables is None else tables
+    problems = []
+    for page in sorted(pages_dir.rglob("*.md")):
+        queries = page_queries(page)
+        for name, sql in queries.items():
+            try:
+                parsed = sqlglot.parse_one(sql, dialect="duckdb")
+            except sqlglot.errors.ParseError as error:
+                problems.append(f"{page.relative_to(pages_dir.parent)}, query `{name}`: SQL does not parse: {error}")
+                continue
+            ctes = {cte.alias for cte in parsed.find_all(sqlglot.exp.CTE)}
+            for table in parsed.find_all(sqlglot.exp.Table):
+                if not table.name or table.name in ctes or table.name in queries:
+                    continue
+                if table.db != SOURCE or table.name not in tables:
+                    problems.append(f"{page.relative_to(pages_dir.parent)}, query `{name}`: table "
+                                    f"{table.sql(dialect='duckdb')} does not exist; pages read "
+                                    f"{SOURCE}.<source query>, one of: {', '.join(sorted(tables))}")
+    if problems:
+        raise ReportError("report pages read missing tables:\n  " + "\n  ".join(problems))
+
+
+def ensure_installed() -> None:
+    """Install the locked Evidence packages once (`npm ci`), as `make install` would."""
+    if (NODE_MODULES / ".package-lock.json").exists():
+        return
+    _run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], "npm ci (reports/)", timeout=900)
+
+
+def build(snapshot: Path, site_dir: Path, timeout: float = 900) -> Site:
+    """Build every page from `snapshot` into `site_dir`; the previous site stays if this fails."""
+    if not snapshot.exists():
+        raise ReportError(f"no published snapshot at {snapshot}: run the main job (`make run`) first")
+    check_pages()
+    ensure_installed()
+    # Evidence joins the source's directory to `filename`, so the snapshot is given relative to it.
+    env = {**os.environ, **EVIDENCE_ENV,
+           f"EVIDENCE_SOURCE__{SOURCE}__filename": os.path.relpath(snapshot.resolve(), SOURCE_DIR)}
+    started = time.monotonic()
+    output = _run(["npx", "--no-install", "evidence", "sources"], "evidence sources", env=env, timeout=timeout)
+    failed = FAILED_SOURCE.findall(output)
+    if failed:
+        raise ReportError("source queries failed:\n  " + "\n  ".join(
+            f"sources/{SOURCE}/{name}.sql: {why}" for name, why in failed))
+    sources_seconds = time.monotonic() - started
+    built = PROJECT_DIR / "build"
+    shutil.rmtree(built, ignore_errors=True)
+    _run(["npx", "--no-install", "evidence", "build:strict"], "evidence build:strict", env=env, timeout=timeout)
+    build_seconds = time.monotonic() - started - sources_seconds
+    _swap_in(built, site_dir)
+    return Site(site_dir, page_routes(), snapshot, sources_seconds, build_seconds)
+
+
+def _swap_in(built: Path, site_dir: Path) -> None:
+    """Replace `site_dir` with the new build in two renames, so a reader never sees half a site."""
+    site_dir.parent.mkdir(parents=True, exist_ok=True)
+    incoming = site_dir.with_name(site_dir.name + ".new")
+    shutil.rmtree(incoming, ignore_errors=True)
+    shutil.move(str(built), incoming)
+    outgoing = site_dir.with_name(site_dir.name + ".old")
+    shutil.rmtree(outgoing, ignore_errors=True)
+    if site_dir.exists():
+        site_dir.rename(outgoing)
+    incoming.rename(site_dir)
+    shutil.rmtree(outgoing, ignore_errors=True)
+
+
+def _run(command: list[str], what: str, env: dict[str, str] | None = None, timeout: float = 900) -> str:
+    """Run an npm/Evidence command in the project; on failure, the error names the step and its output."""
+    try:
+        proc = subprocess.run(command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as error:
+        raise ReportError(f"{what} did not finish in {timeout:.0f} s") from error
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise ReportError(f"{what} failed (exit {proc.returncode}):\n{_tail(output)}")
+    return output
+
+
+def _tail(output: str, lines: int = 40) -> str:
+    kept = [line for line in output.splitlines() if line.strip() and not line.lstrip().startswith(("at ", "npm warn"))]
+    return "\n".join(kept[-lines:])

@@ -1,0 +1,158 @@
+"""The Evidence reports, built for real on the tiny sample and opened in headless Chromium.
+
+The main job runs once as users run it and must end with the site built. The pages are then
+built again by `reports.site` from a copy of its published snapshot that also holds a tenant with
+no data at all, so that every page can be shown for a tenant whose queries return nothing.
+Screenshots of every page are kept in `tests/artifacts/reports/` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import duckdb
+import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
+
+from reports import serve, site
+from semantic import snapshots
+from tests.conftest import REPO_ROOT
+from tests.orchestration.helpers import run_main_job
+
+ARTIFACTS = REPO_ROOT / "tests" / "artifacts" / "reports"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+EMPTY_TENANT = "t999"
+PAGES = ("/", "/engagement", "/forecasts", "/insights", "/quality")
+
+
+@pytest.fixture(scope="module")
+def main_run(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("reports") / "data"
+    return data_dir, run_main_job(data_dir)
+
+
+@pytest.fixture(scope="module")
+def site_with_empty_tenant(main_run, tmp_path_factory):
+    """The site built from the main job's snapshot plus a tenant that has no rows anywhere."""
+    data_dir, _ = main_run
+    snapshot = tmp_path_factory.mktemp("snapshot") / "warehouse-with-empty-tenant.duckdb"
+    shutil.copy(snapshots.current(data_dir / "published").path, snapshot)
+    with duckdb.connect(str(snapshot)) as conn:
+        conn.execute("insert into marts.dim_tenants (tenant_id, tenant_name, industry, tenant_country, tenant_tier, "
+                     "created_at, user_count) values (?, 'Empty Tenant', 'none', 'NL', 'free', now(), 0)",
+                     [EMPTY_TENANT])
+    return site.build(snapshot, tmp_path_factory.mktemp("site") / "site")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def served(site_dir: Path):
+    httpd = serve.server(site_dir, port=0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+
+def open_page(browser, url: str, screenshot: Path, tenant_label: str | None = None) -> tuple[str, list[str], int]:
+    """Open a page, wait for its charts, and return its text, its console errors and its chart count."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(url)
+    page.wait_for_function("() => document.querySelector('h1') !== null")
+    if tenant_label is not None:
+        page.wait_for_load_state("networkidle")  # the filter answers clicks once the page is hydrated
+        option = page.get_by_role("option", name=tenant_label)
+        for _ in range(3):
+            page.get_by_role("combobox").first.click()  # the tenant filter comes first on every page
+            try:
+                option.wait_for(state="visible", timeout=5000)
+                break
+            except PlaywrightTimeout:
+                page.keyboard.press("Escape")
+        option.click()
+        page.keyboard.press("Escape")
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(500)
+    charts = page.evaluate("() => document.querySelectorAll('canvas').length")
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(screenshot), full_page=True)
+    text = page.inner_text("body")
+    page.close()
+    return text, errors, charts
+
+
+def test_main_job_ends_with_the_site_built_and_says_how_to_open_it(main_run):
+    data_dir, out = main_run
+    site_dir = data_dir / "reports" / "site"
+    assert f"reports (Evidence): {site_dir}" in out and "make serve-reports" in out
+    for route in PAGES:
+        assert (site_dir / route.strip("/") / "index.html").exists(), route
+    published = {p.name for p in (site_dir / "data" / "warehouse").iterdir()}
+    assert published == site.source_tables()
+
+
+def test_every_page_draws_its_charts_without_console_errors(main_run, browser):
+    data_dir, _ = main_run
+    httpd, base = served(data_dir / "reports" / "site")
+    try:
+        for route in PAGES:
+            name = route.strip("/") or "index"
+            text, errors, charts = open_page(browser, base + route, ARTIFACTS / f"{name}.png")
+            assert errors == [], (route, errors)
+            assert charts > 0 or route == "/quality", (route, "no chart drawn")
+            assert "Error" not in text.split("\n")[:3], route
+            assert "No data" not in text, route
+    finally:
+        httpd.shutdown()
+
+
+def test_a_tenant_with_no_data_gets_a_message_on_every_page(site_with_empty_tenant, browser):
+    httpd, base = served(site_with_empty_tenant.path)
+    try:
+        for route in PAGES:
+            name = route.strip("/") or "index"
+            text, errors, _ = open_page(browser, base + route, ARTIFACTS / f"{name}-empty-tenant.png",
+                                        tenant_label=f"Empty Tenant ({EMPTY_TENANT})")
+            assert errors == [], (route, errors)
+            assert f"tenant {EMPTY_TENANT}" in text, (route, text[:2000])
+    finally:
+        httpd.shutdown()
+
+
+def test_a_page_reading_a_missing_table_names_the_page_and_the_query(tmp_path):
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    (pages / "ok.md").write_text("```sql fine\nselect * from warehouse.kpis_daily\n```\n")
+    (pages / "broken.md").write_text("# Broken\n\n```sql totals\nselect sum(revenue) from warehouse.daily_sales\n"
+                                     "where tenant = '${inputs.tenant.value}'\n```\n")
+    with pytest.raises(site.ReportError) as error:
+        site.check_pages(pages)
+    message = str(error.value)
+    assert "pages/broken.md, query `totals`: table warehouse.daily_sales does not exist" in message
+    assert "ok.md" not in message
+
+
+def test_a_source_query_on_a_missing_table_names_the_source_file(tmp_path, main_run):
+    """The source queries run against the snapshot: one that reads a table the snapshot lacks fails
+    the build with its file named, and the last good site stays."""
+    data_dir, _ = main_run
+    snapshot = tmp_path / "without-insights.duckdb"
+    shutil.copy(snapshots.current(data_dir / "published").path, snapshot)
+    with duckdb.connect(str(snapshot)) as conn:
+        conn.execute("drop table ml.insights")
+    site_dir = data_dir / "reports" / "site"
+    before = (site_dir / "index.html").read_text()
+    with pytest.raises(site.ReportError) as error:
+        site.build(snapshot, site_dir)
+    assert "sources/warehouse/insights.sql" in str(error.value) and "insights" in str(error.value)
+    assert (site_dir / "index.html").read_text() == before
