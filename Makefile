@@ -15,7 +15,7 @@ CUBE_JS := tests/semantic/cube_js/node_modules/.installed
 REPORTS_JS := reports/node_modules/.package-lock.json
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: serve-reports run test test-all test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector lint manifest install clean
+.PHONY: serve-reports run test test-all test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest $(REPORTS_JS)
@@ -76,6 +76,10 @@ bench-collector: install
 bench-freshness: install manifest
 	$(RUN) python -m bench.freshness
 
+## bench-reports: Evidence site build time and time until each page's charts are drawn (after `make run`)
+bench-reports: install $(REPORTS_JS) $(CHROMIUM)
+	$(RUN) python -m bench.reports
+
 ## bench-ml: forecast accuracy against baselines, anomaly detection, training time (after `make run`)
 bench-ml: install manifest
 	$(RUN) python -m bench.ml --data-dir data
@@ -105,8 +109,10 @@ $(CUBE_JS): tests/semantic/cube_js/package.json tests/semantic/cube_js/package-l
 	npm ci --prefix tests/semantic/cube_js --no-audit --no-fund --loglevel=error
 	touch $@
 
+# `npm install --no-save` installs the locked versions: npm 11 writes locks without other platforms'
+# optional packages (rollup's, DuckDB's bindings), and then refuses `npm ci` on them.
 $(REPORTS_JS): reports/package.json reports/package-lock.json
-	npm ci --prefix reports --no-audit --no-fund --loglevel=error
+	npm install --prefix reports --no-save --no-audit --no-fund --loglevel=error
 	touch $@
 
 $(CHROMIUM):

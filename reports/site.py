@@ -98,10 +98,11 @@ def check_pages(pages_dir: Path = PAGES_DIR, tables: set[str] | None = None) -> 
 
 
 def ensure_installed() -> None:
-    """Install the locked Evidence packages once (`npm ci`), as `make install` would."""
+    """Install the locked Evidence packages once, as the Makefile does (see there why not `npm ci`)."""
     if (NODE_MODULES / ".package-lock.json").exists():
         return
-    _run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], "npm ci (reports/)", timeout=900)
+    _run(["npm", "install", "--no-save", "--no-audit", "--no-fund", "--loglevel=error"], "npm install (reports/)",
+         timeout=900)
 
 
 def build(snapshot: Path, site_dir: Path, timeout: float = 900) -> Site:

@@ -1,0 +1,85 @@
+"""Reports benchmark: how long the Evidence site takes to build, and how soon each page's charts
+are drawn in headless Chromium (the users' requirement for dashboards: under 1 s).
+
+Builds from the current published snapshot (`make run` first; the default sample unless
+PLATFORM_DATA_DIR says otherwise) into a scratch directory, serves it on loopback with
+`reports.serve`, and opens every page: once cold (empty browser cache), then `--loads` times warm.
+A page counts as drawn when it has as many chart canvases as it ends up with, measured from the
+start of navigation.
+
+    python -m bench.reports [--loads 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+from orchestration.environment import current_environment
+from reports import serve, site
+from semantic import snapshots
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+
+
+def drawn_after(page, url: str, charts: int) -> float:
+    """Seconds from navigation until the page has `charts` canvases (and its h1)."""
+    started = time.perf_counter()
+    page.goto(url, wait_until="commit")
+    drawn = f"() => document.querySelector('h1') && document.querySelectorAll('canvas').length >= {charts}"
+    page.wait_for_function(drawn, polling="raf", timeout=30000)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--loads", type=int, default=5)
+    args = parser.parse_args()
+    env = current_environment()
+    snapshot = snapshots.current(env.published_dir)
+    if snapshot is None:
+        raise SystemExit(f"no published snapshot in {env.published_dir}: run `make run` first")
+    scratch = Path(tempfile.mkdtemp(prefix="bench-reports-"))
+    try:
+        started = time.perf_counter()
+        built = site.build(snapshot.path, scratch / "site")
+        total = time.perf_counter() - started
+        print(f"site build from {snapshot.path.name}: {total:.1f} s "
+              f"(evidence sources {built.sources_seconds:.1f} s, evidence build {built.build_seconds:.1f} s)")
+        httpd = serve.server(built.path, port=0)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            print(f"{'page':<14} {'charts':>6} {'cold s':>7} {'warm p50 s':>11} {'warm max s':>11}")
+            for route in built.pages:
+                page = context.new_page()
+                page.goto(base + route, wait_until="networkidle")
+                page.wait_for_timeout(1000)
+                charts = page.evaluate("() => document.querySelectorAll('canvas').length")
+                page.close()
+                fresh = browser.new_context(viewport={"width": 1280, "height": 900})
+                cold = drawn_after(fresh.new_page(), base + route, charts)
+                fresh.close()
+                warm = []
+                for _ in range(args.loads):
+                    page = context.new_page()
+                    warm.append(drawn_after(page, base + route, charts))
+                    page.close()
+                print(f"{route:<14} {charts:>6} {cold:>7.2f} {statistics.median(warm):>11.2f} {max(warm):>11.2f}")
+            browser.close()
+        httpd.shutdown()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
