@@ -16,17 +16,12 @@ import argparse
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
-
 from orchestration.environment import current_environment
-from reports import serve, site
+from reports import browser, site
 from semantic import snapshots
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 
 
 def drawn_after(page, url: str, charts: int) -> float:
@@ -53,12 +48,8 @@ def main() -> None:
         total = time.perf_counter() - started
         print(f"site build from {snapshot.path.name}: {total:.1f} s "
               f"(evidence sources {built.sources_seconds:.1f} s, evidence build {built.build_seconds:.1f} s)")
-        httpd = serve.server(built.path, port=0)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        base = f"http://127.0.0.1:{httpd.server_address[1]}"
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
+        with browser.serving(built.path) as base, browser.chromium() as chromium:
+            context = chromium.new_context(viewport=browser.VIEWPORT)
             print(f"{'page':<14} {'charts':>6} {'cold s':>7} {'warm p50 s':>11} {'warm max s':>11}")
             for route in built.pages:
                 page = context.new_page()
@@ -66,7 +57,7 @@ def main() -> None:
                 page.wait_for_timeout(1000)
                 charts = page.evaluate("() => document.querySelectorAll('canvas').length")
                 page.close()
-                fresh = browser.new_context(viewport={"width": 1280, "height": 900})
+                fresh = chromium.new_context(viewport=browser.VIEWPORT)
                 cold = drawn_after(fresh.new_page(), base + route, charts)
                 fresh.close()
                 warm = []
@@ -75,8 +66,6 @@ def main() -> None:
                     warm.append(drawn_after(page, base + route, charts))
                     page.close()
                 print(f"{route:<14} {charts:>6} {cold:>7.2f} {statistics.median(warm):>11.2f} {max(warm):>11.2f}")
-            browser.close()
-        httpd.shutdown()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -12,27 +12,28 @@ built beside the old one and swapped in, so a failed build leaves the last good 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlglot
 
-PROJECT_DIR = Path(__file__).resolve().parent
-PAGES_DIR = PROJECT_DIR / "pages"
-PARTIALS_DIR = PROJECT_DIR / "partials"
+from reports import pages
+
+PROJECT_DIR = pages.PROJECT_DIR
 SOURCE = "warehouse"
 SOURCE_DIR = PROJECT_DIR / "sources" / SOURCE
 NODE_MODULES = PROJECT_DIR / "node_modules"
 # Evidence's own telemetry is off: builds must not reach outside the machine.
 EVIDENCE_ENV = {"SEND_ANONYMOUS_USAGE_STATS": "no", "NODE_OPTIONS": "--max-old-space-size=4096"}
-SQL_BLOCK = re.compile(r"^```sql[ \t]+(\w+)[ \t]*\n(.*?)^```", re.S | re.M)
-PARTIAL = re.compile(r'\{@partial\s+"([^"]+)"\s*\}')
-INPUT = re.compile(r"\$\{[^}]*\}")
+# What a built site was built from, written into it: the exports and deliveries name its data version.
+BUILD_STAMP = "build.json"
 FAILED_SOURCE = re.compile(r"^\s*(\w+) ✖ (.*)$", re.M)
 
 
@@ -55,11 +56,7 @@ class Site:
 
 def page_routes() -> tuple[str, ...]:
     """The site's routes, from the page files: `index.md` is `/`, `engagement.md` is `/engagement`."""
-    routes = []
-    for page in sorted(PAGES_DIR.rglob("*.md")):
-        route = "/" + page.relative_to(PAGES_DIR).with_suffix("").as_posix()
-        routes.append(route.removesuffix("index").rstrip("/") or "/")
-    return tuple(routes)
+    return tuple(page.route for page in pages.all_pages())
 
 
 def source_tables() -> set[str]:
@@ -67,32 +64,31 @@ def source_tables() -> set[str]:
     return {path.stem for path in SOURCE_DIR.glob("*.sql")}
 
 
-def page_queries(page: Path) -> dict[str, str]:
-    """A page's named SQL blocks, its partials' included, with `${inputs...}` made literals."""
-    text = PARTIAL.sub(lambda m: (PARTIALS_DIR / m.group(1)).read_text(), page.read_text())
-    return {name: INPUT.sub("x", sql) for name, sql in SQL_BLOCK.findall(text)}
-
-
-def check_pages(pages_dir: Path = PAGES_DIR, tables: set[str] | None = None) -> None:
+def check_pages(pages_dir: Path = pages.PAGES_DIR, tables: set[str] | None = None) -> None:
     """Fail on a page query that reads a table no source query provides, naming page and query."""
     tables = source_tables() if tables is None else tables
+    try:
+        found = pages.all_pages(pages_dir)
+    except pages.PageError as error:
+        raise ReportError(str(error)) from error
     problems = []
-    for page in sorted(pages_dir.rglob("*.md")):
-        queries = page_queries(page)
-        for name, sql in queries.items():
+    for page in found:
+        for name in page.queries:
             try:
-                parsed = sqlglot.parse_one(sql, dialect="duckdb")
+                parsed = sqlglot.parse_one(page.resolve(name, unset="x"), dialect="duckdb")
+            except pages.PageError as error:
+                problems.append(str(error))
+                continue
             except sqlglot.errors.ParseError as error:
-                problems.append(f"{page.relative_to(pages_dir.parent)}, query `{name}`: SQL does not parse: {error}")
+                problems.append(f"{page.where(name)}: SQL does not parse: {error}")
                 continue
             ctes = {cte.alias for cte in parsed.find_all(sqlglot.exp.CTE)}
             for table in parsed.find_all(sqlglot.exp.Table):
-                if not table.name or table.name in ctes or table.name in queries:
+                if not table.name or table.name in ctes:
                     continue
                 if table.db != SOURCE or table.name not in tables:
-                    problems.append(f"{page.relative_to(pages_dir.parent)}, query `{name}`: table "
-                                    f"{table.sql(dialect='duckdb')} does not exist; pages read "
-                                    f"{SOURCE}.<source query>, one of: {', '.join(sorted(tables))}")
+                    problems.append(f"{page.where(name)}: table {table.sql(dialect='duckdb')} does not exist; "
+                                    f"pages read {SOURCE}.<source query>, one of: {', '.join(sorted(tables))}")
     if problems:
         raise ReportError("report pages read missing tables:\n  " + "\n  ".join(problems))
 
@@ -125,8 +121,19 @@ def build(snapshot: Path, site_dir: Path, timeout: float = 900) -> Site:
     shutil.rmtree(built, ignore_errors=True)
     _run(["npx", "--no-install", "evidence", "build:strict"], "evidence build:strict", env=env, timeout=timeout)
     build_seconds = time.monotonic() - started - sources_seconds
+    (built / BUILD_STAMP).write_text(json.dumps({
+        "data_version": snapshot.stem.removeprefix("warehouse-"), "snapshot": str(snapshot),
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds")}))
     _swap_in(built, site_dir)
     return Site(site_dir, page_routes(), snapshot, sources_seconds, build_seconds)
+
+
+def data_version(site_dir: Path) -> str:
+    """The published data version a built site shows (from the stamp `build` leaves in it)."""
+    stamp = site_dir / BUILD_STAMP
+    if not stamp.exists():
+        raise ReportError(f"no built site in {site_dir} (no {BUILD_STAMP}): run the main job (`make run`) first")
+    return json.loads(stamp.read_text())["data_version"]
 
 
 def _swap_in(built: Path, site_dir: Path) -> None:
