@@ -15,7 +15,7 @@ CUBE_JS := tests/semantic/cube_js/node_modules/.installed
 REPORTS_JS := reports/node_modules/.package-lock.json
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: serve-reports run test test-all test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports lint manifest install clean
+.PHONY: report serve-reports run test test-all test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest $(REPORTS_JS)
@@ -117,6 +117,10 @@ $(REPORTS_JS): reports/package.json reports/package-lock.json
 
 $(CHROMIUM):
 	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+
+## report: render the chosen pages to PDF, export every page's datasets, email and post them (REPORTS_* settings)
+report: install $(REPORTS_JS) $(CHROMIUM)
+	$(RUN) python -m orchestration.main --job report_distribution_job
 
 ## serve-reports: the built Evidence reports on http://127.0.0.1:3100 (after `make run`)
 serve-reports: install

@@ -72,6 +72,16 @@ class Environment:
         """The built Evidence site (static files: serve them, e.g. `make serve-reports`)."""
         return self.data_dir / "reports" / "site"
 
+    @property
+    def reports_exports_dir(self) -> Path:
+        """The scheduled report's PDFs and datasets (CSV, XLSX, Parquet), one folder per data version."""
+        return self.data_dir / "reports" / "exports"
+
+    @property
+    def alerts_dir(self) -> Path:
+        """The outbox of high-severity insight alerts: pending, sent, and the keys already alerted."""
+        return self.data_dir / "reports" / "alerts"
+
     def warehouse_destination(self) -> Destination:
         """Where dlt loads: the same warehouse the dbt target builds in."""
         if self.dbt_target == "duckdb":

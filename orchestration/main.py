@@ -91,9 +91,14 @@ def mart_row_counts(env: Environment) -> dict[str, int]:
 
 
 def check_counts(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, int]]:
-    """Passed and failed asset checks, quality gates (by severity) apart from dbt's data tests."""
+    """Passed and failed asset checks, quality gates (by severity) apart from dbt's data tests.
+    The delivery checks of the distribution jobs are neither: their own lines report them."""
+    from orchestration.assets.distribution import ALL_DELIVERED
+
     counts = {"dbt": {"passed": 0, "failed": 0}, "quality": {"passed": 0, "failed": 0, "warned": 0}}
     for evaluation in result.get_asset_check_evaluations():
+        if evaluation.check_name == ALL_DELIVERED:
+            continue
         kind = "quality" if "suite" in evaluation.metadata else "dbt"
         if evaluation.passed:
             counts[kind]["passed"] += 1
@@ -111,15 +116,18 @@ def summary(env: Environment, result: dg.ExecuteInProcessResult, seconds: float)
         lines.append("marts (rows):")
         lines += [f"  {name:<22} {count:>10,}" for name, count in mart_row_counts(env).items()]
     checks = check_counts(result)
-    lines.append(f"asset checks (dbt data tests): {checks['dbt']['passed']} passed, {checks['dbt']['failed']} failed")
     quality = checks["quality"]
-    lines.append(f"quality gates (Great Expectations): {quality['passed']} passed, {quality['failed']} failed, "
-                 f"{quality['warned']} warned; Data Docs: {data_docs_index(env.quality_dir)}")
-    lines += [f"  {line}" for line in quality_problems(result)]
+    if sum(checks["dbt"].values()) + sum(quality.values()):  # the distribution jobs run neither
+        lines.append(f"asset checks (dbt data tests): {checks['dbt']['passed']} passed, "
+                     f"{checks['dbt']['failed']} failed")
+        lines.append(f"quality gates (Great Expectations): {quality['passed']} passed, {quality['failed']} failed, "
+                     f"{quality['warned']} warned; Data Docs: {data_docs_index(env.quality_dir)}")
+        lines += [f"  {line}" for line in quality_problems(result)]
     for step_results in sorted(env.dbt_results_dir.glob("*.json")):
         if step_results.stat().st_mtime >= time.time() - seconds:  # written by this run
             lines.append(f"dbt results by kind ({step_results.stem}): {json.loads(step_results.read_text())}")
     lines += forecasting_lines(env, result)
+    lines += distribution_lines(result)
     snapshot = snapshots.current(env.published_dir)
     if snapshot is not None:
         lines.append(f"published for readers: data version {snapshot.version} ({snapshot.path})")
@@ -159,6 +167,23 @@ def forecasting_lines(env: Environment, result: dg.ExecuteInProcessResult) -> li
     return lines
 
 
+def distribution_lines(result: dg.ExecuteInProcessResult) -> list[str]:
+    """Where the report's exports went and how each delivery ended (the distribution jobs)."""
+    from orchestration.assets.distribution import ALERTS_KEY, DISTRIBUTION_KEY
+
+    lines = []
+    for event in result.get_asset_materialization_events():
+        metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+        if event.asset_key == DISTRIBUTION_KEY:
+            lines.append(f"report exports (data version {metadata['data_version']}): {metadata['path']}; "
+                         f"PDFs: {metadata['pdfs'] or 'none'}")
+            lines += [f"  {number}" for number in metadata["headline"].split("; ") if number]
+        if event.asset_key in (DISTRIBUTION_KEY, ALERTS_KEY):
+            lines.append(f"deliveries ({event.asset_key.to_user_string()}):")
+            lines += [f"  {line.removeprefix('- ')}" for line in metadata["deliveries"].splitlines()]
+    return lines
+
+
 def quality_problems(result: dg.ExecuteInProcessResult) -> list[str]:
     """The message of every quality check that failed or warned: expectation, observed, expected."""
     return [evaluation.description for evaluation in result.get_asset_check_evaluations()
@@ -179,8 +204,9 @@ def step_failures(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description="Run a job of the code location as one recorded Dagster run.")
     parser.add_argument("--job", default="batch_job",
-                        help="batch_job (the default: everything), daily_job, retrain_job, or events_microbatch_job "
-                        "(load the closed landing files and refresh the real-time marts, as the sensor does)")
+                        help="batch_job (the default: everything), daily_job, retrain_job, events_microbatch_job "
+                        "(load the closed landing files and refresh the real-time marts, as the sensor does), "
+                        "report_distribution_job (PDFs, datasets, email, webhook) or insight_alerts_job")
     args = parser.parse_args()
     env = current_environment()
     started = time.perf_counter()

@@ -96,8 +96,9 @@ class LandingCursor:
         return LandingCursor(watermark, frozenset(f.name for f in files if f.changed_ns > floor))
 
 
-def runs_in_flight(instance: dg.DagsterInstance) -> list[str]:
-    runs = instance.get_run_records(dg.RunsFilter(job_name=microbatch_job.name, statuses=IN_FLIGHT), limit=5)
+def runs_in_flight(instance: dg.DagsterInstance, job_name: str = microbatch_job.name) -> list[str]:
+    """The job's runs queued or running: a sensor waits for them rather than start another."""
+    runs = instance.get_run_records(dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=5)
     return [record.dagster_run.run_id for record in runs]
 
 

@@ -11,6 +11,7 @@ spend seconds loading them.
 """
 
 import json
+import os
 
 import dagster as dg
 import pandas as pd
@@ -119,11 +120,26 @@ def insights(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     metadata: dict = {"rows": rows, **{f"{kind}": int(n) for kind, n in table["insight_type"].value_counts().items()}}
     for line in table[table["severity"] == "high"]["explanation"].head(10):
         context.log.warning(line)
+    metadata["alerts_queued"] = _queue_alerts(context, env, table)
     if env.layout.ground_truth.exists():  # sample data: score against the anomalies it injected
         result = scoring.score(table, json.loads(env.layout.ground_truth.read_text())["anomalies"])
         context.log.info(f"anomaly detection against the sample's ground truth: {result}")
         metadata.update({f"ground_truth_{k}": v for k, v in result.items() if not isinstance(v, list)})
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _queue_alerts(context: dg.AssetExecutionContext, env, table: pd.DataFrame) -> int:
+    """Queue new high-severity insights for the alert webhook; `insight_alerts_sensor` sends them.
+    Only a file is written here, so a slow webhook cannot hold up the pipeline."""
+    from reports.alerts import Outbox
+    from reports.delivery import Settings
+
+    if not Settings.from_env(os.environ).alert_webhook_url:
+        context.log.info("REPORTS_ALERT_WEBHOOK_URL is not set: no alerts queued for high-severity insights")
+        return 0
+    queued = Outbox(env.alerts_dir).enqueue(table)
+    context.log.info(f"queued {queued} new high-severity insights for the alert webhook")
+    return queued
 
 
 retrain_job = dg.define_asset_job(

@@ -71,6 +71,17 @@ def test_warehouse_writers_share_one_pool(defs):
     assert pools == {"warehouse"}
 
 
+def test_the_data_pipeline_never_waits_on_deliveries(defs):
+    """Email and webhooks are in their own jobs: the batch and daily jobs hold no distribution step."""
+    from orchestration.assets.distribution import ALERTS_KEY, DISTRIBUTION_KEY
+
+    for name in ("batch_job", "daily_job", "events_microbatch_job"):
+        keys = defs.resolve_job_def(name).asset_layer.executable_asset_keys
+        assert not {DISTRIBUTION_KEY, ALERTS_KEY} & set(keys), name
+    assert set(defs.resolve_job_def("report_distribution_job").asset_layer.executable_asset_keys) == {DISTRIBUTION_KEY}
+    assert set(defs.resolve_job_def("insight_alerts_job").asset_layer.executable_asset_keys) == {ALERTS_KEY}
+
+
 def test_dbt_arguments_and_result_summary():
     from orchestration.assets.dbt import dbt_build_args, summarize_run_results
 

@@ -9,29 +9,19 @@ Screenshots of every page are kept in `tests/artifacts/reports/` (git-ignored).
 from __future__ import annotations
 
 import shutil
-import threading
 from pathlib import Path
 
 import duckdb
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from playwright.sync_api import sync_playwright
 
-from reports import serve, site
+from reports import browser, site
 from semantic import snapshots
 from tests.conftest import REPO_ROOT
-from tests.orchestration.helpers import run_main_job
 
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts" / "reports"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 EMPTY_TENANT = "t999"
 PAGES = ("/", "/engagement", "/forecasts", "/insights", "/quality")
-
-
-@pytest.fixture(scope="module")
-def main_run(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("reports") / "data"
-    return data_dir, run_main_job(data_dir)
 
 
 @pytest.fixture(scope="module")
@@ -47,48 +37,26 @@ def site_with_empty_tenant(main_run, tmp_path_factory):
     return site.build(snapshot, tmp_path_factory.mktemp("site") / "site")
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-def served(site_dir: Path):
-    httpd = serve.server(site_dir, port=0)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
-
-
-def open_page(browser, url: str, screenshot: Path, tenant_label: str | None = None) -> tuple[str, list[str], int]:
-    """Open a page, wait for its charts, and return its text, its console errors and its chart count."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(url)
-    page.wait_for_function("() => document.querySelector('h1') !== null")
-    if tenant_label is not None:
-        page.wait_for_load_state("networkidle")  # the filter answers clicks once the page is hydrated
-        option = page.get_by_role("option", name=tenant_label)
-        for _ in range(3):
-            page.get_by_role("combobox").first.click()  # the tenant filter comes first on every page
-            try:
-                option.wait_for(state="visible", timeout=5000)
-                break
-            except PlaywrightTimeout:
-                page.keyboard.press("Escape")
-        option.click()
-        page.keyboard.press("Escape")
-    page.wait_for_load_state("networkidle")
-    page.wait_for_timeout(500)
-    charts = page.evaluate("() => document.querySelectorAll('canvas').length")
-    screenshot.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(screenshot), full_page=True)
-    text = page.inner_text("body")
-    page.close()
-    return text, errors, charts
+def open_page(chromium, url: str, screenshot: Path, tenant_label: str | None = None) -> tuple[str, list[str], int]:
+    """Open a page, choose a tenant in its filter if given, and return its text, its console errors
+    and its chart count once drawn; a full-page screenshot is kept."""
+    with browser.opened(chromium, url) as opened:
+        page = opened.page
+        if tenant_label is not None:
+            option = page.get_by_role("option", name=tenant_label)
+            for _ in range(3):
+                page.get_by_role("combobox").first.click()  # the tenant filter comes first on every page
+                try:
+                    option.wait_for(state="visible", timeout=5000)
+                    break
+                except PlaywrightTimeout:
+                    page.keyboard.press("Escape")
+            option.click()
+            page.keyboard.press("Escape")
+            browser.settle(page)
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(screenshot), full_page=True)
+        return opened.text, opened.errors, opened.charts
 
 
 def test_main_job_ends_with_the_site_built_and_says_how_to_open_it(main_run):
@@ -101,32 +69,26 @@ def test_main_job_ends_with_the_site_built_and_says_how_to_open_it(main_run):
     assert published == site.source_tables()
 
 
-def test_every_page_draws_its_charts_without_console_errors(main_run, browser):
+def test_every_page_draws_its_charts_without_console_errors(main_run, chromium):
     data_dir, _ = main_run
-    httpd, base = served(data_dir / "reports" / "site")
-    try:
+    with browser.serving(data_dir / "reports" / "site") as base:
         for route in PAGES:
             name = route.strip("/") or "index"
-            text, errors, charts = open_page(browser, base + route, ARTIFACTS / f"{name}.png")
+            text, errors, charts = open_page(chromium, base + route, ARTIFACTS / f"{name}.png")
             assert errors == [], (route, errors)
             assert charts > 0 or route == "/quality", (route, "no chart drawn")
-            assert "Error in" not in text, route  # how Evidence shows a chart or query that failed
+            assert browser.EVIDENCE_ERROR not in text, route  # how Evidence shows a chart or query that failed
             assert "No data" not in text, route
-    finally:
-        httpd.shutdown()
 
 
-def test_a_tenant_with_no_data_gets_a_message_on_every_page(site_with_empty_tenant, browser):
-    httpd, base = served(site_with_empty_tenant.path)
-    try:
+def test_a_tenant_with_no_data_gets_a_message_on_every_page(site_with_empty_tenant, chromium):
+    with browser.serving(site_with_empty_tenant.path) as base:
         for route in PAGES:
             name = route.strip("/") or "index"
-            text, errors, _ = open_page(browser, base + route, ARTIFACTS / f"{name}-empty-tenant.png",
+            text, errors, _ = open_page(chromium, base + route, ARTIFACTS / f"{name}-empty-tenant.png",
                                         tenant_label=f"Empty Tenant ({EMPTY_TENANT})")
             assert errors == [], (route, errors)
             assert f"tenant {EMPTY_TENANT}" in text, (route, text[:2000])
-    finally:
-        httpd.shutdown()
 
 
 def test_a_page_reading_a_missing_table_names_the_page_and_the_query(tmp_path):

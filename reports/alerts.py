@@ -1,0 +1,107 @@
+"""Alerts for high-severity insights: an outbox the insights step writes and a sender that empties it.
+
+The insights step only writes a file (`pending/*.json`, fsynced, renamed into place), so a slow or
+dead webhook never holds up the pipeline; a sensor starts the sender as soon as a file is there.
+An insight is alerted once: the sender records each delivered insight's key (type, metric, tenant,
+day) in `alerted.jsonl` before it moves the file to `sent/`, and the insights step skips keys
+already there or pending. A file whose delivery failed stays pending and is sent on the next try.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from reports.delivery import Delivery
+
+HIGH = "high"
+FIELDS = ("insight_type", "metric", "tenant_id", "date_day", "severity", "confidence", "value", "expected",
+          "explanation")
+
+
+def key(insight: dict) -> str:
+    return "|".join(str(insight[part]) for part in ("insight_type", "metric", "tenant_id", "date_day"))
+
+
+class Outbox:
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.pending_dir = directory / "pending"
+        self.sent_dir = directory / "sent"
+        self.ledger = directory / "alerted.jsonl"
+
+    def enqueue(self, insights: pd.DataFrame) -> int:
+        """Queue the high-severity insights not alerted or queued before; returns how many."""
+        high = insights[insights["severity"] == HIGH]
+        known = self.alerted() | {key(row) for path in self.pending() for row in _rows(path)}
+        rows = [_plain(row) for row in high[list(FIELDS)].to_dict("records")]
+        new = [row for row in rows if key(row) not in known]
+        if new:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+            _write_atomically(self.pending_dir / f"{stamp}.json", json.dumps(new, indent=1))
+        return len(new)
+
+    def pending(self) -> list[Path]:
+        return sorted(self.pending_dir.glob("*.json"))
+
+    def alerted(self) -> set[str]:
+        if not self.ledger.exists():
+            return set()
+        return {json.loads(line)["key"] for line in self.ledger.read_text().splitlines() if line.strip()}
+
+    def deliver(self, send: Callable[[list[dict]], Delivery]) -> list[Delivery]:
+        """Send each pending file's insights (those not alerted since); a delivered file moves to `sent/`."""
+        results = []
+        alerted = self.alerted()
+        for path in self.pending():
+            rows = [row for row in _rows(path) if key(row) not in alerted]
+            if rows:
+                result = send(rows)
+                results.append(result)
+                if not result.ok:
+                    continue
+                self._record(key(row) for row in rows)
+                alerted |= {key(row) for row in rows}
+            self.sent_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(path, self.sent_dir / path.name)
+        return results
+
+    def _record(self, keys: Iterable[str]) -> None:
+        sent_at = datetime.now(UTC).isoformat(timespec="seconds")
+        with self.ledger.open("a") as ledger:
+            ledger.writelines(json.dumps({"key": k, "sent_at": sent_at}) + "\n" for k in keys)
+            ledger.flush()
+            os.fsync(ledger.fileno())
+
+
+def _rows(path: Path) -> list[dict]:
+    return json.loads(path.read_text())
+
+
+def _plain(row: dict) -> dict:
+    """JSON-ready values: days as ISO dates, numpy scalars as Python ones, NaN as None."""
+    plain = {}
+    for name, value in row.items():
+        if isinstance(value, pd.Timestamp | datetime):
+            value = value.date().isoformat()
+        elif value is not None and not isinstance(value, str) and pd.isna(value):
+            value = None
+        elif hasattr(value, "item"):
+            value = value.item()
+        plain[name] = value if not hasattr(value, "isoformat") else value.isoformat()
+    return plain
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
