@@ -3,7 +3,8 @@
 Anomalies come from forecast residuals: each day is compared with the model's forecasts of it
 from the seven days before (horizons 1 to 7), so one strange day cannot explain itself. A day is
 anomalous when its residual, in units of the series' noise, is an outlier among the series' own
-residuals (robust z-score: median and MAD) and lies outside the 95 % interval. Series too short
+residuals (robust z-score: median and MAD), stays one once the movement every tenant shared that
+day is taken out, and lies outside the 95 % interval. Series too short
 for the model fall back to a robust z-score of the values themselves. Every insight carries a
 one-sentence explanation with the numbers.
 """
@@ -28,7 +29,9 @@ CHANGE_MIN_T = 6.0
 COLUMNS = ["insight_type", "metric", "tenant_id", "date_day", "severity", "confidence", "value", "expected",
            "lower", "upper", "score", "method", "explanation"]
 
-MONEY = {"revenue"}
+# A day's shared movement is taken out only when this many tenants had the metric that day: with
+# fewer, their median would be pulled by the anomaly it is meant to reveal.
+MIN_PEERS = 5
 LABELS = {"revenue": "Revenue", "orders": "Orders", "active_users": "Active users", "sessions": "Sessions",
           "errors": "Errors"}
 
@@ -54,14 +57,26 @@ def severity_of(z: float) -> str:
     return "high" if abs(z) >= 8 else "medium" if abs(z) >= 6 else "low"
 
 
-def stabilized(metric: str, values: np.ndarray) -> np.ndarray:
-    """Values on a scale where noise is about even: Anscombe's root for counts, log for money.
+def stabilized(values: np.ndarray) -> np.ndarray:
+    """Values on a scale where noise is about even: Anscombe's root.
 
-    On the log scale a small tenant's drop from 7 orders to 1 looks as large as a tenfold
-    spike; on the root scale both count as the Poisson noise they are.
+    Counts are Poisson, and revenue is a sum over a Poisson number of orders, whose variance also
+    grows with its mean, so the root evens out both. On the log scale a small tenant's day with
+    no orders (revenue 0 against 25 expected) looked like a hundredfold drop.
     """
-    values = np.maximum(values, 0.0)
-    return np.log1p(values) if metric in MONEY else 2.0 * np.sqrt(values + 0.375)
+    return 2.0 * np.sqrt(np.maximum(values, 0.0) + 0.375)
+
+
+def without_shared_movement(z: pd.DataFrame) -> pd.Series:
+    """Each tenant's z minus the median z of every tenant on the same metric and day.
+
+    A holiday or an outage moves every tenant at once; that is the calendar, not an anomaly of
+    one tenant. The all-tenants total, and days with fewer than `MIN_PEERS` tenants, keep their z.
+    """
+    tenants = z[z["tenant_id"] != TOTAL]
+    grouped = tenants.groupby(["metric", "target_date"])["z"]
+    shared = grouped.transform("median").where(grouped.transform("size") >= MIN_PEERS, 0.0)
+    return (z["z"] - shared.reindex(z.index).fillna(0.0))
 
 
 def anomalies(model: Forecaster, rows: pd.DataFrame) -> pd.DataFrame:
@@ -75,29 +90,29 @@ def anomalies(model: Forecaster, rows: pd.DataFrame) -> pd.DataFrame:
     per_day = (forecast.groupby(["tenant_id", "metric", "target_date"], as_index=False)
                .agg(actual=("actual", "first"), expected=("prediction", "median"), lower=("lower_95", "median"),
                     upper=("upper_95", "median"), outside=("outside", "mean")))
+    per_day = per_day.groupby(["tenant_id", "metric"]).filter(lambda days: len(days) >= 7)
+    residual = stabilized(per_day["actual"].to_numpy()) - stabilized(per_day["expected"].to_numpy())
+    per_day = per_day.assign(residual=residual)
+    per_day["z"] = per_day.groupby(["tenant_id", "metric"])["residual"].transform(
+        lambda r: pd.Series(robust_z(r.to_numpy()), index=r.index))
+    per_day["score"] = without_shared_movement(per_day)
     found = []
-    for (tenant_id, metric), days in per_day.groupby(["tenant_id", "metric"]):
-        if len(days) < 7:
+    for day in per_day.itertuples(index=False):
+        if abs(day.score) < ANOMALY_Z or not (day.actual < day.lower or day.actual > day.upper):
             continue
-        residual = stabilized(metric, days["actual"].to_numpy()) - stabilized(metric, days["expected"].to_numpy())
-        z = robust_z(residual)
-        for (_, day), score in zip(days.iterrows(), z, strict=True):
-            if abs(score) < ANOMALY_Z or not (day["actual"] < day["lower"] or day["actual"] > day["upper"]):
-                continue
-            found.append(_anomaly(tenant_id, metric, day["target_date"], day["actual"], day["expected"],
-                                  day["lower"], day["upper"], score, confidence=day["outside"],
-                                  method="forecast_residual"))
+        found.append(_anomaly(day.tenant_id, day.metric, day.target_date, day.actual, day.expected, day.lower,
+                              day.upper, day.score, confidence=day.outside, method="forecast_residual"))
     return pd.DataFrame(found, columns=COLUMNS)
 
 
 def fallback_anomalies(series: pd.DataFrame) -> pd.DataFrame:
-    """Robust z-scores of log values for series the model could not cover (too short)."""
+    """Robust z-scores of the (root-scaled) values, for series the model could not cover (too short)."""
     found = []
     for (tenant_id, metric), rows in series.groupby(["tenant_id", "metric"]):
         values = rows["value"].to_numpy(dtype=float)
         if len(values) < 7:
             continue
-        z = robust_z(stabilized(metric, values))
+        z = robust_z(stabilized(values))
         median = float(np.median(values))
         for day, value, score in zip(rows["date_day"], values, z, strict=True):
             if abs(score) >= FALLBACK_Z:

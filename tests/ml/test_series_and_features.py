@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from ml import features
+from ml import features, insights
 from ml.forecasting import find_insights
 from ml.model import Forecaster
 from ml.series import TOTAL, to_series
@@ -90,3 +91,19 @@ def test_series_too_short_for_a_model_fall_back_to_a_robust_z_score():
     spike = anomalies[anomalies["metric"] == "orders"].iloc[0]
     assert str(spike["date_day"]) == "2026-10-26" and spike["insight_type"] == "anomaly_spike"
     assert "Orders for tenant t002 on 2026-10-26 were" in spike["explanation"]
+
+
+def test_a_movement_every_tenant_shared_is_not_one_tenants_anomaly():
+    day, other = pd.Timestamp("2026-09-07"), pd.Timestamp("2026-09-08")
+    tenants = [f"t{i:03d}" for i in range(1, 7)]
+    z = pd.DataFrame(
+        [{"tenant_id": t, "metric": "orders", "target_date": day, "z": -5.0} for t in tenants]  # a holiday
+        + [{"tenant_id": t, "metric": "orders", "target_date": other, "z": 0.2} for t in tenants[1:]]
+        + [{"tenant_id": "t001", "metric": "orders", "target_date": other, "z": -5.0},  # one tenant's drop
+           {"tenant_id": TOTAL, "metric": "orders", "target_date": day, "z": -6.0}])
+    score = insights.without_shared_movement(z)
+    assert (score[(z["target_date"] == day) & (z["tenant_id"] != TOTAL)].abs() < 1e-9).all()
+    assert score[(z["tenant_id"] == "t001") & (z["target_date"] == other)].item() == pytest.approx(-5.2)
+    assert score[z["tenant_id"] == TOTAL].item() == -6.0  # the total is not compared with tenants
+    few = z[z["tenant_id"].isin(["t001", "t002", "t003", "t004"])]  # too few peers to tell: unchanged
+    assert insights.without_shared_movement(few).tolist() == few["z"].tolist()
