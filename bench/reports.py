@@ -1,11 +1,13 @@
-"""Reports benchmark: how long the Evidence site takes to build, and how soon each page's charts
-are drawn in headless Chromium (the users' requirement for dashboards: under 1 s).
+"""Reports benchmark: how long the Evidence site takes to build, how soon each page's charts are
+drawn in headless Chromium (the users' requirement for dashboards: under 1 s), and how long the
+scheduled report's exports take (PDFs of the default pages, every page's datasets).
 
 Builds from the current published snapshot (`make run` first; the default sample unless
 PLATFORM_DATA_DIR says otherwise) into a scratch directory, serves it on loopback with
 `reports.serve`, and opens every page: once cold (empty browser cache), then `--loads` times warm.
 A page counts as drawn when it has as many chart canvases as it ends up with, measured from the
-start of navigation.
+start of navigation; "in-site" is the same page reached by its sidebar link from another page,
+the site already open (how a reader moves between dashboards).
 
     python -m bench.reports [--loads 5]
 """
@@ -20,7 +22,8 @@ import time
 from pathlib import Path
 
 from orchestration.environment import current_environment
-from reports import browser, site
+from reports import browser, exports, pages, site
+from reports.distribution import DEFAULT_PDF_PAGES
 from semantic import snapshots
 
 
@@ -30,6 +33,17 @@ def drawn_after(page, url: str, charts: int) -> float:
     page.goto(url, wait_until="commit")
     drawn = f"() => document.querySelector('h1') && document.querySelectorAll('canvas').length >= {charts}"
     page.wait_for_function(drawn, polling="raf", timeout=30000)
+    return time.perf_counter() - started
+
+
+def navigated_after(page, route: str, title: str, charts: int) -> float:
+    """Seconds from a click on the page's link in the sidebar (the site already open, as a reader
+    moves between dashboards) until its title and `charts` canvases are drawn."""
+    started = time.perf_counter()
+    page.locator(f'a[href="{route}"]').first.click()
+    drawn = ("([title, charts]) => document.querySelector('h1')?.innerText.trim() === title "
+             "&& document.querySelectorAll('canvas').length >= charts")
+    page.wait_for_function(drawn, arg=[title, charts], polling="raf", timeout=30000)
     return time.perf_counter() - started
 
 
@@ -50,7 +64,9 @@ def main() -> None:
               f"(evidence sources {built.sources_seconds:.1f} s, evidence build {built.build_seconds:.1f} s)")
         with browser.serving(built.path) as base, browser.chromium() as chromium:
             context = chromium.new_context(viewport=browser.VIEWPORT)
-            print(f"{'page':<14} {'charts':>6} {'cold s':>7} {'warm p50 s':>11} {'warm max s':>11}")
+            print(f"{'page':<14} {'charts':>6} {'cold s':>7} {'warm p50 s':>11} {'warm max s':>11} "
+                  f"{'in-site p50 s':>14}")
+            titles = {page.route: page.title for page in pages.all_pages()}
             for route in built.pages:
                 page = context.new_page()
                 page.goto(base + route, wait_until="networkidle")
@@ -65,7 +81,21 @@ def main() -> None:
                     page = context.new_page()
                     warm.append(drawn_after(page, base + route, charts))
                     page.close()
-                print(f"{route:<14} {charts:>6} {cold:>7.2f} {statistics.median(warm):>11.2f} {max(warm):>11.2f}")
+                within = []
+                page = context.new_page()
+                for _ in range(args.loads):  # from another dashboard, by its link
+                    other = next(r for r in built.pages if r != route)
+                    page.goto(base + other, wait_until="networkidle")
+                    within.append(navigated_after(page, route, titles[route], charts))
+                page.close()
+                print(f"{route:<14} {charts:>6} {cold:>7.2f} {statistics.median(warm):>11.2f} {max(warm):>11.2f} "
+                      f"{statistics.median(within):>14.2f}")
+        started = time.perf_counter()
+        exported = exports.export(built.path, scratch / "exports", DEFAULT_PDF_PAGES.split(","))
+        rows = sum(sum(page.rows.values()) for page in exported.pages)
+        print(f"\nexports: {len(exported.pdfs)} PDFs ({DEFAULT_PDF_PAGES}) and {rows:,} rows of "
+              f"{sum(len(page.rows) for page in exported.pages)} datasets as CSV, XLSX and Parquet in "
+              f"{time.perf_counter() - started:.1f} s")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -108,7 +108,9 @@ def test_the_pdf_headline_numbers_equal_the_warehouse(distributed):
     pdf = next(part for part in message.iter_attachments() if part.get_filename() == "index.pdf")
     path = data_dir / "index-from-email.pdf"
     path.write_bytes(pdf.get_content())
-    text = " ".join(page.extract_text() for page in PdfReader(path).pages)
+    reader = PdfReader(path)
+    text = " ".join(page.extract_text() for page in reader.pages)
+    assert sum(len(page.images) for page in reader.pages) == 3  # the page's three charts, drawn
     truth = warehouse_headline(data_dir)
     expected = {
         "Revenue": exports.format_value(truth["revenue"], "usd2"),
