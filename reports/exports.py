@@ -43,11 +43,14 @@ class HeadlineNumber:
     value: str
     change: str = ""
     change_title: str = ""
-    raw: float | None = None
+
+    @property
+    def change_text(self) -> str:
+        """`+4.7% vs previous 7 days`, or "" for a number without a comparison."""
+        return " ".join(part for part in (self.change, self.change_title) if part) if self.change else ""
 
     def sentence(self) -> str:
-        change = f" ({self.change} {self.change_title})".rstrip() if self.change else ""
-        return f"{self.title}: {self.value}{change}".replace(" )", ")")
+        return f"{self.title}: {self.value}" + (f" ({self.change_text})" if self.change_text else "")
 
 
 @dataclass
@@ -71,7 +74,7 @@ class Exported:
         return [number for export in self.pages for number in export.headlines]
 
 
-def export(site_dir: Path, out_root: Path, pdf_routes: list[str], inputs: dict[str, str] | None = None) -> Exported:
+def export(site_dir: Path, out_root: Path, pdf_routes: list[str]) -> Exported:
     """Export every page's datasets and render `pdf_routes` to PDF, into `out_root/<data version>/`.
 
     The directory is written beside its final place and renamed into it, so a reader never sees a
@@ -85,7 +88,7 @@ def export(site_dir: Path, out_root: Path, pdf_routes: list[str], inputs: dict[s
     incoming.mkdir(parents=True)
     results = []
     for page in pages.all_pages():
-        results.append(export_datasets(site_dir, page, incoming, inputs))
+        results.append(export_datasets(site_dir, page, incoming))
     if chosen:
         by_route = {result.page.route: result for result in results}
         with browser.serving(site_dir) as base, browser.chromium() as chromium:
@@ -102,15 +105,14 @@ def export(site_dir: Path, out_root: Path, pdf_routes: list[str], inputs: dict[s
     return Exported(directory, version, results, [directory / f"{page.name}.pdf" for page in chosen])
 
 
-def export_datasets(site_dir: Path, page: pages.Page, out_dir: Path,
-                    inputs: dict[str, str] | None = None) -> PageExport:
+def export_datasets(site_dir: Path, page: pages.Page, out_dir: Path) -> PageExport:
     """Run the page's queries over the site's Parquet files; write each as CSV and Parquet, and all of
     them as the sheets of one XLSX workbook."""
     result = PageExport(page)
     frames = {}
     with _site_database(site_dir) as conn:
         for name in page.own_queries:
-            sql = page.resolve(name, inputs)
+            sql = page.resolve(name)
             try:
                 relation = conn.sql(sql)
                 frame = relation.df()
@@ -170,8 +172,7 @@ def _headline(headline: pages.Headline, frames: dict[str, pd.DataFrame]) -> Head
         delta = _python(row[headline.comparison])
         if delta is not None:
             change = ("+" if delta > 0 else "") + format_value(delta, headline.comparison_fmt)
-    return HeadlineNumber(headline.title, format_value(value, headline.fmt), change, headline.comparison_title,
-                          raw=value if isinstance(value, int | float) else None)
+    return HeadlineNumber(headline.title, format_value(value, headline.fmt), change, headline.comparison_title)
 
 
 def _python(value):

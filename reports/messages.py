@@ -31,8 +31,8 @@ def report_text(exported: Exported, site_url: str) -> str:
 
 def report_webhook(exported: Exported, site_url: str) -> dict:
     numbers = exported.headlines
-    fields = [{"type": "mrkdwn", "text": f"*{n.title}*\n{n.value}" + (f" ({n.change} {n.change_title})".rstrip()
-                                                                       if n.change else "")} for n in numbers]
+    fields = [{"type": "mrkdwn", "text": f"*{n.title}*\n{n.value}" + (f" ({n.change_text})" if n.change_text else "")}
+              for n in numbers]
     blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": report_subject(exported)}}]
     for start in range(0, len(fields), SLACK_FIELDS_PER_SECTION):
         blocks.append({"type": "section", "fields": fields[start:start + SLACK_FIELDS_PER_SECTION]})

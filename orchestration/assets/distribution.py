@@ -17,7 +17,7 @@ from orchestration.assets.ml import INSIGHTS_KEY
 from orchestration.assets.reports import REPORTS_KEY
 from orchestration.environment import current_environment
 from orchestration.microbatch import runs_in_flight
-from reports import alerts, distribution, exports, pages, site
+from reports import alerts, browser, distribution, exports, pages, site
 from reports.delivery import Delivery, Settings
 
 GROUP = "distribution"
@@ -53,7 +53,7 @@ def report_distribution(context: dg.AssetExecutionContext) -> dg.MaterializeResu
     settings = Settings.from_env(os.environ)
     try:
         exported = exports.export(env.reports_site_dir, env.reports_exports_dir, distribution.pdf_routes(os.environ))
-    except (site.ReportError, pages.PageError) as error:
+    except (site.ReportError, pages.PageError, browser.BrowserError) as error:
         raise dg.Failure(str(error)) from error
     context.log.info(f"exported data version {exported.data_version} to {exported.directory}: "
                      f"{len(exported.pdfs)} PDFs, datasets of {len(exported.pages)} pages")
