@@ -110,7 +110,7 @@ class Settings:
             backoff_seconds=_number(env, "REPORTS_DELIVERY_BACKOFF_SECONDS", "2", float, problems, "retry") or 0.0,
             timeout_seconds=_number(env, "REPORTS_DELIVERY_TIMEOUT_SECONDS", "10", float, problems, "retry") or 10.0,
         )
-        if "retry" in problems:  # bad retry settings fall back to the defaults, but are still reported
+        if "retry" in problems:  # every channel retries: a wrong retry setting stops them all, each naming it
             for channel in ("email", "webhook", "alert"):
                 problems.setdefault(channel, problems["retry"])
         recipients = tuple(a.strip() for a in env.get("REPORTS_EMAIL_TO", "").split(",") if a.strip())
