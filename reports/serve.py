@@ -56,6 +56,11 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
             outputfile.write(chunk)
             remaining -= len(chunk)
 
+    def handle(self):
+        """A reader who moves on closes the connection mid-file: that is no error to print."""
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            super().handle()
+
     def log_message(self, format, *args):
         if os.environ.get("REPORTS_SERVE_LOG"):
             super().log_message(format, *args)
