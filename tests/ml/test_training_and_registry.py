@@ -98,9 +98,11 @@ def test_anomalies_match_the_injected_ones(store, trained, wide):
 
 
 @pytest.mark.parametrize("uri", ["http://127.0.0.1:9", "readonly"])
-def test_an_unusable_store_fails_clearly_and_leaves_the_champion(store, trained, wide, uri):
+def test_an_unusable_store_fails_clearly_and_leaves_the_champion(store, trained, wide, uri, tmp_path, monkeypatch):
     if uri == "readonly":
         uri = store.uri.replace("sqlite:///", "sqlite:///file:") + "?mode=ro&uri=true"
+        # MLflow makes the "directory" of a `file:` SQLite URI relative to the working directory
+        monkeypatch.chdir(tmp_path)
     before = [v.version for v in store.client.search_model_versions(f"name = '{model_name('engagement')}'")]
     with pytest.raises(TrackingStoreError) as err:
         train_family("engagement", wide, Store(uri, store.artifact_root))
