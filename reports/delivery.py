@@ -121,7 +121,7 @@ class Settings:
 
 
 def valid_address(address: str) -> bool:
-    name, parsed = parseaddr(address)
+    _, parsed = parseaddr(address)
     return bool(parsed) and parsed == address.strip() and ADDRESS.match(parsed) is not None
 
 
