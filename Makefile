@@ -60,13 +60,14 @@ mlflow-ui: install
 	$(RUN) mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
 ## bench: load + build figures for the default sample and ten times it (slow)
-bench: install manifest
+bench: install manifest $(REPORTS_JS) $(CHROMIUM)
 	$(RUN) python -m bench.pipeline
 	$(RUN) python -m bench.quality
 	$(RUN) python -m bench.semantic --data-dir data
 	$(RUN) python -m bench.ml --data-dir data
 	$(RUN) python -m bench.collector
 	$(RUN) python -m bench.freshness
+	$(RUN) python -m bench.reports
 
 ## bench-collector: events per minute through the collector, acknowledgement latency, zero loss
 bench-collector: install
