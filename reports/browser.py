@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from playwright.sync_api import Browser, Page, sync_playwright
+from typing import TYPE_CHECKING
 
 from reports import serve
+
+if TYPE_CHECKING:  # playwright is imported when a browser starts, not with the Dagster code location
+    from playwright.sync_api import Browser, Page
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 VIEWPORT = {"width": 1280, "height": 900}
@@ -61,6 +63,8 @@ def serving(site_dir: Path) -> Iterator[str]:
 @contextmanager
 def chromium() -> Iterator[Browser]:
     """Debian's Chromium, headless, for the block."""
+    from playwright.sync_api import sync_playwright
+
     executable = shutil.which("chromium")
     if executable is None:
         raise BrowserError("chromium is not installed: `apt-get install chromium` (`make test` installs it)")
