@@ -12,14 +12,17 @@ from tests.conftest import REPO_ROOT
 from tests.ingestion.helpers import query, scalar
 
 
-def main_job(data_dir: Path, extra_env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
+def main_job(data_dir: Path, extra_env: dict[str, str] | None = None, job: str = "batch_job",
+             **popen) -> subprocess.Popen:
     env = {**os.environ, "PLATFORM_DATA_DIR": str(data_dir), "PLATFORM_SAMPLE_SIZE": "tiny", **(extra_env or {})}
     env.pop("DAGSTER_HOME", None)
-    return subprocess.Popen([sys.executable, "-m", "orchestration.main"], cwd=REPO_ROOT, env=env, text=True, **popen)
+    return subprocess.Popen([sys.executable, "-m", "orchestration.main", "--job", job], cwd=REPO_ROOT, env=env,
+                            text=True, **popen)
 
 
-def run_main_job(data_dir: Path, extra_env: dict[str, str] | None = None, expect_success: bool = True) -> str:
-    proc = main_job(data_dir, extra_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def run_main_job(data_dir: Path, extra_env: dict[str, str] | None = None, expect_success: bool = True,
+                 job: str = "batch_job") -> str:
+    proc = main_job(data_dir, extra_env, job, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out, _ = proc.communicate(timeout=600)
     assert (proc.returncode == 0) == expect_success, out[-5000:]
     return out
