@@ -21,6 +21,17 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write, fsync, then rename into place: readers see the whole file or nothing. The temporary
+    name ends in `.tmp`, which no reader's pattern matches."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 @dataclass(frozen=True)
 class DataLayout:
     """The runtime file layout below one data directory (git-ignored, never in the source tree)."""

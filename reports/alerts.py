@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
 
+from ingestion.paths import write_atomically
 from reports.delivery import Delivery
+from reports.exports import python_scalar
 
 HIGH = "high"
 FIELDS = ("insight_type", "metric", "tenant_id", "date_day", "severity", "confidence", "value", "expected",
@@ -43,7 +45,8 @@ class Outbox:
         new = [row for row in rows if key(row) not in known]
         if new:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-            _write_atomically(self.pending_dir / f"{stamp}.json", json.dumps(new, indent=1))
+            self.pending_dir.mkdir(parents=True, exist_ok=True)
+            write_atomically(self.pending_dir / f"{stamp}.json", json.dumps(new, indent=1).encode())
         return len(new)
 
     def pending(self) -> list[Path]:
@@ -85,23 +88,6 @@ def _rows(path: Path) -> list[dict]:
 
 def _plain(row: dict) -> dict:
     """JSON-ready values: days as ISO dates, numpy scalars as Python ones, NaN as None."""
-    plain = {}
-    for name, value in row.items():
-        if isinstance(value, pd.Timestamp | datetime):
-            value = value.date().isoformat()
-        elif value is not None and not isinstance(value, str) and pd.isna(value):
-            value = None
-        elif hasattr(value, "item"):
-            value = value.item()
-        plain[name] = value if not hasattr(value, "isoformat") else value.isoformat()
-    return plain
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    values = {name: python_scalar(value) for name, value in row.items()}
+    return {name: value.date().isoformat() if isinstance(value, datetime)
+            else value.isoformat() if isinstance(value, date) else value for name, value in values.items()}

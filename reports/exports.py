@@ -166,16 +166,16 @@ def _headline(headline: pages.Headline, frames: dict[str, pd.DataFrame]) -> Head
     if frame.empty or headline.value not in frame:
         return HeadlineNumber(headline.title, "-")
     row = frame.iloc[0]
-    value = _python(row[headline.value])
+    value = python_scalar(row[headline.value])
     change = ""
     if headline.comparison and headline.comparison in frame:
-        delta = _python(row[headline.comparison])
+        delta = python_scalar(row[headline.comparison])
         if delta is not None:
             change = ("+" if delta > 0 else "") + format_value(delta, headline.comparison_fmt)
     return HeadlineNumber(headline.title, format_value(value, headline.fmt), change, headline.comparison_title)
 
 
-def _python(value):
+def python_scalar(value):
     """numpy and pandas scalars as Python ones; missing values as None."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None

@@ -12,8 +12,7 @@ from datetime import date
 
 import orjson
 
-from ingestion.paths import DataLayout
-from ingestion.sample_data.landing_files import write_atomically
+from ingestion.paths import DataLayout, write_atomically
 
 
 def _edit_last_day(layout: DataLayout, last_day: date, edit: Callable[[list[dict]], list[dict]]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from ingestion.paths import write_atomically
 from ingestion.sample_data.activity import ERRORS, FEATURES, LOCALES, PATHS, USER_AGENTS, Activity, Experiment
 from ingestion.sample_data.sizes import SampleSize
 from ingestion.sample_data.world import CHANNELS, COUNTRIES, DEVICES, World
@@ -26,16 +26,6 @@ LATE_SHARE, DUPLICATE_SHARE, MALFORMED_SHARE = 0.01, 0.004, 0.001
 MALFORMED_KINDS = ("not_json", "missing_field", "unknown_event_type", "wrong_type")
 PAID_CHANNELS = [c for c in CHANNELS if c not in ("organic", "referral")]
 MARKETING_COLUMNS = ["date", "tenant_id", "channel", "campaign", "impressions", "clicks", "spend"]
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write, fsync, then rename into place: readers see the whole file or nothing."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def render_events(activity: Activity, world: World, experiments: list[Experiment],

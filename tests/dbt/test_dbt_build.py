@@ -7,7 +7,7 @@ import json
 import sqlite3
 
 from ingestion import pipelines
-from ingestion.sample_data.landing_files import write_atomically
+from ingestion.paths import write_atomically
 from tests.conftest import dbt
 from tests.ingestion.helpers import event_line, load, query, scalar
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ingestion import pipelines
-from ingestion.sample_data.landing_files import write_atomically
+from ingestion.paths import write_atomically
 from tests.ingestion.helpers import event_line, load, query, scalar
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from ingestion import pipelines
-from ingestion.sample_data.landing_files import MARKETING_COLUMNS, write_atomically
+from ingestion.paths import write_atomically
+from ingestion.sample_data.landing_files import MARKETING_COLUMNS
 from tests.ingestion.helpers import load, query, scalar
 
 
