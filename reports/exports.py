@@ -18,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+from pyarrow import parquet
 
 from reports import browser, pages, site
 
@@ -86,9 +87,8 @@ def export(site_dir: Path, out_root: Path, pdf_routes: list[str]) -> Exported:
     incoming = out_root / f".{version}.partial"
     shutil.rmtree(incoming, ignore_errors=True)
     incoming.mkdir(parents=True)
-    results = []
-    for page in pages.all_pages():
-        results.append(export_datasets(site_dir, page, incoming))
+    with _site_database(site_dir) as conn:
+        results = [export_datasets(conn, page, incoming) for page in pages.all_pages()]
     if chosen:
         by_route = {result.page.route: result for result in results}
         with browser.serving(site_dir) as base, browser.chromium() as chromium:
@@ -105,27 +105,25 @@ def export(site_dir: Path, out_root: Path, pdf_routes: list[str]) -> Exported:
     return Exported(directory, version, results, [directory / f"{page.name}.pdf" for page in chosen])
 
 
-def export_datasets(site_dir: Path, page: pages.Page, out_dir: Path) -> PageExport:
-    """Run the page's queries over the site's Parquet files; write each as CSV and Parquet, and all of
-    them as the sheets of one XLSX workbook."""
+def export_datasets(conn: duckdb.DuckDBPyConnection, page: pages.Page, out_dir: Path) -> PageExport:
+    """Run the page's queries (once each) over the site's Parquet files, as `conn` has them; write each
+    as CSV and Parquet, and all of them as the sheets of one XLSX workbook."""
     result = PageExport(page)
     frames = {}
-    with _site_database(site_dir) as conn:
-        for name in page.own_queries:
-            sql = page.resolve(name)
-            try:
-                relation = conn.sql(sql)
-                frame = relation.df()
-            except duckdb.Error as error:
-                raise site.ReportError(f"{page.where(name)}: the query failed on the built site's data: {error}") \
-                    from error
-            target = out_dir / page.name
-            target.mkdir(parents=True, exist_ok=True)
-            relation.write_parquet(str(target / f"{name}.parquet"))
-            frame.to_csv(target / f"{name}.csv", index=False)
-            result.files += [target / f"{name}.csv", target / f"{name}.parquet"]
-            result.rows[name] = len(frame)
-            frames[name] = frame
+    for name in page.own_queries:
+        try:
+            table = conn.sql(page.resolve(name)).fetch_arrow_table()  # keeps nullable integers
+        except duckdb.Error as error:
+            raise site.ReportError(f"{page.where(name)}: the query failed on the built site's data: {error}") \
+                from error
+        target = out_dir / page.name
+        target.mkdir(parents=True, exist_ok=True)
+        parquet.write_table(table, target / f"{name}.parquet")
+        frame = table.to_pandas()
+        frame.to_csv(target / f"{name}.csv", index=False)
+        result.files += [target / f"{name}.csv", target / f"{name}.parquet"]
+        result.rows[name] = len(frame)
+        frames[name] = frame
     if frames:
         workbook = out_dir / f"{page.name}.xlsx"
         with pd.ExcelWriter(workbook, engine="openpyxl") as writer:
