@@ -1,8 +1,10 @@
 """Rolling-origin backtests: the model and its baselines forecast from the same cutoffs.
 
 Fold k trains on everything known at `end - 7k` days and forecasts forward from there; the
-baselines see the same history. Scores are kept per metric, for the all-tenants series and for
-the tenants' series, over the first week ("horizon 7": days 1 to 7 ahead) and over all horizons.
+baselines see the same history. "forecast" is what ships (the booster combined with ETS, see
+`ml.model`); "lightgbm" is the booster alone, kept to show what the combination adds. Scores
+are kept per metric, for the all-tenants series and for the tenants' series, over the first
+week ("horizon 7": days 1 to 7 ahead) and over all horizons.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ml import baselines
+from ml.baselines import Baselines
 from ml.features import MAX_HORIZON
 from ml.model import Forecaster, NotEnoughHistory
 from ml.series import TOTAL
 
-MODELS = ("lightgbm", "seasonal_naive", "ets")
+MODELS = ("forecast", "lightgbm", "seasonal_naive", "ets")
 FOLD_STEP_DAYS = 7
 
 
@@ -37,8 +39,9 @@ class Backtest:
         return float(rows[measure].iloc[0]) if not rows.empty else float("nan")
 
 
-def run(rows: pd.DataFrame, series: pd.DataFrame, folds: int = 4, make_model=Forecaster) -> Backtest:
+def run(rows: pd.DataFrame, series: pd.DataFrame, folds: int = 4, baselines: Baselines | None = None) -> Backtest:
     """Backtest on `folds` rolling origins, a week apart, ending a week before the data does."""
+    baselines = baselines or Baselines(series, MAX_HORIZON)
     end = series["date_day"].max()
     parts, skipped = [], []
     for k in range(folds, 0, -1):
@@ -48,25 +51,18 @@ def run(rows: pd.DataFrame, series: pd.DataFrame, folds: int = 4, make_model=For
             skipped.append(f"fold at {cutoff.date()}: no series has enough history before it")
             continue
         try:
-            model = make_model().fit(rows[rows["target_date"] <= cutoff])
+            model = Forecaster().fit(rows[rows["target_date"] <= cutoff], baselines)
         except NotEnoughHistory as why:
             skipped.append(f"fold at {cutoff.date()}: {why}")
             continue
-        forecast = model.predict(ahead).assign(actual=ahead["target_value"].to_numpy(), fold=cutoff)
-        base = baselines.forecasts(series, cutoff, MAX_HORIZON)
-        forecast = forecast.merge(base, on=["tenant_id", "metric", "horizon", "target_date"], how="left")
-        parts.append(forecast.merge(_mase_scales(series, cutoff), on=["tenant_id", "metric"], how="left"))
+        ahead = baselines.attach(ahead)
+        forecast = model.forecast(ahead, ahead["ets"].to_numpy())
+        booster = model.predict(ahead)["prediction"].to_numpy()
+        parts.append(forecast.assign(
+            actual=ahead["target_value"].to_numpy(), fold=cutoff, lightgbm=booster,
+            **{column: ahead[column].to_numpy() for column in ("seasonal_naive", "ets", "scale")}))
     predictions = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     return Backtest(predictions, scores(predictions), skipped)
-
-
-def _mase_scales(series: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
-    """Mean absolute weekly difference of each series' training history (MASE's denominator)."""
-    known = series[series["date_day"] <= cutoff].sort_values("date_day")
-    diffs = known.groupby(["tenant_id", "metric"])["value"].diff(7).abs()
-    scale = diffs.groupby([known["tenant_id"], known["metric"]]).mean().rename("scale").reset_index()
-    scale["scale"] = scale["scale"].where(scale["scale"] > 0, np.nan)
-    return scale
 
 
 def measures(actual: np.ndarray, forecast: np.ndarray, scale: np.ndarray) -> dict[str, float]:
@@ -96,10 +92,10 @@ def scores(predictions: pd.DataFrame) -> pd.DataFrame:
                     continue
                 actual, scale = rows["actual"].to_numpy(), rows["scale"].to_numpy()
                 for model in MODELS:
-                    forecast = rows["prediction" if model == "lightgbm" else model].to_numpy()
+                    forecast = rows["prediction" if model == "forecast" else model].to_numpy()
                     row = {"metric": metric, "level": level, "window": window, "model": model,
                            **measures(actual, forecast, scale), "points": len(rows)}
-                    if model == "lightgbm":
+                    if model == "forecast":
                         row["coverage_80"] = float(np.mean((actual >= rows["lower_80"]) & (actual <= rows["upper_80"])))
                         row["coverage_95"] = float(np.mean((actual >= rows["lower_95"]) & (actual <= rows["upper_95"])))
                     out.append(row)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ml import backtest, features, insights
+from ml.baselines import Baselines
 from ml.model import Forecaster
 from ml.series import FAMILIES, to_series
 from ml.tracking import Store
@@ -41,8 +42,7 @@ def load(store: Store, family: str) -> Loaded | None:
     version = version or store.latest_version(family)
     if version is None:
         return None
-    booster, calibration = store.load(version)
-    model = Forecaster(booster=booster, calibration={tuple(k.split("|")): v for k, v in calibration.items()})
+    model = Forecaster.restore(*store.load(version))
     return Loaded(family, model, version.name, str(version.version), champion)
 
 
@@ -57,7 +57,8 @@ def forecast(loaded: Loaded, wide: pd.DataFrame, horizons: int = features.MAX_HO
     rows = rows[rows["origin"] == last]
     if rows.empty:
         return pd.DataFrame(columns=FORECAST_COLUMNS)
-    out = loaded.model.predict(rows).rename(columns={"target_date": "forecast_date", "origin": "origin_date"})
+    out = _shipped(loaded.model, rows, series, horizons)
+    out = out.rename(columns={"target_date": "forecast_date", "origin": "origin_date"})
     out["model_name"], out["model_version"] = loaded.name, loaded.label
     out["created_at"] = datetime.now(UTC).replace(tzinfo=None)
     out["forecast_date"], out["origin_date"] = out["forecast_date"].dt.date, out["origin_date"].dt.date
@@ -75,9 +76,16 @@ def recent_error(loaded: Loaded, wide: pd.DataFrame, days: int = 7) -> tuple[flo
     rows = rows[(rows["origin"] == origin) & rows["target"].notna()]
     if rows.empty:
         return float("nan"), 0
-    predicted = loaded.model.predict(rows)["prediction"].to_numpy()
+    predicted = _shipped(loaded.model, rows, series, days)["prediction"].to_numpy()
     actual = rows["target_value"].to_numpy()
     return backtest.measures(actual, predicted, np.full(len(actual), np.nan))["smape"], len(rows)
+
+
+def _shipped(model: Forecaster, rows: pd.DataFrame, series: pd.DataFrame, horizons: int) -> pd.DataFrame:
+    """The forecast as it ships: with ETS fitted on `series` up to each origin where the model
+    weighs it in."""
+    ets = Baselines(series, horizons).attach(rows)["ets"] if model.needs_ets else np.full(len(rows), np.nan)
+    return model.forecast(rows, np.asarray(ets, dtype=float))
 
 
 def find_insights(models: dict[str, Loaded | None], wide: pd.DataFrame) -> pd.DataFrame:

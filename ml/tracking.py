@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 CHAMPION = "champion"
+ARTIFACTS = ("calibration.json", "forecast.json")  # what `Forecaster.artifacts()` logs beside the booster
 
 # A remote store that is down should fail in seconds, not after minutes of retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -116,13 +117,16 @@ class Store:
                                      f"{_first_line(err)}") from err
 
     def load(self, version) -> tuple:
-        """The booster and interval calibration of a registered version."""
+        """The booster of a registered version and the JSON documents logged beside it."""
         with using(self.uri):
             booster = mlflow.lightgbm.load_model(f"models:/{version.name}/{version.version}")
+        documents = {}
         with tempfile.TemporaryDirectory() as tmp:
-            path = self.client.download_artifacts(version.run_id, "calibration.json", tmp)
-            calibration = json.loads(Path(path).read_text())
-        return booster, calibration
+            present = {f.path for f in self.client.list_artifacts(version.run_id)}
+            for name in present & set(ARTIFACTS):
+                path = self.client.download_artifacts(version.run_id, name, tmp)
+                documents[name] = json.loads(Path(path).read_text())
+        return booster, documents
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from mlflow.models import infer_signature
 from sqlalchemy.exc import SQLAlchemyError
 
 from ml import backtest, features, plots
+from ml.baselines import Baselines
 from ml.features import FEATURES
 from ml.model import MIN_ROWS, PARAMS, ROUNDS, Forecaster
 from ml.series import FAMILIES, to_series
@@ -43,6 +44,7 @@ class TrainingReport:
     scores: pd.DataFrame = field(default_factory=pd.DataFrame)
     skipped: list[str] = field(default_factory=list)
     repairs: list[str] = field(default_factory=list)
+    weights: dict[tuple[str, str, str], float] = field(default_factory=dict)  # booster's share: metric, level, bucket
     filled_values: int = 0
     seconds: float = 0.0
 
@@ -80,10 +82,11 @@ def train_family(family: str, wide: pd.DataFrame, store: Store, folds: int = 4) 
                          + ("; ".join(report.skipped[:3]) or "no series"))
         report.seconds = time.perf_counter() - started
         return report
-    bt = backtest.run(rows, series, folds)
-    model = Forecaster().fit(rows)  # enough rows: checked above
+    shared = Baselines(series, features.MAX_HORIZON)
+    bt = backtest.run(rows, series, folds, shared)
+    model = Forecaster().fit(rows, shared)  # enough rows: checked above
     report.promoted, report.reason, report.model_mase, report.naive_mase = decide(bt)
-    report.folds, report.scores = bt.folds, bt.scores
+    report.folds, report.scores, report.weights = bt.folds, bt.scores, model.weights
     report.run_id, model_uri = _log_run(experiment_id, family, store, rows, series, bt, model, report)
     version = store.register(family, model_uri, report.run_id, promote=report.promoted)
     report.version = str(version.version)
@@ -103,12 +106,14 @@ def _log_run(experiment_id: str, family: str, store: Store, rows: pd.DataFrame, 
                 "folds": bt.folds, "horizons": features.MAX_HORIZON, "training_rows": int(rows["target"].notna().sum()),
                 "filled_values": report.filled_values,
                 "skipped_series": len(report.skipped),
+                **{f"weight.{'.'.join(key)}": w for key, w in sorted(model.weights.items())},
             })
             folds = bt.predictions.groupby("fold") if not bt.predictions.empty else []
             for index, (_, fold_rows) in enumerate(folds):
                 mlflow.log_metrics(_metric_dict(backtest.scores(fold_rows), "fold."), step=index + 1)
             headline = {f"backtest.{measure}.{model}": value
-                        for model, column in (("lightgbm", "prediction"), ("seasonal_naive", "seasonal_naive"))
+                        for model, column in (("forecast", "prediction"), ("lightgbm", "lightgbm"),
+                                              ("seasonal_naive", "seasonal_naive"))
                         for measure, value in pooled(bt.predictions, column).items() if np.isfinite(value)}
             mlflow.log_metrics({**_metric_dict(bt.scores, "backtest."), **headline})
             mlflow.set_tags({"promotion": report.reason, "skipped_folds": "; ".join(bt.skipped_folds) or "none",
@@ -124,7 +129,8 @@ def _log_run(experiment_id: str, family: str, store: Store, rows: pd.DataFrame, 
                 path = Path(tmp) / "backtest_predictions.parquet"
                 bt.predictions.to_parquet(path, index=False)
                 mlflow.log_artifact(str(path))
-            mlflow.log_dict({f"{m}|{b}": q for (m, b), q in model.calibration.items()}, "calibration.json")
+            for name, document in model.artifacts().items():
+                mlflow.log_dict(document, name)
             example = rows.dropna(subset=["target"])[FEATURES].head(5)
             info = mlflow.lightgbm.log_model(
                 model.booster, name="model", input_example=example, pip_requirements=REQUIREMENTS,

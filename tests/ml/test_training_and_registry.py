@@ -39,15 +39,17 @@ def test_a_run_logs_folds_metrics_artifacts_and_a_registered_model(store, traine
     assert report.folds >= 3 and report.version == "1"
     run = store.client.get_run(report.run_id)
     assert run.data.params["folds"] == str(report.folds) and "lag_0" in run.data.params["features"]
-    for key in ("backtest.revenue.total.h1-7.lightgbm.mape", "backtest.orders.tenant.h1-7.seasonal_naive.mase",
-                "backtest.orders.tenant.h1-7.ets.smape", "backtest.revenue.tenant.h1-7.lightgbm.coverage_95"):
+    for key in ("backtest.revenue.total.h1-7.forecast.mape", "backtest.orders.tenant.h1-7.seasonal_naive.mase",
+                "backtest.orders.tenant.h1-7.ets.smape", "backtest.revenue.tenant.h1-7.forecast.coverage_95",
+                "backtest.orders.total.h1-7.lightgbm.mase", "backtest.smape.forecast"):
         assert np.isfinite(run.data.metrics[key]), key
     history = store.client.get_metric_history(report.run_id, "fold.orders.tenant.h1-7.lightgbm.mase")
     assert sorted(m.step for m in history) == list(range(1, report.folds + 1))
     artifacts = {a.path for a in store.client.list_artifacts(report.run_id, "plots")}
     assert artifacts == {"plots/backtest.png", "plots/feature_importance.png"}
     assert {a.path for a in store.client.list_artifacts(report.run_id)} >= {"backtest_predictions.parquet",
-                                                                            "calibration.json"}
+                                                                            "calibration.json", "forecast.json"}
+    assert {k for k in run.data.params if k.startswith("weight.")} == {f"weight.{'.'.join(k)}" for k in report.weights}
     version = store.client.get_model_version(model_name("commerce"), "1")
     assert version.run_id == report.run_id
     with using(store.uri):
@@ -80,6 +82,7 @@ def test_forecasts_have_every_series_and_horizon_with_ordered_intervals(store, t
     assert (table["lower_95"] <= table["lower_80"]).all() and (table["lower_80"] <= table["prediction"]).all()
     assert (table["prediction"] <= table["upper_80"]).all() and (table["upper_80"] <= table["upper_95"]).all()
     assert str(table["forecast_date"].min()) == "2026-11-01" and (table["model_version"] == loaded.version).all()
+    assert loaded.model.weights == trained["commerce"].weights  # the registered version forecasts as it was scored
 
 
 def test_anomalies_match_the_injected_ones(store, trained, wide):
