@@ -36,6 +36,7 @@ class OpenedPage:
 
     page: Page
     errors: list[str] = field(default_factory=list)
+    script_bytes: dict[str, int] = field(default_factory=dict)  # JavaScript the page loaded, by URL
 
     @property
     def charts(self) -> int:
@@ -84,6 +85,9 @@ def opened(browser: Browser, url: str, viewport: dict | None = None, timeout_ms:
     opened_page = OpenedPage(page)
     page.on("console", lambda message: opened_page.errors.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: opened_page.errors.append(str(error)))
+    page.on("response", lambda response: opened_page.script_bytes.update(
+        {response.url: int(response.headers.get("content-length", 0))}) if response.request.resource_type == "script"
+        else None)
     try:
         page.goto(url, timeout=timeout_ms)
         page.wait_for_function("() => document.querySelector('h1') !== null", timeout=timeout_ms)

@@ -32,6 +32,8 @@ SOURCE_DIR = PROJECT_DIR / "sources" / SOURCE
 NODE_MODULES = PROJECT_DIR / "node_modules"
 # Evidence's own telemetry is off: builds must not reach outside the machine.
 EVIDENCE_ENV = {"SEND_ANONYMOUS_USAGE_STATS": "no", "NODE_OPTIONS": "--max-old-space-size=4096"}
+# Evidence's Vite config with our one change (see the file); given relative to where Evidence runs Vite.
+VITE_CONFIG = "../../vite.build.config.js"
 # What a built site was built from, written into it: the exports and deliveries name its data version.
 BUILD_STAMP = "build.json"
 FAILED_SOURCE = re.compile(r"^\s*(\w+) ✖ (.*)$", re.M)
@@ -119,7 +121,8 @@ def build(snapshot: Path, site_dir: Path, timeout: float = 900) -> Site:
     sources_seconds = time.monotonic() - started
     built = PROJECT_DIR / "build"
     shutil.rmtree(built, ignore_errors=True)
-    _run(["npx", "--no-install", "evidence", "build:strict"], "evidence build:strict", env=env, timeout=timeout)
+    _run(["npx", "--no-install", "evidence", "build:strict", "--config", VITE_CONFIG], "evidence build:strict", env=env,
+         timeout=timeout)
     build_seconds = time.monotonic() - started - sources_seconds
     (built / BUILD_STAMP).write_text(json.dumps({
         "data_version": snapshot.stem.removeprefix("warehouse-"), "snapshot": str(snapshot),
