@@ -38,16 +38,26 @@ class Skipped:
     reason: str
 
 
-def holiday_codes(days: pd.DatetimeIndex) -> np.ndarray:
-    """Which holiday each day is (0: none), as a category.
+# The longest gap between two occurrences of a holiday (those on a weekday of a month move by up to a week).
+HOLIDAY_RECURS = pd.Timedelta(days=371)
+
+
+def holiday_codes(days: pd.DatetimeIndex, since: pd.Timestamp | None = None) -> np.ndarray:
+    """Which holiday each day is (0: none), as a category; 0 too for a holiday whose previous
+    occurrence lies before `since` (the series' first day).
 
     A category rather than a flag: holidays differ (Labor Day dips, Columbus Day does not), so
-    the model can only use a holiday's effect once history holds the same holiday.
+    the model can only use a holiday's effect once history holds the same holiday. And only a
+    holiday history holds twice: seen once, its effect cannot be told from whatever else happened
+    that day, an anomaly included. Coded on its single occurrence, the trees learned that one
+    day, which cost forecasts a fifth of their accuracy against seasonal naive on the totals.
     """
     unique = days.unique()
     calendar = holidays.country_holidays(HOLIDAY_COUNTRY, years=sorted({d.year for d in unique}))
     names = [calendar.get(date(d.year, d.month, d.day)) for d in unique]
     codes = pd.Series([_name_code(n) for n in names], index=unique, dtype=float)
+    if since is not None:
+        codes[unique - HOLIDAY_RECURS < since] = 0.0
     return codes.reindex(days).to_numpy()
 
 
@@ -149,8 +159,8 @@ def _series_rows(tenant_id: str, metric: str, code: int, rows: pd.DataFrame, hor
     # No day of month: with months of history, month and day together name the date, and the
     # trees would memorize single days (anomalies included) instead of learning patterns.
     frame["target_month"] = targets.month
-    frame["target_holiday"] = holiday_codes(targets)
-    frame["origin_holiday"] = holiday_codes(pd.DatetimeIndex(frame["origin"]))
+    frame["target_holiday"] = holiday_codes(targets, since=days[0])
+    frame["origin_holiday"] = holiday_codes(pd.DatetimeIndex(frame["origin"]), since=days[0])
     inside = target_index < n
     frame["target"] = np.where(inside, v[np.minimum(target_index, n - 1)] - lv, np.nan)
     frame["target_value"] = np.where(inside, raw[np.minimum(target_index, n - 1)], np.nan)

@@ -71,6 +71,17 @@ def test_features_never_read_the_target_or_later_days():
     assert not np.allclose(pick(a)["target"], pick(b)["target"])
 
 
+def test_a_holiday_is_a_feature_only_where_history_holds_it_once_before():
+    """Labor Day 2026 (7 September) is coded only for a series that also saw Labor Day 2025."""
+    labor_day = pd.Timestamp("2026-09-07")
+    for days, coded in ((120, False), (450, True)):  # from 4 July 2026; from 8 August 2025
+        series, _ = to_series(metrics_daily(days=days, tenants=1, end="2026-10-31"), METRICS)
+        rows, _ = features.build(series, METRICS, horizons=1)
+        on_the_day = rows[rows["target_date"] == labor_day]
+        assert not on_the_day.empty and (on_the_day["target_holiday"] > 0).all() == coded, days
+        assert (rows["target_holiday"] > 0).any() == coded, days
+
+
 def test_a_constant_series_trains_and_forecasts_its_constant():
     wide = metrics_daily(days=70, tenants=2)
     wide["orders"] = 10.0
