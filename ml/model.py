@@ -7,9 +7,9 @@ by each series' noise) give the 80 % and 95 % bands per metric and horizon bucke
 objectives on a few hundred days under-cover; measured errors do not.
 
 The shipped forecast is a weighted mean of the booster and ETS. On a few months of history the
-booster wins on the tenants' series and ETS on the smoother all-tenants totals, so the booster's
-share is chosen per metric, level (total or tenant) and horizon bucket on the same inner forecasts, and the
-forecast's intervals are calibrated on the combination's errors. The booster's own forecast and
+booster tends to win on the tenants' series and ETS on the smoother all-tenants totals, so the
+booster's share is chosen per metric, level (total or tenant) and horizon bucket on the same
+inner forecasts, and the forecast's intervals are calibrated on the combination's errors. The booster's own forecast and
 intervals stay what anomaly detection reads: one day ahead, from every origin, where fitting
 ETS at each origin would cost minutes.
 """
@@ -37,7 +37,7 @@ QUANTILES = {"lower_95": 0.025, "lower_80": 0.10, "upper_80": 0.90, "upper_95": 
 BUCKETS = ((1, 7), (8, 14), (15, 28))
 MIN_ROWS = 50  # fewer training rows than this is no model
 WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)  # the booster's candidate shares of the forecast; a tie keeps the booster
-MIN_WEIGHING_ROWS = 20  # fewer inner forecasts than this for a metric and level: the booster alone
+MIN_WEIGHING_ROWS = 20  # fewer inner forecasts for a metric, level and bucket: the nearer bucket's share
 
 
 class NotEnoughHistory(ValueError):
@@ -82,15 +82,14 @@ class Forecaster:
             if len(inner) < MIN_ROWS or ahead.empty:
                 continue
             held.append(ahead.assign(change=self._train(inner).predict(ahead[FEATURES])))
-        self.booster = self._train(train)
+        self.booster, self.weights = self._train(train), {}
         if not held:  # too short to hold anything out: in-sample errors, widened
             errors = 1.5 * (train["target"] - self.booster.predict(train[FEATURES])) / train["noise"]
-            self.calibration = calibrate(train.assign(error=errors))
-            self.weights, self.forecast_calibration = {}, self.calibration
+            self.calibration = self.forecast_calibration = calibrate(train.assign(error=errors))
             return self
         held = pd.concat(held, ignore_index=True)
-        self.calibration = calibrate(held.assign(error=(held["target"] - held["change"]) / held["noise"]))
-        self.weights, self.forecast_calibration = {}, self.calibration
+        errors = (held["target"] - held["change"]) / held["noise"]
+        self.calibration = self.forecast_calibration = calibrate(held.assign(error=errors))
         if baselines is not None:
             held = baselines.attach(held)
             self.weights = choose_weights(held, _booster_value(held, held["change"].to_numpy()))
