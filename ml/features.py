@@ -28,6 +28,9 @@ FEATURES = [
     "smoothed", "smoothed_trend", "target_dow", "target_month", "target_holiday", "origin_holiday",
 ]
 CATEGORICAL = ["metric_code", "target_holiday", "origin_holiday"]
+# Every holiday coded, even one the series' history holds once: what anomaly detection's in-sample
+# model reads in place of the two holiday features (see `ml.model.Forecaster.fit_explainer`).
+EVERY_HOLIDAY = {"target_holiday": "target_holiday_any", "origin_holiday": "origin_holiday_any"}
 KEYS = ["tenant_id", "metric", "origin", "horizon", "target_date"]
 
 
@@ -91,7 +94,7 @@ def build(series: pd.DataFrame, metrics: tuple[str, ...], horizons: int = MAX_HO
             continue
         frames.append(_series_rows(tenant_id, metric, metrics.index(metric), rows, horizons, last_origin))
     if not frames:
-        return pd.DataFrame(columns=[*KEYS, *FEATURES, "target", "target_value"]), skipped
+        return pd.DataFrame(columns=[*KEYS, *FEATURES, *EVERY_HOLIDAY.values(), "target", "target_value"]), skipped
     return pd.concat(frames, ignore_index=True), skipped
 
 
@@ -159,8 +162,11 @@ def _series_rows(tenant_id: str, metric: str, code: int, rows: pd.DataFrame, hor
     # No day of month: with months of history, month and day together name the date, and the
     # trees would memorize single days (anomalies included) instead of learning patterns.
     frame["target_month"] = targets.month
+    origins = pd.DatetimeIndex(frame["origin"])
     frame["target_holiday"] = holiday_codes(targets, since=days[0])
-    frame["origin_holiday"] = holiday_codes(pd.DatetimeIndex(frame["origin"]), since=days[0])
+    frame["origin_holiday"] = holiday_codes(origins, since=days[0])
+    frame["target_holiday_any"] = holiday_codes(targets)
+    frame["origin_holiday_any"] = holiday_codes(origins)
     inside = target_index < n
     frame["target"] = np.where(inside, v[np.minimum(target_index, n - 1)] - lv, np.nan)
     frame["target_value"] = np.where(inside, raw[np.minimum(target_index, n - 1)], np.nan)

@@ -84,7 +84,7 @@ def anomalies(model: Forecaster, rows: pd.DataFrame) -> pd.DataFrame:
     known = rows[(rows["horizon"] <= 7) & rows["target"].notna()]
     if known.empty:
         return pd.DataFrame(columns=COLUMNS)
-    forecast = model.predict(known)
+    forecast = model.explain(known)
     forecast["actual"] = known["target_value"].to_numpy()
     forecast["outside"] = (forecast["actual"] < forecast["lower_95"]) | (forecast["actual"] > forecast["upper_95"])
     per_day = (forecast.groupby(["tenant_id", "metric", "target_date"], as_index=False)

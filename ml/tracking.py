@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 CHAMPION = "champion"
-ARTIFACTS = ("calibration.json", "forecast.json")  # what `Forecaster.artifacts()` logs beside the booster
+ARTIFACTS = ("calibration.json", "forecast.json", "explainer.txt")  # `Forecaster.artifacts()`, beside the booster
 
 # A remote store that is down should fail in seconds, not after minutes of retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -117,7 +117,7 @@ class Store:
                                      f"{_first_line(err)}") from err
 
     def load(self, version) -> tuple:
-        """The booster of a registered version and the JSON documents logged beside it."""
+        """The booster of a registered version and the documents logged beside it (JSON read)."""
         with using(self.uri):
             booster = mlflow.lightgbm.load_model(f"models:/{version.name}/{version.version}")
         documents = {}
@@ -125,7 +125,8 @@ class Store:
             present = {f.path for f in self.client.list_artifacts(version.run_id)}
             for name in present & set(ARTIFACTS):
                 path = self.client.download_artifacts(version.run_id, name, tmp)
-                documents[name] = json.loads(Path(path).read_text())
+                text = Path(path).read_text()
+                documents[name] = json.loads(text) if name.endswith(".json") else text
         return booster, documents
 
 

@@ -84,7 +84,7 @@ def train_family(family: str, wide: pd.DataFrame, store: Store, folds: int = 4) 
         return report
     shared = Baselines(series, features.MAX_HORIZON)
     bt = backtest.run(rows, series, folds, shared)
-    model = Forecaster().fit(rows, shared)  # enough rows: checked above
+    model = Forecaster().fit(rows, shared).fit_explainer(rows)  # enough rows: checked above
     report.promoted, report.reason, report.model_mase, report.naive_mase = decide(bt)
     report.folds, report.scores, report.weights = bt.folds, bt.scores, model.weights
     report.run_id, model_uri = _log_run(experiment_id, family, store, rows, series, bt, model, report)
@@ -130,7 +130,10 @@ def _log_run(experiment_id: str, family: str, store: Store, rows: pd.DataFrame, 
                 bt.predictions.to_parquet(path, index=False)
                 mlflow.log_artifact(str(path))
             for name, document in model.artifacts().items():
-                mlflow.log_dict(document, name)
+                if isinstance(document, str):
+                    mlflow.log_text(document, name)
+                else:
+                    mlflow.log_dict(document, name)
             example = rows.dropna(subset=["target"])[FEATURES].head(5)
             info = mlflow.lightgbm.log_model(
                 model.booster, name="model", input_example=example, pip_requirements=REQUIREMENTS,

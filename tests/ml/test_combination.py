@@ -31,20 +31,23 @@ def test_each_level_gets_the_share_that_forecast_it_best_and_thin_buckets_keep_t
     assert weights[("orders", "total", "h15-28")] == 0.0  # no forecasts that far: the nearer bucket's share
 
 
-def test_a_version_logged_before_the_combination_forecasts_with_the_booster_alone():
+def test_a_registered_version_restores_as_fitted_and_older_ones_read_the_booster():
     series, _ = to_series(metrics_daily(days=84, tenants=2), METRICS)
     rows, _ = features.build(series, ("orders", "revenue"))
-    fitted = Forecaster().fit(rows, Baselines(series, features.MAX_HORIZON))
+    fitted = Forecaster().fit(rows, Baselines(series, features.MAX_HORIZON)).fit_explainer(rows)
     last = rows[rows["origin"] == rows["origin"].max()]
     ets = Baselines(series, features.MAX_HORIZON).attach(last)["ets"].to_numpy()
 
     restored = Forecaster.restore(fitted.booster, fitted.artifacts())
     assert restored.weights == fitted.weights and restored.needs_ets == fitted.needs_ets
     pd.testing.assert_frame_equal(restored.forecast(last, ets), fitted.forecast(last, ets))
+    pd.testing.assert_frame_equal(restored.explain(rows), fitted.explain(rows))
+    assert not np.allclose(fitted.explain(rows)["prediction"], fitted.predict(rows)["prediction"])
 
     older = Forecaster.restore(fitted.booster, {"calibration.json": fitted.artifacts()["calibration.json"]})
-    assert older.weights == {} and not older.needs_ets
+    assert older.weights == {} and not older.needs_ets and older.explainer is None
     pd.testing.assert_frame_equal(older.forecast(last, ets), fitted.predict(last))
+    pd.testing.assert_frame_equal(older.explain(rows), fitted.predict(rows))
 
 
 def test_the_backtest_scores_the_combination_the_booster_and_the_baselines_on_the_same_rows():

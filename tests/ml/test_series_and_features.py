@@ -79,6 +79,7 @@ def test_a_holiday_is_a_feature_only_where_history_holds_it_once_before():
         rows, _ = features.build(series, METRICS, horizons=1)
         on_the_day = rows[rows["target_date"] == labor_day]
         assert not on_the_day.empty and (on_the_day["target_holiday"] > 0).all() == coded, days
+        assert (on_the_day["target_holiday_any"] > 0).all(), days  # what anomaly detection's explainer reads
         assert (rows["target_holiday"] > 0).any() == coded, days
 
 

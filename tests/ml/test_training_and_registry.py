@@ -48,7 +48,8 @@ def test_a_run_logs_folds_metrics_artifacts_and_a_registered_model(store, traine
     artifacts = {a.path for a in store.client.list_artifacts(report.run_id, "plots")}
     assert artifacts == {"plots/backtest.png", "plots/feature_importance.png"}
     assert {a.path for a in store.client.list_artifacts(report.run_id)} >= {"backtest_predictions.parquet",
-                                                                            "calibration.json", "forecast.json"}
+                                                                            "calibration.json", "forecast.json",
+                                                                            "explainer.txt"}
     assert {k for k in run.data.params if k.startswith("weight.")} == {f"weight.{'.'.join(k)}" for k in report.weights}
     version = store.client.get_model_version(model_name("commerce"), "1")
     assert version.run_id == report.run_id
