@@ -9,9 +9,12 @@ objectives on a few hundred days under-cover; measured errors do not.
 The shipped forecast is a weighted mean of the booster and ETS. On a few months of history the
 booster tends to win on the tenants' series and ETS on the smoother all-tenants totals, so the
 booster's share is chosen per metric, level (total or tenant) and horizon bucket on the same
-inner forecasts, and the forecast's intervals are calibrated on the combination's errors. The booster's own forecast and
-intervals stay what anomaly detection reads: one day ahead, from every origin, where fitting
-ETS at each origin would cost minutes.
+inner forecasts, and the forecast's intervals are calibrated on the combination's errors.
+
+Anomaly detection reads neither: it compares each day already seen with the explainer, a
+booster fitted in-sample with every holiday coded (`fit_explainer`), within the booster's own
+intervals. It looks at every day of every series, where fitting ETS at each origin would cost
+minutes.
 """
 
 from __future__ import annotations
