@@ -38,6 +38,10 @@ class OpenedPage:
     errors: list[str] = field(default_factory=list)
     script_bytes: dict[str, int] = field(default_factory=dict)  # JavaScript the page loaded, by URL
 
+    def count_script(self, response) -> None:
+        if response.request.resource_type == "script":
+            self.script_bytes[response.url] = int(response.headers.get("content-length", 0))
+
     @property
     def charts(self) -> int:
         return self.page.evaluate("() => document.querySelectorAll('canvas').length")
@@ -85,9 +89,7 @@ def opened(browser: Browser, url: str, viewport: dict | None = None, timeout_ms:
     opened_page = OpenedPage(page)
     page.on("console", lambda message: opened_page.errors.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: opened_page.errors.append(str(error)))
-    page.on("response", lambda response: opened_page.script_bytes.update(
-        {response.url: int(response.headers.get("content-length", 0))}) if response.request.resource_type == "script"
-        else None)
+    page.on("response", opened_page.count_script)
     try:
         page.goto(url, timeout=timeout_ms)
         page.wait_for_function("() => document.querySelector('h1') !== null", timeout=timeout_ms)
