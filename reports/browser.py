@@ -24,6 +24,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 VIEWPORT = {"width": 1280, "height": 900}
 # Evidence shows a query or chart that failed as a box whose text starts so.
 EVIDENCE_ERROR = "Error in"
+# A chart the prerendered HTML draws as SVG until Evidence's client draws its canvas (server-charts/).
+SERVER_DRAWN = "[data-server-drawn] svg"
 
 
 class BrowserError(Exception):

@@ -84,6 +84,33 @@ def test_every_page_draws_its_charts_without_console_errors(main_run, chromium):
             assert script_bytes < 4_000_000, (route, f"{script_bytes / 1e6:.1f} MB of JavaScript on first open")
 
 
+CHART_TOPS = "(css) => [...document.querySelectorAll(css)].map(c => Math.round(c.getBoundingClientRect().top))"
+
+
+def test_charts_are_drawn_into_the_prerendered_html_where_the_canvases_go(main_run, chromium):
+    """Before any JavaScript runs, each chart is already drawn as SVG in the page's HTML, as many
+    as Evidence later draws as canvases and at the same places, so nothing moves when they swap."""
+    data_dir, _ = main_run
+    without_js = chromium.new_context(viewport=browser.VIEWPORT, java_script_enabled=False)
+    with browser.serving(data_dir / "reports" / "site") as base:
+        for route in ("/", "/engagement", "/forecasts", "/insights"):
+            static = without_js.new_page()
+            static.goto(base + route)
+            drawn = static.locator(browser.SERVER_DRAWN)
+            assert drawn.count() > 0, (route, "no chart in the prerendered HTML")
+            for svg in drawn.all():  # a drawn series, not an empty frame
+                assert svg.locator("path").count() > 5 and svg.locator("text").count() > 0, route
+            static_tops = static.evaluate(CHART_TOPS, "[data-server-drawn]")
+            static.close()
+            with browser.opened(chromium, base + route) as opened:
+                assert opened.charts == len(static_tops), route
+                assert opened.page.locator(browser.SERVER_DRAWN).count() == 0, (route, "SVG left once hydrated")
+                hydrated_tops = opened.page.evaluate(CHART_TOPS, ".chart-container")
+            assert all(abs(a - b) <= 2 for a, b in zip(static_tops, hydrated_tops, strict=True)), (
+                route, static_tops, hydrated_tops)
+    without_js.close()
+
+
 def test_a_tenant_with_no_data_gets_a_message_on_every_page(site_with_empty_tenant, chromium):
     with browser.serving(site_with_empty_tenant.path) as base:
         for route in PAGES:
