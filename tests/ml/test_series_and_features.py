@@ -119,3 +119,13 @@ def test_a_movement_every_tenant_shared_is_not_one_tenants_anomaly():
     assert score[z["tenant_id"] == TOTAL].item() == -6.0  # the total is not compared with tenants
     few = z[z["tenant_id"].isin(["t001", "t002", "t003", "t004"])]  # too few peers to tell: unchanged
     assert insights.without_shared_movement(few).tolist() == few["z"].tolist()
+
+
+def test_a_count_the_model_learned_closely_is_still_judged_against_its_counting_noise():
+    """Residuals (root scale) of a small tenant the model fitted closely: spread 0.5, below the
+    Poisson noise of 1. Its day of 12 orders against 23 expected (-2.7) is ordinary noise for a
+    count, and only the floor keeps it from scoring as an anomaly."""
+    residuals = np.r_[np.random.default_rng(3).normal(0.0, 0.5, 60), -2.7]
+    assert insights.robust_z(residuals)[-1] < -insights.ANOMALY_Z
+    assert insights.robust_z(residuals, floor=1.0)[-1] == pytest.approx(-2.7, abs=0.2)
+    assert {"orders", "active_users", "sessions", "errors"} == insights.COUNTS  # revenue has no such floor
