@@ -60,8 +60,16 @@ def robust_z(values: np.ndarray, floor: float = 0.0) -> np.ndarray:
     return (values - median) / mad
 
 
-def severity_of(z: float) -> str:
-    return "high" if abs(z) >= 8 else "medium" if abs(z) >= 6 else "low"
+def severity_of(z: float, actual: float, expected: float) -> str:
+    """How much an anomaly matters: by how far it is from the noise (z) or from the expected value.
+
+    Once a day is an anomaly at all, its size is what a reader acts on: active users halved is
+    high though a small tenant's counting noise keeps its z near the threshold.
+    """
+    ratio = actual / expected if expected > 0 else np.inf
+    if abs(z) >= 8 or not 0.5 < ratio < 2.0:
+        return "high"
+    return "medium" if abs(z) >= 6 or not 2 / 3 < ratio < 1.5 else "low"
 
 
 def stabilized(values: np.ndarray) -> np.ndarray:
@@ -147,8 +155,9 @@ def _anomaly(tenant_id, metric, day, actual, expected, lower, upper, score, conf
                    f"{_fmt(actual)}, {against} {_fmt(expected)}{band}: a {direction} "
                    f"with robust z-score {score:+.1f}.")
     return {"insight_type": f"anomaly_{direction}", "metric": metric, "tenant_id": tenant_id,
-            "date_day": pd.Timestamp(day), "severity": severity_of(score), "confidence": round(float(confidence), 3),
-            "value": float(actual), "expected": float(expected), "lower": float(lower), "upper": float(upper),
+            "date_day": pd.Timestamp(day), "severity": severity_of(score, actual, expected),
+            "confidence": round(float(confidence), 3), "value": float(actual), "expected": float(expected),
+            "lower": float(lower), "upper": float(upper),
             "score": round(float(score), 2), "method": method, "explanation": explanation}
 
 

@@ -129,3 +129,15 @@ def test_a_count_the_model_learned_closely_is_still_judged_against_its_counting_
     assert insights.robust_z(residuals)[-1] < -insights.ANOMALY_Z
     assert insights.robust_z(residuals, floor=1.0)[-1] == pytest.approx(-2.7, abs=0.2)
     assert {"orders", "active_users", "sessions", "errors"} == insights.COUNTS  # revenue has no such floor
+
+
+@pytest.mark.parametrize(("z", "actual", "expected", "severity"), [
+    (4.2, 58.0, 120.0, "high"),  # active users halved, near the threshold in a small tenant's noise
+    (4.5, 52.0, 7.8, "high"),  # errors 6.7 times the expected
+    (4.1, 185.0, 115.0, "medium"),  # 1.6 times
+    (4.3, 30.0, 23.0, "low"),  # clear of the noise, 1.3 times
+    (8.5, 3_100.0, 2_800.0, "high"),  # small by ratio, far beyond the noise of a large series
+])
+def test_an_anomaly_is_as_severe_as_its_distance_from_the_noise_or_from_the_expected_value(
+        z, actual, expected, severity):
+    assert insights.severity_of(z, actual, expected) == severity

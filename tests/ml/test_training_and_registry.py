@@ -96,7 +96,8 @@ def test_anomalies_match_the_injected_ones(store, trained, wide):
     assert result["recall"] == 1.0 and len(result["false_positives"]) <= 1, result
     spike = found[(found["tenant_id"] == "t001") & (found["metric"] == "orders")
                   & found["insight_type"].str.startswith("anomaly")].iloc[0]
-    assert spike["insight_type"] == "anomaly_spike" and spike["severity"] == insights.severity_of(spike["score"])
+    assert spike["insight_type"] == "anomaly_spike" and spike["severity"] == insights.severity_of(
+        spike["score"], spike["value"], spike["expected"])
     assert "Orders for tenant t001 on" in spike["explanation"] and "x the expected" in spike["explanation"]
     assert {"trend_up"} <= set(found["insight_type"])  # the synthetic series grow 60 % in 16 weeks
 
