@@ -46,8 +46,9 @@ def _fmt(x: float) -> str:
 
 
 # Daily counts of events, whose noise is at least Poisson: on the root scale of `stabilized`, a
-# standard deviation of 1. Revenue sums order values and has no such floor.
-COUNTS = frozenset({"orders", "active_users", "sessions", "errors"})
+# standard deviation of 1. Revenue sums order values and has no such floor; nor have active
+# users, distinct people out of a known base, whose noise is below Poisson (binomial).
+COUNTS = frozenset({"orders", "sessions", "errors"})
 
 
 def robust_z(values: np.ndarray, floor: float = 0.0) -> np.ndarray:

@@ -128,7 +128,7 @@ def test_a_count_the_model_learned_closely_is_still_judged_against_its_counting_
     residuals = np.r_[np.random.default_rng(3).normal(0.0, 0.5, 60), -2.7]
     assert insights.robust_z(residuals)[-1] < -insights.ANOMALY_Z
     assert insights.robust_z(residuals, floor=1.0)[-1] == pytest.approx(-2.7, abs=0.2)
-    assert {"orders", "active_users", "sessions", "errors"} == insights.COUNTS  # revenue has no such floor
+    assert {"orders", "sessions", "errors"} == insights.COUNTS  # revenue and active users have no such floor
 
 
 @pytest.mark.parametrize(("z", "actual", "expected", "severity"), [
