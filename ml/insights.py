@@ -3,7 +3,7 @@
 Anomalies come from forecast residuals: each day is compared with the model's forecasts of it
 from the seven days before (horizons 1 to 7), so one strange day cannot explain itself. A day is
 anomalous when its residual, in units of the series' noise, is an outlier among the series' own
-residuals (robust z-score: median and MAD, the MAD never below the counting noise of a count),
+residuals (robust z-score: median and MAD, the MAD never below the Poisson noise of an event count),
 stays one once the movement every tenant shared that day is taken out, and lies outside the 95 %
 interval. Series too short
 for the model fall back to a robust z-score of the values themselves. Every insight carries a

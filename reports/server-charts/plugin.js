@@ -11,8 +11,9 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** How ServerDrawnECharts.svelte imports the component it wraps (so that import is not swapped). */
-export const ORIGINAL = 'evidence:echarts-original';
+// How ServerDrawnECharts.svelte imports the component it wraps (so that import is not swapped);
+// the component spells it out, since it cannot import this Node-only module.
+const ORIGINAL = 'evidence:echarts-original';
 
 // The package exports only its index (to Svelte), so its files are found where npm installs them.
 const coreComponents = fileURLToPath(new URL('../node_modules/@evidence-dev/core-components/', import.meta.url));

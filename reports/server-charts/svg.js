@@ -4,13 +4,13 @@ import { evidenceThemeLight } from '@evidence-dev/component-utilities/echartsThe
 
 // The chart width Evidence's article gives a chart on a desktop viewport (1280 px wide); the
 // SVG keeps its proportions when the page is narrower, until the browser redraws it.
-export const DRAWN_WIDTH = 736;
+const DRAWN_WIDTH = 736;
 const DEFAULT_HEIGHT = 291;
 
 registerTheme('evidence-light', evidenceThemeLight);
 
 /** The pixel height of a CSS height such as '291px' (Evidence's default), or the default. */
-export function pixels(height) {
+function pixels(height) {
 	const value = Number.parseFloat(String(height ?? ''));
 	return Number.isFinite(value) && String(height).trim().match(/^[\d.]+(px)?$/) ? value : DEFAULT_HEIGHT;
 }

@@ -8,6 +8,7 @@ Screenshots of every page are kept in `tests/artifacts/reports/` (git-ignored).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def test_charts_are_drawn_into_the_prerendered_html_where_the_canvases_go(main_r
     as Evidence later draws as canvases and at the same places, so nothing moves when they swap."""
     data_dir, _ = main_run
     without_js = chromium.new_context(viewport=browser.VIEWPORT, java_script_enabled=False)
-    with browser.serving(data_dir / "reports" / "site") as base:
+    with browser.serving(data_dir / "reports" / "site") as base, contextlib.closing(without_js):
         for route in ("/", "/engagement", "/forecasts", "/insights"):
             static = without_js.new_page()
             static.goto(base + route)
@@ -108,7 +109,6 @@ def test_charts_are_drawn_into_the_prerendered_html_where_the_canvases_go(main_r
                 hydrated_tops = opened.page.evaluate(CHART_TOPS, ".chart-container")
             assert all(abs(a - b) <= 2 for a, b in zip(static_tops, hydrated_tops, strict=True)), (
                 route, static_tops, hydrated_tops)
-    without_js.close()
 
 
 def test_a_tenant_with_no_data_gets_a_message_on_every_page(site_with_empty_tenant, chromium):
