@@ -50,23 +50,37 @@ class Experiment:
     lift: float  # relative lift of the purchase propensity in the treatment group
 
 
+# Shares of orders that end refunded and cancelled (the rest complete).
+REFUNDED_SHARE = 0.04
+CANCELLED_SHARE = 0.02
+
+
 @dataclass
 class Activity:
     sessions: pd.DataFrame
     events: pd.DataFrame
     orders: pd.DataFrame
     order_items: pd.DataFrame
+    # Per tenant and day: the number of orders the day's sessions were expected to place, had no
+    # order anomaly been injected. The best prediction any detector could make (bench/anomaly_ceiling.py).
+    expected_orders: pd.DataFrame
+
+
+def anomaly_window(size: SampleSize) -> range:
+    """The days an anomaly may fall on (holidays aside): never in the first four weeks, since
+    forecasts need history, nor in the last two."""
+    return range(min(28, size.days // 2), size.days - 2)
 
 
 def plan_anomalies(size: SampleSize, rng: np.random.Generator, holidays: set[int]) -> list[Anomaly]:
-    """Spikes and drops on known days, never in the first four weeks (forecasts need history)."""
-    earliest = min(28, size.days // 2)
+    """Spikes and drops on known days of the `anomaly_window`, never on a holiday."""
+    window = anomaly_window(size)
     kinds = [("active_users", "drop", 0.45), ("orders", "spike", 2.6), ("errors", "spike", 12.0),
              ("orders", "drop", 0.3), ("active_users", "spike", 1.7), ("errors", "spike", 15.0)]
     chosen: list[Anomaly] = []
     taken: set[tuple[int, int]] = set()
     while len(chosen) < size.anomalies:
-        tenant, day = int(rng.integers(size.tenants)), int(rng.integers(earliest, size.days - 2))
+        tenant, day = int(rng.integers(size.tenants)), int(rng.integers(window.start, window.stop))
         if (tenant, day) in taken or day in holidays:
             continue
         taken.add((tenant, day))
@@ -168,6 +182,8 @@ def simulate_events(world: World, size: SampleSize, rng: np.random.Generator, an
     p_buy = signed_in * 0.07 * purchase_factor[day] * mult["orders"][tenant, day] * np.where(paying, 1.3, 1.0)
     p_buy = p_buy * np.where(treated, 1.0 + lift, 1.0)
     purchase = rng.random(n) < p_buy
+    expected_orders = (pd.DataFrame({"tenant": tenant, "day": day, "orders": p_buy / mult["orders"][tenant, day]})
+                       .groupby(["tenant", "day"], as_index=False)["orders"].sum())
     cart = np.where(purchase, 1 + rng.poisson(0.5, n), signed_in & (rng.random(n) < 0.12))
     converted = np.zeros(n, bool)
     if experiments:
@@ -216,7 +232,8 @@ def simulate_events(world: World, size: SampleSize, rng: np.random.Generator, an
     events["order_id"] = None
     completed = codes == 5
     events.loc[completed, "order_id"] = orders["order_id"].to_numpy()
-    return Activity(sessions=sessions, events=events, orders=orders, order_items=items)
+    return Activity(sessions=sessions, events=events, orders=orders, order_items=items,
+                    expected_orders=expected_orders)
 
 
 def _orders(world: World, size: SampleSize, rng: np.random.Generator, session_of: np.ndarray, codes: np.ndarray,
@@ -234,7 +251,8 @@ def _orders(world: World, size: SampleSize, rng: np.random.Generator, session_of
     price = world.products["price"].to_numpy()[product]
     total = np.round(np.bincount(item_order, weights=quantity * price, minlength=n), 2)
     status_draw = rng.random(n)
-    status = np.where(status_draw < 0.04, "refunded", np.where(status_draw < 0.06, "cancelled", "completed"))
+    status = np.where(status_draw < REFUNDED_SHARE, "refunded",
+                      np.where(status_draw < REFUNDED_SHARE + CANCELLED_SHARE, "cancelled", "completed"))
     end = pd.Timestamp(size.end_date) + pd.Timedelta(hours=23, minutes=59)
     changed = created + pd.to_timedelta(np.where(status == "refunded", rng.integers(1, 10, n) * 86400,
                                                  np.where(status == "cancelled", rng.integers(600, 7200, n), 0)),

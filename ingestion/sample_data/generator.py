@@ -4,24 +4,76 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
-from datetime import timedelta
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
 
 import numpy as np
 
 from ingestion.paths import DataLayout
-from ingestion.sample_data.activity import plan_anomalies, plan_experiments, simulate_events
+from ingestion.sample_data.activity import (
+    Activity,
+    Anomaly,
+    Experiment,
+    plan_anomalies,
+    plan_experiments,
+    simulate_events,
+)
 from ingestion.sample_data.app_db import write_app_db
 from ingestion.sample_data.calendar import day_factors, holidays_between
 from ingestion.sample_data.faults import FAULTS, inject
 from ingestion.sample_data.landing_files import render_events, write_event_files, write_marketing_files
 from ingestion.sample_data.sizes import SampleSize
-from ingestion.sample_data.world import build_subscriptions, build_world
+from ingestion.sample_data.world import World, build_subscriptions, build_world
 
 
 def is_generated(layout: DataLayout) -> bool:
     """The ground truth is written last, so its presence means a complete sample."""
     return layout.ground_truth.exists()
+
+
+@dataclass
+class Simulation:
+    world: World
+    holidays: dict[date, str]
+    anomalies: list[Anomaly]
+    experiments: list[Experiment]
+    activity: Activity
+
+
+def simulate(size: SampleSize, streams: list[np.random.Generator]) -> Simulation:
+    """The simulated product's behaviour, in memory: what `generate` writes out.
+
+    `streams` are the seed's child generators; the same ones give the same simulation, which is
+    how a benchmark recovers the generator's expected values for a sample already on disk.
+    """
+    world = build_world(size, streams[0])
+    holidays = holidays_between(size.start_date, size.end_date)
+    anomalies = plan_anomalies(size, streams[2], {(d - size.start_date).days for d in holidays})
+    experiments = plan_experiments(size, streams[2])
+    activity = simulate_events(world, size, streams[3], anomalies, experiments)
+    return Simulation(world, holidays, anomalies, experiments, activity)
+
+
+def truth_of(simulation: Simulation, size: SampleSize, seed: int) -> dict:
+    """What the simulation injected: the anomalies, experiments and holidays of the ground truth."""
+    tenant_ids = simulation.world.tenants["tenant_id"].tolist()
+    return {
+        "seed": seed,
+        "size": {**asdict(size), "start_date": size.start_date.isoformat(), "end_date": size.end_date.isoformat()},
+        "anomalies": [{
+            "tenant_id": tenant_ids[a.tenant],
+            "date": (size.start_date + timedelta(days=a.day)).isoformat(),
+            "metric": a.metric, "kind": a.kind, "factor": a.factor,
+        } for a in simulation.anomalies],
+        "experiments": [{
+            "experiment_id": e.experiment_id, "tenant_id": tenant_ids[e.tenant],
+            "first_date": (size.start_date + timedelta(days=e.first_day)).isoformat(),
+            "last_date": (size.start_date + timedelta(days=e.last_day)).isoformat(),
+            "true_lift": e.lift,
+            "lift_applies_to": "per-session purchase probability of the treatment group",
+        } for e in simulation.experiments],
+        "holidays": {d.isoformat(): name for d, name in sorted(simulation.holidays.items())},
+    }
 
 
 def generate(layout: DataLayout, size: SampleSize, seed: int = 42, faults: tuple[str, ...] = ()) -> dict:
@@ -38,13 +90,9 @@ def generate(layout: DataLayout, size: SampleSize, seed: int = 42, faults: tuple
     layout.ensure()
     layout.ground_truth.unlink(missing_ok=True)
     streams = np.random.default_rng(seed).spawn(7)
-    world = build_world(size, streams[0])
+    simulation = simulate(size, streams)
+    world, activity, experiments = simulation.world, simulation.activity, simulation.experiments
     subscriptions, subscription_events = build_subscriptions(world, size, streams[1])
-    holidays = holidays_between(size.start_date, size.end_date)
-    holiday_days = {(d - size.start_date).days for d in holidays}
-    anomalies = plan_anomalies(size, streams[2], holiday_days)
-    experiments = plan_experiments(size, streams[2])
-    activity = simulate_events(world, size, streams[3], anomalies, experiments)
     write_app_db(layout.app_db, {
         "tenants": world.tenants, "users": world.users, "products": world.products,
         "orders": activity.orders, "order_items": activity.order_items,
@@ -57,24 +105,9 @@ def generate(layout: DataLayout, size: SampleSize, seed: int = 42, faults: tuple
 
     injected = inject(layout, list(faults), size.end_date)
 
-    tenant_ids = world.tenants["tenant_id"].tolist()
     truth = {
-        "seed": seed,
-        "size": {**asdict(size), "start_date": size.start_date.isoformat(), "end_date": size.end_date.isoformat()},
-        "anomalies": [{
-            "tenant_id": tenant_ids[a.tenant],
-            "date": (size.start_date + timedelta(days=a.day)).isoformat(),
-            "metric": a.metric, "kind": a.kind, "factor": a.factor,
-        } for a in anomalies],
-        "experiments": [{
-            "experiment_id": e.experiment_id, "tenant_id": tenant_ids[e.tenant],
-            "first_date": (size.start_date + timedelta(days=e.first_day)).isoformat(),
-            "last_date": (size.start_date + timedelta(days=e.last_day)).isoformat(),
-            "true_lift": e.lift,
-            "lift_applies_to": "per-session purchase probability of the treatment group",
-        } for e in experiments],
+        **truth_of(simulation, size, seed),
         "faults": injected,
-        "holidays": {d.isoformat(): name for d, name in sorted(holidays.items())},
         "events": events,
         "marketing": marketing,
         "app_db": {"orders": len(activity.orders), "users": len(world.users),

@@ -6,11 +6,14 @@ import filecmp
 import json
 import sqlite3
 
+import numpy as np
 import orjson
+import pandas as pd
 
 from ingestion.events.schema import validate_event
 from ingestion.paths import DataLayout
 from ingestion.sample_data import SIZES, generate
+from ingestion.sample_data.generator import simulate
 
 
 def _same_tree(a: DataLayout, b: DataLayout) -> bool:
@@ -103,3 +106,24 @@ def test_sizes_scale_events():
     assert SIZES["tiny"].users < SIZES["default"].users < SIZES["large"].users
     assert SIZES["default"].days == 90
     assert SIZES["default"].scaled(10).users == 10 * SIZES["default"].users
+
+
+def test_expected_orders_are_what_the_sessions_went_on_to_place():
+    """The anomaly ceiling (bench/anomaly_ceiling.py) treats `expected_orders` as the truth: outside
+    the injected orders anomalies, the orders placed must be Poisson around it, in total and per day."""
+    size = SIZES["default"]  # ~7,000 orders: a 5 % error in the expectation shows
+    simulation = simulate(size, np.random.default_rng(42).spawn(7))
+    expected = simulation.activity.expected_orders.set_index(["tenant", "day"])["orders"]
+    orders = simulation.activity.orders
+    tenant = orders["tenant_id"].map({t: i for i, t in enumerate(simulation.world.tenants["tenant_id"])})
+    day = (orders["created_at"].dt.normalize() - pd.Timestamp(size.start_date)).dt.days
+    placed = pd.Series(1, index=pd.MultiIndex.from_arrays([tenant, day])).groupby(level=[0, 1]).sum()
+    placed = placed.reindex(expected.index, fill_value=0)
+    injected = {(a.tenant, a.day) for a in simulation.anomalies if a.metric == "orders"}
+    ordinary = [key not in injected for key in expected.index]
+    lam, n = expected[ordinary].to_numpy(), placed[ordinary].to_numpy()
+    assert abs(n.sum() - lam.sum()) < 4 * np.sqrt(lam.sum())
+    assert abs(np.sum((n - lam) ** 2 / lam) / len(lam) - 1) < 0.25  # Poisson: variance equals the mean
+    for tenant_day in injected:
+        factor = next(a.factor for a in simulation.anomalies if (a.tenant, a.day) == tenant_day)
+        assert abs(placed[tenant_day] - factor * expected[tenant_day]) < 4 * np.sqrt(factor * expected[tenant_day])
