@@ -65,6 +65,7 @@ bench: install manifest $(REPORTS_JS) $(CHROMIUM)
 	$(RUN) python -m bench.quality
 	$(RUN) python -m bench.semantic --data-dir data
 	$(RUN) python -m bench.ml --data-dir data
+	$(RUN) python -m bench.anomaly_ceiling --data-dir data
 	$(RUN) python -m bench.collector
 	$(RUN) python -m bench.freshness
 	$(RUN) python -m bench.reports
@@ -81,9 +82,10 @@ bench-freshness: install manifest
 bench-reports: install $(REPORTS_JS) $(CHROMIUM)
 	$(RUN) python -m bench.reports
 
-## bench-ml: forecast accuracy against baselines, anomaly detection, training time (after `make run`)
+## bench-ml: forecast accuracy against baselines, anomaly detection and its ceiling, training time (after `make run`)
 bench-ml: install manifest
 	$(RUN) python -m bench.ml --data-dir data
+	$(RUN) python -m bench.anomaly_ceiling --data-dir data
 
 ## bench-semantic: the metrics server under 100 concurrent clients (after `make run`)
 bench-semantic: install manifest
