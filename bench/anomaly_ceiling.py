@@ -28,8 +28,9 @@ import pandas as pd
 from scipy import stats
 
 from bench.ml import read
+from ingestion.paths import DataLayout
 from ingestion.sample_data.activity import CANCELLED_SHARE, anomaly_window
-from ingestion.sample_data.generator import Simulation, simulate, truth_of
+from ingestion.sample_data.generator import Simulation, simulate, streams_for, truth_of
 from ingestion.sample_data.sizes import SampleSize
 
 TARGET = 0.9
@@ -65,7 +66,7 @@ def _size(truth: dict) -> SampleSize:
 def ceiling(truth: dict, mart_orders: pd.DataFrame, simulation: Simulation | None = None) -> Ceiling:
     """The oracle's ranking of the sample's tenant-days (`mart_orders`: tenant_id, date_day, orders)."""
     size = _size(truth)
-    simulation = simulation or simulate(size, np.random.default_rng(truth["seed"]).spawn(7))
+    simulation = simulation or simulate(size, streams_for(truth["seed"]))
     expected = simulation.activity.expected_orders
     days = pd.Timestamp(size.start_date) + pd.to_timedelta(expected["day"], unit="D")
     candidates = pd.DataFrame({
@@ -124,14 +125,6 @@ def report(result: Ceiling) -> None:
     print(f"  precision and recall both >= {TARGET}: {verdict} on this sample")
 
 
-def read_ceiling(data_dir: Path, wide: pd.DataFrame) -> Ceiling | None:
-    """The ceiling of the sample under `data_dir`, from its ground truth and metrics (None without truth)."""
-    truth_path = data_dir / "sample" / "ground_truth.json"
-    if not truth_path.exists():
-        return None
-    return ceiling(json.loads(truth_path.read_text()), wide[["tenant_id", "date_day", "orders"]])
-
-
 def counted_as_the_mart(simulation: Simulation) -> pd.DataFrame:
     """Orders per tenant and day as `metrics_daily` counts them (all but the cancelled), without
     loading the sample: for samples that only exist in memory."""
@@ -149,7 +142,7 @@ def other_seeds(size: SampleSize, seeds: range) -> None:
     """
     reached, points = 0, []
     for seed in seeds:
-        simulation = simulate(size, np.random.default_rng(seed).spawn(7))
+        simulation = simulate(size, streams_for(seed))
         result = ceiling(truth_of(simulation, size, seed), counted_as_the_mart(simulation), simulation)
         reached += result.reaches()
         best = result.frontier()
@@ -165,12 +158,12 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--seeds", type=int, default=20, help="other seeds to simulate (0: none)")
     args = parser.parse_args()
-    result = read_ceiling(args.data_dir, read(args.data_dir))
-    if result is None:
-        raise SystemExit(f"no ground truth under {args.data_dir}/sample: run `make run` first")
-    report(result)
+    truth_path = DataLayout(args.data_dir).ground_truth
+    if not truth_path.exists():
+        raise SystemExit(f"no ground truth at {truth_path}: run `make run` first")
+    truth = json.loads(truth_path.read_text())
+    report(ceiling(truth, read(args.data_dir)))
     if args.seeds:
-        truth = json.loads((args.data_dir / "sample" / "ground_truth.json").read_text())
         other_seeds(_size(truth), range(1000, 1000 + args.seeds))
 
 

@@ -40,11 +40,16 @@ class Simulation:
     activity: Activity
 
 
+def streams_for(seed: int) -> list[np.random.Generator]:
+    """The seed's child generators, one per part of the sample (see `generate`)."""
+    return np.random.default_rng(seed).spawn(7)
+
+
 def simulate(size: SampleSize, streams: list[np.random.Generator]) -> Simulation:
     """The simulated product's behaviour, in memory: what `generate` writes out.
 
-    `streams` are the seed's child generators; the same ones give the same simulation, which is
-    how a benchmark recovers the generator's expected values for a sample already on disk.
+    The same `streams_for(seed)` give the same simulation, which is how a benchmark recovers the
+    generator's expected values for a sample already on disk.
     """
     world = build_world(size, streams[0])
     holidays = holidays_between(size.start_date, size.end_date)
@@ -89,7 +94,7 @@ def generate(layout: DataLayout, size: SampleSize, seed: int = 42, faults: tuple
     started = time.perf_counter()
     layout.ensure()
     layout.ground_truth.unlink(missing_ok=True)
-    streams = np.random.default_rng(seed).spawn(7)
+    streams = streams_for(seed)
     simulation = simulate(size, streams)
     world, activity, experiments = simulation.world, simulation.activity, simulation.experiments
     subscriptions, subscription_events = build_subscriptions(world, size, streams[1])

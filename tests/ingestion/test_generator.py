@@ -13,7 +13,7 @@ import pandas as pd
 from ingestion.events.schema import validate_event
 from ingestion.paths import DataLayout
 from ingestion.sample_data import SIZES, generate
-from ingestion.sample_data.generator import simulate
+from ingestion.sample_data.generator import simulate, streams_for
 
 
 def _same_tree(a: DataLayout, b: DataLayout) -> bool:
@@ -112,7 +112,7 @@ def test_expected_orders_are_what_the_sessions_went_on_to_place():
     """The anomaly ceiling (bench/anomaly_ceiling.py) treats `expected_orders` as the truth: outside
     the injected orders anomalies, the orders placed must be Poisson around it, in total and per day."""
     size = SIZES["default"]  # ~7,000 orders: a 5 % error in the expectation shows
-    simulation = simulate(size, np.random.default_rng(42).spawn(7))
+    simulation = simulate(size, streams_for(42))
     expected = simulation.activity.expected_orders.set_index(["tenant", "day"])["orders"]
     orders = simulation.activity.orders
     tenant = orders["tenant_id"].map({t: i for i, t in enumerate(simulation.world.tenants["tenant_id"])})

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 
 from bench.anomaly_ceiling import Ceiling, ceiling, counted_as_the_mart
 from ingestion.sample_data import SIZES
-from ingestion.sample_data.generator import simulate
+from ingestion.sample_data.generator import simulate, streams_for
 
 
 def test_the_frontier_counts_the_granted_anomalies_and_every_ordinary_day_ranked_above_a_find():
@@ -23,7 +22,7 @@ def test_the_frontier_counts_the_granted_anomalies_and_every_ordinary_day_ranked
 
 def test_the_oracle_ranks_the_samples_days_and_finds_its_orders_anomaly(tiny_sample):
     truth = json.loads(tiny_sample.ground_truth.read_text())
-    simulation = simulate(SIZES["tiny"], np.random.default_rng(truth["seed"]).spawn(7))
+    simulation = simulate(SIZES["tiny"], streams_for(truth["seed"]))
     result = ceiling(truth, counted_as_the_mart(simulation))
     orders = [a for a in truth["anomalies"] if a["metric"] == "orders"]
     assert (result.others, result.injected) == (len(truth["anomalies"]) - len(orders), len(truth["anomalies"]))
