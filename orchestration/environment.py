@@ -8,6 +8,7 @@ the target's credentials, not changing code.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
@@ -37,6 +38,13 @@ class Environment:
     sample_faults: tuple[str, ...]
     schema_contract: str
     postgres_dsn: str
+    # The moment a run takes as now: the sample's "yesterday", and what the quality gates judge
+    # freshness and future timestamps against. The clock unless PLATFORM_NOW pins it (to replay a
+    # past day's run, or to make a test's data the same on any day); None means the clock.
+    pinned_now: datetime | None = None
+
+    def now(self) -> datetime:
+        return self.pinned_now or datetime.now(UTC)
 
     @property
     def layout(self) -> DataLayout:
@@ -103,10 +111,21 @@ class Environment:
         return self.postgres_dsn.split("@")[-1]  # host:port/db, no password
 
 
-def _sample_end_date(value: str) -> date:
+def _pinned_now(value: str | None) -> datetime | None:
+    """PLATFORM_NOW: an ISO timestamp (UTC unless it names an offset), or unset for the clock."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"PLATFORM_NOW must be an ISO timestamp such as 2026-11-01T06:00:00Z, not {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _sample_end_date(value: str, now: datetime) -> date:
     """`yesterday` (the default: the sample looks live, so freshness checks mean something) or a date."""
     if value == "yesterday":
-        return datetime.now(UTC).date() - timedelta(days=1)
+        return now.astimezone(UTC).date() - timedelta(days=1)
     try:
         return date.fromisoformat(value)
     except ValueError:
@@ -115,12 +134,14 @@ def _sample_end_date(value: str) -> date:
 
 def environment_from(env: dict[str, str]) -> Environment:
     data_dir = Path(env.get("PLATFORM_DATA_DIR", REPO_ROOT / "data")).resolve()
+    pinned_now = _pinned_now(env.get("PLATFORM_NOW"))
     return Environment(
         data_dir=data_dir,
         dbt_target=env.get("DBT_TARGET", "duckdb"),
         sample_size=env.get("PLATFORM_SAMPLE_SIZE", "default"),
         sample_seed=int(env.get("PLATFORM_SAMPLE_SEED", "42")),
-        sample_end_date=_sample_end_date(env.get("PLATFORM_SAMPLE_END_DATE", "yesterday")),
+        sample_end_date=_sample_end_date(env.get("PLATFORM_SAMPLE_END_DATE", "yesterday"),
+                                         pinned_now or datetime.now(UTC)),
         # comma-separated names from ingestion/sample_data/faults.py, to prove the quality gates
         sample_faults=tuple(f for f in env.get("PLATFORM_SAMPLE_FAULTS", "").split(",") if f),
         schema_contract=env.get("PLATFORM_SCHEMA_CONTRACT", "evolve"),
@@ -129,16 +150,29 @@ def environment_from(env: dict[str, str]) -> Environment:
             user=env.get("PGUSER", "analytics"), password=quote(env.get("PGPASSWORD", ""), safe=""),
             host=env.get("PGHOST", "localhost"), port=env.get("PGPORT", "5432"), db=env.get("PGDATABASE", "analytics"),
         ),
+        pinned_now=pinned_now,
     )
+
+
+def tool(name: str) -> str:
+    """A command installed with the platform's Python (dbt, dagster, mlflow): the one beside this
+    interpreter, found even when its folder is not on PATH (`.venv/bin/python -m ...`); else PATH's."""
+    beside = Path(sys.executable).with_name(name)
+    return str(beside) if beside.exists() else name
 
 
 @cache
 def current_environment() -> Environment:
-    """The environment of this process; also exports the warehouse path that profiles.yml reads.
+    """The environment of this process; also exports what its subprocesses need.
 
-    The path is always derived from the data directory (never inherited), so a dbt subprocess
-    cannot build against another run's warehouse.
+    The warehouse path that profiles.yml reads is always derived from the data directory (never
+    inherited), so a dbt subprocess cannot build against another run's warehouse. The folder of
+    this Python's commands goes first on PATH, so that dbt and dagster started by the platform
+    (or by dagster-dbt) are the ones installed with it, however this process was started.
     """
     env = environment_from(dict(os.environ))
     os.environ["PLATFORM_WAREHOUSE"] = str(env.layout.warehouse)
+    commands = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != commands:
+        os.environ["PATH"] = os.pathsep.join([commands, os.environ.get("PATH", "")])
     return env

@@ -45,7 +45,7 @@ def suite_checks(suite: Suite) -> dg.AssetChecksDefinition:
                                           metadata={"suite": suite.name})
             return
         with duckdb.connect(str(env.layout.warehouse)) as conn:
-            runner = Runner(conn, env.quality_dir, context.run.run_id)
+            runner = Runner(conn, env.quality_dir, context.run.run_id, now=env.now())
             outcomes = runner.validate(suite, only=selected)
         for outcome in outcomes:
             log = context.log.info if outcome.gate_passed else (
