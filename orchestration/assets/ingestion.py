@@ -1,8 +1,8 @@
 """dlt loads as assets: one asset per raw table, keyed `[raw schema, table]` like dbt's sources.
 
-A fresh dlt source is built for every run (each run has its own load time and duplicate
-tracking); the one built at import only describes the assets. All warehouse writers share the
-`warehouse` pool: DuckDB takes one writing process per file.
+A fresh dlt source and pipeline are built for every run from the environment of that run (each
+run has its own load time and duplicate tracking); the ones built at import only describe the
+assets. All warehouse writers share the `warehouse` pool: DuckDB takes one writing process per file.
 """
 
 
@@ -30,23 +30,24 @@ class RawTableTranslator(DagsterDltTranslator):
 
 
 def _load_assets(target: pipelines.LoadTarget) -> dg.AssetsDefinition:
-    env = current_environment()
-
     def fresh_source():
+        env = current_environment()
         return pipelines.source_for(target, env.layout, env.schema_contract)
 
-    pipeline = pipelines.make_pipeline(target, env.warehouse_destination(), env.layout.dlt_dir)
+    def fresh_pipeline():
+        env = current_environment()
+        return pipelines.make_pipeline(target, env.warehouse_destination(), env.layout.dlt_dir)
 
     @dlt_assets(
         dlt_source=fresh_source(),
-        dlt_pipeline=pipeline,
+        dlt_pipeline=fresh_pipeline(),
         name=f"load_{target.pipeline_name}",
         dagster_dlt_translator=RawTableTranslator(),
         pool=WAREHOUSE_POOL,
     )
     def _assets(context: dg.AssetExecutionContext, dlt: DagsterDltResource):
         context.log.info(f"loading {target.pipeline_name} into {target.dataset_name} with dlt")
-        yield from dlt.run(context=context, dlt_source=fresh_source())
+        yield from dlt.run(context=context, dlt_source=fresh_source(), dlt_pipeline=fresh_pipeline())
 
     return _assets
 
