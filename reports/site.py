@@ -8,10 +8,15 @@ pre-renders every page, whose queries run on those results in DuckDB-wasm. The s
 Before the slow build, every page query is checked against the source queries, so a page that
 reads a table no source provides fails at once, naming the page and the query. The new site is
 built beside the old one and swapped in, so a failed build leaves the last good site in place.
+
+Evidence builds inside the project folder (`.evidence/`, `build/`), so two builds at once would
+overwrite each other's files: a lock beside the project lets one build at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import sqlglot
 
 from reports import pages
@@ -37,6 +43,11 @@ VITE_CONFIG = "../../vite.build.config.js"
 # What a built site was built from, written into it: the exports and deliveries name its data version.
 BUILD_STAMP = "build.json"
 FAILED_SOURCE = re.compile(r"^\s*(\w+) ✖ (.*)$", re.M)
+# Where `evidence sources` writes each source query's result, as <query>/<query>.parquet.
+SOURCE_DATA_DIR = PROJECT_DIR / ".evidence" / "template" / "static" / "data" / SOURCE
+BUILD_LOCK = PROJECT_DIR / ".evidence.lock"
+# A Parquet file is at least its two 4-byte magic numbers and a footer length.
+PARQUET_MIN_BYTES = 12
 
 
 class ReportError(Exception):
@@ -109,6 +120,22 @@ def build(snapshot: Path, site_dir: Path, timeout: float = 900) -> Site:
         raise ReportError(f"no published snapshot at {snapshot}: run the main job (`make run`) first")
     check_pages()
     ensure_installed()
+    with _project_lock():
+        return _build(snapshot, site_dir, timeout)
+
+
+@contextlib.contextmanager
+def _project_lock():
+    """One Evidence build at a time in the project folder, across processes."""
+    with open(BUILD_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build(snapshot: Path, site_dir: Path, timeout: float) -> Site:
     # Evidence joins the source's directory to `filename`, so the snapshot is given relative to it.
     env = {**os.environ, **EVIDENCE_ENV,
            f"EVIDENCE_SOURCE__{SOURCE}__filename": os.path.relpath(snapshot.resolve(), SOURCE_DIR)}
@@ -118,6 +145,7 @@ def build(snapshot: Path, site_dir: Path, timeout: float = 900) -> Site:
     if failed:
         raise ReportError("source queries failed:\n  " + "\n  ".join(
             f"sources/{SOURCE}/{name}.sql: {why}" for name, why in failed))
+    write_empty_results(snapshot)
     sources_seconds = time.monotonic() - started
     built = PROJECT_DIR / "build"
     shutil.rmtree(built, ignore_errors=True)
@@ -129,6 +157,28 @@ def build(snapshot: Path, site_dir: Path, timeout: float = 900) -> Site:
         "built_at": datetime.now(UTC).isoformat(timespec="seconds")}))
     _swap_in(built, site_dir)
     return Site(site_dir, page_routes(), snapshot, sources_seconds, build_seconds)
+
+
+def write_empty_results(snapshot: Path, data_dir: Path = SOURCE_DATA_DIR) -> list[str]:
+    """Give every source query that returned no rows a valid, empty Parquet file with its columns.
+
+    `evidence sources` writes an empty file (0 bytes) for a query without rows, which the build's
+    DuckDB then refuses ("too small to be a Parquet file", evidence-dev/evidence#2466): a day
+    without insights would fail the whole site. The query is run again with `limit 0` on the
+    snapshot, which gives its columns and types. Returns the queries so mended.
+    """
+    mended = []
+    for query in sorted(SOURCE_DIR.glob("*.sql")):
+        result = data_dir / query.stem / f"{query.stem}.parquet"
+        if not result.exists() or result.stat().st_size >= PARQUET_MIN_BYTES:
+            continue
+        with duckdb.connect() as conn:
+            conn.execute(f"attach '{snapshot}' as snapshot (read_only)")
+            conn.execute("use snapshot")
+            sql = query.read_text().strip().rstrip(";")
+            conn.execute(f"copy (select * from ({sql}) as q limit 0) to '{result}' (format parquet)")
+        mended.append(query.stem)
+    return mended
 
 
 def data_version(site_dir: Path) -> str:
