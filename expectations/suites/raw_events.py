@@ -122,6 +122,8 @@ select event_id, {HOURS_AFTER_NOW} as hours_after_now
 from raw_events.events
 """
 
+# The first report of an order is kept, the later ones held: "first" by the event's time, then the
+# load it came in, then its id, so that which copy is held depends on the data only.
 CHECKOUTS = """
 select event_id, json_extract_string(properties, '$.order_id') as order_id
 from raw_events.events
@@ -168,7 +170,8 @@ SUITE = Suite(
               "(ingestion/events/schema.py).", _by_event),
         Check("checkout_order_ids_unique", ASSET, "checkouts", "expect_column_values_to_be_unique",
               {"column": "order_id"}, Severity.CRITICAL,
-              "An order is reported by one checkout_completed event; later copies are held back.",
+              "An order is reported by one checkout_completed event; later copies (by timestamp, then load, then "
+              "event id) are held back.",
               Quarantine(SOURCE, "event_id", keep_first=True)),
     ),
 )

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime, timedelta
 
 import orjson
 
 from ingestion.paths import DataLayout, write_atomically
+
+# How much later a client's retry reports a checkout again (`duplicate_order_ids`).
+RETRY_DELAY = timedelta(seconds=30)
 
 
 def _edit_last_day(layout: DataLayout, last_day: date, edit: Callable[[list[dict]], list[dict]]) -> None:
@@ -61,12 +64,15 @@ def null_user_ids(layout: DataLayout, last_day: date) -> dict:
 
 
 def duplicate_order_ids(layout: DataLayout, last_day: date) -> dict:
-    """Five checkouts are reported twice, under new event ids (a client retrying without an idempotency key)."""
+    """Five checkouts are reported twice, under new event ids, 30 seconds later (a client retrying
+    without an idempotency key)."""
     copies = []
 
     def edit(events):
         for e in [e for e in events if e.get("event_type") == "checkout_completed"][:5]:
-            copies.append({**e, "event_id": e["event_id"][:-4] + "d0d0"})
+            retried = datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) + RETRY_DELAY
+            copies.append({**e, "event_id": e["event_id"][:-4] + "d0d0",
+                           "timestamp": retried.isoformat().replace("+00:00", "Z")})
         return events + copies
 
     _edit_last_day(layout, last_day, edit)
