@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from orchestration.environment import REPO_ROOT, current_environment
+from orchestration.environment import REPO_ROOT, current_environment, tool
 from orchestration.main import ensure_dagster_home
 
 
@@ -44,7 +44,7 @@ def main() -> int:
             return 2
         print(f"collector write keys (Authorization: Bearer <key>): {child_env['COLLECTOR_WRITE_KEYS']}")
     children = [
-        subprocess.Popen(["dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(args.ui_port)],
+        subprocess.Popen([tool("dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(args.ui_port)],
                          cwd=REPO_ROOT, env=child_env, start_new_session=True),
         subprocess.Popen([sys.executable, "-m", "ingestion.collector", "--port", str(args.collector_port)],
                          cwd=REPO_ROOT, env=child_env, start_new_session=True),
@@ -60,9 +60,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     while not stopping and all(child.poll() is None for child in children):
         time.sleep(0.5)
-    for child in children:  # one ended or we were asked to stop: stop the other gracefully
+    # one ended or we were asked to stop: stop the others gracefully (`dagster dev` on Ctrl-C)
+    for child, stop_signal in zip(children, (signal.SIGINT, signal.SIGTERM), strict=True):
         if child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
+            os.killpg(child.pid, stop_signal)
     for child in children:
         try:
             child.wait(timeout=60)

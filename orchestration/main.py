@@ -14,6 +14,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -59,7 +60,9 @@ def recover_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
     return abandoned
 
 
-def run_job(env: Environment, job_name: str = "batch_job") -> dg.ExecuteInProcessResult:
+def run_job(env: Environment, job_name: str = "batch_job",
+            asset_selection: Sequence[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
+    """One run of the job (or of the given assets of it) in this process, recorded in the instance."""
     ensure_dagster_home(env)
     from orchestration.definitions import defs  # after DAGSTER_HOME and the environment are set
 
@@ -72,6 +75,7 @@ def run_job(env: Environment, job_name: str = "batch_job") -> dg.ExecuteInProces
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             tags={HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())},
+            asset_selection=asset_selection,
         )
 
 
