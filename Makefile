@@ -21,9 +21,10 @@ CHROMIUM := /usr/bin/chromium
 run: install manifest $(REPORTS_JS)
 	$(RUN) python -m orchestration.main
 
-## test: the test suite (slow suites are marked and left out; `make test-all` runs them too)
+## test: the test suite, on every core (pytest-xdist: TEST_WORKERS=1 runs it in one process)
+TEST_WORKERS ?= 2
 test: install manifest $(CUBE_JS) $(REPORTS_JS) $(CHROMIUM)
-	$(RUN) pytest
+	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope
 
 test-all: install manifest $(CUBE_JS) $(REPORTS_JS) $(CHROMIUM)
 	$(RUN) pytest -m ""

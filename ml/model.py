@@ -29,10 +29,13 @@ from ml.baselines import Baselines
 from ml.features import CATEGORICAL, EVERY_HOLIDAY, FEATURES
 from ml.series import TOTAL
 
+# num_threads 0 is OpenMP's default (OMP_NUM_THREADS, else every core): more threads than free
+# cores make LightGBM's threads spin against each other, so a process sharing the machine sets it.
+# `deterministic` keeps the results the same whatever the number of threads.
 PARAMS = {
     "objective": "l2", "learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 40,
     "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
-    "verbose": -1, "seed": 7, "num_threads": 2, "deterministic": True,
+    "verbose": -1, "seed": 7, "num_threads": 0, "deterministic": True,
 }
 ROUNDS = 250
 CALIBRATION_CUTOFFS = (7, 14, 21, 28)  # days before the end of training where calibration forecasts start

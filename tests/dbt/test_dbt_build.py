@@ -7,8 +7,8 @@ import json
 import sqlite3
 
 from ingestion import pipelines
-from ingestion.paths import write_atomically
-from tests.conftest import dbt
+from ingestion.paths import DataLayout, write_atomically
+from tests.conftest import copy_of, dbt, sample_day
 from tests.ingestion.helpers import event_line, load, query, scalar
 
 
@@ -50,11 +50,9 @@ def test_every_tenant_every_day(built):
     assert days == json.loads(layout.ground_truth.read_text())["size"]["days"]
 
 
-def test_incremental_events_land_late_events_in_their_day_and_replays_change_nothing(sample):
-    for target in pipelines.TARGETS:
-        load(sample, target)
-    dbt(sample, "build")
-    day = "2026-10-10"
+def test_incremental_events_land_late_events_in_their_day_and_replays_change_nothing(built, tmp_path):
+    sample = DataLayout(copy_of(built[0].root, tmp_path))
+    day = sample_day(21).isoformat()
     before = dict(query(sample, "select tenant_id, events from marts.metrics_daily where date_day = ?", day))
     total = scalar(sample, "select count(*) from marts.fct_events")
     late = [event_line(f"late-{i}", timestamp=f"{day}T08:00:0{i}Z") for i in range(3)]
@@ -83,10 +81,11 @@ def test_forecast_mart_holds_the_tenant_forecasts(built):
     assert len(actual) > 0
 
 
-def test_forecast_mart_is_empty_before_any_forecast(sample):
-    """A first `dbt build` (no forecasting run yet, so no ml.forecast_daily) builds and tests it empty."""
-    for target in pipelines.TARGETS:
-        load(sample, target)
-    results = dbt(sample, "build")
+def test_forecast_mart_is_empty_before_any_forecast(built):
+    """The first `dbt build` of the shared fixture ran before any forecast (no ml.forecast_daily yet):
+    it built and tested the forecast mart empty."""
+    layout, results = built
+    first = json.loads((layout.root.parent / "first_build.json").read_text())
+    assert first["fct_forecasts_rows"] == 0
     assert {r["status"] for r in results["results"]} <= {"success", "pass"}
-    assert scalar(sample, "select count(*) from marts.fct_forecasts") == 0
+    assert any(r["unique_id"].endswith(".fct_forecasts") for r in results["results"])

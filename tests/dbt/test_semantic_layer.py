@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 
 import pytest
 
+from ingestion.paths import DataLayout
+from orchestration.environment import tool
 from tests.conftest import DBT_DIR
 from tests.ingestion.helpers import query
 
@@ -22,7 +25,7 @@ REQUIRED_METRICS = {
 def mf(layout, *args: str) -> str:
     env = {**os.environ, "PLATFORM_WAREHOUSE": str(layout.warehouse), "DBT_TARGET": "duckdb",
            "DBT_PROFILES_DIR": str(DBT_DIR), "DBT_TARGET_PATH": str(layout.root / "mf-target")}
-    proc = subprocess.run(["mf", *args], cwd=DBT_DIR, env=env, capture_output=True, text=True, timeout=600,
+    proc = subprocess.run([tool("mf"), *args], cwd=DBT_DIR, env=env, capture_output=True, text=True, timeout=600,
                           check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     return proc.stdout
@@ -36,22 +39,31 @@ def mf_query(layout, metrics: list[str], group_by: list[str]) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_definitions_validate_against_the_warehouse(built):
-    layout, _ = built
+@pytest.fixture(scope="module")
+def warehouse(built, tmp_path_factory) -> DataLayout:
+    """A copy of the built warehouse: MetricFlow's CLI opens it for writing, which would lock the
+    shared one against the other tests' readers."""
+    layout = DataLayout(tmp_path_factory.mktemp("metricflow"))
+    shutil.copyfile(built[0].warehouse, layout.warehouse)
+    return layout
+
+
+def test_definitions_validate_against_the_warehouse(warehouse):
+    layout = warehouse
     out = mf(layout, "validate-configs")
     assert "ERRORS: 0" in out
     assert out.count("Successfully validated") >= 6  # semantics, then models, dimensions, entities, measures, metrics
 
 
-def test_every_governed_metric_is_listed(built):
-    layout, _ = built
+def test_every_governed_metric_is_listed(warehouse):
+    layout = warehouse
     listed = mf(layout, "list", "metrics")
     missing = [m for m in REQUIRED_METRICS if f"• {m}:" not in listed]
     assert not missing, listed[-3000:]
 
 
-def test_metric_values_equal_direct_sql(built):
-    layout, _ = built
+def test_metric_values_equal_direct_sql(warehouse):
+    layout = warehouse
     rows = mf_query(layout, ["revenue", "orders", "conversion_rate", "mrr"], ["metric_time__month", "tenant"])
     got = {(r["metric_time__month"][:10], r["tenant"]): r for r in rows}
     expected = query(layout, """
@@ -80,8 +92,8 @@ def test_metric_values_equal_direct_sql(built):
         assert float(row["mrr"]) == pytest.approx(float(mrr), abs=0.01)
 
 
-def test_weekly_active_users_count_distinct_users_over_seven_days(built):
-    layout, _ = built
+def test_weekly_active_users_count_distinct_users_over_seven_days(warehouse):
+    layout = warehouse
     rows = mf_query(layout, ["weekly_active_users"], ["metric_time__day"])
     got = {r["metric_time__day"][:10]: int(float(r["weekly_active_users"])) for r in rows}
     day = sorted(got)[20]
@@ -92,8 +104,8 @@ def test_weekly_active_users_count_distinct_users_over_seven_days(built):
     assert got[day] == expected
 
 
-def test_customer_acquisition_cost_by_channel_joins_spend_and_signups(built):
-    layout, _ = built
+def test_customer_acquisition_cost_by_channel_joins_spend_and_signups(warehouse):
+    layout = warehouse
     rows = mf_query(layout, ["marketing_spend", "new_users", "customer_acquisition_cost"], ["channel"])
     got = {r["channel"]: r for r in rows}
     spend = dict(query(layout, "select channel, sum(spend) from marts.fct_marketing_spend group by 1"))
@@ -108,8 +120,8 @@ def test_customer_acquisition_cost_by_channel_joins_spend_and_signups(built):
 
 
 @pytest.mark.parametrize("grain", ["week", "quarter", "year"])
-def test_every_granularity(built, grain):
-    layout, _ = built
+def test_every_granularity(warehouse, grain):
+    layout = warehouse
     rows = mf_query(layout, ["revenue"], [f"metric_time__{grain}"])
     total = sum(float(r["revenue"] or 0) for r in rows)
     (expected,) = query(layout, "select sum(net_revenue) from marts.fct_orders")[0]
@@ -117,8 +129,8 @@ def test_every_granularity(built, grain):
     assert len({r[f"metric_time__{grain}"] for r in rows}) == len(rows)
 
 
-def test_forecast_revenue_sums_the_tenant_forecasts(built):
-    layout, _ = built
+def test_forecast_revenue_sums_the_tenant_forecasts(warehouse):
+    layout = warehouse
     rows = mf_query(layout, ["forecast_revenue", "forecast_orders"], ["metric_time__day"])
     got = {r["metric_time__day"][:10]: (float(r["forecast_revenue"]), float(r["forecast_orders"])) for r in rows}
     expected = query(layout, """

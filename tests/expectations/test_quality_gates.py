@@ -1,17 +1,18 @@
 """The quality gates through real Dagster runs of the main job on the tiny sample.
 
-Clean data passes every expectation and is published. Each fault the generator can inject makes
-the right expectation fail with the observed value in its message, stops everything downstream
-(dbt, the published snapshot), and leaves what was loaded in place: failing rows are held in
-the quarantine, never deleted, and go through once the source fixes them.
+Clean data passes every expectation and is published (the session's `main_run`). Each fault the
+generator can inject makes the right expectation fail with the observed value in its message,
+stops everything downstream (dbt, the published snapshot), and leaves what was loaded in place:
+failing rows are held in the quarantine, never deleted, and go through once the source fixes
+them. Those runs are the main job run in the test's process (`run_in_process`), without the
+reports site, which the gates never reach or are not about.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -21,8 +22,9 @@ from expectations.runner import data_docs_index
 from expectations.suites import SUITES
 from ingestion.paths import DataLayout
 from semantic import snapshots
+from tests.conftest import SAMPLE_END, copy_of
 from tests.ingestion.helpers import query, scalar
-from tests.orchestration.helpers import mart_counts, run_main_job
+from tests.orchestration.helpers import mart_counts, run_in_process
 
 ALL_CHECKS = {(suite.name, check.name) for suite in SUITES for check in suite.checks}
 # fault -> (suite, the expectation that must fail, the asset it guards)
@@ -53,14 +55,8 @@ def run_records(data_dir: Path) -> tuple[set[str], dict[str, tuple[bool, str, st
     return materialized, checks
 
 
-@pytest.fixture(scope="module")
-def clean_run(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("quality-clean") / "data"
-    return data_dir, run_main_job(data_dir)
-
-
-def test_clean_data_passes_every_expectation_and_is_published(clean_run):
-    data_dir, out = clean_run
+def test_clean_data_passes_every_expectation_and_is_published(main_run):
+    data_dir, out = main_run
     materialized, checks = run_records(data_dir)
     assert set(checks) == ALL_CHECKS
     assert [name for name, (passed, _, _) in checks.items() if not passed] == []
@@ -87,7 +83,7 @@ def test_clean_data_passes_every_expectation_and_is_published(clean_run):
 def test_each_fault_fails_its_expectation_and_stops_everything_downstream(fault, tmp_path):
     suite, expectation, asset = FAULTS[fault]
     data_dir = tmp_path / "data"
-    out = run_main_job(data_dir, {"PLATFORM_SAMPLE_FAULTS": fault}, expect_success=False)
+    out = run_in_process(data_dir, {"PLATFORM_SAMPLE_FAULTS": fault}, expect_success=False)
     materialized, checks = run_records(data_dir)
 
     failed = {name for name, (passed, severity, _) in checks.items() if not passed and severity == "ERROR"}
@@ -107,7 +103,7 @@ def test_each_fault_fails_its_expectation_and_stops_everything_downstream(fault,
 def test_row_level_failures_are_held_not_deleted(tmp_path):
     """Future-dated events stay in the raw table; the quarantine names them, the rule and the run."""
     data_dir = tmp_path / "data"
-    run_main_job(data_dir, {"PLATFORM_SAMPLE_FAULTS": "future_events,duplicate_order_ids"}, expect_success=False)
+    run_in_process(data_dir, {"PLATFORM_SAMPLE_FAULTS": "future_events,duplicate_order_ids"}, expect_success=False)
     layout = DataLayout(data_dir)
     truth = json.loads(layout.ground_truth.read_text())["faults"]
     future = set(truth["future_events"]["event_ids"])
@@ -129,10 +125,8 @@ def _set_order_totals(app_db: Path, order_ids: list[str], sign: int) -> None:
                          [(sign, stamp, o) for o in order_ids])
 
 
-def test_bad_rows_arriving_later_keep_the_warehouse_and_go_through_once_fixed(clean_run, tmp_path):
-    clean_dir, _ = clean_run
-    data_dir = tmp_path / "data"
-    shutil.copytree(clean_dir, data_dir)
+def test_bad_rows_arriving_later_keep_the_warehouse_and_go_through_once_fixed(main_run, tmp_path):
+    data_dir = copy_of(main_run[0], tmp_path)
     layout = DataLayout(data_dir)
     before = mart_counts(layout)
     revenue_before = scalar(layout, "select sum(order_total) from marts.fct_orders")
@@ -141,7 +135,7 @@ def test_bad_rows_arriving_later_keep_the_warehouse_and_go_through_once_fixed(cl
 
     # the app starts writing negative totals: the gate stops the run, and the warehouse keeps what it had
     _set_order_totals(layout.app_db, orders, -1)
-    out = run_main_job(data_dir, expect_success=False)
+    out = run_in_process(data_dir, expect_success=False)
     assert "raw_app.order_totals_non_negative (critical) on raw_app/orders FAILED" in out
     assert mart_counts(layout) == before
     assert scalar(layout, "select sum(order_total) from marts.fct_orders") == revenue_before
@@ -150,13 +144,13 @@ def test_bad_rows_arriving_later_keep_the_warehouse_and_go_through_once_fixed(cl
     assert held == set(orders)
 
     # run again before the fix: the held rows stay out, everything else goes through
-    run_main_job(data_dir)
+    run_in_process(data_dir)
     assert scalar(layout, "select count(*) from marts.fct_orders where order_id in (?, ?)", *orders) == 0
     assert scalar(layout, "select count(*) from raw_app.orders where order_id in (?, ?)", *orders) == 2
 
     # the source fixes them: released, and back in the marts with their fixed totals
     _set_order_totals(layout.app_db, orders, 1)
-    run_main_job(data_dir)
+    run_in_process(data_dir)
     assert scalar(layout, "select count(*) from quality.quarantined_rows where released_at is null") == 0
     assert scalar(layout, "select count(*) from marts.fct_orders where order_id in (?, ?) and order_total > 0",
                   *orders) == 2
@@ -166,7 +160,8 @@ def test_bad_rows_arriving_later_keep_the_warehouse_and_go_through_once_fixed(cl
 def test_a_failed_warning_is_recorded_but_does_not_block(tmp_path):
     """A sample that ended weeks ago is stale: the freshness warning fails, and the data is still published."""
     data_dir = tmp_path / "data"
-    out = run_main_job(data_dir, {"PLATFORM_SAMPLE_END_DATE": "2026-10-31"})
+    weeks_later = f"{SAMPLE_END + timedelta(days=30)}T06:00:00Z"
+    out = run_in_process(data_dir, {"PLATFORM_NOW": weeks_later})
     materialized, checks = run_records(data_dir)
     failed = {name: severity for name, (passed, severity, _) in checks.items() if not passed}
     assert failed == {("marts", "newest_event_is_fresh"): "WARN"}

@@ -9,6 +9,7 @@ import subprocess
 import dagster as dg
 import pytest
 
+from orchestration.environment import tool
 from tests.conftest import REPO_ROOT
 
 SNAPSHOT = REPO_ROOT / "tests" / "orchestration" / "definitions_snapshot.json"
@@ -112,7 +113,7 @@ def test_environment_is_decided_in_one_place(tmp_path):
 
 def test_dagster_validates_the_workspace(tmp_path):
     proc = subprocess.run(
-        ["dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        [tool("dagster"), "definitions", "validate", "-w", "workspace.yaml"],
         cwd=REPO_ROOT, env={**os.environ, "PLATFORM_DATA_DIR": str(tmp_path)},
         capture_output=True, text=True, timeout=300, check=False,
     )

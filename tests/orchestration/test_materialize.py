@@ -1,7 +1,9 @@
 """Real Dagster materializations of every asset on the tiny sample, in a temporary data dir.
 
 The main job runs as users run it (`python -m orchestration.main`), in its own process with its
-own DAGSTER_HOME, so the run is recorded and the UI would show it.
+own DAGSTER_HOME, so the run is recorded and the UI would show it: once for the whole session
+(`main_run`, which other suites read too), and again where a run is killed half-way. The second
+run of the idempotence check runs in the test's process, on a copy.
 """
 
 from __future__ import annotations
@@ -15,22 +17,16 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import pytest
 
 from ingestion.paths import DataLayout
 from semantic import snapshots
+from tests.conftest import copy_of
 from tests.ingestion.helpers import query, scalar
-from tests.orchestration.helpers import main_job, mart_counts, run_main_job
+from tests.orchestration.helpers import main_job, mart_counts, run_in_process
 
 
-@pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("materialize") / "data"
-    return data_dir, run_main_job(data_dir)
-
-
-def test_main_job_materializes_every_asset_and_prints_a_summary(first_run):
-    data_dir, out = first_run
+def test_main_job_materializes_every_asset_and_prints_a_summary(main_run):
+    data_dir, out = main_run
     summary = out[out.index("batch_job run "):]
     assert "SUCCESS" in summary
     assert "0 failed" in summary
@@ -52,8 +48,8 @@ def test_main_job_materializes_every_asset_and_prints_a_summary(first_run):
     assert materialized == pipeline  # every asset but the deliveries, which have their own jobs
 
 
-def test_marts_are_full_and_tests_passed(first_run):
-    data_dir, _ = first_run
+def test_marts_are_full_and_tests_passed(main_run):
+    data_dir, _ = main_run
     layout = DataLayout(data_dir)
     truth = json.loads(layout.ground_truth.read_text())
     counts = mart_counts(layout)
@@ -67,12 +63,12 @@ def test_marts_are_full_and_tests_passed(first_run):
     assert set(forecast_marts) == {"model_success", "test_pass"}
 
 
-def test_second_run_is_idempotent(tmp_path, first_run):
-    data_dir, _ = first_run
+def test_second_run_is_idempotent(tmp_path, main_run):
+    data_dir = copy_of(main_run[0], tmp_path)
     layout = DataLayout(data_dir)
     before = mart_counts(layout)
     quarantined = scalar(layout, "select count(*) from raw_events.events_quarantine")
-    run_main_job(data_dir)
+    run_in_process(data_dir)
     assert mart_counts(layout) == before
     assert scalar(layout, "select count(*) from raw_events.events_quarantine") == quarantined
 
@@ -97,7 +93,7 @@ def test_run_killed_half_way_and_started_again(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    run_main_job(data_dir)
+    run_in_process(data_dir)
     layout = DataLayout(data_dir)
     truth = json.loads(layout.ground_truth.read_text())
     assert scalar(layout, "select count(*) from raw_events.events") == truth["events"]["valid_events"]
@@ -105,16 +101,15 @@ def test_run_killed_half_way_and_started_again(tmp_path):
     assert scalar(layout, "select count(*) from marts.fct_events") == truth["events"]["valid_events"]
 
 
-def test_forecasts_and_insights_are_written_and_published(first_run):
+def test_forecasts_and_insights_are_written_and_published(main_run):
     """The tiny sample is too short to backtest: a version is registered but not champion, and
     its forecasts say so; the tables reach the published snapshot with the marts."""
-    data_dir, out = first_run
+    data_dir, out = main_run
     layout = DataLayout(data_dir)
     assert "not promoted: no backtest fold had enough history" in out
     assert "forecasts:" in out and "insights:" in out
     horizons, metrics, versions = query(layout, "select count(distinct horizon), count(distinct metric), "
                                                 "list(distinct model_version) from ml.forecast_daily")[0]
-    # the newest version (a later test in this module runs the job again and registers another)
     assert horizons == 28 and metrics == 5 and len(versions) == 1 and versions[0].endswith(" (not champion)")
     last_day = scalar(layout, "select max(date_day) from marts.metrics_daily")
     assert scalar(layout, "select min(forecast_date) from ml.forecast_daily") == last_day + timedelta(days=1)

@@ -1,28 +1,30 @@
 """Micro-batches: the sensor's decisions on real landing files and a real Dagster instance, and the
-micro-batch job run as the daemon runs it (its own process) on a warehouse the batch job built:
-new and late events, a replayed file, and a run that fails half-way and is retried."""
+micro-batch job run on a copy of the warehouse the batch job built (`main_run`): new and late
+events, a replayed file, and a run that fails half-way and is retried. The job runs in the test's
+process; the daemon launching it in a process of its own is tested with `dagster dev`
+(test_ui_launch.py)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import orjson
 import pytest
-from dagster._core.storage.dagster_run import DagsterRun
 
 from ingestion.paths import DataLayout
 from orchestration.microbatch import LandingCursor, closed_files, decide, microbatch_job, runs_in_flight
 from semantic import snapshots
-from tests.conftest import REPO_ROOT
-from tests.orchestration.helpers import run_main_job
+from tests.conftest import NOW, copy_of
+from tests.orchestration.helpers import run_in_process
+
+# Events arrive a few minutes before the moment the runs take as now (the suite pins it).
+ARRIVED = datetime.fromisoformat(NOW.replace("Z", "+00:00")).replace(microsecond=0) - timedelta(minutes=5)
 
 
 def land(layout: DataLayout, name: str, events: list[dict]) -> Path:
@@ -86,9 +88,10 @@ def test_in_flight_runs_are_read_from_the_instance():
     with dg.instance_for_test() as instance:
         assert runs_in_flight(instance) == []
         run_id = str(uuid.uuid4())
-        instance.add_run(DagsterRun(job_name=microbatch_job.name, run_id=run_id, status=dg.DagsterRunStatus.STARTED))
-        instance.add_run(DagsterRun(job_name="batch_job", run_id=str(uuid.uuid4()),
-                                    status=dg.DagsterRunStatus.STARTED))
+        instance.add_run(dg.DagsterRun(job_name=microbatch_job.name, run_id=run_id,
+                                       status=dg.DagsterRunStatus.STARTED))
+        instance.add_run(dg.DagsterRun(job_name="batch_job", run_id=str(uuid.uuid4()),
+                                       status=dg.DagsterRunStatus.STARTED))
         assert runs_in_flight(instance) == [run_id]
         instance.report_run_failed(instance.get_run_by_id(run_id), "gone")
         assert runs_in_flight(instance) == []
@@ -97,27 +100,13 @@ def test_in_flight_runs_are_read_from_the_instance():
 # --- the micro-batch job on a built warehouse -------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def batch_built(tmp_path_factory) -> Path:
-    data_dir = tmp_path_factory.mktemp("microbatch") / "data"
-    run_main_job(data_dir)
-    return data_dir
-
-
 @pytest.fixture
-def platform(batch_built, tmp_path) -> DataLayout:
-    root = tmp_path / "data"
-    shutil.copytree(batch_built, root)
-    return DataLayout(root)
+def platform(main_run, tmp_path) -> DataLayout:
+    return DataLayout(copy_of(main_run[0], tmp_path))
 
 
 def microbatch(layout: DataLayout, expect_success: bool = True) -> str:
-    env = {**os.environ, "PLATFORM_DATA_DIR": str(layout.root), "PLATFORM_SAMPLE_SIZE": "tiny"}
-    env.pop("DAGSTER_HOME", None)
-    proc = subprocess.run([sys.executable, "-m", "orchestration.main", "--job", microbatch_job.name], cwd=REPO_ROOT,
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert (proc.returncode == 0) == expect_success, (proc.stdout + proc.stderr)[-5000:]
-    return proc.stdout
+    return run_in_process(layout.root, job=microbatch_job.name, expect_success=expect_success)
 
 
 def published(layout: DataLayout, sql: str) -> list[tuple]:
@@ -137,7 +126,7 @@ MART = "select metrics_per_minute_key, events, visitors, page_views, last_loaded
 
 
 def test_new_and_late_events_reach_the_published_real_time_mart(platform):
-    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    now = ARRIVED
     three_days_ago = now - timedelta(days=3)
     before = dict(published(platform, "select metrics_per_minute_key, events from marts.metrics_per_minute"))
     land(platform, "collector-a-000001.jsonl", page_views("now", 50, now))
@@ -157,7 +146,7 @@ def test_new_and_late_events_reach_the_published_real_time_mart(platform):
 
 
 def test_replaying_a_file_changes_nothing(platform):
-    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    now = ARRIVED
     original = land(platform, "collector-b-000001.jsonl", page_views("replay", 30, now))
     microbatch(platform)
     state = sorted(published(platform, MART)), published(platform, "select count(*) from marts.fct_events")
@@ -169,7 +158,7 @@ def test_replaying_a_file_changes_nothing(platform):
 
 
 def test_a_run_that_fails_half_way_is_retried_and_every_event_is_there_once(platform):
-    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    now = ARRIVED
     land(platform, "collector-c-000001.jsonl", page_views("retry", 40, now))
     version_before = snapshots.current(platform.root / "published").version
     with duckdb.connect(str(platform.warehouse)) as conn:  # fct_events' relationship test will fail after its merge

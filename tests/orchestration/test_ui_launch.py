@@ -12,7 +12,6 @@ import signal
 import subprocess
 import time
 import urllib.request
-from datetime import UTC, datetime
 
 import dagster as dg
 import duckdb
@@ -23,9 +22,10 @@ from dagster_graphql import DagsterGraphQLClient
 
 from bench.loopback import free_port
 from ingestion.paths import DataLayout
+from orchestration.environment import tool
 from orchestration.warm_launcher import PID_TAG
 from semantic import snapshots
-from tests.conftest import REPO_ROOT
+from tests.conftest import NOW, REPO_ROOT
 from tests.ingestion.collector_process import collector
 
 
@@ -39,7 +39,7 @@ def dagster_dev(tmp_path):
     env = {**os.environ, "PLATFORM_DATA_DIR": str(data_dir), "PLATFORM_SAMPLE_SIZE": "tiny",
            "DAGSTER_HOME": str(home)}
     log = open(tmp_path / "dagster-dev.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(["dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+    proc = subprocess.Popen([tool("dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
                             cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 180
     while True:
@@ -52,9 +52,9 @@ def dagster_dev(tmp_path):
             assert time.monotonic() < deadline, "dagster dev did not come up"
             time.sleep(1)
     yield port, DataLayout(data_dir), tmp_path / "dagster-dev.log"
-    os.killpg(proc.pid, signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, which `dagster dev` stops its services on
     try:
-        proc.wait(timeout=60)
+        proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
     log.close()
@@ -81,7 +81,7 @@ def test_launch_from_the_ui_materializes_everything_then_posted_events_flow_thro
 
     # the development loop of `make dev`: an event posted to the collector reaches the published mart
 
-    now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    now = NOW  # the moment the runs take as now (the suite pins it): these events are fresh
     events = [{"event_id": f"live-{i}", "event_type": "page_view", "timestamp": now, "tenant_id": "t002",
                "user_id": f"t002-u{i % 3}", "session_id": "live-s", "properties": {"path": "/"}, "context": {}}
               for i in range(25)]

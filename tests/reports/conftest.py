@@ -1,15 +1,11 @@
-"""The main job run once for the reports suites, as users run it, with an alert webhook listening.
-
-The alert webhook receiver is up before the run, so the run's insights step queues its
-high-severity insights for it, exactly as a configured deployment would.
-"""
+"""The reports suites read the session's `main_run` (tests/conftest.py): the main job run once, as
+users run it."""
 
 from __future__ import annotations
 
 import pytest
 
 from reports import browser as chromium_browser
-from tests.orchestration.helpers import run_main_job
 from tests.reports.receivers import WebhookReceiver
 
 
@@ -17,12 +13,6 @@ from tests.reports.receivers import WebhookReceiver
 def alert_receiver():
     with WebhookReceiver() as receiver:
         yield receiver
-
-
-@pytest.fixture(scope="session")
-def main_run(tmp_path_factory, alert_receiver):
-    data_dir = tmp_path_factory.mktemp("reports") / "data"
-    return data_dir, run_main_job(data_dir, {"REPORTS_ALERT_WEBHOOK_URL": alert_receiver.url})
 
 
 @pytest.fixture(scope="session")

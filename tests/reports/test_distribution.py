@@ -19,31 +19,42 @@ import pytest
 from pypdf import PdfReader
 
 from orchestration.assets.distribution import ALERT_RETRY_SECONDS, ALL_DELIVERED, DISTRIBUTION_KEY, decide_alerts
+from orchestration.assets.ml import INSIGHTS_KEY
 from reports import alerts, distribution, exports, messages
 from reports.delivery import Retry, Settings, Smtp, post_webhook, send_email
-from tests.orchestration.helpers import run_main_job
+from tests.conftest import copy_of, sample_day
+from tests.orchestration.helpers import run_in_process, run_main_job
 from tests.reports.receivers import SmtpReceiver, WebhookReceiver, free_port
 
 FAST = Retry(attempts=3, backoff_seconds=0.01, timeout_seconds=5)
 CHOSEN = ("/", "/forecasts", "/insights")
 
 
+FAST_SETTINGS = {"REPORTS_DELIVERY_BACKOFF_SECONDS": "0.05", "REPORTS_DELIVERY_ATTEMPTS": "3"}
+
+
 def run_job(data_dir, job: str, extra_env: dict[str, str]) -> str:
-    """A job as users run it (`python -m orchestration.main --job ...`), retrying fast; its output."""
-    fast = {"REPORTS_DELIVERY_BACKOFF_SECONDS": "0.05", "REPORTS_DELIVERY_ATTEMPTS": "3"}
-    return run_main_job(data_dir, {**fast, **extra_env}, job=job)
+    """A job in the test's process, retrying fast; its summary."""
+    return run_in_process(data_dir, {**FAST_SETTINGS, **extra_env}, job=job)
 
 
 @pytest.fixture(scope="module")
-def distributed(main_run):
-    """The report job once, with a mail server and a webhook that each fail their first attempt."""
-    data_dir, _ = main_run
+def reports_data(main_run, tmp_path_factory):
+    """A copy of the main job's data that the distribution jobs of this module may change."""
+    return copy_of(main_run[0], tmp_path_factory.mktemp("distribution"))
+
+
+@pytest.fixture(scope="module")
+def distributed(reports_data):
+    """The report job once, as users run it (`python -m orchestration.main --job ...`), with a mail
+    server and a webhook that each fail their first attempt."""
+    data_dir = reports_data
     with SmtpReceiver(fail_first=1) as smtp, WebhookReceiver([500]) as webhook:
-        out = run_job(data_dir, "report_distribution_job", {
+        out = run_main_job(data_dir, {**FAST_SETTINGS,
             "REPORTS_SMTP_HOST": "127.0.0.1", "REPORTS_SMTP_PORT": str(smtp.port),
             "REPORTS_EMAIL_TO": "ceo@example.com, not-an-address, cfo@example.com",
             "REPORTS_WEBHOOK_URL": webhook.url, "REPORTS_SITE_URL": "http://reports.example.com",
-            "REPORTS_PDF_PAGES": ",".join(CHOSEN)})
+            "REPORTS_PDF_PAGES": ",".join(CHOSEN)}, job="report_distribution_job")
     return data_dir, out, smtp, webhook
 
 
@@ -132,8 +143,8 @@ def test_every_page_dataset_is_exported_as_csv_xlsx_and_parquet(distributed):
     assert periods.iloc[0]["revenue"] == pytest.approx(warehouse_headline(data_dir)["revenue"])
 
 
-def test_refusing_servers_are_retried_reported_and_the_run_still_succeeds(main_run):
-    data_dir, _ = main_run
+def test_refusing_servers_are_retried_reported_and_the_run_still_succeeds(reports_data):
+    data_dir = reports_data
     with SmtpReceiver(fail_first=100, fail_code=451) as smtp, WebhookReceiver([500] * 100) as webhook:
         out = run_job(data_dir, "report_distribution_job", {  # exits 0: deliveries never fail a run
             "REPORTS_SMTP_HOST": "127.0.0.1", "REPORTS_SMTP_PORT": str(smtp.port),
@@ -150,14 +161,21 @@ def test_refusing_servers_are_retried_reported_and_the_run_still_succeeds(main_r
     assert "email to ceo@example.com: FAILED" in evaluation.description
 
 
-def test_high_severity_insights_are_alerted_once_by_the_alerts_job(main_run, alert_receiver):
-    data_dir, _ = main_run
+def test_high_severity_insights_are_alerted_once_by_the_alerts_job(reports_data, alert_receiver):
+    """With an alert webhook configured, the insights step queues its high-severity insights (it
+    sends nothing itself); the alerts job posts them once."""
+    data_dir = reports_data
+    spike_day = sample_day(3)
+    with duckdb.connect(str(data_dir / "warehouse.duckdb")) as conn:  # an unmistakable day: 20 times the orders
+        conn.execute("update marts.metrics_daily set orders = 20 * orders + 20, revenue = 20 * revenue + 2000 "
+                     "where tenant_id = 't002' and date_day = ?", [spike_day])
+    run_in_process(data_dir, {"REPORTS_ALERT_WEBHOOK_URL": alert_receiver.url}, assets=[INSIGHTS_KEY])
     with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as conn:
         high = conn.execute("select insight_type, metric, tenant_id, date_day from ml.insights "
                             "where severity = 'high'").fetchall()
+    assert ("anomaly_spike", "orders", "t002", spike_day) in high
     outbox = alerts.Outbox(data_dir / "reports" / "alerts")
-    assert high, "the tiny sample injects anomalies: some insights must be high"
-    assert len(outbox.pending()) == 1  # queued by the main job's insights step, not sent by it
+    assert len(outbox.pending()) == 1 and alert_receiver.bodies == []  # queued by the insights step, not sent
     run_job(data_dir, "insight_alerts_job", {"REPORTS_ALERT_WEBHOOK_URL": alert_receiver.url})
     assert len(alert_receiver.bodies) == 1
     payload = alert_receiver.bodies[0]

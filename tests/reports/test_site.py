@@ -2,7 +2,8 @@
 
 The main job runs once as users run it and must end with the site built. The pages are then
 built again by `reports.site` from a copy of its published snapshot that also holds a tenant with
-no data at all, so that every page can be shown for a tenant whose queries return nothing.
+no data at all, and no insights for anyone (a quiet day), so that every page can be shown for a
+tenant whose queries return nothing and the site builds when a whole source query does.
 Screenshots of every page are kept in `tests/artifacts/reports/` (git-ignored).
 """
 
@@ -27,7 +28,8 @@ PAGES = ("/", "/engagement", "/forecasts", "/insights", "/quality")
 
 @pytest.fixture(scope="module")
 def site_with_empty_tenant(main_run, tmp_path_factory):
-    """The site built from the main job's snapshot plus a tenant that has no rows anywhere."""
+    """The site built from the main job's snapshot plus a tenant that has no rows anywhere, on a
+    day without a single insight."""
     data_dir, _ = main_run
     snapshot = tmp_path_factory.mktemp("snapshot") / "warehouse-with-empty-tenant.duckdb"
     shutil.copy(snapshots.current(data_dir / "published").path, snapshot)
@@ -35,6 +37,7 @@ def site_with_empty_tenant(main_run, tmp_path_factory):
         conn.execute("insert into marts.dim_tenants (tenant_id, tenant_name, industry, tenant_country, tenant_tier, "
                      "created_at, user_count) values (?, 'Empty Tenant', 'none', 'NL', 'free', now(), 0)",
                      [EMPTY_TENANT])
+        conn.execute("delete from ml.insights")
     return site.build(snapshot, tmp_path_factory.mktemp("site") / "site")
 
 
@@ -119,6 +122,27 @@ def test_a_tenant_with_no_data_gets_a_message_on_every_page(site_with_empty_tena
                                         tenant_label=f"Empty Tenant ({EMPTY_TENANT})")
             assert errors == [], (route, errors)
             assert f"tenant {EMPTY_TENANT}" in text, (route, text[:2000])
+
+
+def test_a_source_query_without_rows_gets_an_empty_parquet_file_with_its_columns(tmp_path):
+    """Evidence writes 0 bytes for a query without rows, which its build cannot read: the file is
+    replaced by a valid Parquet file with the query's columns and no rows; other files are left."""
+    snapshot = tmp_path / "warehouse-quiet.duckdb"
+    with duckdb.connect(str(snapshot)) as conn:
+        conn.execute("create schema ml")
+        conn.execute("create table ml.insights (insight_type varchar, metric varchar, tenant_id varchar, "
+                     "date_day date, severity varchar, confidence double, value double, expected double, "
+                     "lower double, upper double, explanation varchar)")
+    data = tmp_path / "data"
+    for name, content in (("insights", b""), ("kpis_daily", b"PAR1 rows written by Evidence PAR1")):
+        (data / name).mkdir(parents=True)
+        (data / name / f"{name}.parquet").write_bytes(content)
+    assert site.write_empty_results(snapshot, data) == ["insights"]
+    with duckdb.connect() as conn:
+        described = conn.execute(f"describe select * from '{data / 'insights' / 'insights.parquet'}'").fetchall()
+        assert conn.execute(f"select count(*) from '{data / 'insights' / 'insights.parquet'}'").fetchone() == (0,)
+    assert [column for column, *_ in described][:4] == ["insight_type", "metric", "tenant", "day"]
+    assert (data / "kpis_daily" / "kpis_daily.parquet").read_bytes().startswith(b"PAR1 rows written")
 
 
 def test_a_page_reading_a_missing_table_names_the_page_and_the_query(tmp_path):

@@ -1,4 +1,5 @@
-"""A real metrics server on loopback over the tiny sample's published snapshot."""
+"""A real metrics server on loopback over the tiny sample's published snapshot (`published`, shared
+by the session: tests that publish or write give a server their own copy)."""
 
 from __future__ import annotations
 
@@ -79,13 +80,6 @@ def start_server(layout: DataLayout, log: Path, module: str = "semantic.server",
 def publish(layout: DataLayout) -> snapshots.Snapshot:
     """Publish the layout's warehouse as the pipeline does: a new snapshot with its rollups."""
     return snapshots.publish(layout.warehouse, layout.root / "published", build=rollups.builder(SEMANTIC_MANIFEST))
-
-
-@pytest.fixture(scope="session")
-def published(built) -> DataLayout:
-    layout, _ = built
-    publish(layout)
-    return layout
 
 
 @pytest.fixture(scope="session")

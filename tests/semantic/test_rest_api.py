@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -15,10 +16,12 @@ import httpx
 import orjson
 import pytest
 
+from ingestion.paths import DataLayout
 from semantic.client import MetricsClient, MetricsError
 from semantic.cube_query import MAX_LIMIT
+from tests.conftest import SAMPLE_END, copy_of, sample_day
 from tests.ingestion.helpers import query as sql
-from tests.semantic.conftest import publish
+from tests.semantic.conftest import Server, publish, start_server
 
 WRITER = """
 import sys, duckdb
@@ -29,11 +32,13 @@ with duckdb.connect(sys.argv[1]) as conn:
     conn.execute("drop table marts.scratch")
 """
 
+# a range around the whole sample, in Cube's "from ... to ..." form
+SPAN = (date(SAMPLE_END.year - 1, 1, 1), date(SAMPLE_END.year, 12, 31))
 MONTHLY_REVENUE = {
     "measures": ["metrics.revenue", "metrics.orders"],
     "dimensions": ["metrics.tenant"],
     "timeDimensions": [{"dimension": "metrics.metric_time", "granularity": "month",
-                        "dateRange": "from 2026-01-01 to 2026-12-31"}],
+                        "dateRange": f"from {SPAN[0]} to {SPAN[1]}"}],
 }
 
 
@@ -74,41 +79,43 @@ def test_revenue_by_tenant_and_month_equals_sql(admin, published):
     first = result.results[0]
     assert first["annotation"]["measures"]["metrics.revenue"]["type"] == "number"
     assert "metrics.metric_time.month" in first["annotation"]["timeDimensions"]
-    assert first["query"]["timeDimensions"][0]["dateRange"] == ["2026-01-01T00:00:00.000",
-                                                                "2026-12-31T23:59:59.999"]
+    assert first["query"]["timeDimensions"][0]["dateRange"] == [f"{SPAN[0]}T00:00:00.000",
+                                                                f"{SPAN[1]}T23:59:59.999"]
     assert first["lastRefreshTime"].endswith("Z")
 
 
 def test_forecast_revenue_next_to_actuals_equals_sql(admin, published):
     """The forecast mart's metric, by tenant and day, as a dashboard puts it beside actual revenue."""
+    first, last = sample_day(-2), sample_day(-8)  # the second to the eighth day after the sample
     result = admin.load({
         "measures": ["metrics.forecast_revenue", "metrics.revenue"], "dimensions": ["metrics.tenant"],
         "timeDimensions": [{"dimension": "metrics.metric_time", "granularity": "day",
-                            "dateRange": ["2026-11-02", "2026-11-08"]}]})
+                            "dateRange": [first.isoformat(), last.isoformat()]}]})
     got = {(r["metrics.tenant"], r["metrics.metric_time.day"][:10]): _money(r["metrics.forecast_revenue"])
            for r in result.rows}
-    expected = {(t, d.isoformat()): _money(v) for t, d, v in sql(published, """
+    expected = {(t, d.isoformat()): _money(v) for t, d, v in sql(published, f"""
         select tenant_id, forecast_date, sum(prediction) from marts.fct_forecasts
-        where metric = 'revenue' and forecast_date between '2026-11-02' and '2026-11-08' group by 1, 2""")}
+        where metric = 'revenue' and forecast_date between '{first}' and '{last}' group by 1, 2""")}
     assert got == expected and len(got) == 7 * len({t for t, _ in got})
 
 
 @pytest.mark.parametrize("timezone", ["UTC", "America/Los_Angeles", "Asia/Kolkata"])
 def test_timezone_moves_day_boundaries_of_timestamped_facts(admin, published, timezone):
     """Cube's `timezone`: a day is midnight to midnight where the reader is, for orders as for events."""
+    first, last = sample_day(26), sample_day(20)
     result = admin.load({
         "measures": ["metrics.revenue", "metrics.events"], "timezone": timezone,
         "timeDimensions": [{"dimension": "metrics.metric_time", "granularity": "day",
-                            "dateRange": ["2026-10-05", "2026-10-11"]}]})
+                            "dateRange": [first.isoformat(), last.isoformat()]}]})
     got = {r["metrics.metric_time.day"]: (_money(r["metrics.revenue"]), int(r["metrics.events"]))
            for r in result.rows}
     local_day = f"cast(timezone('{timezone}', {{column}} at time zone 'UTC') as date)"
     revenue = dict(sql(published, f"""
         select {local_day.format(column="ordered_at")} as day, sum(net_revenue) from marts.fct_orders
-        group by 1 having day between '2026-10-05' and '2026-10-11'"""))
+        group by 1 having day between '{first}' and '{last}'"""))
     events = dict(sql(published, f"""
         select {local_day.format(column="event_at")} as day, count(*) from marts.fct_events
-        group by 1 having day between '2026-10-05' and '2026-10-11'"""))
+        group by 1 having day between '{first}' and '{last}'"""))
     expected = {f"{day.isoformat()}T00:00:00.000": (_money(revenue[day]), events[day]) for day in revenue}
     assert got == expected and len(got) == 7
     assert result.results[0]["query"]["timezone"] == timezone
@@ -142,11 +149,16 @@ def test_relative_ranges_and_compare_date_range(admin):
     assert all(today - timedelta(days=7) <= date.fromisoformat(r["metrics.metric_time.day"][:10]) < today
                for r in last_week["data"])
 
+    # the sample's last month and the one before it (35 days always reach into it)
+    this_month = SAMPLE_END.replace(day=1)
+    last_month = (this_month - timedelta(days=1)).replace(day=1)
     compared = admin.load({"measures": ["metrics.revenue"], "timeDimensions": [{
         "dimension": "metrics.metric_time", "granularity": "month",
-        "compareDateRange": [["2026-09-01", "2026-09-30"], ["2026-10-01", "2026-10-31"]]}]})
+        "compareDateRange": [[last_month.isoformat(), (this_month - timedelta(days=1)).isoformat()],
+                             [this_month.isoformat(), SAMPLE_END.isoformat()]]}]})
     assert compared.query_type == "compareDateRangeQuery" and len(compared.results) == 2
-    assert [r["data"][0]["metrics.metric_time.month"][:7] for r in compared.results] == ["2026-09", "2026-10"]
+    assert [r["data"][0]["metrics.metric_time.month"][:7] for r in compared.results] == [
+        last_month.isoformat()[:7], this_month.isoformat()[:7]]
 
 
 def test_a_tenant_token_only_ever_sees_its_own_rows(server, published):
@@ -272,20 +284,28 @@ def test_continue_wait_then_the_answer(impatient_server):
         assert len(client.load({"measures": ["metrics.orders"], "dimensions": ["metrics.tenant"]}).rows) == 3
 
 
-def test_keeps_answering_from_its_snapshot_while_a_run_writes_and_switches_when_one_is_published(admin, published):
-    first = admin.load({"measures": ["metrics.revenue"]}).results[0]
-    # another process writes the warehouse and holds its lock, as a pipeline run does
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(published.warehouse)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert writer.stdout.readline().strip() == "writing"
-        during = admin.load({"measures": ["metrics.revenue"], "dimensions": ["metrics.tenant"]}).results[0]
-        assert during["lastRefreshTime"] == first["lastRefreshTime"] and len(during["data"]) == 3
-    finally:
-        writer.communicate("done\n", timeout=60)
-    assert writer.returncode == 0
-    publish(published)
-    time.sleep(0.6)  # the server looks for a new snapshot at most twice a second
-    after = admin.load({"measures": ["metrics.revenue"]}).results[0]
+@pytest.fixture
+def own_server(published, tmp_path) -> Iterator[Server]:
+    """A server over a copy of the published data, for a test that writes and publishes."""
+    yield from start_server(DataLayout(copy_of(published.root, tmp_path)), tmp_path / "server.log")
+
+
+def test_keeps_answering_from_its_snapshot_while_a_run_writes_and_switches_when_one_is_published(own_server):
+    layout = own_server.layout
+    with MetricsClient(own_server.url, own_server.admin) as admin:
+        first = admin.load({"measures": ["metrics.revenue"]}).results[0]
+        # another process writes the warehouse and holds its lock, as a pipeline run does
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(layout.warehouse)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert writer.stdout.readline().strip() == "writing"
+            during = admin.load({"measures": ["metrics.revenue"], "dimensions": ["metrics.tenant"]}).results[0]
+            assert during["lastRefreshTime"] == first["lastRefreshTime"] and len(during["data"]) == 3
+        finally:
+            writer.communicate("done\n", timeout=60)
+        assert writer.returncode == 0
+        publish(layout)
+        time.sleep(0.6)  # the server looks for a new snapshot at most twice a second
+        after = admin.load({"measures": ["metrics.revenue"]}).results[0]
     assert after["lastRefreshTime"] > first["lastRefreshTime"]
     assert after["data"] == first["data"]

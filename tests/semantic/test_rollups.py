@@ -14,8 +14,10 @@ from semantic import rollups, snapshots
 from semantic.client import MetricsClient
 from semantic.cube_query import Translator
 from semantic.service import MetricsService
+from tests.conftest import sample_day
 
-DAYS = ["2026-09-14", "2026-10-25"]
+# from before the sample's first day to a week before its last
+DAYS = [sample_day(40).isoformat(), sample_day(6).isoformat()]
 
 
 def _time(granularity: str, date_range=DAYS) -> list[dict]:
@@ -45,8 +47,8 @@ SERVED = {
     "a distinct count pinned by a filter": ({"measures": ["metrics.active_users"], "timeDimensions": _time("day"),
                                              "filters": [{"member": "metrics.tenant", "operator": "equals",
                                                           "values": ["t001"]}]}, None),
-    "forecasts": ({"measures": ["metrics.forecast_revenue"], "timeDimensions": _time("day", ["2026-11-01",
-                                                                                             "2026-11-30"])}, None),
+    "forecasts": ({"measures": ["metrics.forecast_revenue"],
+                   "timeDimensions": _time("day", [sample_day(-1).isoformat(), sample_day(-30).isoformat()])}, None),
     "orders by the buyer's country, filtered by device": (
         {"measures": ["metrics.revenue", "metrics.orders", "metrics.average_order_value"],
          "dimensions": ["metrics.tenant", "metrics.user__country"], "timeDimensions": _time("month"),

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from tests.conftest import SAMPLE_END
 from tests.ingestion.helpers import query as sql
 
 
@@ -40,9 +41,10 @@ def test_psycopg_binds_parameters_and_a_tenant_sees_only_its_rows(sql_endpoint, 
         assert conn.execute("select tenant, revenue from metrics").fetchall() == [("t002", expected["t002"])]
         for other in ("t001", "t003", "t001' or '1'='1"):
             assert conn.execute("select tenant, revenue from metrics where tenant = %s", [other]).fetchall() == []
+        last_month = SAMPLE_END.replace(day=1).isoformat()
         rows = conn.execute("select metric_time__month, orders from metrics where metric_time >= %s order by 1",
-                            ["2026-10-01"]).fetchall()
-        assert [r[0].isoformat() for r in rows] == ["2026-10-01"]
+                            [last_month]).fetchall()
+        assert [r[0].isoformat() for r in rows] == [last_month]
 
 
 @pytest.mark.parametrize("driver", ["psycopg2", "psycopg"])
