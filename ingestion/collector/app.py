@@ -3,7 +3,8 @@
     POST /v1/batch                    many events: Segment's {"batch": [...], "sentAt": ...} or a JSON array
     POST /v1/track, /v1/page, /v1/screen, /v1/identify, /v1/group, /v1/alias   one call of Segment's spec
     POST /v1/events                   one event of our own schema
-    GET  /health                      the landing zone's state: 503 when it cannot be written
+    GET  /health                      the landing zone's state: 503 when it cannot be written (full,
+                                      read-only, gone) or its closed files cannot be moved to the loaders
     GET  /metrics                     Prometheus: requests by status, events by outcome, latency
 
 The write key comes as HTTP Basic auth (the key as user name, as Segment's and RudderStack's SDKs
@@ -206,7 +207,8 @@ class Collector:
         except LandingUnreachable as exc:
             return _json({"status": "unavailable", "problem": str(exc)}, 503)
         behind = state.pending_bytes > self.settings.max_pending_bytes
-        status = "unavailable" if not state.writable else "behind" if behind else "ok"
+        # degraded: events are stored but closed files cannot be moved where the loaders look
+        status = "unavailable" if not state.writable else "degraded" if state.problem else "behind" if behind else "ok"
         return _json({"status": status, "problem": state.problem, "free_bytes": state.free_bytes,
                       "min_free_bytes": self.settings.min_free_bytes, "pending_bytes": state.pending_bytes,
                       "open_files": state.open_files, "closed_files": state.closed_files,

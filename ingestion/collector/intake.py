@@ -63,14 +63,38 @@ def _decoded(decoder, body: bytes, what: str):
         raise RequestError(400, "invalid_body", f"{what}: not valid JSON ({exc})") from None
 
 
+def _split_slowly(body: bytes) -> tuple[list[msgspec.Raw], Envelope] | None:
+    """A body msgspec refuses as a whole for what only one event holds (a lone surrogate escape,
+    which even splitting checks): the standard library decodes it, and each event is written again
+    in ASCII JSON, so the bad one is refused alone and names its field. None if that fails too."""
+    try:
+        document = json.loads(body.decode("utf-8", "surrogateescape"))
+    except (ValueError, RecursionError):
+        return None
+    events = document.get("batch") if isinstance(document, dict) else document
+    if not isinstance(events, list):
+        return None
+    try:
+        raws = [msgspec.Raw(json.dumps(e).encode()) for e in events]
+    except (ValueError, RecursionError):
+        return None
+    fields = {k: document.get(k) for k in ("sentAt", "writeKey", "context")} if isinstance(document, dict) else {}
+    return raws, Envelope(batch=raws, **fields)
+
+
 def split_batch(body: bytes) -> tuple[list[msgspec.Raw], Envelope]:
     """The raw events of a batch body and its envelope (sentAt, writeKey)."""
     start = body.lstrip()[:1]
-    if start == b"[":
-        return _decoded(_array, body, "body"), Envelope()
-    if start != b"{":
+    if start not in (b"[", b"{"):
         raise RequestError(400, "invalid_body", 'body: expected {"batch": [event, ...]} or a JSON array of events')
-    envelope = _decoded(_envelope, body, "body")
+    try:
+        if start == b"[":
+            return _decoded(_array, body, "body"), Envelope()
+        envelope = _decoded(_envelope, body, "body")
+    except RequestError as exc:
+        if "nested deeper" in exc.message or (slow := _split_slowly(body)) is None:
+            raise
+        return slow
     if envelope.batch is None:
         raise RequestError(400, "invalid_body", 'body: expected {"batch": [event, ...]} or a JSON array of events')
     return envelope.batch, envelope
@@ -86,11 +110,11 @@ def single_message(body: bytes) -> tuple[list[msgspec.Raw], Envelope]:
 
 def _walk_fault(value: Any) -> tuple[str, str] | None:
     """The first field of a decoded value that no JSON line can carry: (path, reason)."""
-    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    stack: list[tuple[Any, str, int, str]] = [(value, "", 0, "")]
     while stack:
-        item, path, depth = stack.pop()
+        item, path, depth, field = stack.pop()  # field: the path down to the second level, named for depth
         if depth > MAX_DEPTH:
-            return path or "event", f"nested deeper than {MAX_DEPTH} levels"
+            return field or "event", f"nested deeper than {MAX_DEPTH} levels"
         if isinstance(item, str):
             try:
                 item.encode("utf-8")
@@ -109,10 +133,10 @@ def _walk_fault(value: Any) -> tuple[str, str] | None:
                 fault = _walk_fault(key)  # keys are strings: check them the same way
                 if fault is not None:
                     return child_path, f"field name: {fault[1]}"
-                stack.append((child, child_path, depth + 1))
+                stack.append((child, child_path, depth + 1, child_path if depth < 2 else field))
         elif isinstance(item, list):
             for i in reversed(range(len(item))):
-                stack.append((item[i], f"{path}[{i}]", depth + 1))
+                stack.append((item[i], f"{path}[{i}]", depth + 1, f"{path}[{i}]" if depth < 2 else field))
     return None
 
 

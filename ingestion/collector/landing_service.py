@@ -127,7 +127,8 @@ class LandingService:
 
     def health(self, request: Status) -> Health:
         writer = self.writer
-        return Health(request.request, not self.problem, self.problem, self.free_bytes, self.pending_bytes,
+        problem = self.problem or (writer.rotation_error if writer else "")
+        return Health(request.request, not self.problem, problem, self.free_bytes, self.pending_bytes,
                       writer.open_files if writer else 0, writer.closed_files if writer else 0, len(self.index))
 
     # -- the group commit ---------------------------------------------------------------------

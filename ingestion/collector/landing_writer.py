@@ -234,7 +234,8 @@ class LandingWriter:
         return closed
 
     def probe(self, min_free_bytes: int) -> tuple[int, str]:
-        """Free bytes and the problem that keeps the landing zone from being written ("" if none)."""
+        """Free bytes and the problem that keeps the landing zone from being written ("" if none). A failing
+        rotation is not such a problem (events are still stored): it is `rotation_error`."""
         try:
             stats = os.statvfs(self.layout.incoming_dir)
         except OSError as exc:
@@ -255,8 +256,6 @@ class LandingWriter:
             probe.unlink()
         except OSError as exc:
             return free, f"cannot write in {self.layout.incoming_dir}: {exc.strerror}"
-        if self.rotation_error:
-            return free, self.rotation_error
         return free, ""
 
     def close(self) -> list[Path]:

@@ -103,7 +103,11 @@ def validate_event(event: Any, now: datetime | None = None, not_before: datetime
     for field in ("properties", "context"):
         if not isinstance(event.get(field, {}), dict):
             return EventError(field, f"expected an object, got {type(event[field]).__name__}")
-    properties = event.get("properties") or {}
+    return properties_fault(event_type, event.get("properties") or {})
+
+
+def properties_fault(event_type: str, properties: dict) -> EventError | None:
+    """The first required property of `event_type` missing from `properties` or of the wrong type."""
     for name, types in EVENT_PROPERTIES[event_type].items():
         value = properties.get(name)
         if value is None:

@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from ingestion.events.schema import EVENT_TYPES, EventError, parse_timestamp, timestamp_fault, validate_event
+from ingestion.events.schema import EVENT_TYPES, EventError, parse_timestamp, properties_fault, timestamp_fault
 
 MAPPING_VERSION = 1
 
@@ -74,8 +74,8 @@ def _iso(at: datetime) -> str:
 
 
 def _id(value: Any, field: str) -> str | None | EventError:
-    if value is None:
-        return None
+    if value is None or type(value) is str and value:
+        return value
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return EventError(field, f"expected a string, got {type(value).__name__}")
     text = str(value)
@@ -84,9 +84,11 @@ def _id(value: Any, field: str) -> str | None | EventError:
 
 def _object(message: dict, field: str) -> dict | EventError:
     value = message.get(field)
+    if type(value) is dict:
+        return value
     if value is None:
         return {}
-    return value if isinstance(value, dict) else EventError(field, f"expected an object, got {type(value).__name__}")
+    return EventError(field, f"expected an object, got {type(value).__name__}")
 
 
 def sent_at_of(value: Any, field: str = "sentAt") -> datetime | None | EventError:
@@ -148,8 +150,7 @@ def _event_properties(event_type: str, properties: dict) -> dict:
 
 def _context(context: dict, segment: dict) -> dict:
     out = dict(context)
-    device, location = context.get("device"), context.get("location")
-    out.pop("device", None)
+    device, location = out.pop("device", None), context.get("location")
     if isinstance(device, dict):
         segment["device"] = device
         if isinstance(device.get("type"), str):
@@ -167,7 +168,7 @@ def map_call(message: Any, call: str | None, tenant: str, received_at: datetime,
     """One Segment call as our model stores it, or the first fault found (naming the message's field).
 
     `call` is the call type given by the route (`/v1/track`); on `/v1/batch` it is None and the
-    message's `type` decides. Events go through the same validation as every event (`validate_event`).
+    message's `type` decides. Events are checked as `validate_event` checks them.
     """
     if not isinstance(message, dict):
         return EventError("message", f"expected a JSON object, got {type(message).__name__}")
@@ -218,15 +219,18 @@ def map_call(message: Any, call: str | None, tenant: str, received_at: datetime,
         event_type, properties = "page_view", {**properties, "path": path}
         if isinstance(message.get("name"), str):
             segment["name"] = message["name"]
+    if user_id is None and anonymous_id is None:
+        return EventError("userId", "one of userId or anonymousId is required")
+    # the envelope is built here, so only what came from the message is checked (as `validate_event` would)
+    fault = timestamp_fault(at, _iso(at), now, not_before) or properties_fault(event_type, properties)
+    if fault is not None:
+        return fault
     session = context.get("sessionId") or properties.get("session_id") or user_id or anonymous_id
     event = {
         "event_id": message_id, "event_type": event_type, "timestamp": _iso(at), "tenant_id": tenant,
-        "user_id": user_id, "anonymous_id": anonymous_id, "session_id": str(session) if session else None,
+        "user_id": user_id, "anonymous_id": anonymous_id, "session_id": str(session),
         "properties": properties, "context": _context(context, segment),
     }
-    error = validate_event(event, now, not_before)
-    if error is not None:
-        return EventError("userId" if error.field == "user_id" else error.field, error.reason)
     return Mapped("event", message_id, event)
 
 
