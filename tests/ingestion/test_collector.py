@@ -4,6 +4,7 @@ directory's lock, and nothing acknowledged ever lost."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import shutil
 import subprocess
@@ -237,3 +238,40 @@ def test_an_unwritable_quarantine_or_a_failing_rotation_never_turns_stored_event
         layout.events_dir.mkdir()
     assert sorted(e["event_id"] for e in landed(layout.events_dir)) == ["stored-1", "stored-2"]
     assert not list(layout.incoming_dir.glob("*.jsonl"))
+
+
+def test_segment_routes_auth_forms_gzip_and_clock_skew(shared_collector):
+    """Each call of the tracking API on its own route; the key as Basic user name, Bearer, X-Write-Key
+    or the body's writeKey; gzip'd bodies; timestamps moved by the client's clock error (sentAt)."""
+    layout, running = shared_collector
+    basic = {"Authorization": "Basic " + base64.b64encode(b"key-t002:").decode()}
+    skewed = {"sentAt": "2026-11-20T10:05:00Z", "timestamp": "2026-11-20T10:00:00Z"}  # sent 5 minutes after
+    calls = [
+        ("/v1/track", basic, {"event": "Signed Up", "userId": "u", "messageId": "route-track",
+                              "properties": {"plan": "pro"}, **skewed}),
+        ("/v1/page", T001, {"userId": "u", "messageId": "route-page", "context": {"page": {"url": "https://x/a?b"}},
+                            "writeKey": "ignored-when-a-header-has-one"}),
+        ("/v1/screen", {"X-Write-Key": "key-t001"}, {"anonymousId": "a", "name": "Home", "messageId": "route-screen"}),
+        ("/v1/identify", {}, {"writeKey": "key-t001", "userId": "u", "traits": {"plan": "pro"},
+                              "messageId": "route-identify"}),
+        ("/v1/group", basic, {"userId": "u", "groupId": "g", "messageId": "route-group"}),
+        ("/v1/alias", basic, {"userId": "u", "previousId": "a", "messageId": "route-alias"}),
+    ]
+    for path, headers, body in calls:
+        data = gzip.compress(orjson.dumps(body))
+        reply = httpx.post(f"{running.url}{path}", content=data, headers={**headers, "Content-Encoding": "gzip"})
+        assert reply.status_code == 200 and reply.json()["accepted"] == 1, (path, reply.text)
+    refused = httpx.post(f"{running.url}/v1/alias", json={"userId": "u", "messageId": "route-bad"}, headers=basic)
+    assert refused.status_code == 400 and refused.json()["message"].startswith("event.previousId: ")
+    events = {e["event_id"]: e for e in wait_landed(layout.events_dir, "route-", 3)}
+    received = datetime.fromisoformat(events["route-track"]["context"]["segment"]["received_at"])
+    corrected = datetime.fromisoformat(events["route-track"]["timestamp"])
+    assert received - corrected == timedelta(minutes=5)  # receivedAt - (sentAt - timestamp)
+    assert (events["route-track"]["tenant_id"], events["route-track"]["event_type"]) == ("t002", "signup")
+    assert events["route-page"]["properties"]["path"] == "/a" and events["route-screen"]["properties"]["path"] == "Home"
+    profiles = {p["message_id"]: p for p in wait_landed(layout.profiles_dir, "route-", 3)}
+    assert {k: p["call"] for k, p in profiles.items()} == {
+        "route-identify": "identify", "route-group": "group", "route-alias": "alias"}
+    again = httpx.post(f"{running.url}/v1/identify", headers=T001,
+                       json={"userId": "u", "traits": {"plan": "pro"}, "messageId": "route-identify"})
+    assert again.json()["duplicates"] == 1  # message ids are de-duplicated for profile calls too
