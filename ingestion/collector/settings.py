@@ -15,7 +15,6 @@ Worker processes are started by uvicorn and rebuild the same object from the sam
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -95,6 +94,3 @@ class Settings:
             except ValueError as exc:
                 raise SettingsError(f"COLLECTOR_MIN_TIMESTAMP={env['COLLECTOR_MIN_TIMESTAMP']!r}: {exc}") from None
         return cls(**values)
-
-    def replace(self, **changes) -> Settings:
-        return dataclasses.replace(self, **changes)
