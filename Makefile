@@ -11,6 +11,8 @@ DBT_FILES := $(shell find dbt_project/models dbt_project/macros dbt_project/test
 MANIFEST := dbt_project/target/manifest.json
 # Cube's official JavaScript client, which the tests run against the metrics server
 CUBE_JS := tests/semantic/cube_js/node_modules/.installed
+# Segment's official Node.js SDK, which the tests send events to the collector with
+SEGMENT_NODE := tests/ingestion/segment_node/node_modules/.installed
 # The Evidence project's locked packages, and Debian's Chromium (the tests open the reports in it)
 REPORTS_JS := reports/node_modules/.package-lock.json
 CHROMIUM := /usr/bin/chromium
@@ -23,10 +25,10 @@ run: install manifest $(REPORTS_JS)
 
 ## test: the test suite, on every core (pytest-xdist: TEST_WORKERS=1 runs it in one process)
 TEST_WORKERS ?= 2
-test: install manifest $(CUBE_JS) $(REPORTS_JS) $(CHROMIUM)
+test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM)
 	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope
 
-test-all: install manifest $(CUBE_JS) $(REPORTS_JS) $(CHROMIUM)
+test-all: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM)
 	$(RUN) pytest -m ""
 
 ## test-postgres: the main job on a throwaway PostgreSQL cluster (needs the postgresql server package)
@@ -43,7 +45,7 @@ serve-sql: install manifest
 	@test -n "$$SEMANTIC_API_SECRET" || { echo "set SEMANTIC_API_SECRET (signs the API's JWTs)"; exit 1; }
 	$(RUN) python -m semantic.pgwire --port 15432
 
-## collect: the event collector on http://127.0.0.1:8100 (POST /v1/batch, /v1/events), landing in data/landing/
+## collect: the event collector on http://127.0.0.1:8100 (Segment's tracking API and /v1/events), landing in data/landing/
 collect: install
 	@test -n "$$COLLECTOR_WRITE_KEYS$$COLLECTOR_WRITE_KEYS_FILE" || { echo "set COLLECTOR_WRITE_KEYS=key=tenant[,...]"; exit 1; }
 	$(RUN) python -m ingestion.collector --port 8100
@@ -71,7 +73,8 @@ bench: install manifest $(REPORTS_JS) $(CHROMIUM)
 	$(RUN) python -m bench.freshness
 	$(RUN) python -m bench.reports
 
-## bench-collector: events per minute through the collector, acknowledgement latency, zero loss
+## bench-collector: the collector against a baseline server: events per minute, acknowledgement p99, small batches'
+##   p99 while 20,000-event batches arrive, zero loss
 bench-collector: install
 	$(RUN) python -m bench.collector
 
@@ -113,6 +116,10 @@ $(CUBE_JS): tests/semantic/cube_js/package.json tests/semantic/cube_js/package-l
 	npm ci --prefix tests/semantic/cube_js --no-audit --no-fund --loglevel=error
 	touch $@
 
+$(SEGMENT_NODE): tests/ingestion/segment_node/package.json tests/ingestion/segment_node/package-lock.json
+	npm ci --prefix tests/ingestion/segment_node --no-audit --no-fund --loglevel=error
+	touch $@
+
 # `npm install --no-save` installs the locked versions: npm 11 writes locks without other platforms'
 # optional packages (rollup's, DuckDB's bindings), and then refuses `npm ci` on them.
 $(REPORTS_JS): reports/package.json reports/package-lock.json
@@ -135,4 +142,4 @@ $(MANIFEST): .venv/.synced $(DBT_FILES)
 	touch $@
 
 clean:
-	rm -rf dbt_project/target .venv tests/semantic/cube_js/node_modules
+	rm -rf dbt_project/target .venv tests/semantic/cube_js/node_modules tests/ingestion/segment_node/node_modules

@@ -58,6 +58,16 @@ class DataLayout:
         return self.landing / "incoming"
 
     @property
+    def profiles_dir(self) -> Path:
+        """Closed JSON-lines files of profile calls (Segment's identify, group, alias) the collector kept."""
+        return self.landing / "profiles"
+
+    @property
+    def collector_dir(self) -> Path:
+        """The collector's own state: its lock, the event ids it acknowledged, its metrics files."""
+        return self.root / "collector"
+
+    @property
     def marketing_dir(self) -> Path:
         """One CSV file per channel and day of marketing spend."""
         return self.landing / "marketing"

@@ -1,41 +1,73 @@
 """`python -m ingestion.collector --port 8100`: the collector on the data directory's landing zone.
 
-Write keys come from `COLLECTOR_WRITE_KEYS` (`key=tenant,key2=tenant2`) or the JSON object in the
-file `COLLECTOR_WRITE_KEYS_FILE` ({"key": "tenant"}); the data directory from `PLATFORM_DATA_DIR`.
+The settings are read once, here, from the environment (`settings.py` lists the variables). The
+entry point then:
+
+1. takes the data directory's lock (`collector/collector.lock`): a second collector on the same data
+   directory refuses to start, naming the process that holds it;
+2. starts the landing process (the one writer of the landing zone, `landing_service.py`), which
+   inherits the lock, so that the lock lasts as long as anything that writes;
+3. serves HTTP with uvicorn's worker processes (`COLLECTOR_WORKERS`, one per core by default), each
+   rebuilding the same settings from the same environment.
+
+On SIGTERM or Ctrl-C the workers finish their requests, then the landing process closes its files
+into `landing/events/`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import fcntl
 import os
-from pathlib import Path
+import shutil
+import subprocess
+import sys
 
-from ingestion.collector.app import Settings, create_app
-from ingestion.paths import DataLayout
+from ingestion.collector.settings import Settings, SettingsError
+
+APP = "ingestion.collector.__main__:app_from_environment"
 
 
-def write_keys(env: dict[str, str]) -> dict[str, str]:
-    if env.get("COLLECTOR_WRITE_KEYS_FILE"):
-        keys = json.loads(Path(env["COLLECTOR_WRITE_KEYS_FILE"]).read_text())
-    else:
-        keys = {}
-        for i, pair in enumerate(p for p in env.get("COLLECTOR_WRITE_KEYS", "").split(",") if p.strip()):
-            key, sep, tenant = pair.strip().partition("=")
-            if not sep or not key or not tenant:
-                raise SystemExit(f"COLLECTOR_WRITE_KEYS entry {i + 1} ({pair!r}): expected key=tenant")
-            keys[key] = tenant
-    if not keys:
-        raise SystemExit("no write keys: set COLLECTOR_WRITE_KEYS=key=tenant[,...] or COLLECTOR_WRITE_KEYS_FILE")
-    return keys
+def settings_from_environment() -> Settings:
+    try:
+        return Settings.from_environment(dict(os.environ))
+    except SettingsError as exc:
+        raise SystemExit(f"collector: {exc}") from None
 
 
 def app_from_environment():
-    env = dict(os.environ)
-    data_dir = Path(env.get("PLATFORM_DATA_DIR", Path(__file__).resolve().parents[2] / "data"))
-    settings = Settings(rotate_seconds=float(env.get("COLLECTOR_ROTATE_SECONDS", Settings.rotate_seconds)),
-                        rotate_bytes=int(env.get("COLLECTOR_ROTATE_BYTES", Settings.rotate_bytes)))
-    return create_app(DataLayout(data_dir.resolve()), write_keys(env), settings)
+    """The ASGI app of one worker process (uvicorn's factory)."""
+    from ingestion.collector.app import create_app
+
+    return create_app(settings_from_environment())
+
+
+def lock_data_dir(settings: Settings) -> int:
+    """Take the data directory's lock or exit naming who holds it; returns the locked descriptor."""
+    directory = settings.layout.collector_dir
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "collector.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = path.read_text().strip() or "unknown"
+        os.close(fd)
+        raise SystemExit(f"collector: another collector is running on {settings.data_dir} (process {holder}, "
+                         f"lock {path}); stop it first, or set PLATFORM_DATA_DIR to another data directory") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def start_landing(lock_fd: int) -> subprocess.Popen:
+    """The landing process, holding the lock too; returns once it serves its socket."""
+    process = subprocess.Popen([sys.executable, "-m", "ingestion.collector.landing_service"], pass_fds=(lock_fd,),
+                               stdout=subprocess.PIPE, text=True)
+    if process.stdout.readline().strip() != "ready":
+        process.wait()
+        raise SystemExit("collector: the landing process did not start (see its error above)")
+    return process
 
 
 def main() -> None:
@@ -45,9 +77,20 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8100)
     args = parser.parse_args()
-    write_keys(dict(os.environ))  # fail at start, not at the first request
-    uvicorn.run("ingestion.collector.__main__:app_from_environment", factory=True, host=args.host, port=args.port,
-                log_level="warning", timeout_graceful_shutdown=10)
+    settings = settings_from_environment()
+    lock_fd = lock_data_dir(settings)
+    # every process writes its metrics here; emptied, as the counters start again with the collector
+    metrics_dir = settings.layout.collector_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    landing = start_landing(lock_fd)
+    try:
+        uvicorn.run(APP, factory=True, host=args.host, port=args.port, workers=settings.workers,
+                    log_level="warning", timeout_graceful_shutdown=10)
+    finally:
+        landing.terminate()
+        landing.wait(timeout=60)
 
 
 if __name__ == "__main__":

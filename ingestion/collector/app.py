@@ -1,228 +1,233 @@
-"""The event collector: an ASGI service applications send events to.
+"""The event collector's HTTP API, served by each worker process.
 
-    POST /v1/events   one event (a JSON object)
-    POST /v1/batch    many: {"batch": [event, ...]} or a bare JSON array
-    GET  /health      liveness and the landing zone's state
-    GET  /metrics     Prometheus text: accepted, rejected, quarantined, duplicates, latency
+    POST /v1/batch                    many events: Segment's {"batch": [...], "sentAt": ...} or a JSON array
+    POST /v1/track, /v1/page, /v1/screen, /v1/identify, /v1/group, /v1/alias   one call of Segment's spec
+    POST /v1/events                   one event of our own schema
+    GET  /health                      the landing zone's state: 503 when it cannot be written (full,
+                                      read-only, gone) or its closed files cannot be moved to the loaders
+    GET  /metrics                     Prometheus: requests by status, events by outcome, latency
 
-Each request carries a tenant's write key (`Authorization: Bearer <key>` or `X-Write-Key`):
-401 without a known key, 403 when an event names another tenant. Bodies are decoded with msgspec
-and each event is checked by the same validation the loaders apply (`ingestion.events.schema`).
-Valid events are appended to the landing zone and fsync'd before the reply (see
-`landing_writer.py`); each invalid one is reported back (its index, field and reason) and written
-to the quarantine with that reason. An `event_id` seen twice in one batch is refused the second
-time; one already stored by an earlier request is acknowledged again but not written again
-(the loader deduplicates on `event_id` too, so a retry after a lost reply is harmless).
+The write key comes as HTTP Basic auth (the key as user name, as Segment's and RudderStack's SDKs
+send it), `Authorization: Bearer <key>`, `X-Write-Key`, or the body's `writeKey`. Bodies may be
+gzip'd (`Content-Encoding: gzip`, RudderStack's default).
+
+Replies, as the SDKs read them (they retry 429 and 5xx, give up on other 4xx, and parse
+`{"code", "message"}` from an error body):
+
+- 200 `{"success": true, "accepted", "duplicates", "rejected": []}` when every event of the request
+  is stored (`duplicates`: already stored by an earlier request, not stored again);
+- 400 when some events are invalid: the message names the first (`batch[3].properties.n: ...`),
+  `rejected` lists each with its field and reason, and `accepted` says how many of the others were
+  stored; the refused ones go to the quarantine. 401/403/413/415 refuse a request as a whole;
+- 429 (`Retry-After`) when the landing zone is behind, 503 (`Retry-After`) when it cannot be written:
+  both only when nothing of the request was stored. If the landing process dies mid-request the
+  reply is 503 saying that whether the events were stored is unknown: a retry is safe, as events
+  already stored are answered as duplicates.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import contextlib
-from collections import OrderedDict
-from dataclasses import dataclass
+import os
+import signal
+import zlib
 from datetime import UTC, datetime
 
-import msgspec
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ingestion.collector.landing_writer import LandingUnavailable, LandingWriter, recover
-from ingestion.collector.metrics import Metrics
-from ingestion.events.schema import EventError, validate_event
-from ingestion.paths import DataLayout
+from ingestion.collector import metrics
+from ingestion.collector.intake import RequestError, Rules, single_message, split_batch, take_in
+from ingestion.collector.landing_client import LandingClient, LandingUnreachable
+from ingestion.collector.landing_service import socket_path
+from ingestion.collector.protocol import Refused
+from ingestion.collector.settings import Settings
 
-_decoder = msgspec.json.Decoder()
-
-
-@dataclass(frozen=True)
-class Settings:
-    max_body_bytes: int = 8 << 20
-    max_batch_events: int = 20_000
-    rotate_bytes: int = 64 << 20
-    rotate_seconds: float = 2.0
-    max_pending_bytes: int = 256 << 20
-    retry_after_seconds: int = 1
-    remembered_ids: int = 500_000
-
-
-class RejectedRequest(Exception):
-    """A request refused as a whole: its status and a message naming what was wrong."""
-
-    def __init__(self, status: int, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
-
-
-class RecentIds:
-    """The most recently stored event ids, to acknowledge a retried event without storing it twice."""
-
-    def __init__(self, size: int):
-        self.size, self._ids = size, OrderedDict()
-
-    def __contains__(self, event_id: str) -> bool:
-        return event_id in self._ids
-
-    def add(self, ids: list[str]) -> None:
-        for event_id in ids:
-            self._ids[event_id] = None
-        while len(self._ids) > self.size:
-            self._ids.popitem(last=False)
+SEGMENT_ROUTES = {f"/v1/{call}": call for call in ("track", "page", "screen", "identify", "group", "alias")}
 
 
 def _json(body, status: int = 200, headers: dict | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-def _line(document) -> bytes:
-    return orjson.dumps(document) + b"\n"
+def _error(status: int, code: str, message: str, headers: dict | None = None, **details) -> Response:
+    return _json({"success": False, "code": code, "message": message, "error": message, **details}, status, headers)
 
 
 class Collector:
-    def __init__(self, layout: DataLayout, write_keys: dict[str, str], settings: Settings = Settings()):
-        self.layout, self.write_keys, self.settings = layout, write_keys, settings
-        self.metrics = Metrics()
-        self.recent = RecentIds(settings.remembered_ids)
-        self.writer: LandingWriter | None = None
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.landing = LandingClient(socket_path(settings))
+        self.retry_after = {"Retry-After": str(settings.retry_after_seconds)}
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app):
-        recovered = recover(self.layout)
-        self.metrics.recovered_files += recovered.files
-        self.writer = LandingWriter(self.layout, self.settings.rotate_bytes, self.settings.rotate_seconds,
-                                    self.settings.max_pending_bytes)
-        self.writer.start()
+        watch = asyncio.ensure_future(self._exit_with_parent(os.getppid()))
         try:
             yield
         finally:
-            await self.writer.close()
+            watch.cancel()
+            await self.landing.close()
+
+    async def _exit_with_parent(self, parent: int) -> None:
+        """A worker whose supervisor was killed stops too (gracefully), rather than serve on alone."""
+        while os.getppid() == parent:
+            await asyncio.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     # -- request checks -----------------------------------------------------------------------
-    def _tenant(self, request: Request) -> str:
+    @staticmethod
+    def _header_key(request: Request) -> str | None:
         header = request.headers.get("authorization", "")
-        key = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-write-key")
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                user = base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")[0]
+            except (binascii.Error, UnicodeDecodeError):
+                raise RequestError(401, "unauthorized", "Authorization: not valid Basic credentials "
+                                                        "(base64 of '<write key>:')") from None
+            return user or None
+        if scheme.lower() == "bearer":
+            return credentials.strip() or None
+        return request.headers.get("x-write-key")
+
+    def _tenant(self, key) -> str:
         if not key:
-            raise RejectedRequest(401, "missing write key: send `Authorization: Bearer <write key>`")
-        tenant = self.write_keys.get(key)
+            raise RequestError(401, "unauthorized", "missing write key: send it as the Basic auth user name, "
+                                                    "`Authorization: Bearer <write key>` or the body's writeKey")
+        tenant = self.write_keys.get(key) if isinstance(key, str) else None
         if tenant is None:
-            raise RejectedRequest(401, "unknown write key")
+            raise RequestError(401, "unauthorized", "unknown write key")
         return tenant
+
+    @property
+    def write_keys(self) -> dict[str, str]:
+        return self.settings.write_keys
 
     async def _body(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise RejectedRequest(413, f"body: {declared} bytes is above the limit of {limit}")
+            raise RequestError(413, "too_large", f"body: {declared} bytes is above the limit of {limit}")
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise RejectedRequest(413, f"body: more than the limit of {limit} bytes")
+                raise RequestError(413, "too_large", f"body: more than the limit of {limit} bytes")
             chunks.append(chunk)
         body = b"".join(chunks)
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            body = self._inflate(body, encoding, limit)
+        elif encoding not in ("identity", ""):
+            raise RequestError(415, "unsupported_encoding", f"Content-Encoding: {encoding!r} is not supported "
+                                                            "(send gzip or no encoding)")
         if not body.strip():
-            raise RejectedRequest(400, "body: empty; send a JSON object")
+            raise RequestError(400, "invalid_body", "body: empty; send a JSON object")
+        return body
+
+    @staticmethod
+    def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+        inflater = zlib.decompressobj(wbits=31 if encoding != "deflate" else 15)
         try:
-            return _decoder.decode(body)
-        except msgspec.DecodeError as exc:
-            raise RejectedRequest(400, f"body: not valid JSON ({exc})") from None
+            data = inflater.decompress(body, limit + 1)
+        except zlib.error as exc:
+            raise RequestError(400, "invalid_body", f"body: not valid {encoding} ({exc})") from None
+        if len(data) > limit:
+            raise RequestError(413, "too_large", f"body: more than the limit of {limit} bytes once decompressed")
+        if not inflater.eof:
+            raise RequestError(400, "invalid_body", f"body: truncated {encoding} stream")
+        return data
 
-    def _check_tenants(self, events: list, tenant: str, where: str) -> None:
-        for i, event in enumerate(events):
-            named = event.get("tenant_id") if isinstance(event, dict) else None
-            if isinstance(named, str) and named != tenant:
-                raise RejectedRequest(403, f"{where(i)}.tenant_id: {named!r} is not the tenant of this write key; "
-                                           "nothing from this request was stored")
-
-    # -- storing ------------------------------------------------------------------------------
-    async def _store(self, events: list, where) -> tuple[int, int, list[dict]]:
-        """Validate, store and quarantine; (accepted, duplicates, rejected) once on disk."""
-        if self.writer.falling_behind:
-            raise RejectedRequest(429, "the landing zone is behind; retry shortly",
-                                  {"Retry-After": str(self.settings.retry_after_seconds)})
-        now = datetime.now(UTC)
-        lines, quarantined, rejected, ids = [], [], [], []
-        first_seen: dict[str, int] = {}
-        duplicates = 0
-        for i, event in enumerate(events):
-            error = validate_event(event, now)
-            if error is None and event["event_id"] in first_seen:
-                error = EventError("event_id", f"duplicate of {where(first_seen[event['event_id']])} in this request")
-            if error is not None:
-                rejected.append({"index": i, "field": error.field, "reason": error.reason})
-                quarantined.append(_line({"received_at": now.isoformat(), "where": where(i), "field": error.field,
-                                          "reason": error.reason, "event": event}))
-                continue
-            first_seen[event["event_id"]] = i
-            if event["event_id"] in self.recent:
-                duplicates += 1
-                continue
-            lines.append(_line(event))
-            ids.append(event["event_id"])
+    # -- the routes ---------------------------------------------------------------------------
+    async def _take(self, request: Request, call: str | None) -> Response:
+        """`call`: None for /v1/batch, "own" for /v1/events, else the Segment call of the route."""
+        received_at = datetime.now(UTC)
+        settings = self.settings
         try:
-            await self.writer.append(lines, quarantined)
-        except LandingUnavailable as exc:
-            raise RejectedRequest(503, f"landing zone unavailable ({exc.strerror or exc}); nothing from this "
-                                       "request was stored: retry later",
-                                  {"Retry-After": str(self.settings.retry_after_seconds)}) from None
-        self.recent.add(ids)
-        self.metrics.count(accepted=len(lines), duplicates=duplicates, rejected=len(rejected))
-        return len(lines), duplicates, rejected
+            key = self._header_key(request)
+            body = await self._body(request)
+            raws, envelope = split_batch(body) if call is None else single_message(body)
+            tenant = self._tenant(key or envelope.writeKey)
+            if len(raws) > settings.max_batch_events:
+                raise RequestError(413, "too_large", f"batch: {len(raws)} events is above the maximum of "
+                                                     f"{settings.max_batch_events}")
+            rules = Rules(tenant, received_at, settings.min_timestamp, settings.max_event_bytes)
+            where = (lambda i: f"batch[{i}]") if call is None else (lambda i: "event")
+            sent_at = envelope.sentAt if call is None else None
+            if len(raws) > settings.offload_events:  # keep the event loop free for the small requests
+                intake = await asyncio.to_thread(take_in, raws, call, rules, sent_at, where)
+            else:
+                intake = take_in(raws, call, rules, sent_at, where)
+            reply = await self.landing.store(intake.event_ids, intake.event_lines, intake.profile_ids,
+                                             intake.profile_lines, intake.quarantine_lines)
+        except RequestError as exc:
+            return _error(exc.status, exc.code, exc.message, exc.headers)
+        except LandingUnreachable as exc:
+            return _error(503, "landing_unreachable", f"{exc}: whether this request was stored is unknown; retry "
+                          "(events already stored are answered as duplicates)", self.retry_after)
+        if isinstance(reply, Refused):
+            status, code = (429, "busy") if reply.reason == "busy" else (503, "landing_unavailable")
+            return _error(status, code, f"{reply.message}; nothing from this request was stored: retry later",
+                          self.retry_after)
+        accepted = reply.events + reply.profiles
+        metrics.EVENTS.labels("accepted").inc(accepted)
+        metrics.EVENTS.labels("duplicate").inc(reply.duplicates)
+        counts = {"accepted": accepted, "duplicates": reply.duplicates, "rejected": intake.rejected}
+        if not intake.rejected:
+            return _json({"success": True, **counts})
+        metrics.EVENTS.labels("rejected").inc(len(intake.rejected))
+        if reply.quarantined:
+            metrics.EVENTS.labels("quarantined").inc(len(intake.rejected))
+        first = intake.rejected[0]
+        message = (f"{where(first['index'])}.{first['field']}: {first['reason']} ({len(intake.rejected)} "
+                   f"refused, {accepted} stored, {reply.duplicates} already stored)")
+        quarantine = "kept" if reply.quarantined else f"not kept: {reply.quarantine_error}"
+        return _error(400, "invalid_events", message, field=first["field"], index=first["index"],
+                      quarantine=quarantine, **counts)
 
-    # -- routes -------------------------------------------------------------------------------
     async def batch(self, request: Request) -> Response:
-        with self.metrics.timed("batch") as outcome:
-            try:
-                tenant = self._tenant(request)
-                document = await self._body(request)
-                events = document.get("batch") if isinstance(document, dict) else document
-                if not isinstance(events, list):
-                    raise RejectedRequest(400, 'body: expected {"batch": [event, ...]} or a JSON array of events')
-                if len(events) > self.settings.max_batch_events:
-                    raise RejectedRequest(413, f"batch: {len(events)} events is above the maximum of "
-                                               f"{self.settings.max_batch_events}")
-                self._check_tenants(events, tenant, lambda i: f"batch[{i}]")
-                accepted, duplicates, rejected = await self._store(events, lambda i: f"batch[{i}]")
-            except RejectedRequest as exc:
-                outcome.status = exc.status
-                return _json({"error": exc.message}, exc.status, exc.headers)
-            return _json({"accepted": accepted, "duplicates": duplicates, "rejected": rejected})
+        return await self._take(request, None)
 
     async def event(self, request: Request) -> Response:
-        with self.metrics.timed("event") as outcome:
-            try:
-                tenant = self._tenant(request)
-                event = await self._body(request)
-                self._check_tenants([event], tenant, lambda i: "event")
-                accepted, duplicates, rejected = await self._store([event], lambda i: "event")
-            except RejectedRequest as exc:
-                outcome.status = exc.status
-                return _json({"error": exc.message}, exc.status, exc.headers)
-            if rejected:
-                outcome.status = 400
-                return _json({"error": f"{rejected[0]['field']}: {rejected[0]['reason']}", **rejected[0]}, 400)
-            return _json({"accepted": accepted, "duplicates": duplicates})
+        return await self._take(request, "own")
+
+    async def segment_call(self, request: Request) -> Response:
+        return await self._take(request, SEGMENT_ROUTES[request.url.path])
 
     async def health(self, request: Request) -> Response:
-        writer = self.writer
-        behind = writer is not None and writer.falling_behind
-        return _json({"status": "behind" if behind else "ok", "pending_bytes": writer.pending_bytes if writer else 0,
-                      "closed_files": writer.closed_files if writer else 0}, 503 if behind else 200)
+        try:
+            state = await self.landing.health()
+        except LandingUnreachable as exc:
+            return _json({"status": "unavailable", "problem": str(exc)}, 503)
+        behind = state.pending_bytes > self.settings.max_pending_bytes
+        # degraded: events are stored but closed files cannot be moved where the loaders look
+        status = "unavailable" if not state.writable else "degraded" if state.problem else "behind" if behind else "ok"
+        return _json({"status": status, "problem": state.problem, "free_bytes": state.free_bytes,
+                      "min_free_bytes": self.settings.min_free_bytes, "pending_bytes": state.pending_bytes,
+                      "open_files": state.open_files, "closed_files": state.closed_files,
+                      "remembered_ids": state.remembered_ids}, 200 if status == "ok" else 503)
 
     async def prometheus(self, request: Request) -> Response:
-        pending = self.writer.pending_bytes if self.writer else 0
-        return Response(self.metrics.render(pending), media_type="text/plain; version=0.0.4")
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
 
 
-def create_app(layout: DataLayout, write_keys: dict[str, str], settings: Settings = Settings()) -> Starlette:
-    collector = Collector(layout, write_keys, settings)
-    app = Starlette(routes=[
+def create_app(settings: Settings):
+    collector = Collector(settings)
+    routes = [
         Route("/v1/batch", collector.batch, methods=["POST"]),
         Route("/v1/events", collector.event, methods=["POST"]),
+        *(Route(path, collector.segment_call, methods=["POST"]) for path in SEGMENT_ROUTES),
         Route("/health", collector.health, methods=["GET"]),
         Route("/metrics", collector.prometheus, methods=["GET"]),
-    ], lifespan=collector.lifespan)
+    ]
+    app = Starlette(routes=routes, lifespan=collector.lifespan)
     app.state.collector = collector
-    return app
+    return metrics.StatusCounter(app, {route.path for route in routes})

@@ -1,29 +1,40 @@
-"""The collector's durable append: JSON lines, fsync'd before anyone is told they are stored.
+"""The landing zone's files, written by the landing process alone: append, fsync, rotate, recover.
 
-Requests hand their lines to `LandingWriter.append` and wait. One flusher writes everything that
-has queued up since its last round and fsyncs once (group commit), then releases all of those
-requests together, so a 2xx always means the lines are on disk. If a write or fsync fails (disk
-full, directory not writable), the file is cut back to where the round started and every request
-of the round gets the error: nothing is acknowledged that was not stored, and nothing half
-written stays behind.
+One round of the group commit (`write_round`) appends every request's event and profile lines,
+fsyncs them, journals their ids (`id_index.py`), then appends the quarantine lines. The event and
+profile lines of a round are stored together or not at all: when a write or fsync fails (disk
+full, directory gone), both files are cut back to where the round started and the round fails, so
+nothing half written stays behind and nothing unstored is acknowledged. A failing quarantine does
+not fail the round: the stored events stay stored and the reply says the quarantine was not kept.
 
-Open files live in `landing/incoming/` (loaders never look there). A file is closed when it
-reaches `max_bytes` or `max_age` seconds, fsync'd, and renamed atomically into `landing/events/`,
-where the loaders pick it up. After a crash (kill -9), `recover` finishes the files left open:
-a last line without its newline was never acknowledged (its round never completed), so it is cut
-off, and the rest is moved into `events/` like any closed file.
+Open files live in `landing/incoming/` (loaders never look there). A file is closed when it reaches
+`max_bytes` or `max_age` seconds, and renamed atomically into `landing/events/` (profiles into
+`landing/profiles/`), but only once every id in it is journaled: the journal is what recognises a
+retry, and recovery journals the ids of every file still open. Closing happens after the round's
+replies are decided, so a rename that fails (a folder made unwritable) never turns stored events
+into an error: the file stays open and is renamed at a later round.
+
+After a crash (kill -9), `recover` finishes the files left open: a last line without its newline was
+never acknowledged (its round never completed), so it is cut off; the ids of the rest are journaled
+and the file is moved like any closed file.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import logging
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
+
+from ingestion.collector.id_index import IdIndex
 from ingestion.paths import DataLayout, fsync
+
+log = logging.getLogger("ingestion.collector")
+PROFILES_PREFIX = "profiles-"
 
 
 class LandingUnavailable(OSError):
@@ -34,13 +45,24 @@ class LandingUnavailable(OSError):
 class Recovered:
     files: int = 0
     cut_bytes: int = 0
+    ids: int = 0
 
 
-def recover(layout: DataLayout) -> Recovered:
-    """Close the files a crashed collector left open: keep complete lines, move them to `events/`."""
+def _line_ids(data: bytes) -> list[str]:
+    ids = []
+    for line in data.splitlines():
+        record = orjson.loads(line)
+        ids.append(record.get("event_id") or record.get("message_id"))
+    return [i for i in ids if isinstance(i, str)]
+
+
+def recover(layout: DataLayout, index: IdIndex) -> Recovered:
+    """Close the files a crashed collector left open: cut a torn last line, journal the ids of the
+    rest, then move each file to where closed files go. Only the landing process calls this, under
+    the data directory's lock, so no file here has a live writer."""
     found = Recovered()
-    layout.incoming_dir.mkdir(parents=True, exist_ok=True)
-    layout.events_dir.mkdir(parents=True, exist_ok=True)
+    for directory in (layout.incoming_dir, layout.events_dir, layout.profiles_dir):
+        directory.mkdir(parents=True, exist_ok=True)
     for path in sorted(layout.incoming_dir.glob("*.jsonl")):
         with open(path, "r+b") as f:
             data = f.read()
@@ -53,15 +75,20 @@ def recover(layout: DataLayout) -> Recovered:
         if keep == 0:
             path.unlink()
             continue
-        os.replace(path, layout.events_dir / path.name)
+        ids = _line_ids(data[:keep])
+        index.journal(ids)
+        index.remember(ids)
+        found.ids += len(ids)
+        target = layout.profiles_dir if path.name.startswith(PROFILES_PREFIX) else layout.events_dir
+        os.replace(path, target / path.name)
+        fsync(target)
         found.files += 1
-    fsync(layout.events_dir)
     return found
 
 
 @dataclass
 class _Stream:
-    """One open landing file (events, or the quarantine) and where it stood."""
+    """One open landing file (events, profiles or the quarantine) and where it stood."""
 
     directory: Path
     closed_dir: Path
@@ -72,145 +99,166 @@ class _Stream:
     size: int = 0
     opened_at: float = 0.0
 
-    def ensure_open(self) -> None:
+    def write(self, data: bytes) -> None:
         if self.fd < 0:
             self.sequence += 1
             self.path = self.directory / f"{self.prefix}-{self.sequence:06d}.jsonl"
             self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             self.size, self.opened_at = 0, time.monotonic()
-
-    def write(self, data: bytes) -> None:
-        """Append and fsync; on failure cut the file back to where it was and raise."""
-        start = self.size
-        try:
-            self.ensure_open()
-            view = memoryview(data)
-            while view:
-                written = os.write(self.fd, view)
-                view = view[written:]
-            os.fsync(self.fd)
-        except OSError as exc:
-            with contextlib.suppress(OSError):  # if this fails too, recovery at restart cuts the partial line
-                os.ftruncate(self.fd, start)
-                os.fsync(self.fd)
-            with contextlib.suppress(OSError):  # the next round starts a new file
-                self.close(sync=False)
-            raise LandingUnavailable(exc.errno, f"cannot write {self.path}: {exc.strerror}") from exc
+            fsync(self.directory)  # the new name survives a crash along with what is fsync'd into it
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
         self.size += len(data)
 
-    def close(self, sync: bool = True) -> Path | None:
-        """Close and move into the closed directory; an empty file is simply removed."""
+    def cut_back(self, size: int) -> None:
+        """Undo a failed round: back to `size` bytes, or drop the file if the round opened it."""
+        if self.fd < 0:
+            return
+        try:
+            os.ftruncate(self.fd, size)
+            os.fsync(self.fd)
+            self.size = size
+        except OSError:  # if this fails too, recovery at restart cuts the partial line
+            self.size = size
+        if size == 0:
+            self.close()
+
+    def due(self, max_bytes: int, max_age: float) -> bool:
+        return self.fd >= 0 and (self.size >= max_bytes or time.monotonic() - self.opened_at >= max_age)
+
+    def close(self) -> Path | None:
+        """Move into the closed directory (while still open, so a failed rename leaves it writable),
+        then close; an empty file is simply removed. Raises OSError if the rename fails."""
         if self.fd < 0:
             return None
-        fd, self.fd = self.fd, -1
-        try:
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
         if self.size == 0:
-            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = -1
+            with contextlib.suppress(OSError):
+                self.path.unlink()
             return None
         target = self.closed_dir / self.path.name
-        os.replace(self.path, target)
-        fsync(self.closed_dir)
+        if self.directory != self.closed_dir:
+            os.replace(self.path, target)
+            fsync(self.closed_dir)
+        os.close(self.fd)
+        self.fd = -1
         return target
 
 
 @dataclass
-class _Round:
-    events: list[bytes] = field(default_factory=list)
-    quarantined: list[bytes] = field(default_factory=list)
-    waiters: list[asyncio.Future] = field(default_factory=list)
-    size: int = 0
+class RoundResult:
+    quarantine_error: str = ""
+    closed: list[Path] = field(default_factory=list)
 
 
 class LandingWriter:
-    """Group-committing appender of event lines and quarantine lines; one per collector process."""
+    """The landing process's files and id journal; `write_round` runs in one writer thread."""
 
-    def __init__(self, layout: DataLayout, max_bytes: int = 64 << 20, max_age: float = 5.0,
-                 max_pending_bytes: int = 256 << 20):
-        self.layout, self.max_bytes, self.max_age = layout, max_bytes, max_age
-        self.max_pending_bytes = max_pending_bytes
+    def __init__(self, layout: DataLayout, index: IdIndex, max_bytes: int, max_age: float):
+        self.layout, self.index, self.max_bytes, self.max_age = layout, index, max_bytes, max_age
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        prefix = f"collector-{stamp}-{os.getpid()}"
-        layout.incoming_dir.mkdir(parents=True, exist_ok=True)
-        layout.events_dir.mkdir(parents=True, exist_ok=True)
-        layout.quarantine_dir.mkdir(parents=True, exist_ok=True)
-        self.events = _Stream(layout.incoming_dir, layout.events_dir, prefix)
-        self.quarantine = _Stream(layout.quarantine_dir, layout.quarantine_dir, prefix + "-quarantine")
-        self._round = _Round()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._stopping = False
+        for directory in (layout.incoming_dir, layout.events_dir, layout.profiles_dir, layout.quarantine_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        owner = f"{stamp}-{os.getpid()}"
+        self.events = _Stream(layout.incoming_dir, layout.events_dir, f"collector-{owner}")
+        self.profiles = _Stream(layout.incoming_dir, layout.profiles_dir, f"{PROFILES_PREFIX}{owner}")
+        self.quarantine = _Stream(layout.quarantine_dir, layout.quarantine_dir, f"collector-{owner}-quarantine")
+        self.unjournaled: list[str] = []  # stored ids whose journal append failed: retried each round
         self.closed_files = 0
+        self.rotation_error = ""
 
     @property
-    def pending_bytes(self) -> int:
-        """Bytes queued and not yet on disk: the backlog that backpressure watches."""
-        return self._round.size
+    def open_files(self) -> int:
+        return sum(s.fd >= 0 for s in (self.events, self.profiles, self.quarantine))
 
-    @property
-    def falling_behind(self) -> bool:
-        return self.pending_bytes > self.max_pending_bytes
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._flush_forever())
-
-    async def append(self, events: list[bytes], quarantined: list[bytes]) -> None:
-        """Queue lines (each ending in a newline) and return once they are fsync'd."""
-        if not events and not quarantined:
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        current = self._round
-        current.events += events
-        current.quarantined += quarantined
-        current.size += sum(map(len, events)) + sum(map(len, quarantined))
-        current.waiters.append(waiter)
-        self._wake.set()
-        await waiter
-
-    async def _flush_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._stopping:
-                # a quiet second ends the wait too: files that have grown old still get closed
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=min(1.0, self.max_age))
-            self._wake.clear()
-            work, self._round = self._round, _Round()
-            if self._stopping and not work.waiters:
-                return
+    def write_round(self, events: list[bytes], profiles: list[bytes], quarantine: list[bytes],
+                    ids: list[str]) -> RoundResult:
+        """Store one round; raises LandingUnavailable when its events and profiles were not stored."""
+        streams = [(s, b"".join(lines)) for s, lines in ((self.events, events), (self.profiles, profiles)) if lines]
+        starts = [(s, s.size if s.fd >= 0 else 0) for s, _ in streams]
+        try:
+            for stream, data in streams:
+                stream.write(data)
+            for stream, _ in streams:
+                os.fsync(stream.fd)
+        except OSError as exc:
+            for stream, start in starts:
+                stream.cut_back(start)
+            where = next((s.path for s, _ in streams if s.path is not None), self.layout.incoming_dir)
+            raise LandingUnavailable(exc.errno, f"cannot write {where}: {exc.strerror}") from exc
+        self._journal(ids)
+        result = RoundResult()
+        if quarantine:
+            start = self.quarantine.size if self.quarantine.fd >= 0 else 0
             try:
-                await loop.run_in_executor(None, self._write, work)
-            except Exception as exc:
-                failure = exc if isinstance(exc, LandingUnavailable) else LandingUnavailable(0, str(exc))
-                for waiter in work.waiters:
-                    if not waiter.done():
-                        waiter.set_exception(failure)
-                continue
-            for waiter in work.waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+                self.quarantine.write(b"".join(quarantine))
+                os.fsync(self.quarantine.fd)
+            except OSError as exc:
+                self.quarantine.cut_back(start)
+                result.quarantine_error = f"cannot write the quarantine ({exc.strerror})"
+        result.closed = self.rotate()
+        return result
 
-    def _write(self, work: _Round) -> None:
-        """One round: write and fsync, then close files that are full or old (in a worker thread)."""
-        if work.events:
-            self.events.write(b"".join(work.events))
-        if work.quarantined:
-            self.quarantine.write(b"".join(work.quarantined))
-        for stream in (self.events, self.quarantine):
-            due = stream.fd >= 0 and (stream.size >= self.max_bytes
-                                      or time.monotonic() - stream.opened_at >= self.max_age)
-            if due and stream.close() is not None and stream is self.events:
-                self.closed_files += 1
+    def _journal(self, ids: list[str]) -> None:
+        pending = self.unjournaled + ids
+        try:
+            self.index.journal(pending)
+            self.unjournaled = []
+        except OSError as exc:
+            log.error("cannot append to the id journal (%s); files stay open until it works again", exc)
+            self.index.close()
+            self.unjournaled = pending
 
-    async def close(self) -> None:
-        """Flush what is queued, stop, and close the open files into `events/`."""
-        if self._task is not None:
-            self._stopping = True
-            self._wake.set()
-            await self._task
-        for stream in (self.events, self.quarantine):
-            if stream.close() is not None and stream is self.events:
-                self.closed_files += 1
+    def rotate(self, force: bool = False) -> list[Path]:
+        """Close the files that are full or old (all of them if `force`), unless ids are unjournaled."""
+        closed: list[Path] = []
+        if self.unjournaled:
+            if force:
+                self._journal([])
+            if self.unjournaled:
+                return closed
+        for stream in (self.events, self.profiles, self.quarantine):
+            if stream.fd >= 0 and (force or stream.due(self.max_bytes, self.max_age)):
+                try:
+                    path = stream.close()
+                except OSError as exc:
+                    self.rotation_error = f"cannot move {stream.path.name} into {stream.closed_dir}: {exc.strerror}"
+                    log.error("%s; kept open, retried at the next round", self.rotation_error)
+                    continue
+                self.rotation_error = ""
+                if path is not None:
+                    closed.append(path)
+                    self.closed_files += stream is not self.quarantine
+        return closed
+
+    def probe(self, min_free_bytes: int) -> tuple[int, str]:
+        """Free bytes and the problem that keeps the landing zone from being written ("" if none). A failing
+        rotation is not such a problem (events are still stored): it is `rotation_error`."""
+        try:
+            stats = os.statvfs(self.layout.incoming_dir)
+        except OSError as exc:
+            return 0, f"{self.layout.incoming_dir}: {exc.strerror}"
+        free = stats.f_bavail * stats.f_frsize
+        if stats.f_flag & os.ST_RDONLY:
+            return free, f"{self.layout.landing} is on a read-only file system"
+        if free < min_free_bytes:
+            return free, f"{self.layout.landing} is full: {free:,} bytes free, below the minimum of {min_free_bytes:,}"
+        probe = self.layout.incoming_dir / ".probe"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, b"probe\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            probe.unlink()
+        except OSError as exc:
+            return free, f"cannot write in {self.layout.incoming_dir}: {exc.strerror}"
+        return free, ""
+
+    def close(self) -> list[Path]:
+        closed = self.rotate(force=True)
+        self.index.close()
+        return closed

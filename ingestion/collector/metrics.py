@@ -1,67 +1,76 @@
-"""The collector's counters and latency histogram, rendered in Prometheus' text format."""
+"""The collector's metrics, with prometheus-client, summed over all its processes.
+
+The entry point sets `PROMETHEUS_MULTIPROC_DIR` (under the collector's state folder, emptied at
+start) before any process imports prometheus-client, so every worker and the landing process write
+their samples there and `/metrics` on any worker reports the whole collector. Without it (a test
+that builds the app in-process), the process's own registry is used.
+
+Requests are counted by the status that was really sent (`StatusCounter` wraps the whole ASGI app,
+so an unexpected error counts as the 500 the client got).
+"""
 
 from __future__ import annotations
 
-import contextlib
+import os
 import time
-from collections import Counter
-from dataclasses import dataclass
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 # seconds; the acknowledgement includes the fsync, so the buckets start at a millisecond
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
+REQUESTS = Counter("collector_requests", "Requests by route and the HTTP status sent.", ["route", "status"])
+LATENCY = Histogram("collector_request_seconds", "Time to answer a request (validation, append, fsync).",
+                    ["route"], buckets=BUCKETS)
+EVENTS = Counter("collector_events", "Events and profile calls by outcome: accepted (stored), duplicate (stored "
+                 "before), rejected (invalid), quarantined (written to the quarantine).", ["outcome"])
+RECOVERED_FILES = Counter("collector_recovered_files", "Files left open by a crash and closed at start.")
+PENDING_BYTES = Gauge("collector_pending_bytes", "Bytes received and not yet fsync'd.", multiprocess_mode="livesum")
+WRITABLE = Gauge("collector_landing_writable", "1 when the landing zone can be written, else 0.",
+                 multiprocess_mode="livemostrecent")
+FREE_BYTES = Gauge("collector_landing_free_bytes", "Free bytes on the landing zone's file system.",
+                   multiprocess_mode="livemostrecent")
+REMEMBERED_IDS = Gauge("collector_remembered_ids", "Event ids remembered for de-duplication.",
+                       multiprocess_mode="livemostrecent")
 
-@dataclass
-class Outcome:
-    status: int = 200
+
+def render() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
 
 
-class Metrics:
-    def __init__(self):
-        self.events: Counter[str] = Counter()
-        self.requests: Counter[tuple[str, int]] = Counter()
-        self.latency: dict[str, list[int]] = {}
-        self.latency_sum: Counter[str] = Counter()
-        self.recovered_files = 0
+class StatusCounter:
+    """ASGI middleware: count each request under its route and the status actually sent."""
 
-    def count(self, accepted: int, duplicates: int, rejected: int) -> None:
-        # every rejected event is also written to the quarantine
-        self.events.update(accepted=accepted, duplicate=duplicates, rejected=rejected, quarantined=rejected)
+    def __init__(self, app, routes: set[str]):
+        self.app, self.routes = app, routes
 
-    @contextlib.contextmanager
-    def timed(self, route: str):
-        outcome, started = Outcome(), time.perf_counter()
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        route = scope["path"] if scope["path"] in self.routes else "other"
+        status = 500
+        started = time.perf_counter()
+
+        async def counting_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            yield outcome
+            await self.app(scope, receive, counting_send)
         finally:
-            seconds = time.perf_counter() - started
-            self.requests[(route, outcome.status)] += 1
-            counts = self.latency.setdefault(route, [0] * (len(BUCKETS) + 1))
-            counts[next((i for i, bound in enumerate(BUCKETS) if seconds <= bound), len(BUCKETS))] += 1
-            self.latency_sum[route] += seconds
-
-    def render(self, pending_bytes: int) -> str:
-        lines = ["# HELP collector_events_total Events by outcome: accepted (stored), duplicate (stored before), "
-                 "rejected (invalid), quarantined (written to the quarantine).",
-                 "# TYPE collector_events_total counter"]
-        for outcome in ("accepted", "duplicate", "rejected", "quarantined"):
-            lines.append(f'collector_events_total{{outcome="{outcome}"}} {self.events[outcome]}')
-        lines += ["# HELP collector_requests_total Requests by route and HTTP status.",
-                  "# TYPE collector_requests_total counter"]
-        lines += [f'collector_requests_total{{route="{r}",status="{s}"}} {n}'
-                  for (r, s), n in sorted(self.requests.items())]
-        lines += ["# HELP collector_request_seconds Time to acknowledge a request (validation, append, fsync).",
-                  "# TYPE collector_request_seconds histogram"]
-        for route, counts in sorted(self.latency.items()):
-            running = 0
-            for bound, n in zip((*BUCKETS, "+Inf"), counts, strict=True):
-                running += n
-                lines.append(f'collector_request_seconds_bucket{{route="{route}",le="{bound}"}} {running}')
-            lines.append(f'collector_request_seconds_sum{{route="{route}"}} {self.latency_sum[route]:.6f}')
-            lines.append(f'collector_request_seconds_count{{route="{route}"}} {running}')
-        lines += ["# HELP collector_pending_bytes Bytes received and not yet fsync'd.",
-                  "# TYPE collector_pending_bytes gauge", f"collector_pending_bytes {pending_bytes}",
-                  "# HELP collector_recovered_files_total Files left open by a crash and closed at start.",
-                  "# TYPE collector_recovered_files_total counter",
-                  f"collector_recovered_files_total {self.recovered_files}"]
-        return "\n".join(lines) + "\n"
+            REQUESTS.labels(route, str(status)).inc()
+            LATENCY.labels(route).observe(time.perf_counter() - started)

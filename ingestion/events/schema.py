@@ -46,15 +46,34 @@ class EventError:
 
 
 def parse_timestamp(value: str) -> datetime:
-    """ISO 8601 with an offset or `Z`; naive timestamps are refused rather than guessed."""
+    """ISO 8601 with an offset or `Z`; naive timestamps are refused rather than guessed. A time whose
+    UTC equivalent falls outside years 1-9999 (`9999-12-31T23:59:59-01:00`) is refused too."""
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         raise ValueError("timestamp has no time zone offset")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("outside the years 1 to 9999 once converted to UTC") from None
 
 
-def validate_event(event: Any, now: datetime | None = None) -> EventError | None:
-    """Return None for a valid event, else the first fault found (envelope first, then properties)."""
+def timestamp_fault(at: datetime, written: str, now: datetime | None, not_before: datetime | None,
+                    field: str = "timestamp") -> EventError | None:
+    """The collector's bounds on a parsed timestamp: not ahead of `now` by more than `MAX_FUTURE_SKEW`,
+    not before `not_before`."""
+    if now is not None and at > now + MAX_FUTURE_SKEW:
+        return EventError(field, f"{written} is in the future")
+    if not_before is not None and at < not_before:
+        return EventError(field, f"{written} is before the lower bound {not_before.isoformat()}")
+    return None
+
+
+def validate_event(event: Any, now: datetime | None = None, not_before: datetime | None = None) -> EventError | None:
+    """Return None for a valid event, else the first fault found (envelope first, then properties).
+
+    `now` enables the clock's rule (no more than `MAX_FUTURE_SKEW` ahead) and `not_before` a lower
+    bound on timestamps: the collector applies both, a loader neither (a replay must give the same
+    result whenever it runs)."""
     if not isinstance(event, dict):
         return EventError("event", f"expected a JSON object, got {type(event).__name__}")
     for field in _REQUIRED_STRINGS:
@@ -72,8 +91,9 @@ def validate_event(event: Any, now: datetime | None = None) -> EventError | None
         at = parse_timestamp(event["timestamp"])
     except ValueError as exc:
         return EventError("timestamp", f"not an ISO 8601 timestamp with offset ({exc})")
-    if now is not None and at > now + MAX_FUTURE_SKEW:
-        return EventError("timestamp", f"{event['timestamp']} is in the future")
+    fault = timestamp_fault(at, event["timestamp"], now, not_before)
+    if fault is not None:
+        return fault
     user_id, anonymous_id = event.get("user_id"), event.get("anonymous_id")
     if user_id is None and anonymous_id is None:
         return EventError("user_id", "one of user_id or anonymous_id is required")
@@ -83,7 +103,11 @@ def validate_event(event: Any, now: datetime | None = None) -> EventError | None
     for field in ("properties", "context"):
         if not isinstance(event.get(field, {}), dict):
             return EventError(field, f"expected an object, got {type(event[field]).__name__}")
-    properties = event.get("properties") or {}
+    return properties_fault(event_type, event.get("properties") or {})
+
+
+def properties_fault(event_type: str, properties: dict) -> EventError | None:
+    """The first required property of `event_type` missing from `properties` or of the wrong type."""
     for name, types in EVENT_PROPERTIES[event_type].items():
         value = properties.get(name)
         if value is None:

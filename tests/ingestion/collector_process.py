@@ -1,11 +1,14 @@
-"""The event collector as a real server process on loopback, for the tests that post events to it."""
+"""The event collector as a real server (entry point, worker processes, landing process) on
+loopback, for the tests that post events to it."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,30 +27,64 @@ class Running:
     url: str
     process: subprocess.Popen
 
+    def kill_9(self) -> None:
+        """kill -9 of the whole collector (entry point, workers and landing process), as a crash does."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+        time.sleep(0.2)  # let the kernel reap the group
 
-@contextmanager
-def collector(layout: DataLayout, rotate_seconds: float = 0.3) -> Iterator[Running]:
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PLATFORM_DATA_DIR": str(layout.root), "COLLECTOR_ROTATE_SECONDS": str(rotate_seconds),
-           "COLLECTOR_WRITE_KEYS": ",".join(f"{k}={t}" for k, t in KEYS.items())}
-    proc = subprocess.Popen([sys.executable, "-m", "ingestion.collector", "--port", str(port)], cwd=REPO_ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        return s.getsockname()[1]
+
+
+def collector_env(layout: DataLayout, rotate_seconds: float = 0.3, workers: int = 2, **settings: str) -> dict:
+    return {**os.environ, "PLATFORM_DATA_DIR": str(layout.root), "COLLECTOR_ROTATE_SECONDS": str(rotate_seconds),
+            "COLLECTOR_WORKERS": str(workers), "COLLECTOR_WRITE_KEYS": ",".join(f"{k}={t}" for k, t in KEYS.items()),
+            **settings}
+
+
+def start(layout: DataLayout, port: int | None = None, **options) -> subprocess.Popen:
+    """The entry point in a session of its own (so that `kill_9` reaches every process of it); its
+    output goes to a temporary file (`output(process)`), which a chatty run cannot fill up."""
+    port = port or free_port()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process, closed with it
+    process = subprocess.Popen([sys.executable, "-m", "ingestion.collector", "--port", str(port)], cwd=REPO_ROOT,
+                               env=collector_env(layout, **options), stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    process.log = log
+    return process
+
+
+def output(process: subprocess.Popen) -> str:
+    process.log.seek(0)
+    return process.log.read().decode(errors="replace")
+
+
+@contextmanager
+def collector(layout: DataLayout, rotate_seconds: float = 0.3, **options) -> Iterator[Running]:
+    port = free_port()
+    proc = start(layout, port, rotate_seconds=rotate_seconds, **options)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert proc.poll() is None, output(proc)[-3000:]
             try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{url}/health", timeout=1).status_code in (200, 503):
                     break
             except httpx.HTTPError:
                 pass
             assert time.monotonic() < deadline, "the collector did not start"
-            time.sleep(0.1)
+            time.sleep(0.05)
         yield Running(url, proc)
     finally:
         if proc.poll() is None:
             proc.terminate()  # a graceful stop closes the open files into events/
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                raise

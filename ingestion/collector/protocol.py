@@ -1,0 +1,77 @@
+"""Messages between the HTTP workers and the landing process, as length-prefixed msgpack frames.
+
+A worker sends what it validated (event lines with their ids, profile lines, quarantine lines); the
+landing process answers once they are on disk, or says why nothing was stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import msgspec
+
+HEADER = struct.Struct(">I")
+MAX_FRAME = 1 << 30
+
+
+class Store(msgspec.Struct, tag="store"):
+    request: int
+    event_ids: list[str]
+    event_lines: list[bytes]
+    profile_ids: list[str]
+    profile_lines: list[bytes]
+    quarantine_lines: list[bytes]
+
+
+class Status(msgspec.Struct, tag="status"):
+    request: int
+
+
+class Stored(msgspec.Struct, tag="stored"):
+    request: int
+    events: int
+    profiles: int
+    duplicates: int
+    quarantined: bool
+    quarantine_error: str = ""
+
+
+class Refused(msgspec.Struct, tag="refused"):
+    """Nothing of the request was stored: `reason` is "busy" (429) or "unavailable" (503)."""
+
+    request: int
+    reason: str
+    message: str
+
+
+class Health(msgspec.Struct, tag="health"):
+    request: int
+    writable: bool
+    problem: str
+    free_bytes: int
+    pending_bytes: int
+    open_files: int
+    closed_files: int
+    remembered_ids: int
+
+
+Request = Store | Status
+Reply = Stored | Refused | Health
+
+_encoder = msgspec.msgpack.Encoder()
+request_decoder = msgspec.msgpack.Decoder(Request)
+reply_decoder = msgspec.msgpack.Decoder(Reply)
+
+
+def frame(message) -> bytes:
+    payload = _encoder.encode(message)
+    return HEADER.pack(len(payload)) + payload
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    """The next frame's payload; IncompleteReadError when the other side closed."""
+    (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+    if size > MAX_FRAME:
+        raise ValueError(f"frame of {size} bytes")
+    return await reader.readexactly(size)
