@@ -21,6 +21,8 @@ from dlt.common.destination import Destination
 
 from ingestion import pipelines
 from ingestion.paths import DataLayout
+from semantic.publication import DuckDbSnapshots, PostgresSchemas, Publication
+from semantic.warehouse import Warehouse
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
@@ -98,11 +100,24 @@ class Environment:
             return pipelines.postgres_warehouse(self.postgres_dsn)
         raise ValueError(f"DBT_TARGET {self.dbt_target!r} has no warehouse for the loaders: use duckdb or postgres")
 
-    def connect_warehouse(self):
-        """A DB-API connection for reading the warehouse (summaries, checks), read-only where possible."""
+    def warehouse(self, read_only: bool = True) -> Warehouse:
+        """The warehouse of the target, as a connection that speaks its dialect (`warehouse.py`);
+        read-only where the engine has such connections."""
         if self.dbt_target == "duckdb":
-            return duckdb.connect(str(self.layout.warehouse), read_only=True)
-        return psycopg2.connect(self.postgres_dsn)
+            return Warehouse(duckdb.connect(str(self.layout.warehouse), read_only=read_only), "duckdb")
+        if self.dbt_target == "postgres":
+            connection = psycopg2.connect(self.postgres_dsn)
+            connection.autocommit = True
+            return Warehouse(connection, "postgres")
+        raise ValueError(f"DBT_TARGET {self.dbt_target!r}: the platform reads duckdb and postgres warehouses")
+
+    def publication(self) -> Publication:
+        """Where the data readers read is published for this target (`semantic/publication.py`)."""
+        if self.dbt_target == "duckdb":
+            return DuckDbSnapshots(self.layout.warehouse, self.published_dir)
+        if self.dbt_target == "postgres":
+            return PostgresSchemas(self.postgres_dsn)
+        raise ValueError(f"DBT_TARGET {self.dbt_target!r}: nothing publishes for it; use duckdb or postgres")
 
     @property
     def warehouse_location(self) -> str:

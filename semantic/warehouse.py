@@ -1,0 +1,163 @@
+"""A connection to a warehouse whatever its engine, and the one place that knows their dialects.
+
+The platform's own SQL (the quality suites' frames, the summaries, rollups, publishing) is
+written once, in DuckDB's dialect (the embedded default). On another engine it is translated by
+sqlglot when it runs, placeholders included (`?` becomes psycopg2's `%s`), with the few
+rewrites sqlglot does not make itself (`_postgres`). MetricFlow's SQL is not translated: it is
+compiled for the engine in the first place. `Environment.warehouse()` opens one of these for the
+current dbt target; the published data (`publication.py`) uses the same translation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date
+from decimal import Decimal
+from functools import lru_cache
+
+import pandas as pd
+import sqlglot
+from sqlglot import exp
+
+SOURCE_DIALECT = "duckdb"
+_PLACEHOLDER = "\x00placeholder\x00"
+
+
+# DuckDB's json_type() names, as Postgres can tell them from json_typeof() (a number is an
+# integer when its text has no fraction or exponent).
+_POSTGRES_JSON_TYPE = """case json_typeof({value})
+    when 'string' then 'VARCHAR' when 'boolean' then 'BOOLEAN' when 'object' then 'OBJECT'
+    when 'array' then 'ARRAY' when 'null' then 'NULL'
+    when 'number' then case when ({value} #>> '{{}}') ~ '^-?[0-9]+$' then 'BIGINT' else 'DOUBLE' end end"""
+
+
+def _json_key(path: exp.Expression) -> str:
+    """The key of a one-level JSON path (`$.name`), the only kind the platform's SQL uses."""
+    text = path.name if isinstance(path, exp.Literal) else path.sql(dialect=SOURCE_DIALECT).strip("'")
+    if not text.startswith("$.") or any(c in text[2:] for c in ".[*"):
+        raise ValueError(f"JSON path {text!r}: only one-level paths ($.name) translate to other engines")
+    return text[2:]
+
+
+def _postgres(node: exp.Expression) -> exp.Expression:
+    """What sqlglot does not translate from DuckDB to Postgres: JSON on text columns (dlt keeps
+    JSON as text there), and json_type's type names."""
+    if isinstance(node, exp.JSONType):
+        value = f"(cast({node.this.sql(dialect='postgres')} as json) -> '{_json_key(node.expression)}')"
+        return sqlglot.parse_one(_POSTGRES_JSON_TYPE.format(value=value), read="postgres")
+    if isinstance(node, exp.JSONExtractScalar | exp.JSONExtract) and not isinstance(node.this, exp.Cast):
+        node.set("this", exp.cast(node.this, "json"))
+    return node
+
+
+@lru_cache(maxsize=512)
+def translate(sql: str, dialect: str) -> str:
+    """`sql` (DuckDB's dialect) in `dialect`'s, with `?` placeholders in the DB-API driver's style."""
+    if dialect == SOURCE_DIALECT:
+        return sql
+    statements = sqlglot.parse(sql, read=SOURCE_DIALECT)
+    rendered = []
+    for tree in statements:
+        if tree is None:
+            continue
+        if dialect == "postgres":
+            tree = tree.transform(_postgres)
+        tree = tree.transform(lambda node: exp.Var(this=_PLACEHOLDER) if isinstance(node, exp.Placeholder) else node)
+        text = tree.sql(dialect=dialect)
+        # psycopg2 formats with %: literal percent signs are doubled, placeholders become %s
+        rendered.append(text.replace("%", "%%").replace(_PLACEHOLDER, "%s"))
+    return ";\n".join(rendered)
+
+
+class Warehouse:
+    """A DB-API connection in autocommit mode and its dialect; statements are written in DuckDB's
+    and translated. Each statement commits on its own, so one that fails (a frame on a missing
+    table) leaves the connection usable for the next, on every engine."""
+
+    def __init__(self, connection, dialect: str):
+        self.connection, self.dialect = connection, dialect
+
+    def sql(self, statement: str) -> str:
+        return translate(statement, self.dialect)
+
+    def execute(self, statement: str, parameters: Sequence = ()) -> None:
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute(self.sql(statement), list(parameters))
+        finally:
+            cursor.close()
+
+    def executemany(self, statement: str, rows: Iterable[Sequence]) -> None:
+        rows = [list(row) for row in rows]
+        if not rows:
+            return
+        cursor = self.connection.cursor()
+        try:
+            cursor.executemany(self.sql(statement), rows)
+        finally:
+            cursor.close()
+
+    def rows(self, statement: str, parameters: Sequence = ()) -> list[tuple]:
+        return self.query(statement, parameters)[1]
+
+    def query(self, statement: str, parameters: Sequence = ()) -> tuple[list[str], list[tuple]]:
+        """The result's column names and rows."""
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute(self.sql(statement), list(parameters))
+            return [d[0] for d in cursor.description], [tuple(row) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+
+    def frame(self, statement: str, parameters: Sequence = ()) -> pd.DataFrame:
+        """The result as a DataFrame with pandas' types (DuckDB's own conversion where it runs;
+        elsewhere decimals become floats and dates datetimes, as DuckDB gives them)."""
+        if self.dialect == SOURCE_DIALECT:
+            return self.connection.execute(statement, list(parameters)).df()
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute(self.sql(statement), list(parameters))
+            columns = [d[0] for d in cursor.description]
+            frame = pd.DataFrame([tuple(row) for row in cursor.fetchall()], columns=columns)
+        finally:
+            cursor.close()
+        for column in frame.select_dtypes(include="object").columns:
+            values = frame[column].dropna()
+            if len(values) and all(isinstance(v, Decimal) for v in values):
+                frame[column] = frame[column].astype(float)
+            elif len(values) and all(type(v) is date for v in values):
+                frame[column] = pd.to_datetime(frame[column])
+        return frame
+
+    def replace_table(self, schema: str, name: str, frame: pd.DataFrame) -> int:
+        """Replace `schema.name` with the frame's rows, in one transaction: readers see the old
+        table or the new one, never half of it. Returns the rows written."""
+        if self.dialect == SOURCE_DIALECT:
+            self.connection.execute(f"create schema if not exists {schema}")
+            self.connection.register("incoming", frame)
+            try:
+                self.connection.execute(f"create or replace table {schema}.{name} as select * from incoming")
+            finally:
+                self.connection.unregister("incoming")
+            return len(frame)
+        import sqlalchemy  # pandas writes to other engines through SQLAlchemy, on this connection
+
+        engine = sqlalchemy.create_engine(f"{self.dialect}+psycopg2://", creator=lambda: self.connection,
+                                          poolclass=sqlalchemy.pool.StaticPool)
+        self.connection.autocommit = False  # one transaction for the drop, the create and the rows
+        try:
+            with engine.begin() as conn:
+                conn.execute(sqlalchemy.text(f"create schema if not exists {schema}"))
+                frame.to_sql(name, conn, schema=schema, if_exists="replace", index=False)
+        finally:
+            self.connection.autocommit = True
+        return len(frame)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
