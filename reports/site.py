@@ -77,6 +77,16 @@ def source_tables() -> set[str]:
     return {path.stem for path in SOURCE_DIR.glob("*.sql")}
 
 
+def tables_read() -> list[str]:
+    """The published tables ("schema.table") the source queries read."""
+    found = set()
+    for path in SOURCE_DIR.glob("*.sql"):
+        parsed = sqlglot.parse_one(path.read_text(), dialect="duckdb")
+        ctes = {cte.alias for cte in parsed.find_all(sqlglot.exp.CTE)}
+        found |= {f"{t.db}.{t.name}" for t in parsed.find_all(sqlglot.exp.Table) if t.db and t.name not in ctes}
+    return sorted(found)
+
+
 def check_pages(pages_dir: Path = pages.PAGES_DIR, tables: set[str] | None = None) -> None:
     """Fail on a page query that reads a table no source query provides, naming page and query."""
     tables = source_tables() if tables is None else tables

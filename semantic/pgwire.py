@@ -324,7 +324,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=15432)
     args = parser.parse_args()
     env = current_environment()
-    service = MetricsService(env.published_dir, SEMANTIC_MANIFEST)
+    service = MetricsService(env.publication(), SEMANTIC_MANIFEST)
     secret = api_secret()
 
     async def run():

@@ -163,7 +163,7 @@ class Api:
             "data": result.rows,
             "lastRefreshTime": result.published_at.isoformat().replace("+00:00", "Z"),
             "annotation": self._annotation(plan),
-            "dataSource": "default", "dbType": "duckdb", "extDbType": "duckdb", "external": False,
+            "dataSource": "default", "dbType": result.engine, "extDbType": result.engine, "external": False,
             "slowQuery": False, "total": result.total, "refreshKeyValues": [[{"data_version": result.data_version}]],
             "usedPreAggregations": {} if result.rollup is None else {
                 rollups.table_name(result.rollup): {"targetTableName": rollups.table_name(result.rollup),
@@ -276,7 +276,7 @@ def app_from_environment() -> Starlette:
     from orchestration.environment import SEMANTIC_MANIFEST, current_environment
 
     env = current_environment()
-    service = MetricsService(env.published_dir, SEMANTIC_MANIFEST,
+    service = MetricsService(env.publication(), SEMANTIC_MANIFEST,
                              workers=int(os.environ.get("SEMANTIC_WORKERS", "4")),
                              # off: every query compiled by MetricFlow (the benchmark's baseline)
                              use_rollups=os.environ.get("SEMANTIC_ROLLUPS", "on") != "off")

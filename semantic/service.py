@@ -1,9 +1,10 @@
 """The metrics service behind the REST and SQL endpoints: compile with MetricFlow, run, cache.
 
-It reads the current published snapshot (see `snapshots.py`), never the warehouse a run is
-writing, so it keeps answering, with one consistent version, while the pipeline runs. When a run
-publishes a new snapshot, the next request switches to it; caches are keyed by the snapshot's
-data version, so nothing computed on older data is served after the switch.
+It reads the current published version (see `publication.py`: DuckDB snapshots or PostgreSQL's
+published schemas), never the warehouse a run is writing, so it keeps answering, with one
+consistent version, while the pipeline runs. When a run publishes a new version, the next
+request switches to it; caches are keyed by the data version, so nothing computed on older data
+is served after the switch.
 
 Compiling a query costs tens of milliseconds of Python, so standard dashboard queries are read
 from the snapshot's rollups when one matches (see `rollups.py`), compiled SQL is cached per
@@ -18,18 +19,19 @@ import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import orjson
 from metricflow.engine.metricflow_engine import MetricFlowEngine, MetricFlowQueryRequest
 
-from semantic import rollups, snapshots
+from semantic import rollups
 from semantic.cube_query import Plan, QueryError
 from semantic.members import Catalog, build_catalog
-from semantic.metricflow_engine import DuckDbSqlClient, load_semantic_manifest
+from semantic.metricflow_engine import ReaderSqlClient, load_semantic_manifest
+from semantic.publication import Publication, Reader
+from semantic.warehouse import translate
 
 
 class LRU:
@@ -59,11 +61,11 @@ class LRU:
 
 @dataclass(frozen=True)
 class Version:
-    """One published snapshot, opened: its connection, MetricFlow engine and member catalog."""
+    """One published version, opened: its reader, MetricFlow engine and member catalog."""
 
     version: str
     published_at: datetime
-    connection: duckdb.DuckDBPyConnection
+    reader: Reader
     engine: MetricFlowEngine
     catalog: Catalog
     rollups: tuple[rollups.Rollup, ...]
@@ -76,10 +78,7 @@ class Result:
     data_version: str
     published_at: datetime
     rollup: str | None  # the rollup that answered, if one did
-
-
-def _published_at(version: str) -> datetime:
-    return datetime.strptime(version, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+    engine: str = "duckdb"  # the engine that holds the published data
 
 
 def _cube_value(value):
@@ -96,11 +95,11 @@ def _cube_value(value):
 
 
 class MetricsService:
-    def __init__(self, published_dir: Path, semantic_manifest: Path, workers: int = 4,
+    def __init__(self, publication: Publication, semantic_manifest: Path, workers: int = 4,
                  poll_seconds: float = 0.5, use_rollups: bool = True):
-        self.published_dir = published_dir
+        self.publication = publication
         self.use_rollups = use_rollups
-        self.lookup = load_semantic_manifest(semantic_manifest)
+        self.lookup = load_semantic_manifest(semantic_manifest, publication.relation)
         self.compiled = LRU(4096)
         self.results = LRU(2048)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="metrics")
@@ -121,20 +120,19 @@ class MetricsService:
             return current
         with self._version_lock:
             self._checked_at = now
-            latest = snapshots.current(self.published_dir)
+            latest = self.publication.current()
             if latest is None:
-                raise FileNotFoundError(f"nothing published under {self.published_dir} yet: run the main job")
+                raise FileNotFoundError("nothing published yet: run the main job")
             if self._current is None or self._current.version != latest.version:
-                connection, snapshot = snapshots.connect_current(self.published_dir)
-                engine = MetricFlowEngine(semantic_manifest_lookup=self.lookup,
-                                          sql_client=DuckDbSqlClient(connection))
+                reader, opened = self.publication.open()
+                engine = MetricFlowEngine(semantic_manifest_lookup=self.lookup, sql_client=ReaderSqlClient(reader))
                 old = self._current
-                self._current = Version(snapshot.version, _published_at(snapshot.version), connection, engine,
+                self._current = Version(opened.version, opened.published_at, reader, engine,
                                         build_catalog(engine, self.lookup),
-                                        rollups.load(connection) if self.use_rollups else ())
+                                        rollups.load(reader, self.publication) if self.use_rollups else ())
                 self.results.clear()  # keyed by version too; clearing just frees the memory now
                 if old is not None:
-                    threading.Timer(60, old.connection.close).start()  # let queries on it finish
+                    threading.Timer(60, old.reader.close).start()  # let queries on it finish
             return self._current
 
     @property
@@ -166,7 +164,7 @@ class MetricsService:
         """The SQL that answers the plan, and the rollup it reads if one matches (else MetricFlow's)."""
         matched = rollups.match(plan, version.rollups)
         if matched is not None:
-            return matched.sql, matched.rollup
+            return translate(matched.sql, version.reader.engine), matched.rollup
         return self.compile(plan, context_key), None
 
     def wrapped_sql(self, plan: Plan, base: str) -> str:
@@ -200,18 +198,13 @@ class MetricsService:
         try:
             base, rollup = self.base_sql(plan, context_key, version)
             sql = self.wrapped_sql(plan, base)
-            cursor = version.connection.cursor()
-            try:
-                _use_timezone(cursor, plan.timezone)
-                rows = cursor.execute(sql).fetchall()
-                names = [d[0] for d in cursor.description]
-                count = cursor.execute(f"select count(*) from ({base}) as q").fetchone()[0] if plan.total else None
-            finally:
-                cursor.close()
+            names, rows = version.reader.run(sql, timezone=plan.timezone)
+            count = version.reader.run(f"select count(*) from ({base}) as q", timezone=plan.timezone)[1][0][0] \
+                if plan.total else None
             index = {name: i for i, name in enumerate(names)}
             shaped = [{key_: _cube_value(row[index[c.source]]) for c in plan.columns for key_ in c.keys}
                       for row in rows]
-            result = Result(shaped, count, version.version, version.published_at, rollup)
+            result = Result(shaped, count, version.version, version.published_at, rollup, version.reader.engine)
             self.results.put(key, result)
             return result
         finally:
@@ -225,24 +218,8 @@ class MetricsService:
 
     def dry_run(self, plan: Plan, context_key: str) -> str:
         sql, _ = self.sql(plan, context_key)
-        cursor = self.current().connection.cursor()
-        try:
-            cursor.execute(f"explain {sql}")
-        finally:
-            cursor.close()
+        self.current().reader.run(f"explain {sql}")
         return sql
-
-
-def _use_timezone(cursor: duckdb.DuckDBPyConnection, timezone: str) -> None:
-    """Days (and weeks, months...) of timestamped facts start at midnight in the query's time zone.
-
-    Their time dimensions are zoned timestamps (see the semantic models), which DuckDB truncates
-    in the session's zone; each query runs on its own cursor, so zones never leak between queries.
-    """
-    try:
-        cursor.execute("set TimeZone = '" + timezone.replace("'", "''") + "'")
-    except duckdb.Error as exc:
-        raise QueryError(f"timezone: {timezone!r} is not a time zone the warehouse knows") from exc
 
 
 def _plan_key(plan: Plan) -> bytes:

@@ -16,10 +16,9 @@ import os
 import dagster as dg
 import pandas as pd
 
-from ml.series import FAMILIES, read_metrics_daily
+from ml.series import FAMILIES, metrics_daily_frame, metrics_daily_sql
 from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.environment import current_environment
-from semantic import snapshots
 
 METRICS_DAILY = dg.AssetKey(["marts", "metrics_daily"])
 MODELS_KEY = dg.AssetKey(["ml", "forecast_models"])
@@ -29,8 +28,8 @@ DRIFT_TOLERANCE = 1.5  # recent sMAPE above this multiple of the backtest's is d
 
 
 def _metrics_daily(env) -> pd.DataFrame:
-    with env.connect_warehouse() as conn:
-        return read_metrics_daily(conn)
+    with env.warehouse() as warehouse:
+        return metrics_daily_frame(*warehouse.query(metrics_daily_sql()))
 
 
 def _store(env):
@@ -153,14 +152,17 @@ weekly_retrain_schedule = dg.ScheduleDefinition(
 def drift(env) -> list[str]:
     """Families whose champion's error over the last week exceeds its backtest error by the tolerance.
 
-    Reads the published snapshot, never the warehouse a run may be writing.
+    Reads the published data, never the warehouse a run may be writing.
     """
     from ml import forecasting
-    conn, _ = snapshots.connect_current(env.published_dir)
+
+    publication = env.publication()
+    reader, _ = publication.open()
     try:
-        wide = read_metrics_daily(conn, relation=f"{snapshots.CATALOG}.marts.metrics_daily")
+        names, rows = reader.run(metrics_daily_sql(publication.qualified("marts", "metrics_daily")))
     finally:
-        conn.close()
+        reader.close()
+    wide = metrics_daily_frame(names, rows)
     store = _store(env)
     drifted = []
     for family in FAMILIES:
@@ -190,6 +192,6 @@ def forecast_drift_sensor(context: dg.SensorEvaluationContext):
         return dg.SkipReason(f"cannot check drift yet: {err}")
     if not drifted:
         return dg.SkipReason("no champion has drifted")
-    snapshot = snapshots.current(env.published_dir)
-    return dg.RunRequest(run_key=f"drift-{snapshot.version if snapshot else 'none'}",
+    version = env.publication().current()
+    return dg.RunRequest(run_key=f"drift-{version.version if version else 'none'}",
                          tags={"retrain_reason": "; ".join(drifted)[:1000]})

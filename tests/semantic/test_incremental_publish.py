@@ -21,6 +21,8 @@ from expectations import store
 from orchestration.assets.publish import dbt_tables, run_changes
 from orchestration.environment import SEMANTIC_MANIFEST
 from semantic import rollups, snapshots
+from semantic.publication import DuckDbSnapshots
+from semantic.warehouse import Warehouse
 
 CURSORS = {"marts.fct_events": snapshots.Cursor("event_id", "loaded_at"),
            "marts.metrics_per_minute": snapshots.Cursor("metrics_per_minute_key", "last_loaded_at")}
@@ -35,12 +37,13 @@ def warehouse(published, tmp_path):
 
 
 def publish(warehouse, published_dir, changes=None) -> snapshots.Snapshot:
-    return snapshots.publish(warehouse, published_dir, build=rollups.builder(SEMANTIC_MANIFEST), changes=changes)
+    DuckDbSnapshots(warehouse, published_dir).publish(changes=changes, build=rollups.builder(SEMANTIC_MANIFEST))
+    return snapshots.current(published_dir)
 
 
-def micro_batch(warehouse) -> None:
+def micro_batch(path) -> None:
     """New events merged into fct_events, a minute recomputed, a row updated in place, a result recorded."""
-    with duckdb.connect(str(warehouse)) as conn:
+    with duckdb.connect(str(path)) as conn:
         newest = "(select max(loaded_at) from marts.fct_events) + interval 1 second"
         conn.execute("insert into marts.fct_events select * replace (event_id || '-new' as event_id, "
                      f"{newest} as loaded_at) from marts.fct_events order by event_id limit 50")
@@ -50,9 +53,11 @@ def micro_batch(warehouse) -> None:
                      "(select max(loaded_at) from marts.fct_events) "
                      "where metrics_per_minute_key = "
                      "(select max(metrics_per_minute_key) from marts.metrics_per_minute)")
-        store.ensure_tables(conn)
-        store.record_results(conn, [("new-run", "raw_events", "properties_match_schema", "raw_events/events",
-                                     "critical", True, "0 of 50 rows break the rule", "", 0, 0, datetime.now(UTC))])
+        warehouse = Warehouse(conn, "duckdb")
+        store.ensure_tables(warehouse)
+        store.record_results(warehouse, [(
+            "new-run", "raw_events", "properties_match_schema", "raw_events/events", "critical", True,
+            "0 of 50 rows break the rule", "", 0, 0, datetime.now(UTC))])
 
 
 def differences(left: snapshots.Snapshot, right: snapshots.Snapshot) -> dict[str, int]:

@@ -13,6 +13,7 @@ from orchestration.environment import SEMANTIC_MANIFEST
 from semantic import rollups, snapshots
 from semantic.client import MetricsClient
 from semantic.cube_query import Translator
+from semantic.publication import DuckDbSnapshots
 from semantic.service import MetricsService
 from tests.conftest import sample_day
 
@@ -73,8 +74,9 @@ NOT_SERVED = {
 
 @pytest.fixture(scope="module")
 def services(published):
-    with_rollups = MetricsService(published.root / "published", SEMANTIC_MANIFEST, workers=2)
-    without = MetricsService(published.root / "published", SEMANTIC_MANIFEST, workers=2, use_rollups=False)
+    publication = DuckDbSnapshots(published.warehouse, published.root / "published")
+    with_rollups = MetricsService(publication, SEMANTIC_MANIFEST, workers=2)
+    without = MetricsService(publication, SEMANTIC_MANIFEST, workers=2, use_rollups=False)
     assert [r.name for r in with_rollups.current().rollups] == ["daily_kpis", "orders_by_customer"]
     assert without.current().rollups == ()
     return with_rollups, without
@@ -145,12 +147,13 @@ def test_a_rollup_naming_an_unknown_metric_is_refused(tmp_path):
 def test_a_rollup_that_fails_to_build_publishes_nothing(published, tmp_path):
     """The last good snapshot stays current and no half-built file is left behind."""
     published_dir = tmp_path / "published"
-    first = snapshots.publish(published.warehouse, published_dir)
+    publication = DuckDbSnapshots(published.warehouse, published_dir)
+    first = publication.publish()
 
-    def failing(conn, changed):
+    def failing(warehouse, reader, publication, changed):
         raise RuntimeError("rollup build failed")
 
     with pytest.raises(RuntimeError, match="rollup build failed"):
-        snapshots.publish(published.warehouse, published_dir, build=failing)
+        publication.publish(build=failing)
     assert snapshots.current(published_dir).version == first.version
-    assert sorted(p.name for p in published_dir.glob("warehouse-*")) == [first.path.name]
+    assert [str(p) for p in published_dir.glob("warehouse-*")] == [first.location]
