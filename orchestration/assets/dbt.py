@@ -17,11 +17,9 @@ from packaging import version
 from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.environment import DBT_PROJECT_DIR, current_environment
 
-dbt_project = DbtProject(
-    project_dir=DBT_PROJECT_DIR,
-    profiles_dir=DBT_PROJECT_DIR,
-    target=current_environment().dbt_target,
-)
+# No target here: profiles.yml takes it from DBT_TARGET when dbt runs, as the rest of the run does
+# (`Environment.dbt_target`), so the same definitions serve every target.
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 dbt_project.prepare_if_dev()
 
 
@@ -121,5 +119,4 @@ class ProjectDbtCliResource(DbtCliResource):
 
 
 def dbt_resource() -> DbtCliResource:
-    return ProjectDbtCliResource(project_dir=dbt_project, target=current_environment().dbt_target,
-                                 dbt_executable=str(DBT_EXECUTABLE))
+    return ProjectDbtCliResource(project_dir=dbt_project, dbt_executable=str(DBT_EXECUTABLE))
