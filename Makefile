@@ -16,8 +16,10 @@ SEGMENT_NODE := tests/ingestion/segment_node/node_modules/.installed
 # The Evidence project's locked packages, and Debian's Chromium (the tests open the reports in it)
 REPORTS_JS := reports/node_modules/.package-lock.json
 CHROMIUM := /usr/bin/chromium
+# Debian's PostgreSQL server: the tests run the platform on a throwaway cluster of it
+POSTGRES := /usr/lib/postgresql
 
-.PHONY: report serve-reports run test test-all test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports lint manifest install clean
+.PHONY: report serve-reports run test test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest $(REPORTS_JS)
@@ -25,14 +27,11 @@ run: install manifest $(REPORTS_JS)
 
 ## test: the test suite, on every core (pytest-xdist: TEST_WORKERS=1 runs it in one process)
 TEST_WORKERS ?= 2
-test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM)
+test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM) $(POSTGRES)
 	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope
 
-test-all: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM)
-	$(RUN) pytest -m ""
-
-## test-postgres: the main job on a throwaway PostgreSQL cluster (needs the postgresql server package)
-test-postgres: install manifest
+## test-postgres: only the tests on a throwaway PostgreSQL cluster (the main job with DBT_TARGET=postgres)
+test-postgres: install manifest $(POSTGRES)
 	$(RUN) pytest -m postgres
 
 ## serve: the metrics server (Cube's REST API) on http://127.0.0.1:4000 over the published data
@@ -128,6 +127,9 @@ $(REPORTS_JS): reports/package.json reports/package-lock.json
 
 $(CHROMIUM):
 	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+
+$(POSTGRES):
+	apt-get update -qq && apt-get install -y -qq postgresql
 
 ## report: render the chosen pages to PDF, export every page's datasets, email and post them (REPORTS_* settings)
 report: install $(REPORTS_JS) $(CHROMIUM)
