@@ -19,7 +19,7 @@ CHROMIUM := /usr/bin/chromium
 # Debian's PostgreSQL server: the tests run the platform on a throwaway cluster of it
 POSTGRES := /usr/lib/postgresql
 
-.PHONY: report serve-reports run test test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports lint manifest install clean
+.PHONY: report serve-reports run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest $(REPORTS_JS)
@@ -29,6 +29,12 @@ run: install manifest $(REPORTS_JS)
 TEST_WORKERS ?= 2
 test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM) $(POSTGRES)
 	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope
+
+## test-durations: the test suite as `make test` runs it, then where its time went (per folder, the slowest 25)
+test-durations: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM) $(POSTGRES)
+	@mkdir -p data
+	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope --junitxml=data/test-durations.xml; status=$$?; \
+		$(RUN) python -m tests.durations data/test-durations.xml; exit $$status
 
 ## test-postgres: only the tests on a throwaway PostgreSQL cluster (the main job with DBT_TARGET=postgres)
 test-postgres: install manifest $(POSTGRES)
