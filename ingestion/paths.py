@@ -7,8 +7,18 @@ generator, the loaders and later the HTTP collector agree on it without sharing 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+# The runtime data directory of a clone: data/ beside the code (git-ignored).
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+
+
+def data_dir_from(env: Mapping[str, str]) -> Path:
+    """The data directory every part of the platform uses: PLATFORM_DATA_DIR, else data/ in the clone.
+    The one place that reads the variable."""
+    return Path(env.get("PLATFORM_DATA_DIR") or DEFAULT_DATA_DIR).resolve()
 
 
 def fsync(path: Path) -> None:

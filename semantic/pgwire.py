@@ -22,10 +22,11 @@ import struct
 from dataclasses import dataclass, field
 
 from semantic import pg_describe
-from semantic.auth import AuthError, SecurityContext, api_secret, authenticate
+from semantic.auth import AuthError, SecurityContext, authenticate
 from semantic.cube_query import QueryError, Translator
 from semantic.members import UnknownMember
 from semantic.service import MetricsService
+from semantic.settings import DEFAULT_TOKEN_MAX_SECONDS, ServingSettings, SettingsError
 from semantic.sql_api import OutputColumn, SqlRefused, SqlTranslator, bind_parameters, catalog_probe
 
 SSL_REQUEST, CANCEL_REQUEST, PROTOCOL_3 = 80877103, 80877102, 196608
@@ -99,8 +100,9 @@ class Session:
     """One client connection: authenticated once, then statements until it says goodbye."""
 
     def __init__(self, service: MetricsService, secret: str, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter):
+                 writer: asyncio.StreamWriter, max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS):
         self.service, self.secret, self.reader, self.writer = service, secret, reader, writer
+        self.max_token_seconds = max_token_seconds
         self.context: SecurityContext | None = None
         self.statements: dict[str, str] = {}
         self.portals: dict[str, Outcome] = {}
@@ -132,7 +134,9 @@ class Session:
             self.writer.write(error_response("expected a password message", "08P01", "FATAL"))
             return False
         try:
-            self.context = authenticate(payload.rstrip(b"\x00").decode(), self.secret)
+            self.context = authenticate(payload.rstrip(b"\x00").decode(), self.secret, self.max_token_seconds)
+            if self.context.tenant_id is not None and self.context.tenant_id not in self.service.current().tenants:
+                raise AuthError(f"Invalid token: tenant {self.context.tenant_id!r} is not one the published data knows")
         except AuthError as exc:
             self.writer.write(error_response(f"password authentication failed: {exc} (the password is an API "
                                              "token)", _SQLSTATE_AUTH, "FATAL"))
@@ -309,26 +313,27 @@ def _split(sql: str) -> list[str]:
     return parts
 
 
-async def serve(service: MetricsService, secret: str, host: str, port: int) -> asyncio.Server:
+async def serve(service: MetricsService, secret: str, host: str, port: int,
+                max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS) -> asyncio.Server:
     async def handle(reader, writer):
-        await Session(service, secret, reader, writer).run()
+        await Session(service, secret, reader, writer, max_token_seconds).run()
 
     return await asyncio.start_server(handle, host, port)
 
 
 def main() -> None:
-    from orchestration.environment import SEMANTIC_MANIFEST, current_environment
-
     parser = argparse.ArgumentParser(description="Serve the governed metrics over PostgreSQL's wire protocol.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=15432)
     args = parser.parse_args()
-    env = current_environment()
-    service = MetricsService(env.publication(), SEMANTIC_MANIFEST)
-    secret = api_secret()
+    try:
+        settings = ServingSettings.from_environment()
+    except (SettingsError, ValueError) as exc:
+        raise SystemExit(f"SQL endpoint: {exc}") from None
+    service = settings.service()
 
     async def run():
-        server = await serve(service, secret, args.host, args.port)
+        server = await serve(service, settings.secret, args.host, args.port, settings.max_token_seconds)
         print(f"SQL endpoint on {args.host}:{args.port} (password: an API token)", flush=True)
         async with server:
             await server.serve_forever()
