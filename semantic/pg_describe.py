@@ -23,8 +23,9 @@ _RELATION_FLAGS = {"relchecks": "0", "relkind": "v", "relhasindex": "f", "relhas
 
 def columns(catalog: Catalog) -> list[tuple[str, str]]:
     """The view's columns as (name, PostgreSQL type), in the order `\\d metrics` lists them."""
-    found = [(m.metric, "numeric") for m in catalog.measures.values()]
-    found += [(d.group_by, "text") for d in catalog.dimensions.values() if d.type != "time"]
+    view = catalog.legacy
+    found = [(m.metric, "numeric") for m in view.measures.values()]
+    found += [(d.group_by, "text") for d in view.dimensions.values() if d.type != "time"]
     found += [(TIME_DIMENSION, "date")]
     found += [(f"{TIME_DIMENSION}__{g}", "date") for g in GRANULARITIES if g != "day"]
     return found
