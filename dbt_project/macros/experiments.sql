@@ -92,3 +92,51 @@
     {%- else -%}cast('{{ value | string | replace("'", "''") }}' as {{ type }})
     {%- endif -%}
 {%- endmacro %}
+
+{#- The columns the experiment analysis writes (ml/experiments/analysis.py) and their types: the
+    marts over its tables cast to these, and stand empty, typed, until it has run once. -#}
+{% macro experiment_analysis_columns(table) -%}
+    {%- set shared = [('experiment_id', 'varchar'), ('tenant_id', 'varchar'), ('analysis_date', 'date')] -%}
+    {%- if table == 'results' -%}
+        {%- set columns = shared + [
+            ('variant', 'varchar'), ('is_control', 'boolean'), ('metric', 'varchar'), ('metric_label', 'varchar'),
+            ('metric_role', 'varchar'), ('users', 'bigint'), ('mean', 'double precision'),
+            ('absolute_lift', 'double precision'), ('absolute_lower', 'double precision'),
+            ('absolute_upper', 'double precision'), ('relative_lift', 'double precision'),
+            ('relative_lower', 'double precision'), ('relative_upper', 'double precision'),
+            ('p_value', 'double precision'), ('adjusted_p_value', 'double precision'),
+            ('cuped_relative_lift', 'double precision'), ('cuped_relative_lower', 'double precision'),
+            ('cuped_relative_upper', 'double precision'), ('variance_reduction', 'double precision'),
+            ('sequential_lower', 'double precision'), ('sequential_upper', 'double precision'),
+            ('chance_to_win', 'double precision'), ('users_needed_per_variant', 'double precision')] -%}
+    {%- else -%}
+        {%- set columns = shared + [
+            ('experiment_name', 'varchar'), ('status', 'varchar'), ('decision', 'varchar'), ('notes', 'varchar'),
+            ('primary_metric', 'varchar'), ('first_exposure_date', 'date'), ('users', 'bigint'),
+            ('users_per_variant', 'varchar'), ('users_excluded_multiple_variants', 'bigint'),
+            ('users_excluded_undeclared_variant', 'bigint'), ('users_excluded_outside_dates', 'bigint'),
+            ('conversions_before_exposure', 'bigint'), ('srm_p_value', 'double precision'),
+            ('srm_detected', 'boolean'), ('users_needed_per_variant', 'double precision')] -%}
+    {%- endif -%}
+    {{ return(columns) }}
+{%- endmacro %}
+
+{#- The rows of one of the analysis' tables with every column cast to its type; no rows (but the
+    columns) before the analysis has written it. -#}
+{% macro experiment_analysis_rows(table) -%}
+    {%- set relation = source('experiment_analysis', table) -%}
+    {%- set written = adapter.get_relation(relation.database, relation.schema, relation.identifier) if execute else none -%}
+    select
+    {%- for name, type in experiment_analysis_columns(table) %}
+        {%- if written is not none %}
+        cast({{ adapter.quote(name) }} as {{ type }}) as {{ name }}{{ "," if not loop.last }}
+        {%- else %}
+        cast(null as {{ type }}) as {{ name }}{{ "," if not loop.last }}
+        {%- endif %}
+    {%- endfor %}
+    {%- if written is not none %}
+    from {{ relation }}
+    {%- else %}
+    where 1 = 0
+    {%- endif %}
+{%- endmacro %}

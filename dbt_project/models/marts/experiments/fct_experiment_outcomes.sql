@@ -14,7 +14,7 @@ daily as (
 totals as (
     select
         experiment_user_key,
-        sum(case when not is_pre_exposure then conversions else 0 end) as conversions,
+        sum(case when not is_pre_exposure then converted else 0 end) as conversions,
         sum(case when not is_pre_exposure then orders else 0 end) as orders,
         sum(case when not is_pre_exposure then revenue else 0 end) as revenue,
         sum(case when not is_pre_exposure then completed_orders else 0 end) as completed_orders,

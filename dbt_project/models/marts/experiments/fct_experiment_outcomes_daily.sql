@@ -37,7 +37,7 @@ orders as (
         case when orders.is_revenue then 1 else 0 end as completed_orders,
         0 as sessions,
         0 as converted_sessions,
-        0 as conversions
+        0 as converted
     from {{ ref('fct_orders') }} as orders
     inner join exposures
         on exposures.user_id = orders.user_id
@@ -58,7 +58,7 @@ sessions as (
         0 as completed_orders,
         1 as sessions,
         case when sessions.is_converted then 1 else 0 end as converted_sessions,
-        0 as conversions
+        0 as converted
     from {{ ref('fct_sessions') }} as sessions
     inner join exposures
         on exposures.user_id = sessions.user_id
@@ -77,7 +77,7 @@ conversions as (
         0 as completed_orders,
         0 as sessions,
         0 as converted_sessions,
-        1 as conversions
+        1 as converted
     from {{ ref('fct_events') }} as events
     inner join exposures
         on exposures.experiment_id = events.experiment_id
@@ -107,7 +107,7 @@ select
     exposures.variant,
     facts.activity_date,
     facts.is_pre_exposure,
-    cast(sum(facts.conversions) as bigint) as conversions,
+    cast(sum(facts.converted) as bigint) as converted,
     cast(sum(facts.orders) as bigint) as orders,
     cast(sum(facts.revenue) as numeric(18, 2)) as revenue,
     cast(sum(facts.completed_orders) as bigint) as completed_orders,
