@@ -54,8 +54,8 @@ class Experiment:
 
 
 # The share of treatment users mislabelled in an experiment with an injected sample-ratio mismatch:
-# 50/50 becomes about 60/40, which a chi-square test flags at p < 0.001 from a few hundred users.
-MISLABELLED_SHARE = 0.2
+# 50/50 becomes about 65/35, which a chi-square test flags at p < 0.001 from 150 users on.
+MISLABELLED_SHARE = 0.3
 
 
 # Shares of orders that end refunded and cancelled (the rest complete).

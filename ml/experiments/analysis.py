@@ -215,8 +215,10 @@ def compare_metric(moments: DailyMoments, metric: Metric, role: str, treatment: 
                                                "treatment": _covariate_moments(moments, metric, treatment)})
         adjusted, reduction = stats.compare(cuped.control, cuped.treatment, alpha), cuped.variance_reduction
         decisive, decisive_control = adjusted, cuped.control
-    sequential = stats.confidence_sequence(decisive.relative, decisive.relative_se,
-                                           control.n + treated.n, sequential_alpha, tuning)
+    lower, upper = stats.confidence_sequence(decisive.relative, decisive.relative_se,
+                                             control.n + treated.n, sequential_alpha, tuning)
+    enough = np.minimum(control.n, treated.n) >= stats.MIN_USERS_PER_VARIANT
+    sequential = (np.where(enough, lower, np.nan), np.where(enough, upper, np.nan))
     return MetricResult(metric, role, treatment, control, treated, plain, adjusted, reduction, decisive,
                         decisive_control, sequential,
                         stats.chance_to_win(decisive.relative, decisive.relative_se))
@@ -279,7 +281,10 @@ def result_rows(design: Design, seen: Looks, results: list[MetricResult], needed
             "sequential_lower": r.sequential[0], "sequential_upper": r.sequential[1],
             "chance_to_win": r.chance_to_win,
             "users_needed_per_variant": np.where(last, needed.get(i, np.nan), np.nan)}))
-    rows = pd.concat(frames, ignore_index=True)
+    rows = pd.concat(frames, ignore_index=True).replace([np.inf, -np.inf], np.nan)
+    # the outcomes are counts and revenue, never negative: no variant can lose more than all of it
+    for bound in ("relative_lower", "cuped_relative_lower", "sequential_lower"):
+        rows[bound] = rows[bound].clip(lower=-1.0)
     rows.insert(0, "tenant_id", design.tenant_id)
     rows.insert(0, "experiment_id", design.experiment_id)
     return rows

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ml.experiments.stats import SRM_THRESHOLD
+from ml.experiments.stats import MIN_USERS_PER_VARIANT, SRM_THRESHOLD
 
 if TYPE_CHECKING:
     from ml.experiments.analysis import Design, MetricResult
@@ -47,6 +47,8 @@ def _pct(x: float) -> str:
 
 
 def _interval(lower: float, upper: float, alpha: float) -> str:
+    if np.isnan(lower):
+        return f"the always-valid interval needs {MIN_USERS_PER_VARIANT} users per variant"
     return f"always-valid {1 - alpha:.0%} interval {_pct(lower)} to {_pct(upper)}"
 
 
@@ -65,7 +67,7 @@ def treatment_verdict(design: Design, result: MetricResult, needed: float, users
     if not means.any():
         return _verdict("no_outcomes", f"No outcomes yet: {label} is 0 in every variant "
                                        f"({users.sum():,} users analysed); wait for outcomes before reading a lift.")
-    lower, upper = result.sequential[0][-1], result.sequential[1][-1]
+    lower, upper = max(result.sequential[0][-1], -1.0), result.sequential[1][-1]  # never below -100 %
     relative = result.decisive.relative[-1]
     interval = _interval(lower, upper, design.alpha)
     if lower > 0:
@@ -83,7 +85,7 @@ def treatment_verdict(design: Design, result: MetricResult, needed: float, users
         more = int(np.ceil(needed - have))
         return _verdict("not_enough_data", f"Not enough data yet: about {more:,} more users per variant needed to "
                                            f"detect a {mde:.0%} change in {label} with {design.power:.0%} power "
-                                           f"(so far {_pct(relative)}, {interval}).")
+                                           f"(so far {_pct(relative)}; {interval}).")
     return _verdict("no_detectable_effect", f"No effect detected: after {have:,} users per variant, enough for a "
                                             f"{mde:.0%} change, {label} is {_pct(relative)} ({interval}); keep "
                                             f"{design.control} unless a secondary metric says otherwise.")

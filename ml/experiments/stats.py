@@ -29,6 +29,9 @@ from statsmodels.stats.multitest import multipletests
 
 # GrowthBook's default: the total sample size around which the confidence sequence is tightest.
 SEQUENTIAL_TUNING = 5000
+# The confidence sequence is asymptotic (normal): it is drawn, and decisions made, from this many users
+# in each variant on, the minimum sample size platforms such as GrowthBook also apply before any result.
+MIN_USERS_PER_VARIANT = 100
 # A chi-square p-value below this flags a sample-ratio mismatch (the usual threshold: a real
 # mismatch gives far smaller p-values, and checking every day must not cry wolf).
 SRM_THRESHOLD = 0.001
@@ -133,8 +136,9 @@ def compare(control: Estimate, treatment: Estimate, alpha: float = 0.05) -> Comp
         t = diff / se
         p = 2 * stats.t.sf(np.abs(t), df)
         q = stats.t.ppf(1 - alpha / 2, df)
-        relative = treatment.mean / control.mean - 1
-        relative_se = np.sqrt(relative_variance(control, treatment))
+        defined = control.mean != 0  # no lift relative to nothing
+        relative = np.where(defined, treatment.mean / control.mean - 1, np.nan)
+        relative_se = np.where(defined, np.sqrt(relative_variance(control, treatment)), np.nan)
     return Comparison(diff, diff - q * se, diff + q * se, relative, relative_se, relative - q * relative_se,
                       relative + q * relative_se, t, df, p)
 
@@ -231,7 +235,8 @@ def users_needed(control: Estimate, minimum_detectable_effect: float, alpha: flo
     """Users per variant for the confidence sequence to exclude zero with probability `power` when the
     true relative lift is the minimum detectable effect (treatment assumed as variable as control).
 
-    Solves MDE - halfwidth(n) = z_power * se(n) for n; inf if the control has no mean or variance yet.
+    Solves MDE - halfwidth(n) = z_power * se(n) for n, and never answers fewer than the minimum
+    sample (`MIN_USERS_PER_VARIANT`); inf if the control has no mean or variance yet.
     """
     mean, variance = float(np.asarray(control.mean)), float(np.asarray(control.variance))
     if not (np.isfinite(mean) and np.isfinite(variance)) or mean == 0 or variance <= 0:
@@ -244,7 +249,7 @@ def users_needed(control: Estimate, minimum_detectable_effect: float, alpha: flo
         se = np.sqrt(per_user / n)
         return mde - float(sequential_halfwidth(se, 2 * n, alpha, tuning)) - z * se
 
-    low, high = 2.0, 1e12
+    low, high = float(MIN_USERS_PER_VARIANT), 1e12
     if margin(high) < 0:
         return float("inf")
     if margin(low) >= 0:
