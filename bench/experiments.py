@@ -155,8 +155,8 @@ def aa_tests(inputs: Inputs, definitions: dict[str, metrics.Metric], rng: np.ran
         for split in range(splits):
             arms = mine.assign(variant=np.where(rng.random(len(mine)) < 0.5, "control", "treatment"))
             seen = analysis.looks(design, arms, inputs.outcomes, inputs.daily, inputs.last_day)
-            srm = stats.sample_ratio_mismatch(seen.users.T, [0.5, 0.5])
-            looked = seen.users.min(axis=0) >= stats.MIN_USERS_PER_VARIANT
+            srm = stats.sample_ratio_mismatch(seen.moments.n.T, [0.5, 0.5])
+            looked = seen.moments.n.min(axis=0) >= stats.MIN_USERS_PER_VARIANT
             for metric in chosen:
                 r = analysis.compare_metric(seen.moments, metric, "primary", 1, ALPHA, ALPHA, stats.SEQUENTIAL_TUNING)
                 cuped = r.adjusted or r.plain

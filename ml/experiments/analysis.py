@@ -103,7 +103,8 @@ def design_of(experiment: dict, variants: pd.DataFrame, metrics: dict[str, Metri
         problems.append(f"{eid}: primary_metric {experiment['primary_metric']!r} is not an experiment metric "
                         f"(the experiment metrics are {known})")
     secondary = []
-    for name in (experiment.get("secondary_metrics") or "").split(","):
+    listed = experiment.get("secondary_metrics")
+    for name in (listed if isinstance(listed, str) else "").split(","):
         if not name.strip() or (primary and name.strip() == primary.name):
             continue
         if name.strip() in metrics:
@@ -144,8 +145,7 @@ class Looks:
     """One experiment's users and their daily moments: what it looked like on each day."""
 
     days: pd.DatetimeIndex
-    moments: DailyMoments
-    users: np.ndarray  # (variants, days)
+    moments: DailyMoments  # moments.n: users per variant (first axis) and day
 
 
 def looks(design: Design, analysed: pd.DataFrame, outcomes: pd.DataFrame, daily: pd.DataFrame,
@@ -169,7 +169,7 @@ def looks(design: Design, analysed: pd.DataFrame, outcomes: pd.DataFrame, daily:
         if column not in covariate_columns:
             activity[column] = mine[column].to_numpy(dtype=float)
     moments = daily_moments(arm, exposure_day, covariates, activity, columns, len(design.variants), len(days))
-    return Looks(days, moments, moments.n)
+    return Looks(days, moments)
 
 
 def estimate(moments: DailyMoments, metric: Metric, arm: int) -> stats.Estimate:
@@ -312,8 +312,8 @@ def analyze_experiment(design: Design, exposures: pd.DataFrame, outcomes: pd.Dat
     if analysed.empty:
         return pd.DataFrame(), {**summary, **decisions.no_data(design, len(exposures)), "notes": decisions.join(notes)}
     seen = looks(design, analysed, outcomes, daily, last_day)
-    users = seen.users[:, -1].astype(int)
-    srm = stats.sample_ratio_mismatch(seen.users.T, design.shares)
+    users = seen.moments.n[:, -1].astype(int)
+    srm = stats.sample_ratio_mismatch(seen.moments.n.T, design.shares)
     results = compare_all(design, seen.moments, tuning)
     needed = {i: stats.users_needed(_last(r.decisive_control), design.minimum_detectable_effect, design.alpha,
                                     design.power, tuning)
@@ -348,10 +348,26 @@ def analyze(inputs: Inputs, metrics: dict[str, Metric], tuning: float = stats.SE
         rows, verdict = analyze_experiment(design, exposures, inputs.outcomes, inputs.daily, inputs.last_day, tuning)
         frames.append(rows)
         verdicts.append(verdict)
-    results = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(
-        not f.empty for f in frames) else pd.DataFrame(columns=RESULT_COLUMNS)
-    return Analysis(results.reindex(columns=RESULT_COLUMNS),
-                    pd.DataFrame(verdicts, columns=DECISION_COLUMNS))
+    found = [f for f in frames if not f.empty]
+    results = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=RESULT_COLUMNS)
+    return Analysis(_typed(results.reindex(columns=RESULT_COLUMNS)),
+                    _typed(pd.DataFrame(verdicts, columns=DECISION_COLUMNS)))
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each column with its type even when empty, as the warehouse table is created from it:
+    dates, flags, text and numbers."""
+    types = {}
+    for column in frame.columns:
+        if column.endswith("_date"):
+            types[column] = "datetime64[ns]"
+        elif column.startswith("is_") or column == "srm_detected":
+            types[column] = bool
+        elif column in TEXT_COLUMNS:
+            types[column] = "string"
+        else:
+            types[column] = float
+    return frame.astype(types)
 
 
 RESULT_COLUMNS = [
@@ -367,3 +383,5 @@ DECISION_COLUMNS = [
     "users_excluded_undeclared_variant", "users_excluded_outside_dates", "conversions_before_exposure",
     "srm_p_value", "srm_detected", "users_needed_per_variant",
 ]
+TEXT_COLUMNS = {"experiment_id", "tenant_id", "variant", "metric", "metric_label", "metric_role", "experiment_name",
+                "status", "decision", "notes", "primary_metric", "users_per_variant"}

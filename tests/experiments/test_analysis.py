@@ -167,3 +167,8 @@ def test_no_experiment_analysable_still_gives_typed_tables(definitions):
         definitions)
     assert result.results.empty and list(result.results.columns) == analysis.RESULT_COLUMNS
     assert decision(result)["status"] == "no_data"
+    # typed even when empty: the warehouse table is created from the frame, and the marts cast it
+    types = result.results.dtypes
+    assert (str(types["analysis_date"]), str(types["is_control"]), str(types["metric"]), str(types["p_value"])) == (
+        "datetime64[ns]", "bool", "string", "float64")
+    assert str(result.decisions.dtypes["srm_detected"]) == "bool"

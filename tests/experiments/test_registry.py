@@ -1,0 +1,37 @@
+"""A malformed experiment registry stops the build with the experiment and the key at fault."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import DBT_DIR
+
+REGISTRY = "models/marts/experiments/experiments.yml"
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("            minimum_detectable_effect: 0.15\n",
+     "            minimum_detectable_effect: 0.15\n            start_date: '1 March 2026'\n",
+     "meta.experiments[1] (exp_02): start_date must be a date (YYYY-MM-DD), got 1 March 2026"),
+    ("            minimum_detectable_effect: 0.15\n            conversion_window_days: 14\n"
+     "            variants: {control: 50, treatment: 50}\n",
+     "            minimum_detectable_effect: 0.15\n            conversion_window_days: 14\n"
+     "            variants: [control, treatment]\n",
+     "meta.experiments[1] (exp_02): variants must map each variant name to its traffic weight"),
+])
+def test_a_malformed_registry_entry_is_named_at_build(tmp_path, old, new, message):
+    project = tmp_path / "dbt_project"
+    shutil.copytree(DBT_DIR, project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    registry = project / REGISTRY
+    text = registry.read_text()
+    assert text.count(old) == 1
+    registry.write_text(text.replace(old, new))
+    env = {**os.environ, "PLATFORM_WAREHOUSE": str(tmp_path / "warehouse.duckdb"), "DBT_TARGET": "duckdb"}
+    proc = subprocess.run(["dbt", "compile", "--select", "dim_experiments", "--project-dir", str(project),
+                           "--profiles-dir", str(project)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert message in proc.stdout, proc.stdout[-3000:]
