@@ -27,8 +27,8 @@ ALERTING = ("invalid_design", "sample_ratio_mismatch", "one_variant_exposed")
     specs=[
         dg.AssetSpec(RESULTS_KEY, deps=MARTS, group_name="experiments", kinds={"scipy", "statsmodels"},
                      description="Each experiment's variants and metrics on every day it ran: lift with Welch and "
-                     "delta-method intervals, CUPED, always-valid confidence sequences, chance to win, "
-                     "Holm-adjusted secondary metrics (experiment_analysis.results)."),
+                     "Fieller intervals (ratio metrics by the delta method), CUPED, always-valid confidence "
+                     "sequences, chance to win, Holm-adjusted secondary metrics (experiment_analysis.results)."),
         dg.AssetSpec(DECISIONS_KEY, deps=MARTS, group_name="experiments", kinds={"scipy", "statsmodels"},
                      description="Each declared experiment's status and decision sentence, with its sample-ratio "
                      "check and the users left out (experiment_analysis.decisions)."),

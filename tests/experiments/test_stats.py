@@ -53,6 +53,23 @@ def test_relative_lift_interval_covers_the_true_lift_at_the_nominal_rate():
     assert 0.935 <= covered.mean() <= 0.965
 
 
+def test_the_lift_interval_holds_no_change_exactly_when_welchs_test_does_not_reject():
+    """Fieller's interval inverts the same test: on 500 skewed samples it covers a lift of zero exactly
+    when statsmodels' Welch test has p >= alpha, where the delta-method interval sometimes does not."""
+    rng = np.random.default_rng(8)
+    agree, delta_agree = [], []
+    for _ in range(500):
+        control = rng.poisson(0.3, 120) * rng.lognormal(3.5, 1.0, 120)
+        treatment = rng.poisson(0.3, 110) * rng.lognormal(3.5, 1.0, 110)
+        result = stats.compare(stats.mean_metric(*_moments(control)), stats.mean_metric(*_moments(treatment)))
+        _, p, _ = ttest_ind(treatment, control, usevar="unequal")
+        unbounded = np.isnan(result.relative_lower)  # the control's mean is not told from zero: every lift
+        agree.append((unbounded or result.relative_lower <= 0 <= result.relative_upper) == (p >= 0.05))
+        q = scipy_stats.t.ppf(0.975, result.df)
+        delta_agree.append((abs(result.relative) <= q * result.relative_se) == (p >= 0.05))
+    assert all(agree) and not all(delta_agree)
+
+
 def test_a_ratio_metric_by_the_delta_method():
     rng = np.random.default_rng(4)
     orders = rng.poisson(1.2, 500).astype(float)
