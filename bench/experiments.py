@@ -109,10 +109,9 @@ def marts_in_memory(simulation: Simulation, window_days: int = WINDOW_DAYS) -> t
     conversions = conversions.sort_values("at").drop_duplicates("experiment_user_key")
     conversions = conversions.assign(converted=1.0, is_pre_exposure=False, activity_date=_day(conversions["at"]))
     columns = list(analysis.OUTCOME_COLUMNS)
-    daily = (pd.concat([joined, conversions], ignore_index=True)
-             .reindex(columns=["experiment_user_key", "activity_date", "is_pre_exposure", *columns]).fillna(
-                 {c: 0.0 for c in columns})
-             .groupby(["experiment_user_key", "activity_date", "is_pre_exposure"], as_index=False)[columns].sum())
+    counted = pd.concat([joined, conversions], ignore_index=True)
+    counted[columns] = counted.reindex(columns=columns).fillna(0.0)
+    daily = counted.groupby(["experiment_user_key", "activity_date", "is_pre_exposure"], as_index=False)[columns].sum()
     post = daily[~daily["is_pre_exposure"]].groupby("experiment_user_key")[columns].sum()
     pre = daily[daily["is_pre_exposure"]].groupby("experiment_user_key")[columns].sum().add_prefix("pre_")
     outcomes = (exposures[["experiment_user_key"]].join(post, on="experiment_user_key")
