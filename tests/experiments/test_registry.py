@@ -14,13 +14,8 @@ REGISTRY = "models/marts/experiments/experiments.yml"
 
 
 @pytest.mark.parametrize(("old", "new", "message"), [
-    ("            minimum_detectable_effect: 0.15\n",
-     "            minimum_detectable_effect: 0.15\n            start_date: '1 March 2026'\n",
-     "meta.experiments[1] (exp_02): start_date must be a date (YYYY-MM-DD), got 1 March 2026"),
-    ("            minimum_detectable_effect: 0.15\n            conversion_window_days: 14\n"
-     "            variants: {control: 50, treatment: 50}\n",
-     "            minimum_detectable_effect: 0.15\n            conversion_window_days: 14\n"
-     "            variants: [control, treatment]\n",
+    ("            variants: {control: 50, treatment: 50}\n          - experiment_id: exp_03",
+     "            variants: [control, treatment]\n          - experiment_id: exp_03",
      "meta.experiments[1] (exp_02): variants must map each variant name to its traffic weight"),
 ])
 def test_a_malformed_registry_entry_is_named_at_build(tmp_path, old, new, message):
