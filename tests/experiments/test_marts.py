@@ -5,6 +5,8 @@ generator simulated, so that the benchmark, which counts other seeds' samples in
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from datetime import date
 
 import duckdb
 import numpy as np
@@ -28,7 +30,8 @@ def marts(built) -> analysis.Inputs:
 def test_outcomes_counted_in_memory_are_the_marts(built, marts):
     layout, _ = built
     truth = json.loads(layout.ground_truth.read_text())
-    exposures, outcomes, daily = marts_in_memory(simulate(SIZES["tiny"], streams_for(truth["seed"])))
+    size = replace(SIZES["tiny"], end_date=date.fromisoformat(truth["size"]["end_date"]))
+    exposures, outcomes, daily = marts_in_memory(simulate(size, streams_for(truth["seed"])))
     key = "experiment_user_key"
     got = marts.exposures.sort_values(key).reset_index(drop=True)
     assert len(got) > 50 and got["exclusion_reason"].isna().all()

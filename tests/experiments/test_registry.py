@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,7 +28,8 @@ def test_a_malformed_registry_entry_is_named_at_build(tmp_path, old, new, messag
     assert text.count(old) == 1
     registry.write_text(text.replace(old, new))
     env = {**os.environ, "PLATFORM_WAREHOUSE": str(tmp_path / "warehouse.duckdb"), "DBT_TARGET": "duckdb"}
-    proc = subprocess.run(["dbt", "compile", "--select", "dim_experiments", "--project-dir", str(project),
+    dbt = shutil.which("dbt", path=str(Path(sys.executable).parent)) or "dbt"  # the platform's, even off PATH
+    proc = subprocess.run([dbt, "compile", "--select", "dim_experiments", "--project-dir", str(project),
                            "--profiles-dir", str(project)], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert message in proc.stdout, proc.stdout[-3000:]
