@@ -94,6 +94,8 @@ def marts_in_memory(simulation: Simulation, window_days: int = WINDOW_DAYS) -> t
                                                 converted=("checkout", "max"))
     facts.append(pd.DataFrame({"user_id": user_ids[sessions["user"]], "at": sessions["at"], "ended": sessions["ended"],
                                "sessions": 1.0, "converted_sessions": sessions["converted"].astype(float)}))
+    facts.append(pd.DataFrame({"user_id": user_ids[signed_in["user"]], "at": signed_in["at"], "ended": signed_in["at"],
+                               "events": 1.0}))
     joined = pd.concat(facts, ignore_index=True).merge(exposures, on="user_id")
     joined = joined[(joined["at"] >= joined["pre_start_at"]) & (joined["at"] < joined["window_end_at"])]
     joined["is_pre_exposure"] = joined["ended"] < joined["exposed_at"]

@@ -19,7 +19,7 @@ from ml.experiments import decisions, stats
 from ml.experiments.metrics import Metric
 from ml.experiments.moments import DailyMoments, daily_moments
 
-OUTCOME_COLUMNS = ("converted", "orders", "revenue", "completed_orders", "sessions", "converted_sessions")
+OUTCOME_COLUMNS = ("converted", "orders", "revenue", "completed_orders", "sessions", "converted_sessions", "events")
 
 
 @dataclass(frozen=True)

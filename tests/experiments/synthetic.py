@@ -50,7 +50,7 @@ def users(rng: np.random.Generator, counts: dict[str, int], lift: float = 0.0, r
                               "converted": float(first), "orders": float(orders[d]),
                               "revenue": float(orders[d] * rng.lognormal(3.9, 0.4)),
                               "completed_orders": float(orders[d]), "sessions": float(orders[d]),
-                              "converted_sessions": float(orders[d])})
+                              "converted_sessions": float(orders[d]), "events": 3.0 * orders[d]})
                 first = False
     exposures = pd.DataFrame(exposures)
     daily = pd.DataFrame(daily, columns=["experiment_user_key", "activity_date", *OUTCOME_COLUMNS])

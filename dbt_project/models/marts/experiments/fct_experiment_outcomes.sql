@@ -20,11 +20,13 @@ totals as (
         sum(case when not is_pre_exposure then completed_orders else 0 end) as completed_orders,
         sum(case when not is_pre_exposure then sessions else 0 end) as sessions,
         sum(case when not is_pre_exposure then converted_sessions else 0 end) as converted_sessions,
+        sum(case when not is_pre_exposure then events else 0 end) as events,
         sum(case when is_pre_exposure then orders else 0 end) as pre_orders,
         sum(case when is_pre_exposure then revenue else 0 end) as pre_revenue,
         sum(case when is_pre_exposure then completed_orders else 0 end) as pre_completed_orders,
         sum(case when is_pre_exposure then sessions else 0 end) as pre_sessions,
-        sum(case when is_pre_exposure then converted_sessions else 0 end) as pre_converted_sessions
+        sum(case when is_pre_exposure then converted_sessions else 0 end) as pre_converted_sessions,
+        sum(case when is_pre_exposure then events else 0 end) as pre_events
     from daily
     group by experiment_user_key
 )
@@ -44,11 +46,13 @@ select
     cast(coalesce(totals.completed_orders, 0) as bigint) as completed_orders,
     cast(coalesce(totals.sessions, 0) as bigint) as sessions,
     cast(coalesce(totals.converted_sessions, 0) as bigint) as converted_sessions,
+    cast(coalesce(totals.events, 0) as bigint) as events,
     cast(case when coalesce(totals.pre_orders, 0) > 0 then 1 else 0 end as bigint) as pre_converted,
     cast(coalesce(totals.pre_orders, 0) as bigint) as pre_orders,
     cast(coalesce(totals.pre_revenue, 0) as numeric(18, 2)) as pre_revenue,
     cast(coalesce(totals.pre_completed_orders, 0) as bigint) as pre_completed_orders,
     cast(coalesce(totals.pre_sessions, 0) as bigint) as pre_sessions,
-    cast(coalesce(totals.pre_converted_sessions, 0) as bigint) as pre_converted_sessions
+    cast(coalesce(totals.pre_converted_sessions, 0) as bigint) as pre_converted_sessions,
+    cast(coalesce(totals.pre_events, 0) as bigint) as pre_events
 from exposures
 left join totals on totals.experiment_user_key = exposures.experiment_user_key

@@ -4,7 +4,7 @@
     any of them; the analysis adds a user's days up to each day it looks at the experiment.
 
     The facts are the governed metrics' own (models/marts/core/_core__semantic.yml): orders placed
-    but not cancelled, net revenue of completed orders, sessions and converted sessions. A session
+    but not cancelled, net revenue of completed orders, sessions and converted sessions, events. A session
     counts after exposure if it was still going on when the user was exposed (the session of the
     assignment), and on the exposure day. Conversions are the experiment's own experiment_converted
     events, the first one in the window; one logged before the exposure is not an outcome. -#}
@@ -37,6 +37,7 @@ orders as (
         case when orders.is_revenue then 1 else 0 end as completed_orders,
         0 as sessions,
         0 as converted_sessions,
+        0 as events,
         0 as converted
     from {{ ref('fct_orders') }} as orders
     inner join exposures
@@ -58,6 +59,7 @@ sessions as (
         0 as completed_orders,
         1 as sessions,
         case when sessions.is_converted then 1 else 0 end as converted_sessions,
+        0 as events,
         0 as converted
     from {{ ref('fct_sessions') }} as sessions
     inner join exposures
@@ -77,6 +79,7 @@ conversions as (
         0 as completed_orders,
         0 as sessions,
         0 as converted_sessions,
+        0 as events,
         1 as converted
     from {{ ref('fct_events') }} as events
     inner join exposures
@@ -88,12 +91,35 @@ conversions as (
     group by exposures.experiment_user_key
 ),
 
+events as (
+    select
+        exposures.experiment_user_key,
+        events.event_date as activity_date,
+        events.event_at < exposures.exposed_at as is_pre_exposure,
+        0 as orders,
+        cast(0 as numeric(18, 2)) as revenue,
+        0 as completed_orders,
+        0 as sessions,
+        0 as converted_sessions,
+        count(*) as events,
+        0 as converted
+    from {{ ref('fct_events') }} as events
+    inner join exposures
+        on exposures.user_id = events.user_id
+        and exposures.tenant_id = events.tenant_id
+        and events.event_at >= exposures.pre_start_at
+        and events.event_at < exposures.window_end_at
+    group by exposures.experiment_user_key, events.event_date, events.event_at < exposures.exposed_at
+),
+
 facts as (
     select * from orders
     union all
     select * from sessions
     union all
     select * from conversions
+    union all
+    select * from events
 )
 
 select
@@ -112,7 +138,8 @@ select
     cast(sum(facts.revenue) as numeric(18, 2)) as revenue,
     cast(sum(facts.completed_orders) as bigint) as completed_orders,
     cast(sum(facts.sessions) as bigint) as sessions,
-    cast(sum(facts.converted_sessions) as bigint) as converted_sessions
+    cast(sum(facts.converted_sessions) as bigint) as converted_sessions,
+    cast(sum(facts.events) as bigint) as events
 from facts
 inner join exposures on exposures.experiment_user_key = facts.experiment_user_key
 group by
