@@ -89,7 +89,7 @@ bench-ml: install manifest
 	$(RUN) python -m bench.anomaly_ceiling --data-dir data
 
 ## bench-experiments: A/A false positives, interval coverage of the generator's true lifts, daily looks with
-## always-valid intervals, CUPED's variance reduction, the injected sample-ratio mismatch (about 6 minutes;
+## always-valid intervals, CUPED's variance reduction, the injected sample-ratio mismatch (5 to 10 minutes;
 ## with `make run` first, also the pipeline's own decisions on the default sample)
 bench-experiments: install manifest
 	$(RUN) python -m bench.experiments --data-dir data
