@@ -43,7 +43,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ingestion.collector import metrics
-from ingestion.collector.intake import RequestError, Rules, single_message, split_batch, take_in
+from ingestion.collector.intake import RequestError, Rules, single_message, split_batch, take_in, valid_utf8
 from ingestion.collector.landing_client import LandingClient, LandingUnreachable
 from ingestion.collector.landing_service import socket_path
 from ingestion.collector.protocol import Refused
@@ -161,10 +161,11 @@ class Collector:
             rules = Rules(tenant, received_at, settings.min_timestamp, settings.max_event_bytes)
             where = (lambda i: f"batch[{i}]") if call is None else (lambda i: "event")
             sent_at = envelope.sentAt if call is None else None
+            utf8 = valid_utf8(body)
             if len(raws) > settings.offload_events:  # keep the event loop free for the small requests
-                intake = await asyncio.to_thread(take_in, raws, call, rules, sent_at, where)
+                intake = await asyncio.to_thread(take_in, raws, call, rules, sent_at, where, utf8)
             else:
-                intake = take_in(raws, call, rules, sent_at, where)
+                intake = take_in(raws, call, rules, sent_at, where, utf8)
             reply = await self.landing.store(intake.event_ids, intake.event_lines, intake.profile_ids,
                                              intake.profile_lines, intake.quarantine_lines)
         except RequestError as exc:
