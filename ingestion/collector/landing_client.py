@@ -64,8 +64,9 @@ class LandingClient:
 
     async def store(self, event_ids: list[str], event_lines: list[bytes], profile_ids: list[str],
                     profile_lines: list[bytes], quarantine_lines: list[bytes]) -> Stored | Refused:
-        return await self._call(lambda n: Store(n, event_ids, event_lines, profile_ids, profile_lines,
-                                                quarantine_lines))
+        join = b"".join
+        return await self._call(lambda n: Store(n, event_ids, join(event_lines), profile_ids, join(profile_lines),
+                                                join(quarantine_lines)))
 
     async def health(self) -> Health:
         return await self._call(Status)

@@ -1,7 +1,10 @@
 """Messages between the HTTP workers and the landing process, as length-prefixed msgpack frames.
 
 A worker sends what it validated (event lines with their ids, profile lines, quarantine lines); the
-landing process answers once they are on disk, or says why nothing was stored.
+landing process answers once they are on disk, or says why nothing was stored. The lines of a kind
+travel as one block of bytes (each line ends in a newline; orjson escapes newlines in strings), in
+the order of their ids: the landing process claims a request's ids as a set and appends the block
+whole, and splits it into lines only when some of its ids were stored before.
 """
 
 from __future__ import annotations
@@ -18,10 +21,15 @@ MAX_FRAME = 1 << 30
 class Store(msgspec.Struct, tag="store"):
     request: int
     event_ids: list[str]
-    event_lines: list[bytes]
+    events: bytes
     profile_ids: list[str]
-    profile_lines: list[bytes]
-    quarantine_lines: list[bytes]
+    profiles: bytes
+    quarantine: bytes
+
+
+def lines(block: bytes) -> list[bytes]:
+    """The lines of a block, each with its newline."""
+    return [line + b"\n" for line in block.split(b"\n")[:-1]]
 
 
 class Status(msgspec.Struct, tag="status"):
