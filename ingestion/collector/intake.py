@@ -178,6 +178,7 @@ class Intake:
     profile_lines: list[bytes] = field(default_factory=list)
     quarantine_lines: list[bytes] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
+    first_seen: dict[str, int] = field(default_factory=dict)  # where each id stored came in the request
 
 
 @dataclass(frozen=True)
@@ -224,22 +225,41 @@ def _decode(raw: msgspec.Raw, call: str | None, utf8: bool) -> tuple[Message | N
 
 
 def take_in(raws: list[msgspec.Raw], call: str | None, rules: Rules, sent_at: Any, where,
-            utf8: bool = True) -> Intake:
+            utf8: bool = True, into: Intake | None = None, first: int = 0) -> Intake:
     """Map and validate every event of a request. `call` is the route's Segment call ("track", ...),
     "own" for our own schema's single-event route, or None on `/v1/batch` (each message decides).
-    `utf8`: the body is valid UTF-8 as a whole (`valid_utf8`). Raises RequestError(403) when one of
+    `utf8`: the body is valid UTF-8 as a whole (`valid_utf8`). A request may be taken in slices:
+    `raws` from its event number `first` on, added to `into`. Raises RequestError(403) when one of
     our events names another tenant: nothing is stored then."""
-    out = Intake()
-    first_seen: dict[str, int] = {}
+    out = into if into is not None else Intake()
+    first_seen = out.first_seen
     batch_sent_at = sent_at_of(sent_at)
     now, tenant = rules.received_at, rules.tenant
     arrival = Arrival(tenant, now, None if isinstance(batch_sent_at, EventError) else batch_sent_at,
                       rules.not_before)
-    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-    for i, raw in enumerate(raws):
+    dumps, newline, decode, max_bytes = orjson.dumps, orjson.OPT_APPEND_NEWLINE, _message.decode, rules.max_event_bytes
+    fast = utf8 and call != "own" and not isinstance(batch_sent_at, EventError)
+    for i, raw in enumerate(raws, first):
+        if fast and len(raw) <= max_bytes:
+            # the common case: a well-formed Segment call, stored; anything else is taken again below
+            try:
+                message = decode(raw)
+                mapped = map_call(message, call, arrival, raw) if call or message.type is not UNSET else None
+                line = dumps(mapped.record, option=newline) if type(mapped) is Mapped else None
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, orjson.JSONEncodeError):
+                line = None
+            if line is not None and mapped.event_id not in first_seen:
+                first_seen[mapped.event_id] = i
+                if mapped.kind == "event":
+                    out.event_ids.append(mapped.event_id)
+                    out.event_lines.append(line)
+                else:
+                    out.profile_ids.append(mapped.event_id)
+                    out.profile_lines.append(line)
+                continue
         message = value = mapped = None
-        if len(raw) > rules.max_event_bytes:
-            error = EventError("event", f"{len(raw):,} bytes is above the per-event limit of {rules.max_event_bytes:,}")
+        if len(raw) > max_bytes:
+            error = EventError("event", f"{len(raw):,} bytes is above the per-event limit of {max_bytes:,}")
         else:
             message, value, error = _decode(raw, call, utf8)
         if error is None and isinstance(batch_sent_at, EventError):
