@@ -133,12 +133,13 @@ class Arrival:
     server's clock, UTC), the batch's parsed `sentAt`, and the bounds on event times (`not_before`;
     at most `MAX_FUTURE_SKEW` ahead of arrival)."""
 
-    __slots__ = ("tenant", "received_at", "received_iso", "sent_at", "not_before", "latest")
+    __slots__ = ("tenant", "received_at", "received_iso", "sent_at", "skew", "not_before", "latest")
 
     def __init__(self, tenant: str, received_at: datetime, sent_at: datetime | None = None,
                  not_before: datetime | None = None):
         self.tenant, self.received_at, self.sent_at, self.not_before = tenant, received_at, sent_at, not_before
         self.received_iso = iso(received_at)
+        self.skew = None if sent_at is None else received_at - sent_at  # the client's clock error, by the batch
         self.latest = received_at + MAX_FUTURE_SKEW
 
 
@@ -161,6 +162,13 @@ def _object(value: Any, field: str) -> dict | EventError:
 
 def corrected_timestamp(message: Message, arrival: Arrival) -> datetime | EventError:
     """The event's time on the server's clock: `receivedAt - (sentAt - timestamp)` when both are known."""
+    value = message.timestamp
+    if type(value) is str and message.sentAt is UNSET:  # the common case: the batch's sentAt, if any
+        try:
+            at = parse_timestamp(value)
+            return at if arrival.skew is None else at + arrival.skew
+        except (ValueError, OverflowError):
+            pass  # told below
     field, value = ("timestamp", message.timestamp) if message.timestamp is not UNSET else (
         "originalTimestamp", message.originalTimestamp)
     sent_at = arrival.sent_at if message.sentAt is UNSET else sent_at_of(message.sentAt)
@@ -185,6 +193,9 @@ def corrected_timestamp(message: Message, arrival: Arrival) -> datetime | EventE
 def _page_path(call: str, message: Message, properties: dict, context: dict) -> str | EventError:
     """The first non-empty string among the candidates, in order; a url is parsed only when reached,
     and one that cannot be parsed is passed over."""
+    path = properties.get("path")
+    if type(path) is str and path:
+        return path
     page = context.get("page") if isinstance(context.get("page"), dict) else {}
     if call == "screen":
         paths, urls = (properties.get("path"), message.name, properties.get("name")), ()
@@ -262,10 +273,15 @@ def map_call(message: Message, call: str | None, arrival: Arrival, raw: bytes | 
     at = corrected_timestamp(message, arrival)
     if type(at) is EventError:
         return at
-    objects = _objects(message)
-    if type(objects) is EventError:
-        return objects
-    context, integrations, properties, traits = objects
+    context, integrations, properties, traits = (message.context, message.integrations, message.properties,
+                                                 message.traits)
+    if type(context) is dict and type(properties) is dict and integrations is None and traits is None:
+        integrations, traits = {}, {}  # the common case
+    else:
+        objects = _objects(message)
+        if type(objects) is EventError:
+            return objects
+        context, integrations, properties, traits = objects
     segment = {"call": call, "mapping_version": MAPPING_VERSION, "received_at": arrival.received_iso,
                "integrations": integrations}
     if type(message.timestamp) is str:
@@ -300,7 +316,9 @@ def map_call(message: Message, call: str | None, arrival: Arrival, raw: bytes | 
     if user_id is None and anonymous_id is None:
         return EventError("userId", "one of userId or anonymousId is required")
     # the envelope is built here, so only what came from the message is checked (as `validate_event` would)
-    fault = _time_fault(at, written, arrival) or properties_fault(event_type, properties)
+    if at > arrival.latest or (arrival.not_before is not None and at < arrival.not_before):
+        return timestamp_fault(at, written, arrival.received_at, arrival.not_before)
+    fault = properties_fault(event_type, properties)
     if fault is not None:
         return fault
     session = context.get("sessionId") or properties.get("session_id") or user_id or anonymous_id
@@ -316,8 +334,6 @@ def map_call(message: Message, call: str | None, arrival: Arrival, raw: bytes | 
 def _objects(message: Message) -> tuple[dict, dict, dict, dict] | EventError:
     """`context`, `integrations`, `properties` and `traits`, each an object (absent or null: empty)."""
     objects = (message.context, message.integrations, message.properties, message.traits)
-    if type(objects[0]) is dict and type(objects[2]) is dict and objects[1] is None and objects[3] is None:
-        return objects[0], {}, objects[2], {}  # the common case
     checked = []
     for value, field in zip(objects, ("context", "integrations", "properties", "traits"), strict=True):
         checked.append(_object(value, field))
