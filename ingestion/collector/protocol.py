@@ -9,7 +9,6 @@ whole, and splits it into lines only when some of its ids were stored before.
 
 from __future__ import annotations
 
-import asyncio
 import struct
 
 import msgspec
@@ -77,9 +76,25 @@ def frame(message) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
-async def read_frame(reader: asyncio.StreamReader) -> bytes:
-    """The next frame's payload; IncompleteReadError when the other side closed."""
-    (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
-    if size > MAX_FRAME:
-        raise ValueError(f"frame of {size} bytes")
-    return await reader.readexactly(size)
+class Frames:
+    """Cuts the bytes received on a connection into frames' payloads (for an `asyncio.Protocol`)."""
+
+    def __init__(self):
+        self.buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The payloads completed by `data`; ValueError on a frame above `MAX_FRAME`."""
+        buffer = self.buffer
+        buffer += data
+        payloads, start = [], 0
+        while len(buffer) - start >= HEADER.size:
+            (size,) = HEADER.unpack_from(buffer, start)
+            if size > MAX_FRAME:
+                raise ValueError(f"frame of {size} bytes")
+            end = start + HEADER.size + size
+            if len(buffer) < end:
+                break
+            payloads.append(bytes(buffer[start + HEADER.size:end]))
+            start = end
+        del buffer[:start]
+        return payloads
