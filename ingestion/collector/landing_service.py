@@ -3,12 +3,15 @@
 The HTTP workers validate requests and hand the result to this process over a Unix socket
 (`protocol.py`). It claims each id, appends the lines of every request that arrived since its last
 round, fsyncs once (group commit), journals the ids, and answers every request of the round
-together: a worker replies 2xx only after that answer. Why one process: claiming an id and storing
-its event must be one decision to hold across workers and restarts (see `id_index.py`), and one
-writer per file is the landing zone's contract. Its own work is per request, not per event: a
-request's ids are claimed with set operations and its lines appended as one block (per event only
-when some ids were seen before), so it is not what limits throughput; validation, the expensive
-part, runs in the workers. It runs on uvloop, as the workers do under uvicorn.
+together: a worker replies 2xx only after that answer. Rounds are written by `landing_writers`
+writers (threads, each with files of its own), so that a round can start while another is in its
+fsync (0.2 to 8 ms here, depending on what else writes to the disk); one starts beside another
+only when enough waits (`_worth_a_round`), as each fsync costs CPU too. Why one process: claiming
+an id and storing its event must be one decision to hold across workers and restarts (see
+`id_index.py`), and one writer per file is the landing zone's contract. Its own work is per
+request, not per event: a request's ids are claimed with set operations and its lines appended as
+one block (per event only when some ids were seen before); validation, the expensive part, runs in
+the workers. It runs on uvloop, as the workers do under uvicorn, and answers from callbacks.
 
 Started by the collector's entry point, which holds the data directory's lock and passes it on, so
 the lock is held as long as this process lives. It exits when its parent dies (kill -9 of the

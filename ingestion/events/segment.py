@@ -316,9 +316,7 @@ def map_call(message: Message, call: str | None, arrival: Arrival, raw: bytes | 
     if user_id is None and anonymous_id is None:
         return EventError("userId", "one of userId or anonymousId is required")
     # the envelope is built here, so only what came from the message is checked (as `validate_event` would)
-    if at > arrival.latest or (arrival.not_before is not None and at < arrival.not_before):
-        return timestamp_fault(at, written, arrival.received_at, arrival.not_before)
-    fault = properties_fault(event_type, properties)
+    fault = _time_fault(at, written, arrival) or properties_fault(event_type, properties)
     if fault is not None:
         return fault
     session = context.get("sessionId") or properties.get("session_id") or user_id or anonymous_id
