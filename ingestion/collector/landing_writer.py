@@ -2,11 +2,11 @@
 
 One round of the group commit (`write_round`) appends every request's event and profile lines,
 fsyncs them, journals their ids (`id_index.py`, fsync'd before a file is closed), then appends the
-quarantine lines. The event and
-profile lines of a round are stored together or not at all: when a write or fsync fails (disk
-full, directory gone), both files are cut back to where the round started and the round fails, so
-nothing half written stays behind and nothing unstored is acknowledged. A failing quarantine does
-not fail the round: the stored events stay stored and the reply says the quarantine was not kept.
+quarantine lines. The event and profile lines of a round are stored together or not at all: when a
+write or fsync fails (disk full, directory gone), both files are cut back to where the round
+started and the round fails, so nothing half written stays behind and nothing unstored is
+acknowledged. A failing quarantine does not fail the round: the stored events stay stored and the
+reply says the quarantine was not kept.
 
 Open files live in `landing/incoming/` (loaders never look there). A file is closed when it reaches
 `max_bytes` or `max_age` seconds, and renamed atomically into `landing/events/` (profiles into
