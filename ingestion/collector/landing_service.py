@@ -118,7 +118,6 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.service.connections -= 1
-        self.service.wake.set()
 
 
 class LandingService:
@@ -129,11 +128,9 @@ class LandingService:
         self.current: _Round | None = None
         self.in_flight: list[_Round] = []  # rounds being written
         self.tasks: set[asyncio.Task] = set()
-        self.wake = asyncio.Event()
         self.problem, self.free_bytes = "", 0
         self.connections = 0
         self.stopping = asyncio.Event()
-        self.closing = False  # set once the workers are gone: the flusher ends when idle
 
     @property
     def pending_bytes(self) -> int:
@@ -188,7 +185,7 @@ class LandingService:
         if not (events or profiles or request.quarantine or waits):
             return answer(Stored(request.request, 0, 0, duplicates, False))
         work.requests += 1
-        self.wake.set()
+        self._dispatch()
 
         def stored(done: asyncio.Future) -> None:
             if done.exception() is not None:
@@ -231,28 +228,27 @@ class LandingService:
                       sum(w.open_files for w in writers), sum(w.closed_files for w in writers), len(self.index))
 
     # -- the group commit ---------------------------------------------------------------------
-    async def flush_forever(self) -> None:
-        """Start a round whenever requests wait and a writer is free. With several writers a round
-        starts while others are still in their fsync, so that a request waits for its own round
-        only, not also for the one before it (an fsync here takes 0.2 to 8 ms, depending on what
-        else writes to the disk)."""
+    def _dispatch(self) -> None:
+        """Start a round if requests wait, a writer is free and it is worth it (`_worth_a_round`).
+        Called when a request is claimed and when a round ends, rather than by a task woken for
+        every request. With several writers a round starts while others are still in their fsync,
+        so that a request waits for its own round only, not also for the one before it."""
+        if not self.current:
+            return
+        free = next((slot for slot in self.slots if not slot.busy), None)
+        if free is not None and self._worth_a_round():
+            work, self.current = self.current, _Round()
+            self.in_flight.append(work)
+            self._start(free, self._write(free, work))
+
+    async def rotate_forever(self) -> None:
+        """Close the files due by age while no round comes (a round closes them otherwise)."""
         while True:
-            idle = False
-            try:
-                await asyncio.wait_for(self.wake.wait(), timeout=min(0.5, self.settings.rotate_seconds))
-            except TimeoutError:
-                idle = True
-            self.wake.clear()
-            free = [slot for slot in self.slots if not slot.busy]
-            if self.current and free and self._worth_a_round():
-                work, self.current = self.current, _Round()
-                self.in_flight.append(work)
-                self._start(free[0], self._write(free[0], work))
-            elif not self.current and self.closing and not self.in_flight:
-                return
-            elif idle:
-                for slot in free:  # close the files due by age while no round comes
-                    self._start(slot, self._rotate(slot))
+            await asyncio.sleep(min(0.5, self.settings.rotate_seconds))
+            if not self.current:
+                for slot in self.slots:
+                    if not slot.busy:
+                        self._start(slot, self._rotate(slot))
 
     def _worth_a_round(self) -> bool:
         """Whether to start a round now rather than when the one being written ends: each round costs
@@ -284,14 +280,14 @@ class LandingService:
             self.in_flight.remove(work)
             slot.busy = False
             metrics.PENDING_BYTES.set(self.pending_bytes)
-            self.wake.set()
+            self._dispatch()
 
     async def _rotate(self, slot: _Slot) -> None:
         try:
             await asyncio.get_running_loop().run_in_executor(slot.thread, slot.writer.rotate)
         finally:
             slot.busy = False
-            self.wake.set()
+            self._dispatch()
 
     async def _probe(self) -> None:
         loop = asyncio.get_running_loop()
@@ -310,7 +306,6 @@ class LandingService:
             if os.getppid() != parent:
                 log.error("the collector's entry point is gone: stopping")
                 self.stopping.set()
-                self.wake.set()
 
     # -- the socket ---------------------------------------------------------------------------
     def connection(self) -> asyncio.Protocol:
@@ -324,16 +319,17 @@ class LandingService:
         server = await loop.create_unix_server(self.connection, path=str(path))
         loop.add_signal_handler(signal.SIGTERM, self._stop)
         loop.add_signal_handler(signal.SIGINT, self._stop)
-        flusher = asyncio.ensure_future(self.flush_forever())
+        rotation = asyncio.ensure_future(self.rotate_forever())
         maintenance = asyncio.ensure_future(self.maintain(os.getppid()))
         ready()
         await self.stopping.wait()
         # the workers stop first and close their connections; wait for them (and a parent's death)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._no_connections(), timeout=15)
-        self.closing = True
-        self.wake.set()
-        await flusher
+        while self.current or self.in_flight or self.tasks:  # the last rounds
+            self._dispatch()
+            await asyncio.sleep(0.01)
+        rotation.cancel()
         maintenance.cancel()
         server.close()
         for slot in self.slots:
@@ -346,7 +342,6 @@ class LandingService:
 
     def _stop(self) -> None:
         self.stopping.set()
-        self.wake.set()
 
 
 def main() -> None:
