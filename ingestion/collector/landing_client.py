@@ -10,6 +10,8 @@ import asyncio
 import itertools
 from pathlib import Path
 
+import msgspec
+
 from ingestion.collector.protocol import Frames, Health, Refused, Status, Store, Stored, frame, reply_decoder
 
 
@@ -19,7 +21,7 @@ class LandingUnreachable(ConnectionError):
 
 class _Replies(asyncio.Protocol):
     def __init__(self, pending: dict[int, asyncio.Future]):
-        self.pending, self.frames = pending, Frames()
+        self.pending, self.frames = pending, Frames(reply_decoder)
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport) -> None:
@@ -27,12 +29,11 @@ class _Replies(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            payloads = self.frames.feed(data)
-        except ValueError:
+            replies = self.frames.feed(data)
+        except (ValueError, msgspec.DecodeError):
             self.transport.close()
             return
-        for payload in payloads:
-            reply = reply_decoder.decode(payload)
+        for reply in replies:
             waiter = self.pending.pop(reply.request, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(reply)

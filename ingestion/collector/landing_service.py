@@ -92,7 +92,7 @@ class _Connection(asyncio.Protocol):
     """A worker's connection: requests in, each answered when decided (in any order)."""
 
     def __init__(self, service: LandingService):
-        self.service, self.frames = service, Frames()
+        self.service, self.frames = service, Frames(request_decoder)
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport) -> None:
@@ -101,7 +101,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            requests = [request_decoder.decode(payload) for payload in self.frames.feed(data)]
+            requests = self.frames.feed(data)
         except (ValueError, msgspec.DecodeError):
             log.error("a worker sent a frame that is not a request: closing its connection")
             self.transport.close()

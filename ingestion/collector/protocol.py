@@ -71,30 +71,38 @@ request_decoder = msgspec.msgpack.Decoder(Request)
 reply_decoder = msgspec.msgpack.Decoder(Reply)
 
 
-def frame(message) -> bytes:
-    payload = _encoder.encode(message)
-    return HEADER.pack(len(payload)) + payload
+def frame(message) -> bytearray:
+    """The message encoded after its length, in one buffer (a 20,000-event request is ~10 MB: no
+    copy is made to put the header in front)."""
+    buffer = bytearray(HEADER.size)
+    _encoder.encode_into(message, buffer, HEADER.size)
+    HEADER.pack_into(buffer, 0, len(buffer) - HEADER.size)
+    return buffer
 
 
 class Frames:
-    """Cuts the bytes received on a connection into frames' payloads (for an `asyncio.Protocol`)."""
+    """Cuts the bytes received on a connection into frames and decodes them (for an `asyncio.Protocol`)."""
 
-    def __init__(self):
-        self.buffer = bytearray()
+    def __init__(self, decoder: msgspec.msgpack.Decoder):
+        self.decoder, self.buffer = decoder, bytearray()
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """The payloads completed by `data`; ValueError on a frame above `MAX_FRAME`."""
+    def feed(self, data: bytes) -> list:
+        """The messages completed by `data` (decoded where they lie in the buffer, without copying
+        them out first); ValueError on a frame above `MAX_FRAME`, msgspec.DecodeError on one that
+        is not a message."""
         buffer = self.buffer
         buffer += data
-        payloads, start = [], 0
-        while len(buffer) - start >= HEADER.size:
-            (size,) = HEADER.unpack_from(buffer, start)
-            if size > MAX_FRAME:
-                raise ValueError(f"frame of {size} bytes")
-            end = start + HEADER.size + size
-            if len(buffer) < end:
-                break
-            payloads.append(bytes(buffer[start + HEADER.size:end]))
-            start = end
+        messages, start = [], 0
+        with memoryview(buffer) as view:
+            while len(buffer) - start >= HEADER.size:
+                (size,) = HEADER.unpack_from(buffer, start)
+                if size > MAX_FRAME:
+                    raise ValueError(f"frame of {size} bytes")
+                end = start + HEADER.size + size
+                if len(buffer) < end:
+                    break
+                with view[start + HEADER.size:end] as payload:
+                    messages.append(self.decoder.decode(payload))
+                start = end
         del buffer[:start]
-        return payloads
+        return messages
