@@ -19,7 +19,7 @@ CHROMIUM := /usr/bin/chromium
 # Debian's PostgreSQL server: the tests run the platform on a throwaway cluster of it
 POSTGRES := /usr/lib/postgresql
 
-.PHONY: report serve-reports run test test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports lint manifest install clean
+.PHONY: report serve-reports run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest $(REPORTS_JS)
@@ -29,6 +29,12 @@ run: install manifest $(REPORTS_JS)
 TEST_WORKERS ?= 2
 test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM) $(POSTGRES)
 	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope
+
+## test-durations: the test suite as `make test` runs it, then where its time went (per folder, the slowest 25)
+test-durations: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM) $(POSTGRES)
+	@mkdir -p data
+	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope --junitxml=data/test-durations.xml; status=$$?; \
+		$(RUN) python -m tests.durations data/test-durations.xml; exit $$status
 
 ## test-postgres: only the tests on a throwaway PostgreSQL cluster (the main job with DBT_TARGET=postgres)
 test-postgres: install manifest $(POSTGRES)
@@ -68,6 +74,7 @@ bench: install manifest $(REPORTS_JS) $(CHROMIUM)
 	$(RUN) python -m bench.semantic --data-dir data
 	$(RUN) python -m bench.ml --data-dir data
 	$(RUN) python -m bench.anomaly_ceiling --data-dir data
+	$(RUN) python -m bench.experiments --data-dir data
 	$(RUN) python -m bench.collector
 	$(RUN) python -m bench.freshness
 	$(RUN) python -m bench.reports
@@ -89,6 +96,12 @@ bench-reports: install $(REPORTS_JS) $(CHROMIUM)
 bench-ml: install manifest
 	$(RUN) python -m bench.ml --data-dir data
 	$(RUN) python -m bench.anomaly_ceiling --data-dir data
+
+## bench-experiments: A/A false positives, interval coverage of the generator's true lifts, daily looks with
+## always-valid intervals, CUPED's variance reduction, the injected sample-ratio mismatch (5 to 10 minutes;
+## with `make run` first, also the pipeline's own decisions on the default sample)
+bench-experiments: install manifest
+	$(RUN) python -m bench.experiments --data-dir data
 
 ## bench-semantic: the metrics server under 100 concurrent clients (after `make run`)
 bench-semantic: install manifest

@@ -110,7 +110,9 @@ def summary(env: Environment, result: dg.ExecuteInProcessResult, seconds: float)
              f"in {seconds:.0f} s"]
     if result.success:
         lines.append("marts (rows):")
-        lines += [f"  {name:<22} {count:>10,}" for name, count in mart_row_counts(env).items()]
+        counts = mart_row_counts(env)
+        width = max(map(len, counts), default=0)
+        lines += [f"  {name:<{width}} {count:>10,}" for name, count in counts.items()]
     checks = check_counts(result)
     quality = checks["quality"]
     if sum(checks["dbt"].values()) + sum(quality.values()):  # the distribution jobs run neither

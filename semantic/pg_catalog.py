@@ -314,12 +314,12 @@ class CatalogDatabase:
         c = f"{CATALOG_DB}.main"
         privilege = "regexp_matches(lower(p), '{}')"
         statements = [
-            "current_database() as getvariable('pg_database')",
+            "current_database() as getvariable('pg_database')::VARCHAR",
             "current_schema() as 'public'",
             "current_schemas(implicit) as case when implicit then ['pg_catalog', 'public'] else ['public'] end",
-            "pg_current_user() as getvariable('pg_user')",
+            "pg_current_user() as getvariable('pg_user')::VARCHAR",
             f"version() as '{VERSION_STRING}'",
-            "pg_backend_pid() as getvariable('pg_backend_pid')",
+            "pg_backend_pid() as getvariable('pg_backend_pid')::INTEGER",
             # macros are expanded into the calling query: their own tables get aliases no query uses (_m)
             "current_setting(n) as (select _m.setting from temp.main.pg_settings _m where lower(_m.name) = lower(n)), "
             "(n, missing_ok) as (select _m.setting from temp.main.pg_settings _m where lower(_m.name) = lower(n))",

@@ -102,7 +102,13 @@ def _unterminated(sql: str) -> int | None:
 def parse(sql: str) -> exp.Expression:
     """One statement as sqlglot's tree, in PostgreSQL's dialect; syntax errors as SQLSTATE 42601."""
     try:
-        trees = [t for t in sqlglot.parse(sql, read="postgres") if t is not None]
+        try:
+            trees = [t for t in sqlglot.parse(sql, read="postgres") if t is not None]
+        except ParseError:
+            labelled = _quote_keyword_labels(sql)
+            if labelled == sql:
+                raise
+            trees = [t for t in sqlglot.parse(labelled, read="postgres") if t is not None]
     except TokenError as exc:
         raise SqlError(_token_error(str(exc), sql)) from None
     except ParseError as exc:
@@ -116,6 +122,21 @@ def parse(sql: str) -> exp.Expression:
     if len(trees) != 1:
         raise SqlError("send one statement at a time")
     return trees[0]
+
+
+def _quote_keyword_labels(sql: str) -> str:
+    """PostgreSQL takes any keyword as an output column label after AS (Metabase's privilege query
+    names columns `select`, `update`, `table`); sqlglot does not, so such labels are quoted."""
+    tokens = sqlglot.tokenize(sql, read="postgres")
+    out, last = [], 0
+    for previous, token in zip(tokens, tokens[1:], strict=False):
+        if previous.token_type == TokenType.ALIAS and token.token_type not in (
+                TokenType.VAR, TokenType.IDENTIFIER, TokenType.STRING, TokenType.NUMBER) and token.text.isidentifier():
+            out.append(sql[last:token.start])
+            out.append(f'"{token.text.lower()}"')
+            last = token.end + 1
+    out.append(sql[last:])
+    return "".join(out)
 
 
 # -- output column names, as PostgreSQL's FigureColname gives them ------------------------------
@@ -223,11 +244,10 @@ def _cast(node: exp.Cast) -> exp.Expression:
     inner = node.this
     if isinstance(node.to, exp.ObjectIdentifier) or key in _REG_LOOKUPS or key in ("regproc", "regprocedure"):
         key = str(node.to.this).lower() if isinstance(node.to, exp.ObjectIdentifier) else key
-        if isinstance(inner, exp.Literal) and inner.is_string:
-            if key in ("regproc", "regprocedure"):
-                return exp.Literal.string(inner.this.split(".")[-1].split("(")[0].strip('"'))
-            if key in _REG_LOOKUPS:
-                return macro(_REG_LOOKUPS[key], inner)
+        if isinstance(inner, exp.Literal) and inner.is_string and key in ("regproc", "regprocedure"):
+            return exp.Literal.string(inner.this.split(".")[-1].split("(")[0].strip('"'))
+        if _is_text(inner) and key in _REG_LOOKUPS:
+            return macro(_REG_LOOKUPS[key], inner)  # a name: looked up
         return inner  # an object identifier is its oid (procedures: their name)
     if key in ("text", "varchar", "name", "character varying") and isinstance(inner, exp.Cast):
         inner_key = str(inner.to.this).lower() if isinstance(inner.to, exp.ObjectIdentifier) else _type_key(inner.to)
@@ -240,6 +260,19 @@ def _cast(node: exp.Cast) -> exp.Expression:
     if "pg_catalog" in node.to.sql("postgres").lower():
         return exp.Cast(this=inner, to=exp.DataType.build(key, dialect="postgres"))
     return node
+
+
+def _is_text(node: exp.Expression) -> bool:
+    """Whether an expression is text (a name to look up), not an oid, as far as its form tells."""
+    if isinstance(node, exp.Literal):
+        return node.is_string
+    if isinstance(node, exp.DPipe | exp.Concat | exp.Format):
+        return True
+    if isinstance(node, exp.Cast):
+        return _type_key(node.to) in ("text", "varchar", "name", "character varying")
+    if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Anonymous):
+        return str(node.expression.this).lower() in ("printf", "quote_ident", "concat")
+    return isinstance(node, exp.Anonymous) and str(node.this).lower() in ("printf", "format", "quote_ident")
 
 
 def _function_name(node: exp.Expression) -> str | None:
@@ -328,6 +361,8 @@ def to_duckdb(tree: exp.Expression, relations: dict[tuple[str, str], str], sessi
             return macro("pg_now")
         if isinstance(node, exp.CurrentDate):
             return exp.Cast(this=macro("pg_now"), to=exp.DataType.build("DATE"))
+        if isinstance(node, exp.Format):
+            return _format([node.this, *node.expressions])
         name = _function_name(node)
         if name is not None:
             if name in _NOW_FUNCTIONS:

@@ -16,6 +16,7 @@ array's element type from the Python values while the column's type is fixed by 
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -179,6 +180,8 @@ def decode_parameter(data: bytes, oid: int, binary: bool):
         text = data.decode()
         if oid in (0, TEXT.oid, VARCHAR.oid, NAME.oid, CHAR.oid):
             return text
+        if oid in (DATE.oid, TIMESTAMP.oid, TIMESTAMPTZ.oid):
+            return _moment(text, oid)
         loader = _ADAPTERS.get_loader(oid, Format.TEXT)
         try:
             return loader(oid).load(data) if loader is not None else text
@@ -195,6 +198,20 @@ def decode_parameter(data: bytes, oid: int, binary: bool):
         return loader(oid).load(data)
     except Exception as exc:
         raise ParameterError(f"invalid binary value for type {_type_name(oid)} ({exc})") from None
+
+
+def _moment(text: str, oid: int) -> date | datetime:
+    """A date or timestamp as PostgreSQL reads one (pgjdbc sends setDate as '2026-10-01 +00')."""
+    match = re.match(r"^\s*(\d{4}-\d{2}-\d{2})(?:[ T](\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?))?\s*"
+                     r"([+-]\d{2}(?::?\d{2})?|Z)?\s*$", text)
+    if match is None:
+        raise ParameterError(f"invalid input syntax for type {_type_name(oid)}: {text!r}")
+    day, clock, zone = match.groups()
+    if oid == DATE.oid:
+        return date.fromisoformat(day)
+    offset = "" if zone is None else "+00:00" if zone == "Z" else zone[:3] + ":" + (zone[3:].lstrip(":") or "00")
+    moment = datetime.fromisoformat(f"{day}T{clock or '00:00:00'}{offset}")
+    return moment if oid == TIMESTAMPTZ.oid or moment.tzinfo is None else moment.replace(tzinfo=None)
 
 
 def _type_name(oid: int) -> str:

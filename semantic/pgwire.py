@@ -27,11 +27,11 @@ import logging
 import secrets
 import struct
 from dataclasses import dataclass
-from datetime import datetime
 
 from semantic import pg_types
-from semantic.auth import AuthError, api_secret, authenticate
+from semantic.auth import AuthError, authenticate
 from semantic.pg_sql import SqlError, Statement, split
+from semantic.settings import ServingSettings, SettingsError
 from semantic.sql_session import REPORTED, Catalogs, Prepared, Result, Session
 from semantic.sql_tables import tables
 
@@ -90,14 +90,6 @@ class Portal:
     position: int = 0
 
 
-@dataclass
-class Settings:
-    """The endpoint's settings, read once at start."""
-
-    secret: str
-    now: datetime | None = None  # the moment now() means (PLATFORM_NOW), else the clock
-
-
 class Registry:
     """Open sessions by (process id, secret key), for cancel requests."""
 
@@ -109,7 +101,7 @@ class Registry:
 class Connection:
     """One client connection: startup, authentication, then messages until it says goodbye."""
 
-    def __init__(self, service, catalogs: Catalogs, settings: Settings, registry: Registry,
+    def __init__(self, service, catalogs: Catalogs, settings: ServingSettings, registry: Registry,
                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.service, self.catalogs, self.settings, self.registry = service, catalogs, settings, registry
         self.reader, self.writer = reader, writer
@@ -157,7 +149,10 @@ class Connection:
         payload = await self._read(length - 4)
         user = startup.get("user", "")
         try:
-            context = authenticate(payload.rstrip(b"\x00").decode(errors="replace"), self.settings.secret)
+            context = authenticate(payload.rstrip(b"\x00").decode(errors="replace"), self.settings.secret,
+                                   self.settings.max_token_seconds)
+            if context.tenant_id is not None and context.tenant_id not in self.service.current().tenants:
+                raise AuthError(f"Invalid token: tenant {context.tenant_id!r} is not one the published data knows")
         except AuthError as exc:
             self.writer.write(error_response(f'password authentication failed for user "{user}": {exc} (the '
                                              "password is an API token)", "28P01", "FATAL"))
@@ -431,7 +426,7 @@ def _take_cstring(data: bytes) -> tuple[str, bytes]:
     return data[:end].decode(), data[end + 1:]
 
 
-async def serve(service, settings: Settings, host: str, port: int) -> asyncio.Server:
+async def serve(service, settings: ServingSettings, host: str, port: int) -> asyncio.Server:
     catalogs = Catalogs(service, tables)
     registry = Registry()
 
@@ -442,17 +437,16 @@ async def serve(service, settings: Settings, host: str, port: int) -> asyncio.Se
 
 
 def main() -> None:
-    from orchestration.environment import SEMANTIC_MANIFEST, current_environment
-    from semantic.service import MetricsService
-
     parser = argparse.ArgumentParser(description="Serve the governed metrics over PostgreSQL's wire protocol.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=15432)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    env = current_environment()
-    service = MetricsService(env.publication(), SEMANTIC_MANIFEST)
-    settings = Settings(api_secret(), env.pinned_now)
+    try:
+        settings = ServingSettings.from_environment()
+    except (SettingsError, ValueError) as exc:
+        raise SystemExit(f"SQL endpoint: {exc}") from None
+    service = settings.service()
 
     async def run():
         server = await serve(service, settings, args.host, args.port)

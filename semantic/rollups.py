@@ -208,7 +208,8 @@ def load(reader: Reader, publication: Publication) -> tuple[Rollup, ...]:
 
 def match(plan: Plan, rollups: tuple[Rollup, ...]) -> Match | None:
     """The first rollup that answers the plan exactly as MetricFlow would, with its SQL; else None."""
-    if plan.timezone != "UTC" or plan.simple_filters is None:
+    if (plan.timezone != "UTC" or plan.simple_filters is None or plan.having or plan.as_of_last_day
+            or plan.row_key is not None or any(r is not None and not r.whole_days for r in plan.date_ranges)):
         return None
     times = [g for g in plan.group_by if g.startswith(f"{TIME_DIMENSION}__")]
     dimensions = [g for g in plan.group_by if not g.startswith(f"{TIME_DIMENSION}__")]
@@ -245,7 +246,7 @@ def _sql(plan: Plan, rollup: Rollup, times: list[str], dimensions: list[str]) ->
         conditions.append(f'"{TENANT_ENTITY}" = {sql_string(plan.tenant)}')
     for resolved in plan.date_ranges:
         if resolved is not None:
-            conditions.append(f"\"{DAY}\" between '{resolved[0].isoformat()}' and '{resolved[1].isoformat()}'")
+            conditions.append(f"\"{DAY}\" between '{resolved.first.isoformat()}' and '{resolved.last.isoformat()}'")
     for f in plan.simple_filters:
         listed = ", ".join(sql_string(v) for v in f.values)
         conditions.append(f'"{f.group_by}" {"not in" if f.negated else "in"} ({listed})')

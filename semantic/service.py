@@ -28,10 +28,12 @@ from metricflow.engine.metricflow_engine import MetricFlowEngine, MetricFlowQuer
 
 from semantic import rollups
 from semantic.cube_query import Plan, QueryError
-from semantic.members import Catalog, build_catalog
+from semantic.members import TIME_DIMENSION, Catalog, build_catalog
 from semantic.metricflow_engine import ReaderSqlClient, load_semantic_manifest
 from semantic.publication import Publication, Reader
 from semantic.warehouse import translate
+
+DAY = f"{TIME_DIMENSION}__day"
 
 
 class LRU:
@@ -69,6 +71,7 @@ class Version:
     engine: MetricFlowEngine
     catalog: Catalog
     rollups: tuple[rollups.Rollup, ...]
+    tenants: frozenset[str]  # the tenants the published data knows
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ class MetricsService:
         self._compile_lock = threading.Lock()
         self._version_lock = threading.Lock()
         self._current: Version | None = None
+        self._catalog: Catalog | None = None
         self._checked_at = 0.0
         self._poll_seconds = poll_seconds
 
@@ -126,10 +130,13 @@ class MetricsService:
             if self._current is None or self._current.version != latest.version:
                 reader, opened = self.publication.open()
                 engine = MetricFlowEngine(semantic_manifest_lookup=self.lookup, sql_client=ReaderSqlClient(reader))
+                if self._catalog is None:  # the definitions do not change while the server runs
+                    self._catalog = build_catalog(engine, self.lookup, _probe(engine, reader),
+                                                  _column_types(self.lookup, reader))
                 old = self._current
-                self._current = Version(opened.version, opened.published_at, reader, engine,
-                                        build_catalog(engine, self.lookup),
-                                        rollups.load(reader, self.publication) if self.use_rollups else ())
+                self._current = Version(opened.version, opened.published_at, reader, engine, self._catalog,
+                                        rollups.load(reader, self.publication) if self.use_rollups else (),
+                                        _tenants(reader, self.publication))
                 self.results.clear()  # keyed by version too; clearing just frees the memory now
                 if old is not None:
                     threading.Timer(60, old.reader.close).start()  # let queries on it finish
@@ -141,24 +148,41 @@ class MetricsService:
 
     # -- compile and run ---------------------------------------------------------------------
     def compile(self, plan: Plan, context_key: str) -> str:
-        """MetricFlow's SQL for the plan's metrics, dimensions and filters, cached per security context."""
-        key = (orjson.dumps([plan.metrics, plan.group_by, plan.where]), context_key)
+        """MetricFlow's SQL for the plan's metrics, dimensions and filters, cached per security context.
+
+        Rolling-window metrics asked without a time grain are compiled by day and read on the last
+        day; the other metrics of the same query are joined to them on the dimensions.
+        """
+        key = (orjson.dumps([plan.metrics, plan.group_by, plan.where, plan.as_of_last_day]), context_key)
         base = self.compiled.get(key)
         if base is None:
             version = self.current()
-            request = MetricFlowQueryRequest.create(metric_names=plan.metrics, group_by_names=plan.group_by,
-                                                    where_constraints=plan.where or None)
-            try:
-                with self._compile_lock:
-                    explained = version.engine.explain(request)
-            except Exception as exc:  # MetricFlow's own errors say what is wrong with the query
-                raise QueryError(_first_lines(str(exc))) from exc
-            statement = explained.sql_statement
-            if statement.bind_parameter_set.param_dict:
-                raise QueryError("the compiled query needs bind parameters, which this server does not pass")
-            base = statement.sql
+            windowed = [m for m in plan.metrics if m in plan.as_of_last_day]
+            plain = [m for m in plan.metrics if m not in plan.as_of_last_day]
+            parts = []
+            if plain:
+                parts.append((self._explain(version, plain, plan.group_by, plan.where), plain))
+            if windowed:
+                daily = self._explain(version, windowed, [*plan.group_by, DAY], plan.where)
+                columns = ", ".join(f'"{c}"' for c in [*plan.group_by, *windowed])
+                parts.append((f"select {columns} from (select daily.*, max(\"{DAY}\") over () as last_day__ "
+                              f"from (\n{daily}\n) as daily) as windowed where \"{DAY}\" = last_day__", windowed))
+            base = parts[0][0] if len(parts) == 1 else _joined(parts, plan.group_by)
             self.compiled.put(key, base)
         return base
+
+    def _explain(self, version: Version, metrics: list[str], group_by: list[str], where: list[str]) -> str:
+        request = MetricFlowQueryRequest.create(metric_names=metrics, group_by_names=group_by,
+                                                where_constraints=where or None)
+        try:
+            with self._compile_lock:
+                explained = version.engine.explain(request)
+        except Exception as exc:  # MetricFlow's own errors say what is wrong with the query
+            raise QueryError(_first_lines(str(exc))) from exc
+        statement = explained.sql_statement
+        if statement.bind_parameter_set.param_dict:
+            raise QueryError("the compiled query needs bind parameters, which this server does not pass")
+        return statement.sql
 
     def base_sql(self, plan: Plan, context_key: str, version: Version) -> tuple[str, str | None]:
         """The SQL that answers the plan, and the rollup it reads if one matches (else MetricFlow's)."""
@@ -171,7 +195,7 @@ class MetricsService:
         order = ", ".join(f'"{column}" {"desc" if desc else "asc"}' for column, desc in plan.order)
         default_order = ", ".join(f'"{c.source}" asc' for c in plan.columns if c.kind == "time")
         by = order or default_order
-        return (f"select * from (\n{base}\n) as metric_query" + (f"\norder by {by}" if by else "")
+        return (f"select * from (\n{base}\n) as metric_query{_having(plan)}" + (f"\norder by {by}" if by else "")
                 + f"\nlimit {plan.limit} offset {plan.offset}")
 
     def submit(self, plan: Plan, context_key: str) -> Future:
@@ -199,8 +223,8 @@ class MetricsService:
             base, rollup = self.base_sql(plan, context_key, version)
             sql = self.wrapped_sql(plan, base)
             names, rows = version.reader.run(sql, timezone=plan.timezone)
-            count = version.reader.run(f"select count(*) from ({base}) as q", timezone=plan.timezone)[1][0][0] \
-                if plan.total else None
+            count = version.reader.run(f"select count(*) from ({base}) as metric_query{_having(plan)}",
+                                       timezone=plan.timezone)[1][0][0] if plan.total else None
             index = {name: i for i, name in enumerate(names)}
             shaped = [{key_: _cube_value(row[index[c.source]]) for c in plan.columns for key_ in c.keys}
                       for row in rows]
@@ -222,10 +246,67 @@ class MetricsService:
         return sql
 
 
+def _having(plan: Plan) -> str:
+    """The filters on measures, on the aggregated rows."""
+    return "\nwhere " + " and ".join(f"({c})" for c in plan.having) if plan.having else ""
+
+
+def _joined(parts: list[tuple[str, list[str]]], group_by: list[str]) -> str:
+    """Two result sets of the same dimensions, side by side (a full join on every dimension)."""
+    (left, left_metrics), (right, right_metrics) = parts
+    dims = [c for c in group_by]
+    on = " and ".join(f'a."{d}" is not distinct from b."{d}"' for d in dims) or "true"
+    selected = [f'coalesce(a."{d}", b."{d}") as "{d}"' for d in dims]
+    selected += [f'a."{m}"' for m in left_metrics] + [f'b."{m}"' for m in right_metrics]
+    return f"select {', '.join(selected)}\nfrom (\n{left}\n) as a\nfull outer join (\n{right}\n) as b on {on}"
+
+
+def _probe(engine: MetricFlowEngine, reader: Reader):
+    """Whether MetricFlow compiles a query and the warehouse plans it (catalog building)."""
+    def probe(metrics: list[str], group_by: list[str]) -> str | None:
+        try:
+            explained = engine.explain(MetricFlowQueryRequest.create(metric_names=metrics, group_by_names=group_by))
+            reader.run(f"explain {explained.sql_statement.sql}")
+        except Exception as exc:  # the reason is logged and the member left out
+            return _first_lines(str(exc), 1)
+        return None
+    return probe
+
+
+def _column_types(lookup, reader: Reader):
+    """Cube's type of a semantic model's column, from the published table's information_schema."""
+    models = {m.name: m.node_relation for m in lookup.semantic_manifest.semantic_models}
+    cache: dict[str, dict[str, str]] = {}
+
+    def column_type(model: str, column: str) -> str:
+        relation = models.get(model)
+        if relation is None:
+            return "string"
+        if model not in cache:
+            _, rows = reader.run("select column_name, data_type from information_schema.columns "
+                                 f"where table_schema = '{relation.schema_name}' and table_name = '{relation.alias}'")
+            cache[model] = {name.lower(): kind.lower() for name, kind in rows}
+        kind = cache[model].get(column.strip().strip('"').lower(), "")
+        if "bool" in kind:
+            return "boolean"
+        if any(t in kind for t in ("int", "numeric", "decimal", "double", "real", "float")):
+            return "number"
+        if "date" in kind or "time" in kind:
+            return "time"
+        return "string"
+    return column_type
+
+
+def _tenants(reader: Reader, publication: Publication) -> frozenset[str]:
+    _, rows = reader.run(f"select tenant_id from {publication.qualified('marts', 'dim_tenants')}")
+    return frozenset(tenant for (tenant,) in rows)
+
+
 def _plan_key(plan: Plan) -> bytes:
     """Everything about a plan that changes its answer, as bytes to key caches with."""
     return orjson.dumps([plan.metrics, plan.group_by, plan.where, plan.order, plan.limit, plan.offset, plan.total,
-                         plan.timezone, [(c.keys, c.source) for c in plan.columns]])
+                         plan.timezone, [(c.keys, c.source) for c in plan.columns], plan.having, plan.as_of_last_day,
+                         plan.row_key])
 
 
 def _first_lines(text: str, lines: int = 6) -> str:

@@ -202,8 +202,8 @@ class Session:
         match = _SET.match(text.rstrip(";"))
         body = match.group(2).strip() if match else ""
         lowered = body.lower()
-        if lowered.startswith(("session characteristics", "transaction", "role", "session authorization",
-                               "constraints")):
+        if lowered.startswith(("characteristics", "session characteristics", "transaction", "role", "authorization",
+                               "session authorization", "constraints")):
             return Result(None, tag="SET")
         if lowered.startswith("time zone"):
             name, value = "TimeZone", body[len("time zone"):].strip()

@@ -5,11 +5,13 @@ Everything table-shaped the endpoint does (the system catalog it describes, `SEL
 of results, which columns are measures) reads `tables(catalog)`, so that the shape of the served
 tables is decided here only.
 
-A table is one view of the catalog. Its columns are the view's dimensions (text, numeric or
-boolean, as their Cube type says), its time dimension at each granularity (`metric_time` is the
-day; `metric_time__month` the month, as a date; finer grains as timestamps), and its measures
-(numeric). A measure is evaluated by MetricFlow at the grain of the query's dimensions, with its own
-aggregation.
+A table is one view of the catalog (`members.py`: one per family of facts, in which every measure
+can be grouped by every dimension), plus `metrics`, the single table of earlier releases. Its
+columns are the view's dimensions (text, numeric or boolean, as their Cube type says), its time
+dimension at each of the view's granularities (`metric_time` is the day; `metric_time__month` the
+month, as a date; hours and minutes as timestamps), and its measures (bigint for counts, numeric
+otherwise). A measure is evaluated by MetricFlow at the grain of the query's dimensions, with its
+own aggregation.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from semantic import pg_types
-from semantic.members import GRANULARITIES, VIEW, Catalog, Dimension, Measure
+from semantic.members import Catalog, Dimension, Measure, View
 from semantic.pg_types import PgType
 
 SUB_DAY = ("hour", "minute", "second")
@@ -56,33 +58,43 @@ def _dimension_type(dimension: Dimension) -> PgType:
     return {"number": pg_types.NUMERIC, "boolean": pg_types.BOOL}.get(dimension.type, pg_types.TEXT)
 
 
-def _aggregation(measure: Measure) -> str | None:
-    """Cube's aggregation type of a measure: metrics other than simple ones are calculations
-    (`number`); a simple metric's own aggregation is not in the catalog (None: any wrapper)."""
-    return None if measure.metric_type == "simple" else "number"
+def _measure_type(measure: Measure) -> PgType:
+    """Counts are integers (bigint, as PostgreSQL types count()); every other measure is numeric."""
+    return pg_types.INT8 if measure.agg_type in ("count", "countDistinct", "countDistinctApprox") else pg_types.NUMERIC
 
 
-def _columns(prefix: str, measures: list[Measure], dimensions: list[Dimension]) -> tuple[Column, ...]:
+def _columns(view: View) -> tuple[Column, ...]:
+    prefix = f"{view.name}."
     columns = []
-    for dim in dimensions:
+    for dim in sorted(view.dimensions.values(), key=lambda d: (d.type == "time", d.member)):
         name = dim.member.removeprefix(prefix)
         if dim.type != "time":
             columns.append(Column(name, dim.member, "dimension", _dimension_type(dim), dim.description))
             continue
-        for grain in GRANULARITIES:
+        for grain in view.granularities:
             pg_type = pg_types.TIMESTAMP if grain in SUB_DAY else pg_types.DATE
             columns.append(Column(name if grain == "day" else f"{name}__{grain}", dim.member, "time", pg_type,
                                   f"{dim.description} ({grain})", granularity=grain))
-    for measure in measures:
-        columns.append(Column(measure.member.removeprefix(prefix), measure.member, "measure", pg_types.NUMERIC,
-                              measure.description, aggregation=_aggregation(measure)))
+    for measure in view.measures.values():
+        columns.append(Column(measure.member.removeprefix(prefix), measure.member, "measure", _measure_type(measure),
+                              measure.description, aggregation=measure.agg_type))
     return tuple(columns)
 
 
+def _count_measure(view: View) -> str | None:
+    """The measure `COUNT(*)` means: the view's count measure (Cube's convention), else its measure of
+    the view's own name (`orders.orders`, the count of its facts)."""
+    counts = [m for m in view.measures.values() if m.agg_type == "count"]
+    own = [m for m in view.measures.values() if m.metric == view.name]
+    chosen = (counts or own or [None])[0]
+    return chosen.member.removeprefix(f"{view.name}.") if chosen else None
+
+
 def tables(catalog: Catalog) -> dict[str, Table]:
-    """Every table the endpoint serves, by name, in the order the catalog lists them."""
-    prefix = f"{VIEW}."
-    dimensions = sorted(catalog.dimensions.values(), key=lambda d: (d.type == "time", d.member))
-    return {VIEW: Table(VIEW, "Every governed metric, with the dimensions it can be cut by. Not every metric can "
-                              "be cut by every dimension.",
-                        _columns(prefix, list(catalog.measures.values()), dimensions), combinable=False)}
+    """Every table the endpoint serves, by name: one per view of the catalog, and `metrics`, the view
+    of earlier releases (every metric and dimension; not every pair works there)."""
+    served = {name: Table(name, view.description, _columns(view), _count_measure(view))
+              for name, view in catalog.views.items()}
+    legacy = catalog.legacy
+    served[legacy.name] = Table(legacy.name, legacy.description, _columns(legacy), None, combinable=False)
+    return served

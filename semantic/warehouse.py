@@ -10,10 +10,13 @@ current dbt target; the published data (`publication.py`) uses the same translat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from functools import lru_cache
+from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 import sqlglot
@@ -161,3 +164,52 @@ class Warehouse:
 
     def __exit__(self, *_) -> None:
         self.close()
+
+
+TARGETS = ("duckdb", "postgres")
+
+
+@dataclass(frozen=True)
+class WarehouseTarget:
+    """Which warehouse the platform runs on (the dbt target) and how to reach it: the one place
+    that reads DBT_TARGET and the credentials (the PG* variables, as profiles.yml does), for the
+    pipeline and the servers alike."""
+
+    target: str
+    duckdb_path: Path  # the embedded default's file (data/warehouse.duckdb)
+    postgres_dsn: str
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str], data_dir: Path) -> WarehouseTarget:
+        target = env.get("DBT_TARGET", "duckdb")
+        if target not in TARGETS:
+            raise ValueError(f"DBT_TARGET={target!r}: the platform runs on {' or '.join(TARGETS)}")
+        dsn = "postgresql://{user}:{password}@{host}:{port}/{db}".format(
+            user=env.get("PGUSER", "analytics"), password=quote(env.get("PGPASSWORD", ""), safe=""),
+            host=env.get("PGHOST", "localhost"), port=env.get("PGPORT", "5432"), db=env.get("PGDATABASE", "analytics"))
+        return cls(target, data_dir / "warehouse.duckdb", dsn)
+
+    def connect(self, read_only: bool = True) -> Warehouse:
+        """The warehouse as a connection that speaks its dialect; read-only where the engine has it."""
+        if self.target == "duckdb":
+            import duckdb
+
+            return Warehouse(duckdb.connect(str(self.duckdb_path), read_only=read_only), "duckdb")
+        import psycopg2
+
+        connection = psycopg2.connect(self.postgres_dsn)
+        connection.autocommit = True
+        return Warehouse(connection, "postgres")
+
+    def publication(self, published_dir: Path):
+        """Where what readers read is published for this target (`publication.py`)."""
+        from semantic.publication import DuckDbSnapshots, PostgresSchemas
+
+        if self.target == "duckdb":
+            return DuckDbSnapshots(self.duckdb_path, published_dir)
+        return PostgresSchemas(self.postgres_dsn)
+
+    @property
+    def location(self) -> str:
+        """Where it is, for people (no password)."""
+        return str(self.duckdb_path) if self.target == "duckdb" else self.postgres_dsn.split("@")[-1]

@@ -88,7 +88,9 @@ def test_psql_describes_the_metrics_table(sql_endpoint):
     for command in ("\\d", "\\dt"):
         listed = _psql(sql_endpoint, sql_endpoint.admin, command)
         assert listed.returncode == 0, listed.stderr
-        assert listed.stdout.strip() == "public|metrics|table|governed"
+        rows = set(listed.stdout.split())
+        assert {f"public|{t}|table|governed" for t in ("metrics", "orders", "events", "sessions", "marketing_spend",
+                                                        "forecasts")} <= rows, rows
     assert _psql(sql_endpoint, sql_endpoint.admin, "\\dn").stdout.strip() == "public|governed"
     assert _psql(sql_endpoint, sql_endpoint.admin, "\\l").stdout.split("|")[:3] == ["metrics", "governed", "UTF8"]
     views = _psql(sql_endpoint, sql_endpoint.admin, "\\dv")
