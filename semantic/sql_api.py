@@ -52,6 +52,7 @@ _SUB_DAY = {"hour": timedelta(hours=1), "minute": timedelta(minutes=1), "second"
 _TRUNC_UNITS = {"day": "day", "days": "day", "week": "week", "weeks": "week", "month": "month", "months": "month",
                 "quarter": "quarter", "quarters": "quarter", "year": "year", "years": "year", "hour": "hour",
                 "minute": "minute", "second": "second"}
+_FIRST_MOMENT, _LAST_MOMENT = "0001-01-01T00:00:00", "9999-12-31T23:59:59"
 _GRAIN_ORDER = ("second", "minute", "hour", "day", "week", "month", "quarter", "year")
 
 
@@ -331,10 +332,18 @@ class Planner:
             if measure is not None:
                 measure_outputs[projection.alias_or_name] = measure
             select.expressions[i] = _transform(projection, replace)
-        for part in ("order", "having"):
+        labels = {p.alias_or_name for p in select.expressions}
+
+        def replace_in_order(node: exp.Expression) -> exp.Expression:
+            if isinstance(node, exp.Column) and not node.table and node.name in labels \
+                    and node.name not in source.columns:
+                return node  # an output column's name (ORDER BY "SUM(revenue)")
+            return replace(node)
+
+        for part, fn in (("order", replace_in_order), ("having", replace)):
             node = select.args.get(part)
             if node is not None:
-                select.set(part, _transform(node, replace))
+                select.set(part, _transform(node, fn))
         if not cube["measures"]:
             self._measure_for_dimensions(table, semantic)
         cube["filters"] = filters
@@ -797,6 +806,8 @@ class _Filters:
 
     @staticmethod
     def _time_negated(tree: dict) -> dict:
+        if tree.get("operator") == "inDateRange":
+            return {**tree, "operator": "notInDateRange"}
         flip = {"afterOrOnDate": "beforeDate", "beforeDate": "afterOrOnDate", "equals": "notEquals",
                 "notEquals": "equals", "gt": "lte", "lte": "gt", "gte": "lt", "lt": "gte", "set": "notSet",
                 "notSet": "set"}
@@ -839,9 +850,14 @@ class _Filters:
 
     @staticmethod
     def _bound(found: SourceColumn, operator: str, moment: datetime) -> dict:
-        sub_day = (found.grain or "day") in _SUB_DAY
-        value = moment.isoformat(timespec="seconds") if sub_day else moment.date().isoformat()
-        return {"member": found.column.member, "operator": operator, "values": [value]}
+        if (found.grain or "day") not in _SUB_DAY:  # whole days
+            return {"member": found.column.member, "operator": operator, "values": [moment.date().isoformat()]}
+        # times: Cube's inDateRange takes them (both ends included); one end open is the widest range
+        if operator == "afterOrOnDate":
+            values = [moment.isoformat(timespec="seconds"), _LAST_MOMENT]
+        else:
+            values = [_FIRST_MOMENT, (moment - timedelta(seconds=1)).isoformat(timespec="seconds")]
+        return {"member": found.column.member, "operator": "inDateRange", "values": values}
 
 
 def _number(text: str):
