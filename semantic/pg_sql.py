@@ -345,7 +345,7 @@ def to_duckdb(tree: exp.Expression, relations: dict[tuple[str, str], str], sessi
             return node.expression  # a qualified function call, already rewritten
         if isinstance(node, exp.Column) and node.args.get("db"):
             return exp.Column(this=node.this, table=node.args.get("table"))
-        if isinstance(node, exp.Table) and isinstance(node.this, exp.Func):
+        if isinstance(node, exp.Table) and isinstance(node.this, exp.Func | exp.Dot):
             return _table_function(node)
         if isinstance(node, exp.CurrentUser) or (isinstance(node, exp.Column) and not node.table
                                                  and node.name.lower() in ("session_user", "user", "current_role")
@@ -393,8 +393,24 @@ def _post_order(node: exp.Expression, fn) -> exp.Expression:
     return fn(node)
 
 
+_TABLE_FUNCTIONS = {"generate_series", "unnest", "pg_get_keywords", "_pg_expandarray", "json_each",
+                    "jsonb_each", "json_array_elements", "regexp_split_to_table", "string_to_table"}
+
+
 def _table_function(node: exp.Table) -> exp.Table:
-    """`generate_series(1, 3) s`: in PostgreSQL `s` also names the function's one column."""
+    """`generate_series(1, 3) s`: in PostgreSQL `s` also names the function's one column. Only
+    PostgreSQL's set-returning functions are known: DuckDB's own (duckdb_tables(), read_csv()...) are
+    not there for clients."""
+    function = node.this
+    if isinstance(function, exp.Dot) and isinstance(function.expression, exp.Anonymous):  # a macro, rewritten
+        name = str(function.expression.this).lower()
+    elif isinstance(function, exp.Anonymous):
+        name = str(function.this).lower()
+    else:
+        name = {"EXPLODING_GENERATE_SERIES": "generate_series", "GENERATE_SERIES": "generate_series",
+                "EXPLODE": "unnest", "UNNEST": "unnest"}.get(function.sql_name(), function.sql_name().lower())
+    if name not in _TABLE_FUNCTIONS:
+        raise SqlError(f"function {name}() does not exist", "42883")
     alias = node.args.get("alias")
     if alias is not None and not alias.columns and isinstance(node.this, exp.Anonymous | exp.GenerateSeries
                                                                   | exp.Unnest | exp.Explode):

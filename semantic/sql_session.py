@@ -449,15 +449,22 @@ class Session:
         else:
             name_outputs(tree)
             final = to_duckdb(tree, catalog.relations, self.database)
+        timeout = self._timeout()
+        timer = threading.Timer(timeout, conn.interrupt) if timeout else None
         try:
+            if timer is not None:
+                timer.start()
             cursor = conn.execute(duckdb_sql(final))
             rows = [] if describe_only else cursor.fetchall()
             description = cursor.description or []
         except duckdb.InterruptException:
-            raise SqlError("canceling statement due to user request", "57014") from None
+            why = "user request" if self._cancelled.is_set() else "statement timeout"
+            raise SqlError(f"canceling statement due to {why}", "57014") from None
         except duckdb.Error as exc:
             raise _duckdb_error(exc) from None
         finally:
+            if timer is not None:
+                timer.cancel()
             for query in queries:
                 conn.unregister(query.name)
         columns = [(d[0], pg_types.from_duckdb(d[1])) for d in description]
@@ -488,6 +495,15 @@ class Session:
             raise SqlError(f"{query.table.name}: {exc}", "42P10") from None
         return replace(plan, limit=query.limit if query.limit is not None else ROW_LIMIT + 1)
 
+    def _timeout(self) -> float | None:
+        """statement_timeout in seconds (PostgreSQL's milliseconds, or with a unit), None for none."""
+        raw = self.settings.get("statement_timeout", "0").strip().lower()
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms|s|min|h)?", raw)
+        if match is None:
+            return None
+        seconds = float(match.group(1)) * {"ms": 0.001, None: 0.001, "s": 1, "min": 60, "h": 3600}[match.group(2)]
+        return seconds or None
+
     def _query_timezone(self) -> str:
         zone = self.settings.get("TimeZone", "UTC")
         return "UTC" if zone.upper() in ("UTC", "ETC/UTC", "GMT") else zone
@@ -495,9 +511,8 @@ class Session:
     def _run(self, query: SemanticQuery) -> list[dict]:
         plan = self._cube_plan(query)
         future = self.service.submit(plan, self.context.cache_key)
-        timeout = int(self.settings.get("statement_timeout", "0") or 0) / 1000 or None
         try:
-            result = future.result(timeout=timeout)
+            result = future.result(timeout=self._timeout())
         except TimeoutError:
             raise SqlError("canceling statement due to statement timeout", "57014") from None
         except (QueryError, UnknownMember) as exc:

@@ -6,6 +6,7 @@ fault, on a connection that stays usable."""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -160,6 +161,22 @@ def test_bad_statements_get_an_error_naming_the_part_at_fault(sql_endpoint, stat
         assert raised.value.sqlstate == sqlstate, raised.value
         assert names in str(raised.value), raised.value
         assert conn.execute("select 1 as still_here").fetchone() == (1,)  # the connection survives
+
+
+def test_a_statement_is_cancelled_on_request_or_timeout(sql_endpoint):
+    """psycopg's cancel() sends PostgreSQL's CancelRequest on a second connection; statement_timeout."""
+    endless = "select count(*) from generate_series(1, 100000000000)"
+    with connect(sql_endpoint, autocommit=True) as conn:
+        conn.execute("SET statement_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
+            conn.execute(endless)
+        conn.execute("SET statement_timeout = 0")
+        timer = threading.Timer(0.5, conn.cancel)
+        timer.start()
+        with pytest.raises(psycopg.errors.QueryCanceled, match="user request"):
+            conn.execute(endless)
+        timer.join()
+        assert conn.execute("select 1").fetchone() == (1,)
 
 
 def test_bad_input_on_the_extended_protocol_and_in_transactions(sql_endpoint, published):
