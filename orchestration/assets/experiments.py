@@ -40,11 +40,8 @@ def experiment_analysis(context: dg.AssetExecutionContext):
     from ml.outputs import replace_table
 
     env = current_environment()
-    conn = env.connect_warehouse()
-    try:
-        inputs = analysis.read(conn)
-    finally:
-        conn.close()
+    with env.warehouse() as warehouse:
+        inputs = analysis.read(warehouse.connection)
     try:
         definitions = metrics.load(SEMANTIC_MANIFEST, set(inputs.outcomes.columns))
     except metrics.MetricDefinitionError as err:
