@@ -444,6 +444,28 @@ class CatalogDatabase:
                      "values (?, ?, 'user', 'string', 'session')", [name, value])
 
 
+class Catalogs:
+    """The emulated catalog of the current catalog of members (rebuilt when the members change)."""
+
+    def __init__(self, service, tables_of):
+        self.service, self.tables_of = service, tables_of
+        self._lock = threading.Lock()
+        self._current: tuple[object, CatalogDatabase] | None = None
+
+    def get(self) -> CatalogDatabase:
+        members = self.service.catalog
+        current = self._current
+        if current is not None and current[0] is members:
+            return current[1]
+        with self._lock:
+            served = self.tables_of(members)
+            if self._current is None or self._current[1].tables != served:
+                self._current = (members, CatalogDatabase(served))
+            else:  # a new version with the same tables: keep the catalog
+                self._current = (members, self._current[1])
+            return self._current[1]
+
+
 def dump(conninfo: str) -> str:
     """The shapes file's content, read from a PostgreSQL 15 server (`--dump <conninfo>`)."""
     import psycopg

@@ -30,9 +30,10 @@ from dataclasses import dataclass
 
 from semantic import pg_types
 from semantic.auth import AuthError, authenticate
+from semantic.pg_catalog import Catalogs
 from semantic.pg_sql import SqlError, Statement, split
 from semantic.settings import ServingSettings, SettingsError
-from semantic.sql_session import REPORTED, Catalogs, Prepared, Result, Session
+from semantic.sql_session import REPORTED, Prepared, Result, Session
 from semantic.sql_tables import tables
 
 SSL_REQUEST, GSSENC_REQUEST, CANCEL_REQUEST, PROTOCOL_3 = 80877103, 80877104, 80877102, 196608

@@ -349,7 +349,7 @@ class Planner:
         cube["filters"] = filters
         if not cube["timeDimensions"]:
             del cube["timeDimensions"]
-        limit = self._push_limit(select, cube, post_conditions, columns, aggregating)
+        limit = self._push_limit(select, cube, post_conditions, columns)
         query = SemanticQuery(relation, table, cube, query_columns, limit)
         self.queries.append(query)
         conditions = [_transform(c, replace) for c in post_conditions]
@@ -385,9 +385,9 @@ class Planner:
         measure = table.column(table.count_measure) if table.count_measure else table.measures[0]
         semantic("measure", measure)
 
-    def _push_limit(self, select: exp.Select, cube: dict, post_conditions: list, columns: dict,
-                    aggregating: bool) -> int | None:
-        """LIMIT and ORDER BY go into the Cube query when the rows it returns are the rows of the result."""
+    def _push_limit(self, select: exp.Select, cube: dict, post_conditions: list, columns: dict) -> int | None:
+        """LIMIT + OFFSET rows, in the ORDER BY's order, are asked of the Cube query when its rows are the
+        result's (DuckDB then applies ORDER BY, LIMIT and OFFSET to them as written)."""
         limit, offset = select.args.get("limit"), select.args.get("offset")
         if limit is None or post_conditions or select.args.get("having") or select.args.get("distinct"):
             return None
@@ -519,8 +519,6 @@ class _Rows:
     """A SELECT that runs in DuckDB over rows (no Cube query of its own)."""
 
     select: exp.Expression
-    outputs: dict | None = None
-    query: SemanticQuery | None = None
 
 
 class _Resolver:

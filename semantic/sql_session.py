@@ -16,9 +16,8 @@ from __future__ import annotations
 import json
 import re
 import threading
-import uuid
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,6 +33,7 @@ from semantic.pg_catalog import SERVER_VERSION, CatalogDatabase
 from semantic.pg_sql import SqlError, duckdb_sql, name_outputs, parse, to_duckdb
 from semantic.pg_types import PgType
 from semantic.sql_api import Planned, Planner, SemanticQuery
+from semantic.sql_parameters import infer_parameter_types, literal, parameter_index, stand_in
 from semantic.sql_tables import Table
 
 ROW_LIMIT = 1_000_000  # rows one Cube query of the SQL endpoint may return
@@ -421,17 +421,17 @@ class Session:
         tree = tree.copy()
         inferred = infer_parameter_types(tree, self.tables, types)
         for node in list(tree.find_all(exp.Parameter, exp.Placeholder)):
-            index = _parameter_index(node)
+            index = parameter_index(node)
             if index is None:
                 raise SqlError(f"unsupported parameter marker {node.sql('postgres')}; use $1, $2, ...", "42601")
             oid = inferred[index - 1] if index - 1 < len(inferred) else pg_types.TEXT.oid
             if describe:
-                value = _stand_in(oid)
+                value = stand_in(oid)
             elif index - 1 < len(parameters):
                 value = parameters[index - 1]
             else:
                 raise SqlError(f"there is no parameter ${index}", "42P02")
-            node.replace(_literal(value, oid))
+            node.replace(literal(value, oid))
         return tree
 
     def _query(self, tree: exp.Expression, parameters: list, types: tuple[int, ...], describe_only: bool) -> Result:
@@ -590,101 +590,3 @@ def _duckdb_error(exc: duckdb.Error) -> SqlError:
     else:
         code = "XX000"
     return SqlError(message, code)
-
-
-def _parameter_index(node: exp.Expression) -> int | None:
-    if isinstance(node, exp.Parameter):
-        inner = node.this
-        text = inner.this if isinstance(inner, exp.Literal) else str(inner.this if hasattr(inner, "this") else inner)
-        return int(text) if str(text).isdigit() else None
-    return None
-
-
-def infer_parameter_types(tree: exp.Expression, tables: dict[str, Table], declared: tuple[int, ...]) -> list[int]:
-    """Each `$n`'s type: as the client declared it, else from what it is compared with (a served
-    table's column, LIMIT's bigint), else text, as PostgreSQL infers an untyped parameter."""
-    columns = {c.name: c.pg_type for t in tables.values() for c in t.columns}
-    found: dict[int, int] = {}
-    for node in tree.find_all(exp.Parameter):
-        index = _parameter_index(node)
-        if index is None:
-            continue
-        parent = node.parent
-        while isinstance(parent, exp.Paren | exp.Tuple):
-            parent = parent.parent
-        oid = pg_types.TEXT.oid
-        if isinstance(parent, exp.Limit | exp.Offset | exp.Fetch):
-            oid = pg_types.INT8.oid
-        elif isinstance(parent, exp.Binary | exp.In | exp.Between):
-            others = [parent.this] if not isinstance(parent, exp.Binary) else [parent.this, parent.expression]
-            for other in others:
-                if isinstance(other, exp.Column) and other.name in columns:
-                    oid = columns[other.name].oid
-        elif isinstance(parent, exp.Cast):
-            key = parent.to.sql("postgres").lower()
-            oid = next((t.oid for t in pg_types.BY_OID.values() if key in (t.name, t.sql_name)), oid)
-        found[index] = oid
-    count = max([len(declared), *found.keys()]) if found or declared else 0
-    return [declared[i] if i < len(declared) and declared[i] else found.get(i + 1, pg_types.TEXT.oid)
-            for i in range(count)]
-
-
-def _stand_in(oid: int):
-    return {pg_types.INT8.oid: 1, pg_types.INT4.oid: 1, pg_types.INT2.oid: 1, pg_types.NUMERIC.oid: 1,
-            pg_types.FLOAT8.oid: 1.0, pg_types.BOOL.oid: True, pg_types.DATE.oid: date(2000, 1, 1),
-            pg_types.TIMESTAMP.oid: datetime(2000, 1, 1)}.get(oid, "x")
-
-
-def _literal(value, oid: int) -> exp.Expression:
-    """A bound value as a SQL literal of its type (never as text spliced into SQL)."""
-    if value is None:
-        return exp.Null()
-    if isinstance(value, bool):
-        return exp.Boolean(this=value)
-    if isinstance(value, int | float | Decimal):
-        return exp.Literal.number(str(value))
-    if isinstance(value, datetime):
-        kind = "TIMESTAMPTZ" if value.tzinfo else "TIMESTAMP"
-        return exp.Cast(this=exp.Literal.string(value.isoformat(sep=" ")), to=exp.DataType.build(kind))
-    if isinstance(value, date):
-        return exp.Cast(this=exp.Literal.string(value.isoformat()), to=exp.DataType.build("DATE"))
-    if isinstance(value, time | timedelta | uuid.UUID):
-        return exp.Literal.string(str(value))
-    if isinstance(value, list):
-        return exp.Array(expressions=[_literal(v, pg_types.TEXT.oid) for v in value])
-    text = value if isinstance(value, str) else str(value)
-    if oid in (pg_types.INT8.oid, pg_types.INT4.oid, pg_types.INT2.oid, pg_types.NUMERIC.oid, pg_types.FLOAT8.oid,
-               pg_types.FLOAT4.oid, pg_types.OID.oid):
-        try:
-            float(text)
-        except ValueError:
-            raise SqlError(f'invalid input syntax for type {pg_types.BY_OID[oid].sql_name}: "{text}"', "22P02") \
-                from None
-        return exp.Literal.number(text.strip())
-    if oid == pg_types.DATE.oid:
-        return exp.Cast(this=exp.Literal.string(text), to=exp.DataType.build("DATE"))
-    if oid == pg_types.BOOL.oid:
-        return exp.Literal.string(text)
-    return exp.Literal.string(text)
-
-
-class Catalogs:
-    """The emulated catalog of the current catalog of members (rebuilt when the members change)."""
-
-    def __init__(self, service, tables_of):
-        self.service, self.tables_of = service, tables_of
-        self._lock = threading.Lock()
-        self._current: tuple[object, CatalogDatabase] | None = None
-
-    def get(self) -> CatalogDatabase:
-        members = self.service.catalog
-        current = self._current
-        if current is not None and current[0] is members:
-            return current[1]
-        with self._lock:
-            served = self.tables_of(members)
-            if self._current is None or self._current[1].tables != served:
-                self._current = (members, CatalogDatabase(served))
-            else:  # a new version with the same tables: keep the catalog
-                self._current = (members, self._current[1])
-            return self._current[1]
