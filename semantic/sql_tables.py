@@ -71,7 +71,7 @@ def _columns(view: View) -> tuple[Column, ...]:
         if dim.type != "time":
             columns.append(Column(name, dim.member, "dimension", _dimension_type(dim), dim.description))
             continue
-        for grain in view.granularities:
+        for grain in sorted(view.granularities, key=lambda g: g != "day"):  # the day (metric_time) first
             pg_type = pg_types.TIMESTAMP if grain in SUB_DAY else pg_types.DATE
             columns.append(Column(name if grain == "day" else f"{name}__{grain}", dim.member, "time", pg_type,
                                   f"{dim.description} ({grain})", granularity=grain))
