@@ -141,8 +141,9 @@ def decide(cursor: LandingCursor, files: list[LandingFile], in_flight: list[str]
 
 
 @dg.sensor(name=SENSOR, job=microbatch_job, minimum_interval_seconds=1, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Runs a micro-batch (in the code server, where the code is imported) when closed event files land in "
-           "data/landing/events; while a run is in flight, new files wait and the next run takes them all.")
+           description="Runs a micro-batch (in the code server, where the code is imported) when closed "
+           "event files land in data/landing/events; while a run is in flight, new files wait and the next "
+           "run takes them all.")
 def landing_files_sensor(context: dg.SensorEvaluationContext):
     cursor = LandingCursor.parse(context.cursor)
     files = closed_files(current_environment().layout.events_dir)
