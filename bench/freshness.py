@@ -5,7 +5,8 @@ In a temporary data directory: the batch job builds the warehouse on a sample, t
 daemon (with the sensor on) and the collector start, and a bounded load generator posts a batch
 of events every second, stamped with the time they are sent. A reader polls the published
 snapshot, as the metrics server does, and notes when each batch becomes visible there. At the
-end every acknowledged event must be in the warehouse exactly once.
+end every acknowledged event must be in the warehouse exactly once. Then `bench.publish_scaling`
+publishes micro-batches on that warehouse and on one `--factor` times larger.
 
     make bench-freshness            # or: python -m bench.freshness --sample tiny --seconds 60
 """
@@ -29,6 +30,7 @@ import duckdb
 import httpx
 import orjson
 
+from bench import publish_scaling
 from bench.loopback import free_port
 from ingestion.paths import DataLayout
 from orchestration.environment import tool
@@ -140,6 +142,8 @@ def main() -> int:
     parser.add_argument("--sample", default="default", choices=("tiny", "default"))
     parser.add_argument("--seconds", type=int, default=180, help="how long the load generator sends")
     parser.add_argument("--rate", type=int, default=500, help="events per second, sent as one batch a second")
+    parser.add_argument("--factor", type=int, default=30,
+                        help="then publish micro-batches on this warehouse and one this many times larger (1: skip)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-freshness-") as tmp:
         layout = DataLayout(Path(tmp) / "data")
@@ -211,6 +215,8 @@ def main() -> int:
         for line in watcher.mismatches[:5]:
             print(f"  {line}")
         ok = not missing and stored == distinct == len(acked) * args.rate and not watcher.mismatches
+        if args.factor > 1:
+            publish_scaling.report(layout.warehouse, args.factor)
         return 0 if ok else 1
 
 

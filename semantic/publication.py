@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,7 +69,8 @@ class Reader(Protocol):
 
 # What `publish` calls to add derived tables (the rollups) to a new version before readers see it:
 # the version's connection, the Reader on it, how relations map, and the tables taken (None: all).
-Build = Callable[[Warehouse, Reader, "Publication", frozenset[str] | None], object]
+# With the tables whose new rows were merged past their cursor (`snapshots.Merged`).
+Build = Callable[[Warehouse, Reader, "Publication", frozenset[str] | None, Mapping[str, snapshots.Merged]], object]
 
 
 class Publication(Protocol):
@@ -150,9 +151,10 @@ class DuckDbSnapshots:
         return DuckDbReader(connection), self._version(snapshot)
 
     def publish(self, changes=None, build=None) -> Version:
-        def on_snapshot(connection, changed):
+        def on_snapshot(connection, changed, merged):
             if build is not None:
-                build(Warehouse(connection, "duckdb"), DuckDbReader(connection, in_transaction=True), self, changed)
+                build(Warehouse(connection, "duckdb"), DuckDbReader(connection, in_transaction=True), self, changed,
+                      merged)
 
         return self._version(snapshots.publish(self.warehouse, self.published_dir, build=on_snapshot,
                                                changes=changes))
@@ -268,10 +270,10 @@ class PostgresSchemas:
             warehouse.execute(f"create table if not exists {self.META}.versions (version varchar primary key, "
                               "published_at timestamptz not null, tables integer not null)")
             source = self._source_tables(warehouse)
-            taken = self._stage(warehouse, source, changes)
+            taken, merged = self._stage(warehouse, source, changes)
             if build is not None:
                 build(warehouse, _TransactionReader(connection), self,
-                      None if changes is None else frozenset(taken))
+                      None if changes is None else frozenset(taken), merged)
             tables = sum(len(names) for names in source.values())
             warehouse.execute(f"insert into {self.META}.versions values (?, ?, ?)",
                               [version, published_at(version), tables])
@@ -294,8 +296,9 @@ class PostgresSchemas:
         return found
 
     def _stage(self, warehouse: Warehouse, source: dict[str, list[str]],
-               changes: snapshots.Changes | None) -> list[str]:
-        """Bring the published schemas to the warehouse's tables (all, or those `changes` names)."""
+               changes: snapshots.Changes | None) -> tuple[list[str], dict[str, snapshots.Merged]]:
+        """Bring the published schemas to the warehouse's tables (all, or those `changes` names);
+        the tables taken, and those whose new rows were merged past their cursor."""
         for schema in PUBLISHED_SCHEMAS:
             warehouse.execute(f"create schema if not exists {self.PREFIX}{schema}")
         published = self._published_tables(warehouse)
@@ -314,6 +317,7 @@ class PostgresSchemas:
             schema, name = table.split(".")
             warehouse.execute(f'drop table if exists {self.qualified(schema, name)}')
             warehouse.execute(f'alter table {self.PREFIX}{schema}."{name}__next" rename to "{name}"')
+        since = {}
         for table, cursor in merged.items():  # new rows only: row locks, no reader waits
             schema, name = table.split(".")
             target = self.qualified(schema, name)
@@ -324,11 +328,12 @@ class PostgresSchemas:
             past = f'from {schema}."{name}" where "{cursor.column}" > ?'
             warehouse.execute(f'delete from {target} where "{cursor.key}" in (select "{cursor.key}" {past})', [newest])
             warehouse.execute(f"insert into {target} select * {past}", [newest])
+            since[table] = snapshots.Merged(cursor.column, newest)
         if changes is None:  # a table the warehouse no longer has is no longer published
             for table in published - set(whole):
                 schema, name = table.split(".")
                 warehouse.execute(f"drop table if exists {self.qualified(schema, name)}")
-        return [*whole, *merged]
+        return [*whole, *merged], since
 
     def _published_tables(self, warehouse: Warehouse) -> set[str]:
         rows = warehouse.rows("select table_schema, table_name from information_schema.tables where table_schema in ("
