@@ -8,6 +8,8 @@ Routes, as Cube serves them under `/cubejs-api`:
   the same execution.
 - `GET /cubejs-api/v1/meta`, `GET|POST /cubejs-api/v1/sql`, `GET|POST /cubejs-api/v1/dry-run`.
 - `GET /livez`, `GET /readyz` (ready once a published snapshot can be read).
+- `GET /metrics` (Prometheus), `GET /openapi.json` (this API's description), both added with the
+  audit log and per-token rate limits by `guards.py` around the served app.
 
 Errors have Cube's shape: 400 `{"error": ..., "type": "UserError"}`, 403 `{"error": ...}`.
 """
@@ -18,6 +20,8 @@ import argparse
 import asyncio
 import functools
 import logging
+import os
+import tempfile
 
 import orjson
 from starlette.applications import Starlette
@@ -28,6 +32,7 @@ from starlette.routing import Route
 from semantic import rollups
 from semantic.auth import AuthError, SecurityContext, authenticate
 from semantic.cube_query import Plan, QueryError, Translator, date_range, query_now
+from semantic.guards import guarded
 from semantic.members import UnknownMember
 from semantic.service import LRU, MetricsService, Result
 from semantic.settings import DEFAULT_TOKEN_MAX_SECONDS, ServingSettings, SettingsError
@@ -99,12 +104,13 @@ class Api:
                  max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS):
         self.service, self.secret, self.continue_wait = service, secret, continue_wait
         self.max_token_seconds = max_token_seconds
-        self.replies = LRU(4096)  # finished replies, by request text and security context and data version
+        self.replies = LRU(4096, "replies")  # finished replies, by request text and security context and data version
 
     def _context(self, request: Request) -> SecurityContext:
         context = authenticate(request.headers.get("authorization"), self.secret, self.max_token_seconds)
         if context.tenant_id is not None and context.tenant_id not in self.service.current().tenants:
             raise AuthError(f"Invalid token: tenant {context.tenant_id!r} is not one the published data knows")
+        request.state.security_context = context  # who asked, for the audit log (`audit.py`)
         return context
 
     def _expand(self, query, context: SecurityContext) -> tuple[str, list[tuple[dict, Plan]]]:
@@ -279,7 +285,9 @@ def create_app(service: MetricsService, secret: str, continue_wait: float = DEFA
 def app_from_environment() -> Starlette:
     """The app as uvicorn loads it (`semantic.server:app_from_environment`, factory)."""
     settings = ServingSettings.from_environment()
-    return create_app(settings.service(), settings.secret, settings.continue_wait, settings.max_token_seconds)
+    service = settings.service()
+    return guarded(create_app(service, settings.keys, settings.continue_wait, settings.max_token_seconds), service,
+                   settings)
 
 
 def main() -> None:
@@ -292,11 +300,13 @@ def main() -> None:
                         help="processes: compiling a query holds the GIL, so cold queries scale with processes")
     args = parser.parse_args()
     try:
-        ServingSettings.from_environment()  # fail at start, not at the first request, on a bad setting
+        settings = ServingSettings.from_environment()  # fail at start, not at the first request, on a bad setting
     except (SettingsError, ValueError) as exc:
         raise SystemExit(f"metrics server: {exc}") from None
+    if args.workers > 1:  # /metrics sums every worker's counters (prometheus-client's multiprocess mode)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="semantic-metrics-")
     uvicorn.run("semantic.server:app_from_environment", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="warning")
+                workers=args.workers, log_level="warning", **(settings.tls.uvicorn_options() if settings.tls else {}))
 
 
 if __name__ == "__main__":
