@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -38,6 +39,7 @@ import jwt
 ALGORITHMS = {"oct": ("HS256", "HS384", "HS512"), "RSA": ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
               "EC": ("ES256", "ES384", "ES512")}
 REQUIRED = {"oct": ("k",), "RSA": ("n", "e"), "EC": ("crv", "x", "y")}
+BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 PRIVATE = ("d", "p", "q", "dp", "dq", "qi")
 DEFAULT_REFRESH_SECONDS = 300
 UNKNOWN_KID_REFRESH_SECONDS = 30  # a token naming an unknown kid reads the key set again at most this often
@@ -90,6 +92,9 @@ def parse_jwks(text: str | bytes, where: str) -> dict[str, Key]:
         missing = [name for name in REQUIRED[kty] if not isinstance(entry.get(name), str) or not entry[name]]
         if missing:
             raise ValueError(f"{at}: a {kty} key needs {', '.join(repr(m) for m in missing)}")
+        garbled = [name for name in REQUIRED[kty] if name != "crv" and not BASE64URL.fullmatch(entry[name])]
+        if garbled:  # PyJWT decodes base64url leniently: a garbled key would become another key
+            raise ValueError(f"{at}: {', '.join(repr(g) for g in garbled)} is not base64url (RFC 7518)")
         if kty != "oct" and any(name in entry for name in PRIVATE):
             raise ValueError(f"{at}: holds a private key; give the servers the public key only (drop "
                              f"{', '.join(repr(n) for n in PRIVATE if n in entry)})")
@@ -207,8 +212,10 @@ class KeySet:
             if key is None and any(source.refresh(UNKNOWN_KID_REFRESH_SECONDS) for source in self.sources):
                 key = self._find(kid)
             if key is None:
-                known = sorted(k for source in self.sources for k in source.keys)
-                raise KeyRefused(f"unknown key id (kid) {kid!r}; the keys held are {', '.join(known) or 'none'}")
+                now = time.time()
+                known = sorted(k for source in self.sources for k, held in source.keys.items()
+                               if held.expires is None or now < held.expires)
+                raise KeyRefused(f"unknown key id (kid) {kid!r}; the current keys are {', '.join(known) or 'none'}")
             if key.expires is not None and time.time() >= key.expires:
                 raise KeyRefused(f"key {kid!r} was retired at {_utc(key.expires)} (its exp); sign with a current key")
         if algorithm != key.algorithm:

@@ -3,7 +3,8 @@
 Each token is counted on its own (by `auth.token_id`, a digest of the token): REST requests under
 /cubejs-api/ by the `RateLimit` middleware, before the token is even verified (a refused request
 costs a counter lookup, not a signature check), and statements on the SQL endpoint by the
-connection (`check_statement`). A request without a token is counted under its client address.
+connection (`check_statement`; statements of session and transaction control, `SESSION_CONTROL`,
+are free). A request without a token is counted under its client address.
 Past the limit the REST API answers 429 with `Retry-After` in Cube's error shape; the SQL endpoint
 answers the statement with an ErrorResponse of SQLSTATE 53400 (configuration_limit_exceeded) and
 the connection stays open. Counts are kept in the serving process's memory (`ingestion.rate_limits`):
@@ -20,6 +21,10 @@ from semantic.auth import bearer, token_id
 from semantic.pg_sql import SqlError
 
 API_PREFIX = "/cubejs-api/"
+# Statements that only steer the session or its transaction: neither counted nor audited, so that a
+# driver's implicit BEGIN does not spend the limit, and a client past it can still roll back.
+SESSION_CONTROL = frozenset({"begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release", "set",
+                             "reset", "discard", "deallocate", "close"})
 
 
 class TokenLimits:

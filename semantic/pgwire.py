@@ -41,7 +41,7 @@ import uvicorn
 from semantic import monitoring, pg_types
 from semantic.audit import AuditLog, clipped, who
 from semantic.auth import AuthError, authenticate
-from semantic.limits import TokenLimits
+from semantic.limits import SESSION_CONTROL, TokenLimits
 from semantic.pg_catalog import Catalogs
 from semantic.pg_sql import SqlError, Statement, split
 from semantic.settings import ServingSettings, SettingsError
@@ -181,7 +181,9 @@ class Connection:
         user = startup.get("user", "")
         self.token = payload.rstrip(b"\x00").decode(errors="replace")
         try:
-            context = authenticate(self.token, self.settings.keys, self.settings.max_token_seconds)
+            # in a thread: a token naming an unknown kid reads the key sets again, which may fetch a URL
+            context = await asyncio.to_thread(authenticate, self.token, self.settings.keys,
+                                              self.settings.max_token_seconds)
             if context.tenant_id is not None and context.tenant_id not in self.service.current().tenants:
                 raise AuthError(f"Invalid token: tenant {context.tenant_id!r} is not one the published data knows")
         except AuthError as exc:
@@ -213,21 +215,28 @@ class Connection:
                                       if self.session is not None else {}), **record})
 
     async def _execute_statement(self, prepared: Prepared, parameters: list | None = None) -> Result:
-        """Run a statement in a thread, held to the token's rate limit, timed, counted and audited."""
+        """Run a statement in a thread, held to the token's rate limit, timed, counted and audited
+        (session and transaction control only timed and counted: `limits.SESSION_CONTROL`)."""
         started = time.perf_counter()
+        guarded = prepared.keyword not in SESSION_CONTROL
         try:
-            self.registry.limits.check_statement(self.token)
+            if guarded:
+                self.registry.limits.check_statement(self.token)
             result = await asyncio.to_thread(self.session.execute, prepared, parameters)
         except Exception as exc:
             monitoring.SQL_STATEMENTS.labels("error").inc()
+            if not guarded:
+                raise
             self._audit({"query": clipped(prepared.text), "sqlstate": getattr(exc, "code", "XX000"),
                          "error": str(exc), "seconds": round(time.perf_counter() - started, 6)})
             raise
         seconds = time.perf_counter() - started
         monitoring.SQL_STATEMENTS.labels("ok").inc()
         monitoring.SQL_LATENCY.observe(seconds)
-        self._audit({"query": clipped(prepared.text), "tag": result.tag,
-                     "rows": len(result.rows) if result.columns is not None else None, "seconds": round(seconds, 6)})
+        if guarded:
+            self._audit({"query": clipped(prepared.text), "tag": result.tag,
+                         "rows": len(result.rows) if result.columns is not None else None,
+                         "seconds": round(seconds, 6)})
         return result
 
     async def run(self) -> None:

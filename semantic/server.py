@@ -106,8 +106,10 @@ class Api:
         self.max_token_seconds = max_token_seconds
         self.replies = LRU(4096, "replies")  # finished replies, by request text and security context and data version
 
-    def _context(self, request: Request) -> SecurityContext:
-        context = authenticate(request.headers.get("authorization"), self.secret, self.max_token_seconds)
+    async def _context(self, request: Request) -> SecurityContext:
+        # in a thread: a token naming an unknown kid reads the key sets again, which may fetch a URL
+        context = await asyncio.to_thread(authenticate, request.headers.get("authorization"), self.secret,
+                                          self.max_token_seconds)
         if context.tenant_id is not None and context.tenant_id not in self.service.current().tenants:
             raise AuthError(f"Invalid token: tenant {context.tenant_id!r} is not one the published data knows")
         request.state.security_context = context  # who asked, for the audit log (`audit.py`)
@@ -182,7 +184,7 @@ class Api:
 
     @cube_errors
     async def load(self, request: Request) -> Response:
-        context = self._context(request)
+        context = await self._context(request)
         query, wanted = await _query_of(request)
         # A repeated request (same text, same rows visible, same data, same day for relative ranges)
         # gets the reply already made: dashboards ask the same queries again and again.
@@ -223,12 +225,12 @@ class Api:
 
     @cube_errors
     async def meta(self, request: Request) -> Response:
-        self._context(request)
+        await self._context(request)
         return _json(self.service.catalog.meta())
 
     @cube_errors
     async def sql(self, request: Request) -> Response:
-        context = self._context(request)
+        context = await self._context(request)
         query, _ = await _query_of(request)
         _, plans = self._expand(query, context)
         loop = asyncio.get_running_loop()
@@ -246,7 +248,7 @@ class Api:
 
     @cube_errors
     async def dry_run(self, request: Request) -> Response:
-        context = self._context(request)
+        context = await self._context(request)
         query, _ = await _query_of(request)
         query_type, plans = self._expand(query, context)
         loop = asyncio.get_running_loop()

@@ -43,7 +43,7 @@ def load(secured, token: str, query=None) -> httpx.Response:
 def sql_connect(secured, token: str, **options) -> psycopg.Connection:
     options = {"sslmode": "verify-full", "sslrootcert": str(secured.certificate.cert), **options}
     return psycopg.connect(host="127.0.0.1", port=secured.sql.port, user="bi", dbname="metrics", password=token,
-                           connect_timeout=10, **options)
+                           connect_timeout=60, **options)
 
 
 def audit_records(secured) -> list[dict]:
@@ -72,7 +72,7 @@ def _alg_confusion(secured) -> str:
 
 
 @pytest.mark.parametrize(("case", "message"), [
-    ("unknown kid", "unknown key id (kid) 'no-such-key'; the keys held are hs-2026, idp-file, idp-url"),
+    ("unknown kid", "unknown key id (kid) 'no-such-key'; the current keys are hs-2026, idp-file, idp-url"),
     ("retired key", "key 'hs-retired' was retired at"),
     ("expired token", "Invalid token: expired"),
     ("forged with another RSA key", "Invalid token: wrong signature"),
@@ -212,7 +212,9 @@ def test_bad_key_sets_are_refused_at_start_naming_the_setting_the_key_and_its_ki
         ('{"keys": []}', f"{where}: the key set holds no signing key"),
         (json.dumps({"keys": [{k: v for k, v in rsa_key.items() if k != "kid"}]}), f'{where}: keys[0]: no "kid"'),
         (json.dumps({"keys": [rsa_key, rsa_key]}), f"{where}: keys[1] (kid 'k1'): a second key with this kid"),
-        (json.dumps({"keys": [{**rsa_key, "n": "!!not-base64!!"}]}), f"{where}: keys[0] (kid 'k1'): not a usable RSA"),
+        (json.dumps({"keys": [{**rsa_key, "n": "!!not-base64!!"}]}),
+         f"{where}: keys[0] (kid 'k1'): 'n' is not base64url"),
+        (json.dumps({"keys": [{**rsa_key, "n": "AQAB"}]}), f"{where}: keys[0] (kid 'k1'): not a usable RSA key"),
         (json.dumps({"keys": [{**rsa_key, "kty": "XYZ"}]}), "keys[0] (kid 'k1'): kty 'XYZ' is not supported"),
         (json.dumps({"keys": [{**rsa_key, "alg": "none"}]}), "keys[0] (kid 'k1'): alg 'none' is not accepted"),
         (json.dumps({"keys": [{**rsa_key, "d": "private"}]}), "keys[0] (kid 'k1'): holds a private key"),
