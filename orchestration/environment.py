@@ -41,6 +41,9 @@ class Environment:
     # freshness and future timestamps against. The clock unless PLATFORM_NOW pins it (to replay a
     # past day's run, or to make a test's data the same on any day); None means the clock.
     pinned_now: datetime | None = None
+    # How old the published data may get before a freshness breach is alerted (`alerting.py`):
+    # PLATFORM_FRESHNESS_MAX_HOURS, default a day and two hours (the daily batch runs at 02:00 UTC).
+    freshness_limit: timedelta = timedelta(hours=26)
 
     def now(self) -> datetime:
         return self.pinned_now or datetime.now(UTC)
@@ -142,7 +145,18 @@ def environment_from(env: dict[str, str]) -> Environment:
         sample_faults=tuple(f for f in env.get("PLATFORM_SAMPLE_FAULTS", "").split(",") if f),
         schema_contract=env.get("PLATFORM_SCHEMA_CONTRACT", "evolve"),
         pinned_now=pinned_now,
+        freshness_limit=_freshness_limit(env.get("PLATFORM_FRESHNESS_MAX_HOURS", "26")),
     )
+
+
+def _freshness_limit(value: str) -> timedelta:
+    try:
+        hours = float(value)
+    except ValueError:
+        hours = -1.0
+    if not 0 < hours < float("inf"):
+        raise ValueError(f"PLATFORM_FRESHNESS_MAX_HOURS must be a number of hours above 0, not {value!r}")
+    return timedelta(hours=hours)
 
 
 def tool(name: str) -> str:
