@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ingestion.paths import DataLayout, data_dir_from, pinned_now_from
 from semantic.publication import Publication
-from semantic.settings import SEMANTIC_MANIFEST
+from semantic.settings import SEMANTIC_MANIFEST, freshness_limit_from
 from semantic.warehouse import Warehouse, WarehouseTarget
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +42,7 @@ class Environment:
     # past day's run, or to make a test's data the same on any day); None means the clock.
     pinned_now: datetime | None = None
     # How old the published data may get before a freshness breach is alerted (`alerting.py`):
-    # PLATFORM_FRESHNESS_MAX_HOURS, default a day and two hours (the daily batch runs at 02:00 UTC).
+    # PLATFORM_FRESHNESS_MAX_HOURS, parsed as the servers parse it (`semantic.settings`).
     freshness_limit: timedelta = timedelta(hours=26)
 
     def now(self) -> datetime:
@@ -145,18 +145,9 @@ def environment_from(env: dict[str, str]) -> Environment:
         sample_faults=tuple(f for f in env.get("PLATFORM_SAMPLE_FAULTS", "").split(",") if f),
         schema_contract=env.get("PLATFORM_SCHEMA_CONTRACT", "evolve"),
         pinned_now=pinned_now,
-        freshness_limit=_freshness_limit(env.get("PLATFORM_FRESHNESS_MAX_HOURS", "26")),
+        freshness_limit=freshness_limit_from(env),
     )
 
-
-def _freshness_limit(value: str) -> timedelta:
-    try:
-        hours = float(value)
-    except ValueError:
-        hours = -1.0
-    if not 0 < hours < float("inf"):
-        raise ValueError(f"PLATFORM_FRESHNESS_MAX_HOURS must be a number of hours above 0, not {value!r}")
-    return timedelta(hours=hours)
 
 
 def tool(name: str) -> str:

@@ -8,8 +8,9 @@ Routes, as Cube serves them under `/cubejs-api`:
   the same execution.
 - `GET /cubejs-api/v1/meta`, `GET|POST /cubejs-api/v1/sql`, `GET|POST /cubejs-api/v1/dry-run`.
 - `GET /livez`, `GET /readyz` (ready once a published snapshot can be read).
-- `GET /metrics` (Prometheus), `GET /openapi.json` (this API's description), both added with the
-  audit log and per-token rate limits by `guards.py` around the served app.
+- `GET /metrics` (Prometheus), `GET /openapi.json` (this API's description), `GET /status` and
+  `GET /status.json` (the platform's status page, `status.py`), added with the audit log and
+  per-token rate limits by `guards.py` around the served app.
 
 Errors have Cube's shape: 400 `{"error": ..., "type": "UserError"}`, 403 `{"error": ...}`.
 """
