@@ -527,15 +527,15 @@ def main() -> None:
         server = await serve(service, settings, args.host, args.port)
         tls = " over TLS" if settings.tls else ""
         print(f"SQL endpoint on {args.host}:{args.port}{tls} (password: an API token)", flush=True)
-        ops = []
+        serving = [server.serve_forever()]
         if settings.sql_metrics_port is not None:  # /metrics and /healthz on their own HTTP port
             config = uvicorn.Config(monitoring.ops_app(service), host=args.host, port=settings.sql_metrics_port,
                                     log_level="warning", **(settings.tls.uvicorn_options() if settings.tls else {}))
-            ops.append(asyncio.ensure_future(uvicorn.Server(config).serve()))
+            serving.append(uvicorn.Server(config).serve())  # a port in use ends the process (uvicorn exits)
             print(f"SQL endpoint metrics on {'https' if settings.tls else 'http'}://{args.host}:"
                   f"{settings.sql_metrics_port}/metrics", flush=True)
         async with server:
-            await server.serve_forever()
+            await asyncio.gather(*serving)
 
     asyncio.run(run())
 

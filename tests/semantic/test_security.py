@@ -19,9 +19,12 @@ import orjson
 import psycopg
 import pytest
 from cryptography.hazmat.primitives import serialization
+from prometheus_client import REGISTRY
 
-from semantic.auth import token_id
+from semantic.audit import AuditLog
+from semantic.auth import authenticate, token_id
 from semantic.client import MetricsClient, MetricsError
+from semantic.keys import KeyRefused, KeySet
 from semantic.settings import ServingSettings, SettingsError
 from tests.conftest import REPO_ROOT
 from tests.semantic.conftest import SECRET
@@ -265,3 +268,32 @@ def test_the_python_client_says_why_over_tls(secured):
     with client(secured, "not-a-token") as api, pytest.raises(MetricsError) as refused:
         api.meta()
     assert refused.value.status == 403
+
+
+def test_a_key_set_that_cannot_be_read_again_keeps_the_keys_held(tmp_path, caplog, secured):
+    """A JWKS file (or URL) broken after start: tokens of the keys read before are still verified, and
+    the failure is logged naming the setting, not answered as a server error."""
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [public_jwk(secured.keys.rsa["idp-file"], "idp-file")]}))
+    keys = KeySet.from_environment({"SEMANTIC_JWKS_FILE": str(path), "SEMANTIC_JWKS_REFRESH_SECONDS": "0.01"})
+    path.write_text("{truncated")
+    time.sleep(0.05)
+    token = secured.keys.token("idp-file")
+    assert authenticate(token, keys).tenant_id == "t001"  # and the stale file is read again, in the background
+    deadline = time.monotonic() + 10
+    while "keeping the 1 keys already read" not in caplog.text:
+        assert time.monotonic() < deadline, "the key set was not read again"
+        time.sleep(0.05)
+    assert f"SEMANTIC_JWKS_FILE ({path}): not valid JSON" in caplog.text
+    assert authenticate(token, keys).tenant_id == "t001"
+    with pytest.raises(KeyRefused, match=r"unknown key id \(kid\) 'new-key'; the current keys are idp-file"):
+        keys.key_for("new-key", "RS256")
+
+
+def test_an_audit_record_that_cannot_be_written_is_counted_and_the_request_still_answered(tmp_path, caplog):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the audit folder should be")
+    before = REGISTRY.get_sample_value("semantic_audit_errors_total") or 0
+    AuditLog(blocked).write({"api": "rest", "route": "/cubejs-api/v1/load"})  # does not raise
+    assert REGISTRY.get_sample_value("semantic_audit_errors_total") == before + 1
+    assert f"audit record not written to {blocked}" in caplog.text
