@@ -293,6 +293,9 @@ def app_from_environment() -> Starlette:
                    settings)
 
 
+WORKER_START_SECONDS = 60  # also how long a hung worker goes unnoticed
+
+
 def main() -> None:
     import uvicorn
 
@@ -306,10 +309,15 @@ def main() -> None:
         settings = ServingSettings.from_environment()  # fail at start, not at the first request, on a bad setting
     except (SettingsError, ValueError) as exc:
         raise SystemExit(f"metrics server: {exc}") from None
-    if args.workers > 1:  # /metrics sums every worker's counters (prometheus-client's multiprocess mode)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="semantic-metrics-")
-    uvicorn.run("semantic.server:app_from_environment", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="warning", **(settings.tls.uvicorn_options() if settings.tls else {}))
+    with tempfile.TemporaryDirectory(prefix="semantic-metrics-") as metrics_dir:
+        if args.workers > 1:  # /metrics sums every worker's counters (prometheus-client's multiprocess mode)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        uvicorn.run("semantic.server:app_from_environment", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level="warning",
+                    **(settings.tls.uvicorn_options() if settings.tls else {}),
+                    # a worker imports MetricFlow before it answers uvicorn's health pings: more than the
+                    # default 5 s on a busy machine, and a worker that does not answer is killed and restarted
+                    timeout_worker_healthcheck=WORKER_START_SECONDS)
 
 
 if __name__ == "__main__":
