@@ -64,8 +64,10 @@ def start_server(layout: DataLayout, log: Path, module: str = "semantic.server",
                  continue_wait: float = 10, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
     """Run one of the semantic servers (REST or SQL wire) in its own process until the session ends."""
     port = free_port()
+    # the audit log beside the server's log: the shared published data stays as built
     env = {**os.environ, "PLATFORM_DATA_DIR": str(layout.root), "SEMANTIC_API_SECRET": SECRET,
-           "SEMANTIC_CONTINUE_WAIT": str(continue_wait), **(extra_env or {})}
+           "SEMANTIC_CONTINUE_WAIT": str(continue_wait), "SEMANTIC_AUDIT_LOG": str(log.with_suffix(".audit")),
+           **(extra_env or {})}
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", module, "--port", str(port)], cwd=REPO_ROOT,
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
