@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from dagster_dlt import DagsterDltResource
 
+from orchestration.alerting import freshness_alerts, run_failure_alerts
 from orchestration.assets.dbt import dbt_forecast_marts, dbt_models, dbt_resource
 from orchestration.assets.distribution import GROUP as DISTRIBUTION_GROUP
 from orchestration.assets.distribution import (
@@ -60,7 +61,7 @@ defs = dg.Definitions(
     asset_checks=quality_checks,
     jobs=[batch_job, daily_job, retrain_job, microbatch_job, report_distribution_job, insight_alerts_job],
     schedules=[daily_batch_schedule, weekly_retrain_schedule, daily_report_schedule],
-    sensors=[forecast_drift_sensor, landing_files_sensor, insight_alerts_sensor],
+    sensors=[forecast_drift_sensor, landing_files_sensor, insight_alerts_sensor, run_failure_alerts, freshness_alerts],
     resources={"dlt": DagsterDltResource(), "dbt": dbt_resource()},
     # One step at a time in one process: every step writes the same DuckDB file.
     executor=dg.in_process_executor,

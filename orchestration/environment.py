@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ingestion.paths import DataLayout, data_dir_from, pinned_now_from
 from semantic.publication import Publication
-from semantic.settings import SEMANTIC_MANIFEST
+from semantic.settings import SEMANTIC_MANIFEST, freshness_limit_from
 from semantic.warehouse import Warehouse, WarehouseTarget
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +41,9 @@ class Environment:
     # freshness and future timestamps against. The clock unless PLATFORM_NOW pins it (to replay a
     # past day's run, or to make a test's data the same on any day); None means the clock.
     pinned_now: datetime | None = None
+    # How old the published data may get before a freshness breach is alerted (`alerting.py`):
+    # PLATFORM_FRESHNESS_MAX_HOURS, parsed as the servers parse it (`semantic.settings`).
+    freshness_limit: timedelta = timedelta(hours=26)
 
     def now(self) -> datetime:
         return self.pinned_now or datetime.now(UTC)
@@ -142,7 +145,9 @@ def environment_from(env: dict[str, str]) -> Environment:
         sample_faults=tuple(f for f in env.get("PLATFORM_SAMPLE_FAULTS", "").split(",") if f),
         schema_contract=env.get("PLATFORM_SCHEMA_CONTRACT", "evolve"),
         pinned_now=pinned_now,
+        freshness_limit=freshness_limit_from(env),
     )
+
 
 
 def tool(name: str) -> str:

@@ -8,6 +8,9 @@ Routes, as Cube serves them under `/cubejs-api`:
   the same execution.
 - `GET /cubejs-api/v1/meta`, `GET|POST /cubejs-api/v1/sql`, `GET|POST /cubejs-api/v1/dry-run`.
 - `GET /livez`, `GET /readyz` (ready once a published snapshot can be read).
+- `GET /metrics` (Prometheus), `GET /openapi.json` (this API's description), `GET /status` and
+  `GET /status.json` (the platform's status page, `status.py`), added with the audit log and
+  per-token rate limits by `guards.py` around the served app.
 
 Errors have Cube's shape: 400 `{"error": ..., "type": "UserError"}`, 403 `{"error": ...}`.
 """
@@ -18,6 +21,8 @@ import argparse
 import asyncio
 import functools
 import logging
+import os
+import tempfile
 
 import orjson
 from starlette.applications import Starlette
@@ -28,6 +33,7 @@ from starlette.routing import Route
 from semantic import rollups
 from semantic.auth import AuthError, SecurityContext, authenticate
 from semantic.cube_query import Plan, QueryError, Translator, date_range, query_now
+from semantic.guards import guarded
 from semantic.members import UnknownMember
 from semantic.service import LRU, MetricsService, Result
 from semantic.settings import DEFAULT_TOKEN_MAX_SECONDS, ServingSettings, SettingsError
@@ -99,12 +105,15 @@ class Api:
                  max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS):
         self.service, self.secret, self.continue_wait = service, secret, continue_wait
         self.max_token_seconds = max_token_seconds
-        self.replies = LRU(4096)  # finished replies, by request text and security context and data version
+        self.replies = LRU(4096, "replies")  # finished replies, by request text and security context and data version
 
-    def _context(self, request: Request) -> SecurityContext:
-        context = authenticate(request.headers.get("authorization"), self.secret, self.max_token_seconds)
+    async def _context(self, request: Request) -> SecurityContext:
+        # in a thread: a token naming an unknown kid reads the key sets again, which may fetch a URL
+        context = await asyncio.to_thread(authenticate, request.headers.get("authorization"), self.secret,
+                                          self.max_token_seconds)
         if context.tenant_id is not None and context.tenant_id not in self.service.current().tenants:
             raise AuthError(f"Invalid token: tenant {context.tenant_id!r} is not one the published data knows")
+        request.state.security_context = context  # who asked, for the audit log (`audit.py`)
         return context
 
     def _expand(self, query, context: SecurityContext) -> tuple[str, list[tuple[dict, Plan]]]:
@@ -176,7 +185,7 @@ class Api:
 
     @cube_errors
     async def load(self, request: Request) -> Response:
-        context = self._context(request)
+        context = await self._context(request)
         query, wanted = await _query_of(request)
         # A repeated request (same text, same rows visible, same data, same day for relative ranges)
         # gets the reply already made: dashboards ask the same queries again and again.
@@ -217,12 +226,12 @@ class Api:
 
     @cube_errors
     async def meta(self, request: Request) -> Response:
-        self._context(request)
+        await self._context(request)
         return _json(self.service.catalog.meta())
 
     @cube_errors
     async def sql(self, request: Request) -> Response:
-        context = self._context(request)
+        context = await self._context(request)
         query, _ = await _query_of(request)
         _, plans = self._expand(query, context)
         loop = asyncio.get_running_loop()
@@ -240,7 +249,7 @@ class Api:
 
     @cube_errors
     async def dry_run(self, request: Request) -> Response:
-        context = self._context(request)
+        context = await self._context(request)
         query, _ = await _query_of(request)
         query_type, plans = self._expand(query, context)
         loop = asyncio.get_running_loop()
@@ -279,7 +288,12 @@ def create_app(service: MetricsService, secret: str, continue_wait: float = DEFA
 def app_from_environment() -> Starlette:
     """The app as uvicorn loads it (`semantic.server:app_from_environment`, factory)."""
     settings = ServingSettings.from_environment()
-    return create_app(settings.service(), settings.secret, settings.continue_wait, settings.max_token_seconds)
+    service = settings.service()
+    return guarded(create_app(service, settings.keys, settings.continue_wait, settings.max_token_seconds), service,
+                   settings)
+
+
+WORKER_START_SECONDS = 60  # also how long a hung worker goes unnoticed
 
 
 def main() -> None:
@@ -292,11 +306,18 @@ def main() -> None:
                         help="processes: compiling a query holds the GIL, so cold queries scale with processes")
     args = parser.parse_args()
     try:
-        ServingSettings.from_environment()  # fail at start, not at the first request, on a bad setting
+        settings = ServingSettings.from_environment()  # fail at start, not at the first request, on a bad setting
     except (SettingsError, ValueError) as exc:
         raise SystemExit(f"metrics server: {exc}") from None
-    uvicorn.run("semantic.server:app_from_environment", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="warning")
+    with tempfile.TemporaryDirectory(prefix="semantic-metrics-") as metrics_dir:
+        if args.workers > 1:  # /metrics sums every worker's counters (prometheus-client's multiprocess mode)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        uvicorn.run("semantic.server:app_from_environment", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level="warning",
+                    **(settings.tls.uvicorn_options() if settings.tls else {}),
+                    # a worker imports MetricFlow before it answers uvicorn's health pings: more than the
+                    # default 5 s on a busy machine, and a worker that does not answer is killed and restarted
+                    timeout_worker_healthcheck=WORKER_START_SECONDS)
 
 
 if __name__ == "__main__":

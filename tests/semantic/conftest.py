@@ -3,8 +3,10 @@ by the session: tests that publish or write give a server their own copy)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -22,6 +24,8 @@ from semantic import rollups
 from semantic.auth import issue_token
 from semantic.publication import DuckDbSnapshots, Version
 from tests.conftest import REPO_ROOT
+from tests.semantic.keyring import Keyring, keyring, serving
+from tests.tls import Certificate, self_signed
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
 
@@ -31,6 +35,7 @@ class Server:
     url: str
     layout: DataLayout
     port: int
+    verify: ssl.SSLContext | bool = True  # what clients verify its TLS certificate with, when it has one
 
     def token(self, tenant_id: str | None = None, role: str = "tenant", ttl_seconds: int = 3600) -> str:
         return issue_token(SECRET, tenant_id, role, ttl_seconds)
@@ -40,9 +45,9 @@ class Server:
         return self.token(role="admin")
 
 
-def _http_ready(url: str) -> bool:
+def _http_ready(url: str, verify: ssl.SSLContext | bool = True) -> bool:
     try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+        return httpx.get(f"{url}/readyz", timeout=2, verify=verify).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -59,20 +64,25 @@ def start_server(layout: DataLayout, log: Path, module: str = "semantic.server",
                  continue_wait: float = 10, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
     """Run one of the semantic servers (REST or SQL wire) in its own process until the session ends."""
     port = free_port()
+    # the audit log beside the server's log: the shared published data stays as built
     env = {**os.environ, "PLATFORM_DATA_DIR": str(layout.root), "SEMANTIC_API_SECRET": SECRET,
-           "SEMANTIC_CONTINUE_WAIT": str(continue_wait), **(extra_env or {})}
+           "SEMANTIC_CONTINUE_WAIT": str(continue_wait), "SEMANTIC_AUDIT_LOG": str(log.with_suffix(".audit")),
+           **(extra_env or {})}
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", module, "--port", str(port)], cwd=REPO_ROOT,
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    ready = (lambda: _http_ready(url)) if module == "semantic.server" else (lambda: _tcp_ready(port))
+    # with a certificate (SEMANTIC_TLS_CERT_FILE), HTTPS trusting it (it signs itself)
+    certificate = env.get("SEMANTIC_TLS_CERT_FILE")
+    verify = ssl.create_default_context(cafile=certificate) if certificate else True
+    url = f"{'https' if certificate else 'http'}://127.0.0.1:{port}"
+    ready = (lambda: _http_ready(url, verify)) if module == "semantic.server" else (lambda: _tcp_ready(port))
     try:
         deadline = time.monotonic() + 90
         while not ready():
             assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, f"{module} did not become ready"
             time.sleep(0.3)
-        yield Server(url, layout, port)
+        yield Server(url, layout, port, verify)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -99,3 +109,33 @@ def impatient_server(published, tmp_path_factory) -> Iterator[Server]:
 def sql_endpoint(published, tmp_path_factory) -> Iterator[Server]:
     """The Postgres-wire SQL endpoint."""
     yield from start_server(published, tmp_path_factory.mktemp("server") / "pgwire.log", module="semantic.pgwire")
+
+
+@dataclass(frozen=True)
+class Secured:
+    """The REST server and the SQL endpoint with every guard on: TLS, a key set (a file and a URL) beside
+    the HS256 secret, a rate limit of 8 requests or statements a minute per token, the audit log."""
+
+    rest: Server
+    sql: Server
+    metrics_url: str  # the SQL endpoint's HTTP port (/metrics, /healthz)
+    keys: Keyring
+    certificate: Certificate
+    audit_dir: Path
+    jwks_url: str
+
+
+@pytest.fixture(scope="session")
+def secured(published, tmp_path_factory) -> Iterator[Secured]:
+    root = tmp_path_factory.mktemp("secured")
+    ring, certificate = keyring(root / "keys"), self_signed(root / "tls")
+    with serving(root / "keys" / "url-jwks.json") as jwks_url, contextlib.ExitStack() as stack:
+        env = {"SEMANTIC_JWKS_FILE": str(root / "keys" / "jwks.json"), "SEMANTIC_JWKS_URL": jwks_url,
+               "SEMANTIC_JWKS_REFRESH_SECONDS": "1", "SEMANTIC_RATE_LIMIT": "8/minute",
+               "SEMANTIC_AUDIT_LOG": str(root / "audit"), **certificate.env("SEMANTIC")}
+        metrics_port = free_port()
+        run = contextlib.contextmanager(start_server)
+        rest = stack.enter_context(run(published, root / "rest.log", extra_env=env))
+        sql = stack.enter_context(run(published, root / "sql.log", module="semantic.pgwire",
+                                      extra_env={**env, "SEMANTIC_SQL_METRICS_PORT": str(metrics_port)}))
+        yield Secured(rest, sql, f"https://127.0.0.1:{metrics_port}", ring, certificate, root / "audit", jwks_url)
