@@ -10,7 +10,7 @@ without `exp`, or valid for longer than the configured maximum from now, is refu
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jwt
 
@@ -25,6 +25,7 @@ class AuthError(Exception):
 class SecurityContext:
     tenant_id: str | None  # None for admins: every tenant
     role: str
+    expires_at: float = field(default=float("inf"), compare=False)  # the token's exp (a long connection checks it)
 
     @property
     def cache_key(self) -> str:
@@ -52,10 +53,10 @@ def authenticate(header: str | None, secret: str, max_seconds: int | None = None
     role = str(context.get("role", "tenant"))
     tenant = context.get("tenant_id")
     if role == ADMIN:
-        return SecurityContext(None, ADMIN)
+        return SecurityContext(None, ADMIN, payload["exp"])
     if not isinstance(tenant, str) or not tenant:
         raise AuthError("Invalid token: its security context names no tenant_id")
-    return SecurityContext(tenant, role)
+    return SecurityContext(tenant, role, payload["exp"])
 
 
 def issue_token(secret: str, tenant_id: str | None = None, role: str = "tenant", ttl_seconds: int = 3600) -> str:

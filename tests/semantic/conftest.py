@@ -1,17 +1,20 @@
 """A real metrics server on loopback over the tiny sample's published snapshot (`published`, shared
-by the session: tests that publish or write give a server their own copy)."""
+by the session: tests that publish or write give a server their own copy, as `live_server` does)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import httpx
 import pytest
 
@@ -31,6 +34,7 @@ class Server:
     url: str
     layout: DataLayout
     port: int
+    pid: int = 0
 
     def token(self, tenant_id: str | None = None, role: str = "tenant", ttl_seconds: int = 3600) -> str:
         return issue_token(SECRET, tenant_id, role, ttl_seconds)
@@ -72,7 +76,7 @@ def start_server(layout: DataLayout, log: Path, module: str = "semantic.server",
             assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, f"{module} did not become ready"
             time.sleep(0.3)
-        yield Server(url, layout, port)
+        yield Server(url, layout, port, proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -82,6 +86,22 @@ def publish(layout: DataLayout) -> Version:
     """Publish the layout's warehouse as the pipeline does: a new snapshot with its rollups."""
     publication = DuckDbSnapshots(layout.warehouse, layout.root / "published")
     return publication.publish(build=rollups.builder(SEMANTIC_MANIFEST))
+
+
+def publish_minute(layout: DataLayout, tenant: str, events: int, revenue: float = 0.0,
+                   minute: datetime | None = None) -> tuple[datetime, Version]:
+    """The real-time mart's row of one tenant and minute (now's by default) replaced, as a micro-batch
+    merges it, and published: `events` events, `revenue` of it at checkout (one checkout if any)."""
+    minute = minute or datetime.now(UTC).replace(second=0, microsecond=0, tzinfo=None)
+    key = f"{minute}|{tenant}"
+    with duckdb.connect(str(layout.warehouse)) as conn:
+        conn.execute("delete from marts.metrics_per_minute where metrics_per_minute_key = ?", [key])
+        conn.execute("insert into marts.metrics_per_minute (metrics_per_minute_key, minute_at, tenant_id, events, "
+                     "visitors, sessions_started, page_views, signups, checkouts, revenue, errors, last_loaded_at) "
+                     "values (?, ?, ?, ?, 1, 0, ?, 0, ?, ?, 0, ?)",
+                     [key, minute, tenant, events, events - (revenue > 0), int(revenue > 0), revenue,
+                      datetime.now(UTC).replace(tzinfo=None)])
+    return minute, publish(layout)
 
 
 @pytest.fixture(scope="session")
@@ -99,3 +119,15 @@ def impatient_server(published, tmp_path_factory) -> Iterator[Server]:
 def sql_endpoint(published, tmp_path_factory) -> Iterator[Server]:
     """The Postgres-wire SQL endpoint."""
     yield from start_server(published, tmp_path_factory.mktemp("server") / "pgwire.log", module="semantic.pgwire")
+
+
+@pytest.fixture(scope="session")
+def live_server(published, tmp_path_factory) -> Iterator[Server]:
+    """A server over a private copy of the published sample, which tests publish new data into (with
+    `publish_minute`); with small WebSocket bounds, so that tests can reach them."""
+    root = tmp_path_factory.mktemp("live") / "data"
+    root.mkdir()
+    shutil.copyfile(published.warehouse, root / "warehouse.duckdb")
+    shutil.copytree(published.root / "published", root / "published")
+    yield from start_server(DataLayout(root), root.parent / "live.log", extra_env={
+        "SEMANTIC_WS_CONNECTIONS": "12", "SEMANTIC_WS_CONNECTIONS_PER_TOKEN": "3"})
