@@ -18,6 +18,8 @@ REPORTS_JS := reports/node_modules/.package-lock.json
 CHROMIUM := /usr/bin/chromium
 # Debian's PostgreSQL server: the tests run the platform on a throwaway cluster of it
 POSTGRES := /usr/lib/postgresql
+# Debian's Java and PostgreSQL JDBC driver (pgjdbc): the tests run a Java program against the SQL endpoint
+JDBC := /usr/share/java/postgresql.jar
 # The metrics server's live page: Cube's client (locked npm packages) bundled by esbuild
 LIVE_PAGE := semantic/live/dist/live.js
 
@@ -29,11 +31,11 @@ run: install manifest $(REPORTS_JS)
 
 ## test: the test suite, on every core (pytest-xdist: TEST_WORKERS=1 runs it in one process)
 TEST_WORKERS ?= 2
-test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(CHROMIUM) $(POSTGRES)
+test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(CHROMIUM) $(POSTGRES) $(JDBC)
 	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope
 
 ## test-durations: the test suite as `make test` runs it, then where its time went (per folder, the slowest 25)
-test-durations: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(CHROMIUM) $(POSTGRES)
+test-durations: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(CHROMIUM) $(POSTGRES) $(JDBC)
 	@mkdir -p data
 	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope --junitxml=data/test-durations.xml; status=$$?; \
 		$(RUN) python -m tests.durations data/test-durations.xml; exit $$status
@@ -153,6 +155,10 @@ $(CHROMIUM):
 
 $(POSTGRES):
 	apt-get update -qq && apt-get install -y -qq postgresql
+
+# the JDK (not only the runtime): the test program runs in source mode, which compiles it
+$(JDBC):
+	apt-get update -qq && apt-get install -y -qq default-jdk-headless libpostgresql-jdbc-java
 
 ## report: render the chosen pages to PDF, export every page's datasets, email and post them (REPORTS_* settings)
 report: install $(REPORTS_JS) $(CHROMIUM)

@@ -13,6 +13,7 @@ point (the metrics server, the SQL endpoint).
     SEMANTIC_WS_CONNECTIONS_PER_TOKEN     of them with one token (default 20)
     SEMANTIC_WS_SUBSCRIPTIONS_PER_TOKEN   subscriptions of one token over all its connections (default 100)
     SEMANTIC_WS_SEND_BUFFER_BYTES         replies waiting for a slow client before it is dropped (default 4 MiB)
+    PLATFORM_NOW               the moment the SQL endpoint's now() means (`ingestion.paths.pinned_now_from`)
 
 The variables the pipeline shares with the servers are parsed by the same functions it uses, and
 nothing here imports the pipeline (dlt, Dagster): the servers start without it.
@@ -23,9 +24,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from pathlib import Path
 
-from ingestion.paths import data_dir_from
+from ingestion.paths import data_dir_from, pinned_now_from
 from semantic.warehouse import WarehouseTarget
 
 # The governed metric definitions as MetricFlow reads them, written by `dbt parse` (`make manifest`).
@@ -84,6 +86,7 @@ class ServingSettings:
     rollups: bool = True
     subscriptions: SubscriptionLimits = field(default_factory=SubscriptionLimits)
     semantic_manifest: Path = SEMANTIC_MANIFEST
+    now: datetime | None = None  # PLATFORM_NOW, else the clock
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> ServingSettings:
@@ -98,6 +101,7 @@ class ServingSettings:
             continue_wait=_number(env, "SEMANTIC_CONTINUE_WAIT", 10.0),
             rollups=env.get("SEMANTIC_ROLLUPS", "on") != "off",
             subscriptions=SubscriptionLimits.from_environment(env),
+            now=pinned_now_from(env),
         )
 
     @property
