@@ -118,8 +118,9 @@ def test_a_tenant_reads_its_own_live_metrics_by_hour_over_rest_and_by_minute_ove
         order by 1""", start, end)
     with psycopg.connect(host="127.0.0.1", port=sql_endpoint.port, user="bi", dbname="metrics",
                          password=sql_endpoint.token("t001")) as conn:
-        got = conn.execute("select metric_time__minute, live_events, live_gross_revenue from metrics "
-                           "where metric_time >= %s and metric_time < %s order by 1", [start, end]).fetchall()
-        other = conn.execute("select tenant, live_events from metrics where tenant = 't002'").fetchall()
+        got = conn.execute("select metric_time__minute, live_events, live_gross_revenue from live "
+                           "where metric_time__minute >= %s and metric_time__minute < %s order by 1",
+                           [start, end]).fetchall()
+        other = conn.execute("select tenant, live_events from live where tenant = 't002'").fetchall()
     assert [(m, int(e), Decimal(r)) for m, e, r in got] == [(m, e, r) for m, e, r in per_minute] and per_minute
     assert other == []
