@@ -14,10 +14,10 @@ official `@cubejs-client/ws-transport` speaks it:
 
 Where Cube re-runs every subscription on a timer (every 5 s), this server re-runs one when what it
 reads changes: a new published version (the watcher asks `MetricsService.current()` ten times a
-second; the service looks at the publication at most twice a second), or a new minute for queries
-with relative date ranges ("from 60 minutes ago to now"). A result is pushed only if its rows differ
-from the last ones sent for that subscription. Identical subscriptions of many clients share one
-execution (the service's result cache and in-flight map).
+second; the service reads the publication's pointer, `CURRENT` for DuckDB, at most as often), or a
+new minute for queries with relative date ranges ("from 60 minutes ago to now"). A result is
+pushed only if its rows differ from the last ones sent for that subscription. Identical
+subscriptions of many clients share one execution (the service's result cache and in-flight map).
 
 Bounds (`SubscriptionLimits` in settings.py), each answered in a way the client can read:
 - connections per server process, and per token: past them, an error message, then the socket is
@@ -219,8 +219,14 @@ class Connection:
                 text = message.get("text")
                 if text is None:
                     text = (message.get("bytes") or b"").decode("utf-8", "replace")
+                parsed = self._parse(text)
+                if parsed is None:
+                    continue
+                if "authorization" in parsed and self.refused is None:
+                    await self._authorize(parsed["authorization"])  # before the messages sent after it
+                    continue
                 await self.slots.acquire()
-                self.spawn(self._handle(text), self.slots)
+                self.spawn(self._handle(parsed), self.slots)
         except WebSocketDisconnect:
             pass
         finally:
@@ -297,32 +303,35 @@ class Connection:
         self.subscriptions.clear()
 
     # -- messages --------------------------------------------------------------------------
-    async def _handle(self, text: str) -> None:
+    def _parse(self, text: str) -> dict | None:
+        """The message, or None once the client is told why it is not one."""
         try:
             message = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             self.send({"message": {"error": f"Invalid JSON payload: {exc}", "type": "UserError"}, "status": 400})
-            return
+            return None
         if not isinstance(message, dict):
             self.send({"message": {"error": "Invalid message format: expected a JSON object", "type": "UserError"},
                        "status": 400})
-            return
+            return None
+        return message
+
+    async def _handle(self, message: dict) -> None:
         if self.refused is not None:
             if _message_id(message.get("messageId")) is not None:
                 self.send({"messageId": message["messageId"], "message": {"error": self.refused.error},
                            "status": self.refused.status})
             return
-        if "authorization" in message:
-            self._authorize(message["authorization"])
-        elif "unsubscribe" in message:
+        if "unsubscribe" in message:
             self._unsubscribe(message["unsubscribe"])
         else:
             await self._method(message)
 
-    def _authorize(self, token) -> None:
+    async def _authorize(self, token) -> None:
         hub = self.hub
-        try:
-            context = hub.api.authorize(token if isinstance(token, str) else None)
+        try:  # in a thread: it may wait for the service to open a new version
+            context = await asyncio.get_running_loop().run_in_executor(
+                None, hub.api.authorize, token if isinstance(token, str) else None)
         except AuthError as exc:
             self.refuse(Refused(str(exc), 403))
             return
