@@ -21,7 +21,7 @@ import pytest
 from bench.loopback import free_port
 from ingestion.paths import DataLayout
 from orchestration.environment import SEMANTIC_MANIFEST
-from semantic import rollups
+from semantic import rollups, snapshots
 from semantic.auth import issue_token
 from semantic.publication import DuckDbSnapshots, Version
 from tests.conftest import REPO_ROOT
@@ -82,16 +82,23 @@ def start_server(layout: DataLayout, log: Path, module: str = "semantic.server",
         proc.wait(timeout=30)
 
 
-def publish(layout: DataLayout) -> Version:
-    """Publish the layout's warehouse as the pipeline does: a new snapshot with its rollups."""
+# what a micro-batch publishes of the real-time mart (its dbt model's publish cursor)
+PER_MINUTE = snapshots.Changes(tables={"marts.metrics_per_minute": snapshots.Cursor("metrics_per_minute_key",
+                                                                                    "last_loaded_at")})
+
+
+def publish(layout: DataLayout, changes: snapshots.Changes | None = None) -> Version:
+    """Publish the layout's warehouse as the pipeline does: a new snapshot with its rollups (of
+    everything, or of the `changes` only, as a micro-batch does)."""
     publication = DuckDbSnapshots(layout.warehouse, layout.root / "published")
-    return publication.publish(build=rollups.builder(SEMANTIC_MANIFEST))
+    return publication.publish(changes=changes, build=rollups.builder(SEMANTIC_MANIFEST))
 
 
 def publish_minute(layout: DataLayout, tenant: str, events: int, revenue: float = 0.0,
                    minute: datetime | None = None) -> tuple[datetime, Version]:
     """The real-time mart's row of one tenant and minute (now's by default) replaced, as a micro-batch
-    merges it, and published: `events` events, `revenue` of it at checkout (one checkout if any)."""
+    merges it, and published as a micro-batch publishes it: `events` events, `revenue` of it at
+    checkout (one checkout if any)."""
     minute = minute or datetime.now(UTC).replace(second=0, microsecond=0, tzinfo=None)
     key = f"{minute}|{tenant}"
     with duckdb.connect(str(layout.warehouse)) as conn:
@@ -101,7 +108,7 @@ def publish_minute(layout: DataLayout, tenant: str, events: int, revenue: float 
                      "values (?, ?, ?, ?, 1, 0, ?, 0, ?, ?, 0, ?)",
                      [key, minute, tenant, events, events - (revenue > 0), int(revenue > 0), revenue,
                       datetime.now(UTC).replace(tzinfo=None)])
-    return minute, publish(layout)
+    return minute, publish(layout, PER_MINUTE)
 
 
 @pytest.fixture(scope="session")
@@ -130,4 +137,5 @@ def live_server(published, tmp_path_factory) -> Iterator[Server]:
     shutil.copyfile(published.warehouse, root / "warehouse.duckdb")
     shutil.copytree(published.root / "published", root / "published")
     yield from start_server(DataLayout(root), root.parent / "live.log", extra_env={
-        "SEMANTIC_WS_CONNECTIONS": "12", "SEMANTIC_WS_CONNECTIONS_PER_TOKEN": "3"})
+        "SEMANTIC_WS_CONNECTIONS": "12", "SEMANTIC_WS_CONNECTIONS_PER_TOKEN": "3",
+        "SEMANTIC_WS_SUBSCRIPTIONS_PER_TOKEN": "4"})

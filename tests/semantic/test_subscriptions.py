@@ -169,29 +169,119 @@ def _answer(ws, message_id, method: str = "load", query=None) -> dict:
             return reply
 
 
-def test_an_invalid_token_gets_an_error_then_the_socket_closes(live_server):
+def _send(ws, message) -> None:
+    ws.send(message if isinstance(message, str) else json.dumps(message))
+
+
+def _reply_to(ws, message_id) -> dict:
+    """The next answer under `message_id` (other messages skipped)."""
+    while (reply := json.loads(ws.recv(10))).get("messageId") != message_id:
+        pass
+    return reply
+
+
+def _subscribed(ws, message_id, query=None) -> None:
+    reply = _answer(ws, message_id, "subscribe", query)
+    assert reply["status"] == 200 and "data" in reply["message"], reply
+
+
+def _pushed(ws, message_ids: set, minute, events: int, timeout: float = 10) -> None:
+    """Wait until each subscription of `message_ids` on this socket has pushed a result in which
+    `minute` has `events` events."""
+    waiting, deadline = set(message_ids), time.monotonic() + timeout
+    while waiting:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no new result for subscriptions {sorted(waiting)}"
+        reply = json.loads(ws.recv(left))
+        if reply.get("messageId") in waiting:
+            assert reply["status"] == 200, reply
+            if _events({"rows": reply["message"]["data"]}, minute) == events:
+                waiting.discard(reply["messageId"])
+
+
+def test_a_refused_token_is_told_why_and_the_other_subscriptions_go_on(live_server):
+    """Bad, forged, expired and unknown-tenant tokens, and one that expires while connected: each
+    gets its 403 message on the socket (and under the ids of the messages sent with it), then the
+    socket closes (1008); a subscriber connected meanwhile is not disturbed."""
     unknown = "Invalid token: tenant 't404' is not one the published data knows"
-    for token, error in [("not-a-jwt", "Invalid token: Not enough segments"), (live_server.token("t404"), unknown)]:
-        with _ws(live_server) as ws:
-            ws.send(json.dumps({"authorization": token}))
-            ws.send(json.dumps({"messageId": 1, "method": "subscribe", "params": {"query": RECENT}}))
+    refused = {"not-a-jwt": "Invalid token: Not enough segments",
+               live_server.token("t001")[:-4] + "AAAA": "Invalid token: wrong signature",
+               live_server.token("t001", ttl_seconds=-10): "Invalid token: expired",
+               live_server.token("t404"): unknown}
+    with _ws(live_server, live_server.token("t002", ttl_seconds=3010)) as bystander:
+        _subscribed(bystander, "b")
+        for token, error in refused.items():
+            with _ws(live_server) as ws:
+                _send(ws, {"authorization": token})
+                _send(ws, {"messageId": 1, "method": "subscribe", "params": {"query": RECENT}})
+                received, code = _closed(ws)
+            assert received == [{"message": {"error": error}, "status": 403},
+                                {"messageId": 1, "message": {"error": error}, "status": 403}], token
+            assert code == 1008
+
+        with _ws(live_server, live_server.token("t002", ttl_seconds=2)) as ws:  # expires while connected
+            _subscribed(ws, 1)
             received, code = _closed(ws)
-        assert received == [{"message": {"error": error}, "status": 403},
-                            {"messageId": 1, "message": {"error": error}, "status": 403}]
-        assert code == 1008
-    # a message before any token, as Cube answers it
-    with _ws(live_server) as ws:
-        assert _answer(ws, "early") == {"messageId": "early", "message": {"error": "Not authorized"}, "status": 403}
+        assert received[-1] == {"message": {"error": "Invalid token: expired"}, "status": 403} and code == 1008
+
+        with _ws(live_server) as ws:  # a message before any token, as Cube answers it
+            assert _answer(ws, "early") == {"messageId": "early", "message": {"error": "Not authorized"},
+                                            "status": 403}
+            assert _answer(ws, "again")["status"] == 403  # and the socket stays for the token to come
+
+        minute, _ = publish_minute(live_server.layout, "t002", events=3)
+        _pushed(bystander, {"b"}, minute, 3)
+    assert httpx.get(f"{live_server.url}/readyz").status_code == 200
 
 
-def test_a_bad_query_is_refused_by_itself_and_the_socket_goes_on(live_server):
-    with _ws(live_server, live_server.token("t001")) as ws:
-        reply = _answer(ws, 1, "subscribe", {"measures": ["live.nope"]})
-        assert reply["status"] == 400 and "unknown measure 'live.nope'" in reply["message"]["error"]
-        ws.send("{not json")
-        assert _unnumbered(ws)["status"] == 400
-        assert _answer(ws, 2, "frobnicate")["message"]["error"].startswith("Unsupported method: 'frobnicate'")
-        assert _answer(ws, 3, "subscribe")["status"] == 200  # the same socket still serves
+def test_bad_messages_are_answered_one_by_one_and_every_subscription_goes_on(live_server):
+    """Malformed messages, an unknown method, bad params, a query that is not JSON, an unknown member
+    and a subscription past the token's bound (live_server allows 4): each is answered with a 400 (or
+    429) naming what is wrong, and the socket with its subscriptions, and other sockets, go on."""
+    token = live_server.token("t001", ttl_seconds=3020)
+    with _ws(live_server, token) as ws, _ws(live_server, live_server.token("t001", ttl_seconds=3030)) as bystander:
+        _subscribed(ws, "mine")
+        _subscribed(bystander, "b")
+
+        _send(ws, "{not json")
+        reply = _unnumbered(ws)
+        assert reply["status"] == 400 and reply["message"]["error"].startswith("Invalid JSON payload")
+        _send(ws, "[1, 2]")
+        assert _unnumbered(ws)["message"]["error"] == "Invalid message format: expected a JSON object"
+        _send(ws, {"method": "load", "params": {"query": RECENT}})
+        assert _unnumbered(ws)["message"]["error"].startswith("messageId is required")
+        _send(ws, {"messageId": "x" * 17, "method": "load", "params": {"query": RECENT}})
+        assert _unnumbered(ws)["message"]["error"].startswith("messageId is required")
+
+        reply = _answer(ws, 2, "frobnicate")
+        assert reply["status"] == 400
+        assert reply["message"]["error"].startswith("Unsupported method: 'frobnicate' (one of load, subscribe")
+        _send(ws, {"messageId": 3, "method": "subscribe", "params": "nope"})
+        assert _reply_to(ws, 3)["message"] == {"error": "params: expected a JSON object", "type": "UserError"}
+        _send(ws, {"messageId": 4, "method": "subscribe", "params": {"query": "{oops"}})
+        reply = _reply_to(ws, 4)
+        assert reply["status"] == 400 and reply["message"]["error"].startswith("params.query: not valid JSON")
+        _send(ws, {"messageId": 5, "method": "subscribe", "params": {}})
+        assert _reply_to(ws, 5)["message"]["error"] == "params.query: missing"
+        _send(ws, {"messageId": 6, "method": "subscribe", "params": {"query": 42}})
+        assert _reply_to(ws, 6)["message"]["error"] == "query: expected a JSON object, got int"
+
+        reply = _answer(ws, 7, "subscribe", {**RECENT, "measures": ["live.live_event"]})
+        assert reply["status"] == 400
+        assert "unknown measure 'live.live_event'; did you mean 'live.live_events'" in reply["message"]["error"]
+
+        # refused subscriptions were not kept: three more fit in the token's four, the fifth does not
+        for message_id in ("s2", "s3", "s4"):
+            _subscribed(ws, message_id)
+        reply = _answer(ws, "s5", "subscribe")
+        assert reply["status"] == 429
+        assert reply["message"]["error"] == ("too many subscriptions for this token (at most 4 at a time: "
+                                             "SEMANTIC_WS_SUBSCRIPTIONS_PER_TOKEN); unsubscribe first")
+
+        minute, _ = publish_minute(live_server.layout, "t001", events=11)
+        _pushed(ws, {"mine", "s2", "s3", "s4"}, minute, 11)
+        _pushed(bystander, {"b"}, minute, 11)
+        assert _answer(ws, 8)["status"] == 200  # and it still answers
 
 
 def test_connections_are_bounded_per_token_and_per_server(live_server):
