@@ -338,6 +338,10 @@ class Connection:
         except FileNotFoundError as exc:
             self.refuse(Refused(str(exc), 503, CLOSE_TRY_LATER))
             return
+        except Exception as exc:  # the other connections go on
+            log.error("subscriptions: internal error checking a token", exc_info=exc)
+            self.refuse(Refused(f"internal error: {type(exc).__name__}: {exc}", 500, CLOSE_TRY_LATER))
+            return
         self.release()
         key = hashlib.sha256(token.encode()).hexdigest()
         if hub.tokens.get(key, 0) >= hub.limits.connections_per_token:
