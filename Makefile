@@ -23,7 +23,7 @@ JDBC := /usr/share/java/postgresql.jar
 # The metrics server's live page: Cube's client (locked npm packages) bundled by esbuild
 LIVE_PAGE := semantic/live/dist/live.js
 
-.PHONY: report serve-reports live-page run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments lint manifest install clean
+.PHONY: report serve-reports live-page run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness bench-live mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest $(REPORTS_JS)
@@ -92,6 +92,10 @@ bench-collector: install
 ## bench-freshness: acknowledgement to visible in the published real-time mart, through sensor and micro-batches
 bench-freshness: install manifest
 	$(RUN) python -m bench.freshness
+
+## bench-live: publish of the real-time mart to the live page (pushed) against a REST poller (after `make run`)
+bench-live: install manifest $(LIVE_PAGE) $(CHROMIUM)
+	$(RUN) python -m bench.live --data-dir data
 
 ## bench-reports: Evidence site build time and time until each page's charts are drawn (after `make run`)
 bench-reports: install $(REPORTS_JS) $(CHROMIUM)

@@ -11,19 +11,19 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
-import duckdb
 import httpx
 import pytest
 
+from bench import live
 from bench.loopback import free_port
 from ingestion.paths import DataLayout
 from orchestration.environment import SEMANTIC_MANIFEST
-from semantic import rollups, snapshots
+from semantic import snapshots
 from semantic.auth import issue_token
-from semantic.publication import DuckDbSnapshots, Version
+from semantic.publication import Version
 from tests.conftest import REPO_ROOT
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
@@ -82,16 +82,10 @@ def start_server(layout: DataLayout, log: Path, module: str = "semantic.server",
         proc.wait(timeout=30)
 
 
-# what a micro-batch publishes of the real-time mart (its dbt model's publish cursor)
-PER_MINUTE = snapshots.Changes(tables={"marts.metrics_per_minute": snapshots.Cursor("metrics_per_minute_key",
-                                                                                    "last_loaded_at")})
-
-
 def publish(layout: DataLayout, changes: snapshots.Changes | None = None) -> Version:
     """Publish the layout's warehouse as the pipeline does: a new snapshot with its rollups (of
     everything, or of the `changes` only, as a micro-batch does)."""
-    publication = DuckDbSnapshots(layout.warehouse, layout.root / "published")
-    return publication.publish(changes=changes, build=rollups.builder(SEMANTIC_MANIFEST))
+    return live.publish(layout, SEMANTIC_MANIFEST, changes)
 
 
 def publish_minute(layout: DataLayout, tenant: str, events: int, revenue: float = 0.0,
@@ -99,16 +93,8 @@ def publish_minute(layout: DataLayout, tenant: str, events: int, revenue: float 
     """The real-time mart's row of one tenant and minute (now's by default) replaced, as a micro-batch
     merges it, and published as a micro-batch publishes it: `events` events, `revenue` of it at
     checkout (one checkout if any)."""
-    minute = minute or datetime.now(UTC).replace(second=0, microsecond=0, tzinfo=None)
-    key = f"{minute}|{tenant}"
-    with duckdb.connect(str(layout.warehouse)) as conn:
-        conn.execute("delete from marts.metrics_per_minute where metrics_per_minute_key = ?", [key])
-        conn.execute("insert into marts.metrics_per_minute (metrics_per_minute_key, minute_at, tenant_id, events, "
-                     "visitors, sessions_started, page_views, signups, checkouts, revenue, errors, last_loaded_at) "
-                     "values (?, ?, ?, ?, 1, 0, ?, 0, ?, ?, 0, ?)",
-                     [key, minute, tenant, events, events - (revenue > 0), int(revenue > 0), revenue,
-                      datetime.now(UTC).replace(tzinfo=None)])
-    return minute, publish(layout, PER_MINUTE)
+    minute = live.write_minute(layout.warehouse, tenant, events, revenue, minute)
+    return minute, publish(layout, live.PER_MINUTE)
 
 
 @pytest.fixture(scope="session")
