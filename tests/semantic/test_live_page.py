@@ -1,21 +1,29 @@
 """The live page (`GET /live` on the metrics server) in Debian's Chromium, as a person leaves it open:
-new data is published and the page shows it by itself, pushed over its WebSocket (the page sends no
-request after it loaded). How soon is a figure for a benchmark, not a test on a shared machine: the
-test records it (`publish_to_page_ms` in the JUnit report) and allows five seconds. A screenshot is
-kept in `tests/artifacts/live/` (git-ignored)."""
+new data is published (or events are sent to the collector and a micro-batch runs) and the page
+shows it by itself, pushed over its WebSocket (the page sends no request after it loaded). How
+soon is a figure for a benchmark (`make bench-live`), not for a test on a shared machine: the test
+records it (`publish_to_page_ms` in the JUnit report) and allows five seconds. A screenshot is kept
+in `tests/artifacts/live/` (git-ignored)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
+import uuid
 from datetime import UTC, datetime
 
 import httpx
+import orjson
 
+from ingestion.paths import DataLayout
+from orchestration.microbatch import closed_files, microbatch_job
 from reports.browser import VIEWPORT
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, copy_of
+from tests.ingestion.collector_process import collector
 from tests.ingestion.helpers import query as sql
-from tests.semantic.conftest import publish_minute
+from tests.orchestration.helpers import run_in_process
+from tests.semantic.conftest import publish_minute, start_server
 
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts" / "live"
 EVENTS_TILE = "document.getElementById('live.live_events')"
@@ -97,3 +105,36 @@ def test_the_live_page_asks_for_a_token_when_it_has_none_or_a_refused_one(live_s
         assert page.is_visible("#token-form")
     finally:
         page.close()
+
+
+def test_events_sent_to_the_collector_show_on_the_open_live_page(published, tmp_path, chromium):
+    """The whole path a person watches: events posted to the collector, the micro-batch the sensor
+    would start (run in this process, on the clock's time rather than the suite's pinned one, as the
+    events are today's), its publish, and the page changing by itself."""
+    layout = DataLayout(copy_of(published.root, tmp_path))
+    with contextlib.contextmanager(start_server)(layout, tmp_path / "server.log") as server:
+        page = chromium.new_page(viewport=VIEWPORT)
+        try:
+            page.goto(f"{server.url}/live#token={server.token('t001')}")
+            _wait(page, f"document.getElementById('status').dataset.state === 'live' && {EVENTS_TILE}.textContent"
+                        " !== '–'", timeout=15)
+            shown = int(_number(page.evaluate(f"{EVENTS_TILE}.textContent")))
+
+            now, marker = datetime.now(UTC), uuid.uuid4().hex
+            sent = [{"event_id": f"{marker}-{i}", "event_type": "page_view",
+                     "timestamp": now.isoformat().replace("+00:00", "Z"), "tenant_id": "t001",
+                     "user_id": f"t001-u{i}", "session_id": f"{marker}-s", "properties": {"path": "/live"},
+                     "context": {"device": "desktop"}} for i in range(12)]
+            with collector(layout) as running:
+                reply = httpx.post(f"{running.url}/v1/batch", content=orjson.dumps({"batch": sent}),
+                                   headers={"Authorization": "Bearer key-t001"}, timeout=30)
+                assert reply.status_code == 200, reply.text
+                deadline = time.monotonic() + 15
+                while not any(marker.encode() in (layout.events_dir / f.name).read_bytes()
+                              for f in closed_files(layout.events_dir)):
+                    assert time.monotonic() < deadline, "the collector closed no file with the events"
+                    time.sleep(0.1)
+            run_in_process(layout.root, extra_env={"PLATFORM_NOW": now.isoformat()}, job=microbatch_job.name)
+            _wait(page, f"{EVENTS_TILE}.textContent.replace(/[^0-9]/g, '') === '{shown + 12}'", timeout=10)
+        finally:
+            page.close()
