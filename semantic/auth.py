@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jwt
 
@@ -34,6 +34,7 @@ class SecurityContext:
     token_id: str = ""  # `token_id` of the token: who asked, in the audit log
     subject: str | None = None  # the token's `sub`, when it has one
     kid: str | None = None  # the key it was signed with, when it names one
+    expires_at: float = field(default=float("inf"), compare=False)  # the token's exp (a long connection checks it)
 
     @property
     def cache_key(self) -> str:
@@ -69,10 +70,10 @@ def authenticate(header: str | None, keys: KeySet | str, max_seconds: int | None
     who = {"token_id": token_id(token), "subject": str(payload["sub"]) if "sub" in payload else None,
            "kid": key.kid}
     if role == ADMIN:
-        return SecurityContext(None, ADMIN, **who)
+        return SecurityContext(None, ADMIN, expires_at=payload["exp"], **who)
     if not isinstance(tenant, str) or not tenant:
         raise AuthError("Invalid token: its security context names no tenant_id")
-    return SecurityContext(tenant, role, **who)
+    return SecurityContext(tenant, role, expires_at=payload["exp"], **who)
 
 
 def token_id(token: str) -> str:

@@ -11,6 +11,9 @@ Routes, as Cube serves them under `/cubejs-api`:
 - `GET /metrics` (Prometheus), `GET /openapi.json` (this API's description), `GET /status` and
   `GET /status.json` (the platform's status page, `status.py`), added with the audit log and
   per-token rate limits by `guards.py` around the served app.
+- WebSockets on any path, as Cube listens for `@cubejs-client/ws-transport`: `load`, `subscribe`
+  (a new result pushed whenever a publish changes it) and `meta` (see `subscriptions.py`).
+- `GET /live`: the live page, built on those subscriptions (see `live_page.py`).
 
 Errors have Cube's shape: 400 `{"error": ..., "type": "UserError"}`, 403 `{"error": ...}`.
 """
@@ -28,15 +31,16 @@ import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
-from semantic import rollups
+from semantic import live_page, rollups
 from semantic.auth import AuthError, SecurityContext, authenticate
 from semantic.cube_query import Plan, QueryError, Translator, date_range, query_now
 from semantic.guards import guarded
 from semantic.members import UnknownMember
 from semantic.service import LRU, MetricsService, Result
-from semantic.settings import DEFAULT_TOKEN_MAX_SECONDS, ServingSettings, SettingsError
+from semantic.settings import DEFAULT_TOKEN_MAX_SECONDS, ServingSettings, SettingsError, SubscriptionLimits
+from semantic.subscriptions import Subscriptions
 
 DEFAULT_CONTINUE_WAIT = 10.0
 log = logging.getLogger(__name__)
@@ -109,14 +113,18 @@ class Api:
 
     async def _context(self, request: Request) -> SecurityContext:
         # in a thread: a token naming an unknown kid reads the key sets again, which may fetch a URL
-        context = await asyncio.to_thread(authenticate, request.headers.get("authorization"), self.secret,
-                                          self.max_token_seconds)
-        if context.tenant_id is not None and context.tenant_id not in self.service.current().tenants:
-            raise AuthError(f"Invalid token: tenant {context.tenant_id!r} is not one the published data knows")
+        context = await asyncio.to_thread(self.authorize, request.headers.get("authorization"))
         request.state.security_context = context  # who asked, for the audit log (`audit.py`)
         return context
 
-    def _expand(self, query, context: SecurityContext) -> tuple[str, list[tuple[dict, Plan]]]:
+    def authorize(self, token: str | None) -> SecurityContext:
+        """The security context of a token (an `Authorization` header's value), or AuthError."""
+        context = authenticate(token, self.secret, self.max_token_seconds)
+        if context.tenant_id is not None and context.tenant_id not in self.service.current().tenants:
+            raise AuthError(f"Invalid token: tenant {context.tenant_id!r} is not one the published data knows")
+        return context
+
+    def expand(self, query, context: SecurityContext) -> tuple[str, list[tuple[dict, Plan]]]:
         """One query, a list of queries, or a compareDateRange query, as (queryType, [(query, plan)])."""
         translator = Translator(self.service.catalog, context.tenant_id)
         if isinstance(query, list):
@@ -194,24 +202,26 @@ class Api:
         cached = self.replies.get(key)
         if cached is not None:
             return Response(cached, media_type="application/json")
-        query_type, plans = self._expand(query, context)
+        query_type, plans = self.expand(query, context)
         futures = [self.service.submit(plan, context.cache_key) for _, plan in plans]
         try:
             results = await self._wait(futures)
         except TimeoutError:
             return _json({"error": "Continue wait"})
+        encoded = orjson.dumps(self.body(query_type, plans, results, wanted))
+        self.replies.put(key, encoded)
+        return Response(encoded, media_type="application/json")
+
+    def body(self, query_type: str, plans: list[tuple[dict, Plan]], results: list[Result], wanted: str | None) -> dict:
+        """A load's reply: the results of the expanded query, wrapped for `queryType=multi`."""
         replies = [self._reply(q, plan, result, query_type) for (q, plan), result in zip(plans, results, strict=True)]
         if wanted == "multi":
             first_query, first_plan = plans[0]
-            body = {"queryType": query_type, "results": replies,
+            return {"queryType": query_type, "results": replies,
                     "pivotQuery": self._normalized(first_query, first_plan, query_type), "slowQuery": False}
-        elif query_type != "regularQuery":
-            return _user_error(f"{query_type} needs queryType=multi")
-        else:
-            body = replies[0]
-        encoded = orjson.dumps(body)
-        self.replies.put(key, encoded)
-        return Response(encoded, media_type="application/json")
+        if query_type != "regularQuery":
+            raise QueryError(f"{query_type} needs queryType=multi")
+        return replies[0]
 
     async def _wait(self, futures: list) -> list[Result]:
         """The results, waiting at most the continue-wait time; the executions go on regardless."""
@@ -233,7 +243,7 @@ class Api:
     async def sql(self, request: Request) -> Response:
         context = await self._context(request)
         query, _ = await _query_of(request)
-        _, plans = self._expand(query, context)
+        _, plans = self.expand(query, context)
         loop = asyncio.get_running_loop()
         sqls = [await loop.run_in_executor(self.service.pool, self.service.sql, plan, context.cache_key)
                 for _, plan in plans]
@@ -251,7 +261,7 @@ class Api:
     async def dry_run(self, request: Request) -> Response:
         context = await self._context(request)
         query, _ = await _query_of(request)
-        query_type, plans = self._expand(query, context)
+        query_type, plans = self.expand(query, context)
         loop = asyncio.get_running_loop()
         for _, plan in plans:
             await loop.run_in_executor(self.service.pool, self.service.dry_run, plan, context.cache_key)
@@ -272,8 +282,10 @@ class Api:
 
 
 def create_app(service: MetricsService, secret: str, continue_wait: float = DEFAULT_CONTINUE_WAIT,
-               max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS) -> Starlette:
+               max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS,
+               subscription_limits: SubscriptionLimits | None = None) -> Starlette:
     api = Api(service, secret, continue_wait, max_token_seconds)
+    subscriptions = Subscriptions(api, subscription_limits or SubscriptionLimits())
     base = "/cubejs-api/v1"
     return Starlette(routes=[
         Route(f"{base}/load", api.load, methods=["GET", "POST"]),
@@ -282,6 +294,8 @@ def create_app(service: MetricsService, secret: str, continue_wait: float = DEFA
         Route(f"{base}/dry-run", api.dry_run, methods=["GET", "POST"]),
         Route("/livez", api.livez, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
+        *live_page.routes(),
+        WebSocketRoute("/{path:path}", subscriptions.serve),
     ])
 
 
@@ -289,8 +303,8 @@ def app_from_environment() -> Starlette:
     """The app as uvicorn loads it (`semantic.server:app_from_environment`, factory)."""
     settings = ServingSettings.from_environment()
     service = settings.service()
-    return guarded(create_app(service, settings.keys, settings.continue_wait, settings.max_token_seconds), service,
-                   settings)
+    return guarded(create_app(service, settings.keys, settings.continue_wait, settings.max_token_seconds,
+                              settings.subscriptions), service, settings)
 
 
 WORKER_START_SECONDS = 60  # also how long a hung worker goes unnoticed

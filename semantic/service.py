@@ -103,7 +103,7 @@ def _cube_value(value):
 
 class MetricsService:
     def __init__(self, publication: Publication, semantic_manifest: Path, workers: int = 4,
-                 poll_seconds: float = 0.5, use_rollups: bool = True):
+                 poll_seconds: float = 0.1, use_rollups: bool = True):
         self.publication = publication
         self.use_rollups = use_rollups
         self.lookup = load_semantic_manifest(semantic_manifest, publication.relation)
@@ -118,6 +118,7 @@ class MetricsService:
         self._current: Version | None = None
         self._catalog: Catalog | None = None
         self._checked_at = 0.0
+        # how stale the version may be: live subscriptions wait on it (reading the pointer is cheap)
         self._poll_seconds = poll_seconds
 
     # -- versions ---------------------------------------------------------------------------

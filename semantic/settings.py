@@ -19,6 +19,10 @@ point (the metrics server, the SQL endpoint).
     SEMANTIC_WORKERS           threads that compile and run queries (default 4)
     SEMANTIC_CONTINUE_WAIT     seconds a request waits before Cube's "Continue wait" (default 10)
     SEMANTIC_ROLLUPS           off: every query compiled by MetricFlow (the benchmark's baseline)
+    SEMANTIC_WS_CONNECTIONS    WebSocket connections per server process (default 1000)
+    SEMANTIC_WS_CONNECTIONS_PER_TOKEN     of them with one token (default 20)
+    SEMANTIC_WS_SUBSCRIPTIONS_PER_TOKEN   subscriptions of one token over all its connections (default 100)
+    SEMANTIC_WS_SEND_BUFFER_BYTES         replies waiting for a slow client before it is dropped (default 4 MiB)
     PLATFORM_NOW               the moment the SQL endpoint's now() means (`ingestion.paths.pinned_now_from`)
 
 The variables the pipeline shares with the servers are parsed by the same functions it uses, and
@@ -29,7 +33,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -97,6 +101,21 @@ def _audit_dir(env: Mapping[str, str], data_dir: Path) -> Path | None:
 
 
 @dataclass(frozen=True)
+class SubscriptionLimits:
+    """The bounds of the WebSocket subscriptions (see `subscriptions.py`)."""
+
+    connections: int = 1000
+    connections_per_token: int = 20
+    subscriptions_per_token: int = 100
+    send_buffer_bytes: int = 4 * 1024 * 1024
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str]) -> SubscriptionLimits:
+        return cls(**{f.name: max(1, _number(env, f"SEMANTIC_WS_{f.name.upper()}", f.default, int))
+                      for f in fields(cls)})
+
+
+@dataclass(frozen=True)
 class ServingSettings:
     data_dir: Path
     warehouse: WarehouseTarget
@@ -105,6 +124,7 @@ class ServingSettings:
     workers: int = 4
     continue_wait: float = 10.0
     rollups: bool = True
+    subscriptions: SubscriptionLimits = field(default_factory=SubscriptionLimits)
     semantic_manifest: Path = SEMANTIC_MANIFEST
     now: datetime | None = None  # PLATFORM_NOW, else the clock
     rate_limit: Rates = ()  # per token
@@ -135,6 +155,7 @@ class ServingSettings:
             workers=max(1, _number(env, "SEMANTIC_WORKERS", 4, int)),
             continue_wait=_number(env, "SEMANTIC_CONTINUE_WAIT", 10.0),
             rollups=env.get("SEMANTIC_ROLLUPS", "on") != "off",
+            subscriptions=SubscriptionLimits.from_environment(env),
             now=pinned_now_from(env),
             status_parts=_status_parts(env),
             freshness_limit=freshness_limit_from(env),

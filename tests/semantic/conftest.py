@@ -1,10 +1,11 @@
 """A real metrics server on loopback over the tiny sample's published snapshot (`published`, shared
-by the session: tests that publish or write give a server their own copy)."""
+by the session: tests that publish or write give a server their own copy, as `live_server` does)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -12,17 +13,19 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
+from bench import live
 from bench.loopback import free_port
 from ingestion.paths import DataLayout
 from orchestration.environment import SEMANTIC_MANIFEST
-from semantic import rollups
+from semantic import snapshots
 from semantic.auth import issue_token
-from semantic.publication import DuckDbSnapshots, Version
+from semantic.publication import Version
 from tests.conftest import REPO_ROOT
 from tests.semantic.keyring import Keyring, keyring, serving
 from tests.tls import Certificate, self_signed
@@ -36,6 +39,7 @@ class Server:
     layout: DataLayout
     port: int
     verify: ssl.SSLContext | bool = True  # what clients verify its TLS certificate with, when it has one
+    pid: int = 0
 
     def token(self, tenant_id: str | None = None, role: str = "tenant", ttl_seconds: int = 3600) -> str:
         return issue_token(SECRET, tenant_id, role, ttl_seconds)
@@ -82,16 +86,25 @@ def start_server(layout: DataLayout, log: Path, module: str = "semantic.server",
             assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, f"{module} did not become ready"
             time.sleep(0.3)
-        yield Server(url, layout, port, verify)
+        yield Server(url, layout, port, verify, proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
-def publish(layout: DataLayout) -> Version:
-    """Publish the layout's warehouse as the pipeline does: a new snapshot with its rollups."""
-    publication = DuckDbSnapshots(layout.warehouse, layout.root / "published")
-    return publication.publish(build=rollups.builder(SEMANTIC_MANIFEST))
+def publish(layout: DataLayout, changes: snapshots.Changes | None = None) -> Version:
+    """Publish the layout's warehouse as the pipeline does: a new snapshot with its rollups (of
+    everything, or of the `changes` only, as a micro-batch does)."""
+    return live.publish(layout, SEMANTIC_MANIFEST, changes)
+
+
+def publish_minute(layout: DataLayout, tenant: str, events: int, revenue: float = 0.0,
+                   minute: datetime | None = None) -> tuple[datetime, Version]:
+    """The real-time mart's row of one tenant and minute (now's by default) replaced, as a micro-batch
+    merges it, and published as a micro-batch publishes it: `events` events, `revenue` of it at
+    checkout (one checkout if any)."""
+    minute = live.write_minute(layout.warehouse, tenant, events, revenue, minute)
+    return minute, publish(layout, live.PER_MINUTE)
 
 
 @pytest.fixture(scope="session")
@@ -139,3 +152,16 @@ def secured(published, tmp_path_factory) -> Iterator[Secured]:
         sql = stack.enter_context(run(published, root / "sql.log", module="semantic.pgwire",
                                       extra_env={**env, "SEMANTIC_SQL_METRICS_PORT": str(metrics_port)}))
         yield Secured(rest, sql, f"https://127.0.0.1:{metrics_port}", ring, certificate, root / "audit", jwks_url)
+
+
+@pytest.fixture(scope="session")
+def live_server(published, tmp_path_factory) -> Iterator[Server]:
+    """A server over a private copy of the published sample, which tests publish new data into (with
+    `publish_minute`); with small WebSocket bounds, so that tests can reach them."""
+    root = tmp_path_factory.mktemp("live") / "data"
+    root.mkdir()
+    shutil.copyfile(published.warehouse, root / "warehouse.duckdb")
+    shutil.copytree(published.root / "published", root / "published")
+    yield from start_server(DataLayout(root), root.parent / "live.log", extra_env={
+        "SEMANTIC_WS_CONNECTIONS": "12", "SEMANTIC_WS_CONNECTIONS_PER_TOKEN": "3",
+        "SEMANTIC_WS_SUBSCRIPTIONS_PER_TOKEN": "4"})
