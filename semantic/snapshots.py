@@ -38,6 +38,7 @@ from pathlib import Path
 import duckdb
 
 from ingestion.paths import fsync
+from semantic import duckdb_extensions
 from semantic.duckdb_extensions import load_extension
 
 # What readers may see: marts (and the forecasts and insights written beside them) and quality results.
@@ -108,7 +109,7 @@ Build = Callable[[duckdb.DuckDBPyConnection, frozenset[str] | None, Mapping[str,
 def attach(published_dir: Path, snapshot_id: int | None = None) -> duckdb.DuckDBPyConnection:
     """A connection with the published DuckLake attached under the warehouse's catalog name (and
     in use): the given snapshot, read-only, or (None) the latest, to write."""
-    conn = duckdb.connect()
+    conn = duckdb_extensions.connect()
     try:
         attach_into(conn, published_dir, snapshot_id, CATALOG)
         conn.execute(f"use {CATALOG}")
