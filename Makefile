@@ -89,8 +89,8 @@ bench: install manifest $(REPORTS_JS) $(CHROMIUM)
 bench-collector: install
 	$(RUN) python -m bench.collector
 
-## bench-freshness: acknowledgement to visible in the published real-time mart, through sensor and micro-batches
-bench-freshness: install manifest
+## bench-freshness: acknowledgement to visible in the published mart, the metrics API and the live page; publish time at 1x and 30x
+bench-freshness: install manifest $(LIVE_PAGE) $(CHROMIUM)
 	$(RUN) python -m bench.freshness
 
 ## bench-live: publish of the real-time mart to the live page (pushed) against a REST poller (after `make run`)
