@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ingestion.paths import DataLayout, data_dir_from
 from semantic.publication import Publication
-from semantic.settings import SEMANTIC_MANIFEST
+from semantic.settings import SEMANTIC_MANIFEST, pinned_now
 from semantic.warehouse import Warehouse, WarehouseTarget
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -118,17 +118,6 @@ class Environment:
         return self.warehouse_target.location
 
 
-def _pinned_now(value: str | None) -> datetime | None:
-    """PLATFORM_NOW: an ISO timestamp (UTC unless it names an offset), or unset for the clock."""
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"PLATFORM_NOW must be an ISO timestamp such as 2026-11-01T06:00:00Z, not {value!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _sample_end_date(value: str, now: datetime) -> date:
     """`yesterday` (the default: the sample looks live, so freshness checks mean something) or a date."""
     if value == "yesterday":
@@ -141,18 +130,18 @@ def _sample_end_date(value: str, now: datetime) -> date:
 
 def environment_from(env: dict[str, str]) -> Environment:
     data_dir = data_dir_from(env)
-    pinned_now = _pinned_now(env.get("PLATFORM_NOW"))
+    now = pinned_now(env.get("PLATFORM_NOW"))
     return Environment(
         data_dir=data_dir,
         warehouse_target=WarehouseTarget.from_environment(env, data_dir),
         sample_size=env.get("PLATFORM_SAMPLE_SIZE", "default"),
         sample_seed=int(env.get("PLATFORM_SAMPLE_SEED", "42")),
         sample_end_date=_sample_end_date(env.get("PLATFORM_SAMPLE_END_DATE", "yesterday"),
-                                         pinned_now or datetime.now(UTC)),
+                                         now or datetime.now(UTC)),
         # comma-separated names from ingestion/sample_data/faults.py, to prove the quality gates
         sample_faults=tuple(f for f in env.get("PLATFORM_SAMPLE_FAULTS", "").split(",") if f),
         schema_contract=env.get("PLATFORM_SCHEMA_CONTRACT", "evolve"),
-        pinned_now=pinned_now,
+        pinned_now=now,
     )
 
 

@@ -7,6 +7,8 @@ Routes, as Cube serves them under `/cubejs-api`:
   seconds (10, as Cube) is answered `{"error": "Continue wait"}`; the client asks again and picks up
   the same execution.
 - `GET /cubejs-api/v1/meta`, `GET|POST /cubejs-api/v1/sql`, `GET|POST /cubejs-api/v1/dry-run`.
+- `POST /cubejs-api/v1/question`: `{"question": "...", "timezone"?: "..."}` answered with the governed
+  metrics for the token's tenant (`semantic/questions/`): the query it ran, the numbers, a sentence.
 - `GET /livez`, `GET /readyz` (ready once a published snapshot can be read).
 
 Errors have Cube's shape: 400 `{"error": ..., "type": "UserError"}`, 403 `{"error": ...}`.
@@ -21,6 +23,8 @@ import logging
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -29,8 +33,9 @@ from semantic import rollups
 from semantic.auth import AuthError, SecurityContext, authenticate
 from semantic.cube_query import Plan, QueryError, Translator, date_range, query_now
 from semantic.members import UnknownMember
+from semantic.questions import Asker
 from semantic.service import LRU, MetricsService, Result
-from semantic.settings import DEFAULT_TOKEN_MAX_SECONDS, ServingSettings, SettingsError
+from semantic.settings import DEFAULT_TOKEN_MAX_SECONDS, LOOPBACK_ORIGINS, ServingSettings, SettingsError
 
 DEFAULT_CONTINUE_WAIT = 10.0
 log = logging.getLogger(__name__)
@@ -96,8 +101,9 @@ def cube_errors(handler):
 
 class Api:
     def __init__(self, service: MetricsService, secret: str, continue_wait: float,
-                 max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS):
+                 max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS, asker: Asker | None = None):
         self.service, self.secret, self.continue_wait = service, secret, continue_wait
+        self.asker = asker or Asker(service)
         self.max_token_seconds = max_token_seconds
         self.replies = LRU(4096)  # finished replies, by request text and security context and data version
 
@@ -251,6 +257,18 @@ class Api:
                       "queryOrder": [{k: v} for k, v in (normalized[0].get("order") or [])]
                       if isinstance(normalized[0].get("order"), list) else []})
 
+    @cube_errors
+    async def question(self, request: Request) -> Response:
+        context = self._context(request)
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            raise QueryError(f"body: not valid JSON ({exc})") from None
+        if not isinstance(body, dict) or "question" not in body:
+            raise QueryError('body: expected a JSON object with a question ({"question": "revenue last month"})')
+        ask = functools.partial(self.asker.ask, body["question"], context, body.get("timezone") or "UTC")
+        return _json(await asyncio.get_running_loop().run_in_executor(None, ask))
+
     async def livez(self, request: Request) -> Response:
         return _json({"health": "HEALTH"})
 
@@ -263,14 +281,20 @@ class Api:
 
 
 def create_app(service: MetricsService, secret: str, continue_wait: float = DEFAULT_CONTINUE_WAIT,
-               max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS) -> Starlette:
-    api = Api(service, secret, continue_wait, max_token_seconds)
+               max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS, now=None,
+               cors_origins: str = LOOPBACK_ORIGINS) -> Starlette:
+    """The app; `now` is what questions' relative dates count from, `cors_origins` (a regular
+    expression) the web origins whose pages may call it from a browser."""
+    api = Api(service, secret, continue_wait, max_token_seconds, Asker(service, now))
     base = "/cubejs-api/v1"
-    return Starlette(routes=[
+    cors = Middleware(CORSMiddleware, allow_origin_regex=cors_origins, allow_methods=["GET", "POST"],
+                      allow_headers=["Authorization", "Content-Type"], max_age=600)
+    return Starlette(middleware=[cors], routes=[
         Route(f"{base}/load", api.load, methods=["GET", "POST"]),
         Route(f"{base}/meta", api.meta, methods=["GET"]),
         Route(f"{base}/sql", api.sql, methods=["GET", "POST"]),
         Route(f"{base}/dry-run", api.dry_run, methods=["GET", "POST"]),
+        Route(f"{base}/question", api.question, methods=["POST"]),
         Route("/livez", api.livez, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
     ])
@@ -279,7 +303,8 @@ def create_app(service: MetricsService, secret: str, continue_wait: float = DEFA
 def app_from_environment() -> Starlette:
     """The app as uvicorn loads it (`semantic.server:app_from_environment`, factory)."""
     settings = ServingSettings.from_environment()
-    return create_app(settings.service(), settings.secret, settings.continue_wait, settings.max_token_seconds)
+    return create_app(settings.service(), settings.secret, settings.continue_wait, settings.max_token_seconds,
+                      settings.now, settings.cors_origins)
 
 
 def main() -> None:

@@ -9,6 +9,11 @@ point (the metrics server, the SQL endpoint).
     SEMANTIC_WORKERS           threads that compile and run queries (default 4)
     SEMANTIC_CONTINUE_WAIT     seconds a request waits before Cube's "Continue wait" (default 10)
     SEMANTIC_ROLLUPS           off: every query compiled by MetricFlow (the benchmark's baseline)
+    SEMANTIC_CORS_ORIGINS      the web origins whose pages may call the API from a browser (the reports'
+                               question page): a comma-separated list, or * for any; default any
+                               loopback origin (http://127.0.0.1:<port>, http://localhost:<port>)
+    PLATFORM_NOW               the moment questions' relative dates ("last month") count from, as the
+                               pipeline reads it (`pinned_now`); unset: the clock
 
 The variables the pipeline shares with the servers are parsed by the same functions it uses, and
 nothing here imports the pipeline (dlt, Dagster): the servers start without it.
@@ -17,8 +22,10 @@ nothing here imports the pipeline (dlt, Dagster): the servers start without it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ingestion.paths import data_dir_from
@@ -27,6 +34,7 @@ from semantic.warehouse import WarehouseTarget
 # The governed metric definitions as MetricFlow reads them, written by `dbt parse` (`make manifest`).
 SEMANTIC_MANIFEST = Path(__file__).resolve().parents[1] / "dbt_project" / "target" / "semantic_manifest.json"
 DEFAULT_TOKEN_MAX_SECONDS = 90 * 24 * 3600
+LOOPBACK_ORIGINS = r"https?://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?"
 
 
 class SettingsError(ValueError):
@@ -46,12 +54,37 @@ def _number(env: Mapping[str, str], name: str, default: float, kind=float):
     return value
 
 
+def pinned_now(value: str | None) -> datetime | None:
+    """PLATFORM_NOW: an ISO timestamp (UTC unless it names an offset), or unset for the clock."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise SettingsError(f"PLATFORM_NOW must be an ISO timestamp such as 2026-11-01T06:00:00Z, not {value!r}") \
+            from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def api_secret(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     secret = env.get("SEMANTIC_API_SECRET") or env.get("CUBEJS_API_SECRET")
     if not secret:
         raise SettingsError("set SEMANTIC_API_SECRET (the HS256 secret that signs API tokens)")
     return secret
+
+
+def _origins(value: str | None) -> str:
+    """SEMANTIC_CORS_ORIGINS as one regular expression of allowed origins."""
+    if not value:
+        return LOOPBACK_ORIGINS
+    if value.strip() == "*":
+        return ".*"
+    origins = [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+    bad = [o for o in origins if not o.startswith(("http://", "https://"))]
+    if bad:
+        raise SettingsError(f"SEMANTIC_CORS_ORIGINS: {bad[0]!r} is not an origin (http(s)://host[:port])")
+    return "|".join(re.escape(o) for o in origins)
 
 
 @dataclass(frozen=True)
@@ -64,20 +97,30 @@ class ServingSettings:
     continue_wait: float = 10.0
     rollups: bool = True
     semantic_manifest: Path = SEMANTIC_MANIFEST
+    cors_origins: str = LOOPBACK_ORIGINS  # a regular expression of the origins allowed
+    pinned_now: datetime | None = None
 
     @classmethod
-    def from_environment(cls, env: Mapping[str, str] | None = None) -> ServingSettings:
+    def from_environment(cls, env: Mapping[str, str] | None = None, require_secret: bool = True) -> ServingSettings:
+        """The settings; `require_secret=False` for tools that read the published data in-process
+        and check no token (`python -m semantic.ask`)."""
         env = os.environ if env is None else env
         data_dir = data_dir_from(env)
         return cls(
             data_dir=data_dir,
             warehouse=WarehouseTarget.from_environment(env, data_dir),
-            secret=api_secret(env),
+            secret=api_secret(env) if require_secret else env.get("SEMANTIC_API_SECRET", ""),
             max_token_seconds=_number(env, "SEMANTIC_TOKEN_MAX_SECONDS", DEFAULT_TOKEN_MAX_SECONDS, int),
             workers=max(1, _number(env, "SEMANTIC_WORKERS", 4, int)),
             continue_wait=_number(env, "SEMANTIC_CONTINUE_WAIT", 10.0),
             rollups=env.get("SEMANTIC_ROLLUPS", "on") != "off",
+            cors_origins=_origins(env.get("SEMANTIC_CORS_ORIGINS")),
+            pinned_now=pinned_now(env.get("PLATFORM_NOW")),
         )
+
+    def now(self) -> datetime:
+        """What relative dates in questions count from: PLATFORM_NOW, else the clock."""
+        return self.pinned_now or datetime.now(UTC)
 
     @property
     def published_dir(self) -> Path:
