@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from semantic.auth import SecurityContext
+from semantic.auth import ADMIN, SecurityContext
 from semantic.cube_query import QueryError, Translator
 from semantic.members import TIME_DIMENSION
 from semantic.questions.dates import Calendars, DateParser, NamedDays, RetailCalendar, TableCalendar
@@ -76,8 +76,9 @@ class Asker:
         vocabulary = self.vocabulary()
         values = self._values.get(version.version, context.tenant_id, vocabulary.enumerable(),
                                   lambda g: self._read_values(g, context))
-        everyone = self._values.get(version.version, None, ["tenant", "tenant__tenant_name"],
-                                    lambda g: self._read_values(g, SecurityContext(None, "admin")))
+        admin = SecurityContext(None, ADMIN)
+        everyone = values if context.tenant_id is None else self._values.get(
+            version.version, None, vocabulary.enumerable(), lambda g: self._read_values(g, admin))
         own = {str(v).lower() for g in ("tenant", "tenant__tenant_name") for v in values.get(g, [])}
         foreign = set() if context.tenant_id is None else {
             str(v).lower() for g in ("tenant", "tenant__tenant_name") for v in everyone.get(g, [])} - own
@@ -103,19 +104,22 @@ class Asker:
         return Calendars(TableCalendar(rows), RetailCalendar())
 
     def _read_values(self, group_by: str, context: SecurityContext) -> list[str] | None:
-        """A dimension's values the context may see, through the REST API's own path."""
+        """A dimension's values the context may see, through the REST API's own path: the union over
+        the views that have it (a view's facts may cover only some: spend has no organic channel)."""
         catalog = self.service.catalog
+        futures = []
         for view in catalog.views.values():
             member = f"{view.name}.{group_by}"
             if member not in view.dimensions:
                 continue
-            measure = next(iter(sorted(view.measures.values(), key=lambda m: (m.agg_type == "number",
-                                                                                m.cumulative, m.member))))
+            measure = min(view.measures.values(), key=lambda m: (m.agg_type == "number", m.cumulative, m.member))
             plan = Translator(catalog, context.tenant_id).plan(
                 {"measures": [measure.member], "dimensions": [member], "limit": MAX_VALUES})
-            rows = self.service.submit(plan, context.cache_key).result().rows
-            return sorted({row[member] for row in rows if row[member] is not None}, key=str)
-        return None
+            futures.append((member, self.service.submit(plan, context.cache_key)))
+        if not futures:
+            return None
+        return sorted({row[member] for member, future in futures for row in future.result().rows
+                       if row[member] is not None}, key=str)
 
     # -- answering --------------------------------------------------------------------------------
     def ask(self, question, context: SecurityContext, timezone: str = "UTC") -> dict:

@@ -209,11 +209,15 @@ class DateParser:
             (rf"since\s+{day}", "since"),
             (r"(year|month|quarter|week)\s+to\s+date|\b(ytd|mtd|qtd|wtd)", "to_date"),
             (r"so\s+far\s+this\s+(year|month|quarter|week)", "so_far"),
+            (r"(?:at\s+|by\s+)?(?:the\s+)?end\s+of\s+(?:the\s+)?(this|last|previous|current)\s+"
+             r"(week|month|quarter|year)", "end_of"),
             (rf"(?:in\s+|over\s+|for\s+|during\s+)?(?:the\s+)?(?:last|past|previous|trailing|prior)\s+{_NUM}\s+{_UNIT}",
              "last_n"),
             (r"(?:in\s+|over\s+|for\s+|during\s+)?(?:the\s+)?(this|current|last|previous|past|prior)\s+"
              r"(day|week|month|quarter|year)", "period"),
-            (r"(today|yesterday)", "day_word"),
+            (rf"(?:in\s+|over\s+|for\s+|during\s+)?(?:the\s+)?next\s+{_NUM}\s+{_UNIT}", "next_n"),
+            (r"(?:in\s+|over\s+|for\s+|during\s+)?(?:the\s+)?(next|coming)\s+(day|week|month|quarter|year)", "next"),
+            (r"(today|yesterday|tomorrow)", "day_word"),
             (r"(?:in\s+|during\s+)?q([1-4])(?:\s+(\d{4}))?", "quarter"),
             (rf"(?:in\s+|on\s+|during\s+|for\s+)?{_ISO}", "iso"),
             (rf"(?:in\s+|during\s+|for\s+)?{_MONTH}\s+(\d{{4}})", "month_year"),
@@ -260,8 +264,22 @@ class DateParser:
             first, _ = _period(today, unit, -n)
             this, _ = _period(today, unit, 0)
             return Span(first, this - timedelta(days=1), words, unit, n)
+        if kind == "end_of":
+            _, last = _period(today, m.group(2), 0 if m.group(1) in ("this", "current") else -1)
+            return Span(last, last, words, "day")
+        if kind == "next":
+            first, last = _period(today, m.group(2), 1)
+            return Span(first, last, words, m.group(2))
+        if kind == "next_n":
+            n, unit = _count(m.group(1)), m.group(2)
+            if n is None or n < 1:
+                return None
+            first, _ = _period(today, unit, 1)
+            _, last = _period(today, unit, n)
+            self._check((last - first).days, words)
+            return Span(first, last, words, unit if unit != "day" else None, n)
         if kind == "day_word":
-            day = today if m.group(1) == "today" else today - timedelta(days=1)
+            day = today + timedelta(days={"today": 0, "yesterday": -1, "tomorrow": 1}[m.group(1)])
             return Span(day, day, words, "day")
         if kind in ("to_date", "so_far"):
             unit = m.group(1) or {"ytd": "year", "mtd": "month", "qtd": "quarter", "wtd": "week"}.get(m.group(2) or "")

@@ -35,17 +35,21 @@ GRAINS = {"minutely": "minute", "hourly": "hour", "daily": "day", "weekly": "wee
           "quarterly": "quarter", "yearly": "year", "annually": "year", "annual": "year"}
 # the small words of questions: neither metrics nor filters (a word outside every list is asked about)
 FILLER = frozenset("""
-a about across all also am amount an and any are as at be been breakdown broken brought by can come could
-currently data day days did do does down during each every far figure figures for from get give got group
-grouped had has have hello hi how i in is it its just kpi kpis let level levels list look many me metric
-metrics much my number numbers of on our over overall please report see show so split tally tell than that the
-their there these this those through to together total totals up us value values vs want was we were what
-what's whats when where which who with within would you your
+a about across all also am amount an and any are as at be been breakdown broken brought by came can come could
+currently data day days did do does down during each earn earned every far figure figures for from get give
+got group grouped had has have hello hi how i in is it its just kpi kpis let level levels list look made make
+many me metric metrics much my new number numbers of on our over overall per please report see show so split
+tally tell than that the their there these this those through to together total totals up us value values vs
+want was we were what what's whats when where which who with within would you your
 """.split())  # noqa: SIM905 (a list of words reads better so)
 NEGATIONS = frozenset({"excluding", "except", "not", "without", "outside", "exclude"})
 TOP_WORDS = {"top": True, "best": True, "highest": True, "largest": True, "biggest": True, "most": True,
              "bottom": False, "worst": False, "lowest": False, "smallest": False, "least": False, "fewest": False}
 DIRECTION_WORDS = {"descending": True, "desc": True, "ascending": False, "asc": False}
+# shorthand people type, read as the word it stands for
+ABBREVIATIONS = {"avg": "average", "num": "number", "amt": "amount", "yr": "year", "yrs": "years",
+                 "mo": "month", "mos": "months", "wk": "week", "wks": "weeks", "qtr": "quarter", "rev": "revenue",
+                 "w": "with", "&": "and"}
 COMPARE_WORDS = frozenset({"change", "changed", "growth", "grow", "grew", "compare", "comparison", "compared",
                            "versus", "vs", "against", "difference", "delta"})
 _SQL = re.compile(r"\bselect\b[\s\S]*\bfrom\b|\b(drop|truncate|alter|create)\s+(table|schema|view|database)\b|"
@@ -141,7 +145,7 @@ class Reader:
     def read(self, question: str, today) -> Intent:
         text = check_question(question)
         self._refuse_instructions(text)
-        lowered = " " + " ".join(words_of(text.replace("/", " "))) + " "
+        lowered = " " + " ".join(ABBREVIATIONS.get(w, w) for w in words_of(text.replace("/", " "))) + " "
         lowered = lowered.replace(" vs. ", " vs ")
         compare_previous = bool(_COMPARE_PREVIOUS.search(lowered))
         lowered = _COMPARE_PREVIOUS.sub(" ", lowered)
@@ -194,6 +198,12 @@ class Reader:
             word = tokens[i]
             if word == "@date":
                 between.append(len(mentions))
+                i += 1
+                continue
+            after_metric = bool(mentions) and mentions[-1].end == i and any(
+                t.kind == "metric" for t in mentions[-1].targets)
+            if word in COMPARE_WORDS and after_metric:  # "revenue growth": a comparison, not a tier named growth
+                compare_word = True
                 i += 1
                 continue
             matched = self._exact(tokens, i, original)
@@ -360,11 +370,12 @@ class Reader:
             if "value" in kinds:
                 negated = mentions.index(mention) in negations
                 filters.setdefault((keys[0], negated), []).extend(t for t in targets if t.kind == "value")
-            else:
+            else:  # "country Germany", "paid channels", "apparel tenants": the word qualifies a value
                 filtered_here = any(
                     abs(m.start - mention.end) <= 1 or abs(mention.start - m.end) <= 1
                     for m in dimension_mentions if m is not mention and
-                    any(t.kind == "value" and t.key == keys[0] for t in m.targets))
+                    any(t.kind == "value" and (t.key == keys[0] or t.key.startswith(f"{keys[0]}__"))
+                        for t in m.targets))
                 if not filtered_here and keys[0] not in group_by:
                     group_by.append(keys[0])
         view = vocab.catalog.views[chosen_view]
@@ -409,9 +420,10 @@ class Reader:
             key = next(t.key for t in by.targets if t.kind == "metric")
             order.append(("metric", key, descending))
         elif sort_targets:
-            for target_mention in sort_targets:
+            for target_mention in sort_targets:  # a metric sorts largest first, a dimension A to Z, unless told
                 target = target_mention.targets[0]
-                order.append(("metric" if target.kind == "metric" else "dimension", target.key, descending))
+                kind = "metric" if target.kind == "metric" else "dimension"
+                order.append((kind, target.key, direction[-1] if direction else kind == "metric"))
         else:
             if grain is not None:
                 order.append(("time", grain, False))

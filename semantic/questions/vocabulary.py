@@ -149,6 +149,8 @@ class Vocabulary:
             entity = group_by.split("__")[-2] if "__" in group_by else ""
             if entity and last.startswith(f"{entity}_"):
                 names.add(last[len(entity) + 1:])  # event_country -> country (then ambiguous with the user's)
+            if group_by in self.unenumerable:  # a fact's own key ("by order id"): never a word's guess
+                names = {f"{group_by.removesuffix('_id').replace('_', ' ')} id"}
             for name in names:
                 if info.type == "boolean":
                     continue  # named by their values (paid / non-paid)
