@@ -18,6 +18,7 @@ import sys
 
 from semantic.auth import ADMIN, SecurityContext
 from semantic.questions import Asker, QuestionError
+from semantic.questions.parse import check_question
 from semantic.settings import ServingSettings, SettingsError
 
 
@@ -52,16 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     try:
+        check_question(args.question)  # before the published data is opened: a bad question fails at once
         settings = ServingSettings.from_environment(require_secret=False)
         asker = Asker(settings.service(), settings.now)
         context = SecurityContext(args.tenant, "tenant") if args.tenant else SecurityContext(None, ADMIN)
         if args.tenant and args.tenant not in asker.service.current().tenants:
             raise QuestionError(f"--tenant: {args.tenant!r} is not a tenant the published data knows")
         answer = asker.ask(args.question, context, args.timezone)
-    except (QuestionError, SettingsError) as exc:
-        print(f"semantic.ask: {exc}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as exc:
+    except (QuestionError, SettingsError, FileNotFoundError) as exc:
         print(f"semantic.ask: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(answer, indent=2) if args.json else render(answer))
