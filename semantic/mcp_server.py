@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise SettingsError("set SEMANTIC_MCP_TOKEN: the token whose tenant this stdio server answers for")
             authenticate(token, settings.secret, settings.max_token_seconds)  # a bad token fails before any data
         service = settings.service()
+        service.current()  # the published version opened and the catalog built before the first call
         stdio_context = None if transport != "stdio" else checked_context(
             service, token, settings.secret, settings.max_token_seconds)
     except (SettingsError, AuthError, FileNotFoundError) as exc:

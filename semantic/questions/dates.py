@@ -206,7 +206,7 @@ class DateParser:
         self.patterns: list[tuple[re.Pattern, str]] = [(re.compile(rf"\b{p}\b"), kind) for p, kind in [
             (rf"(?:between|from)\s+{day}\s+(?:and|to|until|through|till)\s+{day}", "between"),
             (rf"since\s+(?:the\s+)?(?:start\s+of\s+|beginning\s+of\s+)?(last|this)\s+{_UNIT}", "since_period"),
-            (rf"since\s+{day}", "since"),
+            (rf"since\s+(?:the\s+)?{day}", "since"),
             (r"(year|month|quarter|week)\s+to\s+date|\b(ytd|mtd|qtd|wtd)", "to_date"),
             (r"so\s+far\s+this\s+(year|month|quarter|week)", "so_far"),
             (r"(?:at\s+|by\s+)?(?:the\s+)?end\s+of\s+(?:the\s+)?(this|last|previous|current)\s+"

@@ -475,7 +475,7 @@ def _label(target: Target) -> str:
 def _unknown_message(unknown: list[str], text: str) -> str:
     latin = all(ord(c) < 0x250 for c in text)
     words = ", ".join(repr(w) for w in dict.fromkeys(unknown))
-    if not latin or len(unknown) >= max(2, len(words_of(text)) // 2):
+    if not latin or (len(unknown) >= 3 and 2 * len(unknown) > len(words_of(text))):
         return (f"I read questions in English, over the governed metrics only, and could not read {words}. "
                 "Ask e.g. 'revenue in Germany last month'.")
     return (f"I do not know {words}: it is not a metric, dimension, value or date the governed layer has. "
