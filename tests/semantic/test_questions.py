@@ -17,6 +17,7 @@ from bench.questions import anchors, canonical, context_of, load_gold
 from semantic import ask as cli
 from semantic.questions.dates import Calendars, DateError, DateParser, RetailCalendar, TableCalendar
 from semantic.questions.parse import MAX_QUESTION_CHARS
+from semantic.settings import ServingSettings, SettingsError
 from tests.conftest import NOW
 from tests.ingestion.helpers import query as sql
 
@@ -249,3 +250,25 @@ def test_the_cli_answers_with_the_sentence_numbers_and_query(published, monkeypa
 def test_the_cli_prints_a_question_back_with_the_closest_metrics(server):
     text = cli.render(answer(server, "how much profit did we make last month"))
     assert text.startswith("clarify: ") and "closest metrics: " in text and "profit" in text
+
+
+# -- settings the question route adds ---------------------------------------------------------------------
+@pytest.mark.parametrize(("variables", "fault"), [
+    ({"SEMANTIC_CORS_ORIGINS": "reports.example.com"}, "SEMANTIC_CORS_ORIGINS: 'reports.example.com' is not an origin"),
+    ({"PLATFORM_NOW": "next tuesday"}, "PLATFORM_NOW must be an ISO timestamp"),
+])
+def test_a_bad_setting_of_the_question_route_names_its_variable(variables, fault):
+    with pytest.raises(SettingsError, match=fault):
+        ServingSettings.from_environment({"SEMANTIC_API_SECRET": "s", **variables})
+
+
+def test_the_allowed_origins_are_loopback_by_default_or_as_listed():
+    import re
+
+    default = ServingSettings.from_environment({"SEMANTIC_API_SECRET": "s"}).cors_origins
+    assert re.fullmatch(default, "http://127.0.0.1:3100") and re.fullmatch(default, "http://localhost:5173")
+    assert not re.fullmatch(default, "https://evil.example")
+    listed = ServingSettings.from_environment({"SEMANTIC_API_SECRET": "s",
+                                               "SEMANTIC_CORS_ORIGINS": "https://bi.example.com, http://x:8080"})
+    assert re.fullmatch(listed.cors_origins, "https://bi.example.com")
+    assert not re.fullmatch(listed.cors_origins, "https://bi.example.com.evil.example")
