@@ -45,6 +45,10 @@ want was we were what what's whats when where which who with within would you yo
 NEGATIONS = frozenset({"excluding", "except", "not", "without", "outside", "exclude"})
 TOP_WORDS = {"top": True, "best": True, "highest": True, "largest": True, "biggest": True, "most": True,
              "bottom": False, "worst": False, "lowest": False, "smallest": False, "least": False, "fewest": False}
+RANKINGS = frozenset({"top", "bottom", "best", "worst"})  # without a count: a ranking, not one row
+# "largest first", "from highest to lowest": an order, not a top-N
+_DIRECTIONS = re.compile(r"\b(?:from\s+)?(?:(highest|largest|biggest|most)\s+(?:first|to\s+(?:lowest|smallest|least))|"
+                         r"(lowest|smallest|least|fewest)\s+(?:first|to\s+(?:highest|largest|biggest|most)))\b")
 DIRECTION_WORDS = {"descending": True, "desc": True, "ascending": False, "asc": False}
 # shorthand people type, read as the word it stands for
 ABBREVIATIONS = {"avg": "average", "num": "number", "amt": "amount", "yr": "year", "yrs": "years",
@@ -147,6 +151,7 @@ class Reader:
         self._refuse_instructions(text)
         lowered = " " + " ".join(ABBREVIATIONS.get(w, w) for w in words_of(text.replace("/", " "))) + " "
         lowered = lowered.replace(" vs. ", " vs ")
+        lowered = _DIRECTIONS.sub(lambda m: " descending " if m.group(1) else " ascending ", lowered)
         compare_previous = bool(_COMPARE_PREVIOUS.search(lowered))
         lowered = _COMPARE_PREVIOUS.sub(" ", lowered)
         try:
@@ -158,10 +163,9 @@ class Reader:
             masked = masked[:start] + " @date " + masked[end:]
         original = {w.lower(): w for w in re.findall(r"[\w'\-]+", text)}
         tokens = masked.split()
-        mentions, unknown, grain, top, direction, sort_marks, negations, compare_word, between = self._scan(
-            tokens, original)
+        mentions, unknown, grain, top, direction, sort_marks, negations, compare_word = self._scan(tokens, original)
         return self._resolve(text, tokens, mentions, unknown, grain, top, direction, sort_marks, negations,
-                             compare_previous or compare_word, [s for _, _, s in spans], between)
+                             compare_previous or compare_word, [s for _, _, s in spans])
 
     def _refuse_instructions(self, text: str) -> None:
         lowered = text.lower()
@@ -191,13 +195,11 @@ class Reader:
         sort_marks: list[int] = []  # indexes into mentions: the member after "sorted by"
         negations: list[int] = []  # mention indexes that follow a negation
         compare_word = False
-        between: list[int] = []  # how many mentions were before each date placeholder
         negate_next = False
         i = 0
         while i < len(tokens):
             word = tokens[i]
             if word == "@date":
-                between.append(len(mentions))
                 i += 1
                 continue
             after_metric = bool(mentions) and mentions[-1].end == i and any(
@@ -231,14 +233,13 @@ class Reader:
                 sort_marks.append(len(mentions))
                 i += 2
                 continue
-            if word in TOP_WORDS:
+            if word in TOP_WORDS:  # "top 5", "bottom three"; a superlative alone is the one at the top
                 count = _number(nxt)
                 if count is not None:
                     top.append((TOP_WORDS[word], count))
                     i += 2
                 else:
-                    top.append((TOP_WORDS[word], 1 if word in ("most", "least", "fewest") or nxt not in (
-                        "and", "") else 1))
+                    top.append((TOP_WORDS[word], None if word in RANKINGS else 1))
                     i += 1
                 after = tokens[i] if i < len(tokens) else ""
                 if after.rstrip("s") in GRANULARITIES and after not in GRAINS:  # "top 3 days"
@@ -249,7 +250,7 @@ class Reader:
                 direction.append(DIRECTION_WORDS[word])
                 i += 1
                 continue
-            if word in ("first", "order", "alphabetically", "alphabetical", "ranking", "ranked"):
+            if word in ("order", "alphabetically", "alphabetical", "ranking"):
                 i += 1
                 continue
             if word in NEGATIONS or (word == "other" and nxt == "than"):
@@ -273,7 +274,7 @@ class Reader:
                 continue
             unknown.append(word)
             i += 1
-        return mentions, unknown, grain, top, direction, sort_marks, negations, compare_word, between
+        return mentions, unknown, grain, top, direction, sort_marks, negations, compare_word
 
     def _exact(self, tokens: list[str], i: int, original: dict[str, str]) -> _Mention | None:
         for n in range(min(6, len(tokens) - i), 0, -1):
@@ -313,7 +314,7 @@ class Reader:
 
     # -- mentions to an intent -------------------------------------------------------------------
     def _resolve(self, text, tokens, mentions, unknown, grains, top, direction, sort_marks, negations, compare,
-                 spans, between) -> Intent:
+                 spans) -> Intent:
         vocab = self.vocabulary
         metric_mentions = [m for m in mentions if any(t.kind == "metric" for t in m.targets)]
         if unknown:
@@ -416,9 +417,7 @@ class Reader:
                 raise Unanswered("clarify", "top_needs_dimension", "Top or bottom of what? Name a dimension, e.g. "
                                  "'top 5 countries by revenue'.", metrics, offered)
             descending, limit = top[-1]
-            by = next((m for m in metric_mentions if any(t.key in metrics for t in m.targets)), None)
-            key = next(t.key for t in by.targets if t.kind == "metric")
-            order.append(("metric", key, descending))
+            order.append(("metric", metrics[0], descending))
         elif sort_targets:
             for target_mention in sort_targets:  # a metric sorts largest first, a dimension A to Z, unless told
                 target = target_mention.targets[0]
