@@ -156,9 +156,8 @@ class Vocabulary:
                     continue  # named by their values (paid / non-paid)
                 rank = SYNONYM if name == group_by.replace("__", " ") and "__" in group_by else NAME
                 self.phrases.add(name, rank, target)
-                words = name.split(" ") if " " in name else name.split("_")
-                self.phrases.add(" ".join([*words[:-1], plural(words[-1])]), rank,
-                                 target)
+                words = words_of(name)
+                self.phrases.add(" ".join([*words[:-1], plural(words[-1])]), rank, target)
             for synonym in _synonyms(dimension_meta.get(last, {}), f"dimension {last}"):
                 self.phrases.add(synonym, SYNONYM, target)
                 self.phrases.add(plural(synonym), SYNONYM, target)
