@@ -145,7 +145,7 @@ def main() -> None:
     started = time.perf_counter()
     asker = Asker(settings.service())
     now = data_now(asker)
-    asker.now = lambda: now
+    asker.pinned_now = now
     places = anchors(now.date())
     opened = time.perf_counter() - started
     contexts = {c.cache_key: c for c in map(context_of, answerable + refusals)}

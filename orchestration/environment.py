@@ -18,9 +18,9 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 
-from ingestion.paths import DataLayout, data_dir_from
+from ingestion.paths import DataLayout, data_dir_from, pinned_now_from
 from semantic.publication import Publication
-from semantic.settings import SEMANTIC_MANIFEST, pinned_now
+from semantic.settings import SEMANTIC_MANIFEST
 from semantic.warehouse import Warehouse, WarehouseTarget
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -130,18 +130,18 @@ def _sample_end_date(value: str, now: datetime) -> date:
 
 def environment_from(env: dict[str, str]) -> Environment:
     data_dir = data_dir_from(env)
-    now = pinned_now(env.get("PLATFORM_NOW"))
+    pinned_now = pinned_now_from(env)
     return Environment(
         data_dir=data_dir,
         warehouse_target=WarehouseTarget.from_environment(env, data_dir),
         sample_size=env.get("PLATFORM_SAMPLE_SIZE", "default"),
         sample_seed=int(env.get("PLATFORM_SAMPLE_SEED", "42")),
         sample_end_date=_sample_end_date(env.get("PLATFORM_SAMPLE_END_DATE", "yesterday"),
-                                         now or datetime.now(UTC)),
+                                         pinned_now or datetime.now(UTC)),
         # comma-separated names from ingestion/sample_data/faults.py, to prove the quality gates
         sample_faults=tuple(f for f in env.get("PLATFORM_SAMPLE_FAULTS", "").split(",") if f),
         schema_contract=env.get("PLATFORM_SCHEMA_CONTRACT", "evolve"),
-        pinned_now=now,
+        pinned_now=pinned_now,
     )
 
 

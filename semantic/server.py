@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import functools
 import logging
+from datetime import datetime
 
 import orjson
 from starlette.applications import Starlette
@@ -281,10 +282,10 @@ class Api:
 
 
 def create_app(service: MetricsService, secret: str, continue_wait: float = DEFAULT_CONTINUE_WAIT,
-               max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS, now=None,
+               max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS, now: datetime | None = None,
                cors_origins: str = LOOPBACK_ORIGINS) -> Starlette:
-    """The app; `now` is what questions' relative dates count from, `cors_origins` (a regular
-    expression) the web origins whose pages may call it from a browser."""
+    """The app; `now` is what questions' relative dates count from (None: the clock), `cors_origins`
+    (a regular expression) the web origins whose pages may call it from a browser."""
     api = Api(service, secret, continue_wait, max_token_seconds, Asker(service, now))
     base = "/cubejs-api/v1"
     cors = Middleware(CORSMiddleware, allow_origin_regex=cors_origins, allow_methods=["GET", "POST"],

@@ -12,8 +12,8 @@ point (the metrics server, the SQL endpoint).
     SEMANTIC_CORS_ORIGINS      the web origins whose pages may call the API from a browser (the reports'
                                question page): a comma-separated list, or * for any; default any
                                loopback origin (http://127.0.0.1:<port>, http://localhost:<port>)
-    PLATFORM_NOW               the moment questions' relative dates ("last month") count from, as the
-                               pipeline reads it (`pinned_now`); unset: the clock
+    PLATFORM_NOW               the moment the SQL endpoint's now() means, and what questions' relative
+                               dates ("last month") count from (`ingestion.paths.pinned_now_from`)
 
 The variables the pipeline shares with the servers are parsed by the same functions it uses, and
 nothing here imports the pipeline (dlt, Dagster): the servers start without it.
@@ -25,10 +25,10 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
-from ingestion.paths import data_dir_from
+from ingestion.paths import data_dir_from, pinned_now_from
 from semantic.warehouse import WarehouseTarget
 
 # The governed metric definitions as MetricFlow reads them, written by `dbt parse` (`make manifest`).
@@ -54,24 +54,19 @@ def _number(env: Mapping[str, str], name: str, default: float, kind=float):
     return value
 
 
-def pinned_now(value: str | None) -> datetime | None:
-    """PLATFORM_NOW: an ISO timestamp (UTC unless it names an offset), or unset for the clock."""
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise SettingsError(f"PLATFORM_NOW must be an ISO timestamp such as 2026-11-01T06:00:00Z, not {value!r}") \
-            from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def api_secret(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     secret = env.get("SEMANTIC_API_SECRET") or env.get("CUBEJS_API_SECRET")
     if not secret:
         raise SettingsError("set SEMANTIC_API_SECRET (the HS256 secret that signs API tokens)")
     return secret
+
+
+def _now(env: Mapping[str, str]) -> datetime | None:
+    try:
+        return pinned_now_from(env)
+    except ValueError as exc:  # the pipeline's parser: a SettingsError here, which every entry point reports
+        raise SettingsError(str(exc)) from None
 
 
 def _origins(value: str | None) -> str:
@@ -97,8 +92,8 @@ class ServingSettings:
     continue_wait: float = 10.0
     rollups: bool = True
     semantic_manifest: Path = SEMANTIC_MANIFEST
+    now: datetime | None = None  # PLATFORM_NOW, else the clock
     cors_origins: str = LOOPBACK_ORIGINS  # a regular expression of the origins allowed
-    pinned_now: datetime | None = None
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None, require_secret: bool = True) -> ServingSettings:
@@ -114,13 +109,9 @@ class ServingSettings:
             workers=max(1, _number(env, "SEMANTIC_WORKERS", 4, int)),
             continue_wait=_number(env, "SEMANTIC_CONTINUE_WAIT", 10.0),
             rollups=env.get("SEMANTIC_ROLLUPS", "on") != "off",
+            now=_now(env),
             cors_origins=_origins(env.get("SEMANTIC_CORS_ORIGINS")),
-            pinned_now=pinned_now(env.get("PLATFORM_NOW")),
         )
-
-    def now(self) -> datetime:
-        """What relative dates in questions count from: PLATFORM_NOW, else the clock."""
-        return self.pinned_now or datetime.now(UTC)
 
     @property
     def published_dir(self) -> Path:

@@ -17,10 +17,9 @@ The reply (a dict, JSON as it stands) is one of:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from semantic.auth import ADMIN, SecurityContext
@@ -41,12 +40,13 @@ class _Prepared:
 
 
 class Asker:
-    """Answers questions over one metrics service; `now()` is what relative dates count from."""
+    """Answers questions over one metrics service; relative dates count from `now` (the settings'
+    PLATFORM_NOW), or from the clock when it is None."""
 
-    def __init__(self, service: MetricsService, now: Callable[[], datetime] | None = None,
+    def __init__(self, service: MetricsService, now: datetime | None = None,
                  calendar: NamedDays | None = None):
         self.service = service
-        self.now = now or (lambda: datetime.now(ZoneInfo("UTC")))
+        self.pinned_now = now
         self._calendar = calendar
         self._values = ValueCache()
         self._lock = threading.Lock()
@@ -129,7 +129,7 @@ class Asker:
             zone = ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError, TypeError):
             raise QuestionError(f"timezone: unknown time zone {timezone!r}") from None
-        today = self.now().astimezone(zone).date()
+        today = (self.pinned_now or datetime.now(UTC)).astimezone(zone).date()
         reader = self.reader(context)
         try:
             intent = reader.read(text, today)
