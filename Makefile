@@ -23,7 +23,7 @@ JDBC := /usr/share/java/postgresql.jar
 # The metrics server's live page: Cube's client (locked npm packages) bundled by esbuild
 LIVE_PAGE := semantic/live/dist/live.js
 
-.PHONY: report serve-reports live-page run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness bench-live mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments lint manifest install clean
+.PHONY: report serve-reports live-page run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness bench-live mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments bench-questions lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest $(REPORTS_JS)
@@ -80,6 +80,7 @@ bench: install manifest $(REPORTS_JS) $(CHROMIUM)
 	$(RUN) python -m bench.ml --data-dir data
 	$(RUN) python -m bench.anomaly_ceiling --data-dir data
 	$(RUN) python -m bench.experiments --data-dir data
+	$(RUN) python -m bench.questions --data-dir data
 	$(RUN) python -m bench.collector
 	$(RUN) python -m bench.freshness
 	$(RUN) python -m bench.reports
@@ -115,6 +116,12 @@ bench-experiments: install manifest
 ## bench-semantic: the metrics server under 100 concurrent clients (after `make run`)
 bench-semantic: install manifest
 	$(RUN) python -m bench.semantic --data-dir data
+
+## bench-questions: the question translator on its gold set: exact-match accuracy of the query, refusals, wrong
+##   answers given with confidence, latency per question with execution, beside the gold queries run directly
+##   (after `make run`: the default sample)
+bench-questions: install manifest
+	$(RUN) python -m bench.questions --data-dir data
 
 ## bench-quality: the wall time the quality gates add to the main job (default sample)
 bench-quality: install manifest

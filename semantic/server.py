@@ -7,6 +7,8 @@ Routes, as Cube serves them under `/cubejs-api`:
   seconds (10, as Cube) is answered `{"error": "Continue wait"}`; the client asks again and picks up
   the same execution.
 - `GET /cubejs-api/v1/meta`, `GET|POST /cubejs-api/v1/sql`, `GET|POST /cubejs-api/v1/dry-run`.
+- `POST /cubejs-api/v1/question`: `{"question": "...", "timezone"?: "..."}` answered with the governed
+  metrics for the token's tenant (`semantic/questions/`): the query it ran, the numbers, a sentence.
 - `GET /livez`, `GET /readyz` (ready once a published snapshot can be read).
 - `GET /metrics` (Prometheus), `GET /openapi.json` (this API's description), `GET /status` and
   `GET /status.json` (the platform's status page, `status.py`), added with the audit log and
@@ -26,9 +28,12 @@ import functools
 import logging
 import os
 import tempfile
+from datetime import datetime
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
@@ -38,8 +43,15 @@ from semantic.auth import AuthError, SecurityContext, authenticate
 from semantic.cube_query import Plan, QueryError, Translator, date_range, query_now
 from semantic.guards import guarded
 from semantic.members import UnknownMember
+from semantic.questions import Asker
 from semantic.service import LRU, MetricsService, Result
-from semantic.settings import DEFAULT_TOKEN_MAX_SECONDS, ServingSettings, SettingsError, SubscriptionLimits
+from semantic.settings import (
+    DEFAULT_TOKEN_MAX_SECONDS,
+    LOOPBACK_ORIGINS,
+    ServingSettings,
+    SettingsError,
+    SubscriptionLimits,
+)
 from semantic.subscriptions import Subscriptions
 
 DEFAULT_CONTINUE_WAIT = 10.0
@@ -106,8 +118,9 @@ def cube_errors(handler):
 
 class Api:
     def __init__(self, service: MetricsService, secret: str, continue_wait: float,
-                 max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS):
+                 max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS, asker: Asker | None = None):
         self.service, self.secret, self.continue_wait = service, secret, continue_wait
+        self.asker = asker or Asker(service)
         self.max_token_seconds = max_token_seconds
         self.replies = LRU(4096, "replies")  # finished replies, by request text and security context and data version
 
@@ -270,6 +283,18 @@ class Api:
                       "queryOrder": [{k: v} for k, v in (normalized[0].get("order") or [])]
                       if isinstance(normalized[0].get("order"), list) else []})
 
+    @cube_errors
+    async def question(self, request: Request) -> Response:
+        context = await self._context(request)
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            raise QueryError(f"body: not valid JSON ({exc})") from None
+        if not isinstance(body, dict) or "question" not in body:
+            raise QueryError('body: expected a JSON object with a question ({"question": "revenue last month"})')
+        ask = functools.partial(self.asker.ask, body["question"], context, body.get("timezone") or "UTC")
+        return _json(await asyncio.get_running_loop().run_in_executor(None, ask))
+
     async def livez(self, request: Request) -> Response:
         return _json({"health": "HEALTH"})
 
@@ -283,15 +308,21 @@ class Api:
 
 def create_app(service: MetricsService, secret: str, continue_wait: float = DEFAULT_CONTINUE_WAIT,
                max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS,
-               subscription_limits: SubscriptionLimits | None = None) -> Starlette:
-    api = Api(service, secret, continue_wait, max_token_seconds)
+               subscription_limits: SubscriptionLimits | None = None, now: datetime | None = None,
+               cors_origins: str = LOOPBACK_ORIGINS) -> Starlette:
+    """The app; `now` is what questions' relative dates count from (None: the clock), `cors_origins`
+    (a regular expression) the web origins whose pages may call it from a browser."""
+    api = Api(service, secret, continue_wait, max_token_seconds, Asker(service, now))
     subscriptions = Subscriptions(api, subscription_limits or SubscriptionLimits())
     base = "/cubejs-api/v1"
-    return Starlette(routes=[
+    cors = Middleware(CORSMiddleware, allow_origin_regex=cors_origins, allow_methods=["GET", "POST"],
+                      allow_headers=["Authorization", "Content-Type"], max_age=600)
+    return Starlette(middleware=[cors], routes=[
         Route(f"{base}/load", api.load, methods=["GET", "POST"]),
         Route(f"{base}/meta", api.meta, methods=["GET"]),
         Route(f"{base}/sql", api.sql, methods=["GET", "POST"]),
         Route(f"{base}/dry-run", api.dry_run, methods=["GET", "POST"]),
+        Route(f"{base}/question", api.question, methods=["POST"]),
         Route("/livez", api.livez, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         *live_page.routes(),
@@ -304,7 +335,7 @@ def app_from_environment() -> Starlette:
     settings = ServingSettings.from_environment()
     service = settings.service()
     return guarded(create_app(service, settings.keys, settings.continue_wait, settings.max_token_seconds,
-                              settings.subscriptions), service, settings)
+                              settings.subscriptions, settings.now, settings.cors_origins), service, settings)
 
 
 WORKER_START_SECONDS = 60  # also how long a hung worker goes unnoticed

@@ -23,7 +23,11 @@ point (the metrics server, the SQL endpoint).
     SEMANTIC_WS_CONNECTIONS_PER_TOKEN     of them with one token (default 20)
     SEMANTIC_WS_SUBSCRIPTIONS_PER_TOKEN   subscriptions of one token over all its connections (default 100)
     SEMANTIC_WS_SEND_BUFFER_BYTES         replies waiting for a slow client before it is dropped (default 4 MiB)
-    PLATFORM_NOW               the moment the SQL endpoint's now() means (`ingestion.paths.pinned_now_from`)
+    SEMANTIC_CORS_ORIGINS      the web origins whose pages may call the API from a browser (the reports'
+                               question page): a comma-separated list, or * for any; default any
+                               loopback origin (http://127.0.0.1:<port>, http://localhost:<port>)
+    PLATFORM_NOW               the moment the SQL endpoint's now() means, and what questions' relative
+                               dates ("last month") count from (`ingestion.paths.pinned_now_from`)
 
 The variables the pipeline shares with the servers are parsed by the same functions it uses, and
 nothing here imports the pipeline (dlt, Dagster): the servers start without it.
@@ -32,6 +36,7 @@ nothing here imports the pipeline (dlt, Dagster): the servers start without it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
@@ -46,6 +51,7 @@ from semantic.warehouse import WarehouseTarget
 # The governed metric definitions as MetricFlow reads them, written by `dbt parse` (`make manifest`).
 SEMANTIC_MANIFEST = Path(__file__).resolve().parents[1] / "dbt_project" / "target" / "semantic_manifest.json"
 DEFAULT_TOKEN_MAX_SECONDS = 90 * 24 * 3600
+LOOPBACK_ORIGINS = r"https?://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?"
 
 
 class SettingsError(ValueError):
@@ -115,6 +121,31 @@ class SubscriptionLimits:
                       for f in fields(cls)})
 
 
+def _now(env: Mapping[str, str]) -> datetime | None:
+    try:
+        return pinned_now_from(env)
+    except ValueError as exc:  # the pipeline's parser: a SettingsError here, which every entry point reports
+        raise SettingsError(str(exc)) from None
+
+
+def _names_a_key(env: Mapping[str, str]) -> bool:
+    return any(env.get(name) for name in ("SEMANTIC_API_SECRET", "CUBEJS_API_SECRET", "SEMANTIC_JWKS_FILE",
+                                           "SEMANTIC_JWKS_URL"))
+
+
+def _origins(value: str | None) -> str:
+    """SEMANTIC_CORS_ORIGINS as one regular expression of allowed origins."""
+    if not value:
+        return LOOPBACK_ORIGINS
+    if value.strip() == "*":
+        return ".*"
+    origins = [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+    bad = [o for o in origins if not o.startswith(("http://", "https://"))]
+    if bad:
+        raise SettingsError(f"SEMANTIC_CORS_ORIGINS: {bad[0]!r} is not an origin (http(s)://host[:port])")
+    return "|".join(re.escape(o) for o in origins)
+
+
 @dataclass(frozen=True)
 class ServingSettings:
     data_dir: Path
@@ -133,13 +164,16 @@ class ServingSettings:
     sql_metrics_port: int | None = None
     status_parts: tuple[tuple[str, str], ...] = ()  # (name, health URL) the status page probes
     freshness_limit: timedelta = timedelta(hours=26)
+    cors_origins: str = LOOPBACK_ORIGINS  # a regular expression of the origins allowed
 
     @classmethod
-    def from_environment(cls, env: Mapping[str, str] | None = None) -> ServingSettings:
+    def from_environment(cls, env: Mapping[str, str] | None = None, require_secret: bool = True) -> ServingSettings:
+        """The settings; `require_secret=False` for tools that read the published data in-process
+        and check no token (`python -m semantic.ask`)."""
         env = os.environ if env is None else env
         data_dir = data_dir_from(env)
         try:
-            keys = KeySet.from_environment(env)
+            keys = KeySet.from_environment(env) if require_secret or _names_a_key(env) else KeySet()
             guards = {"rate_limit": rates_from(env, "SEMANTIC_RATE_LIMIT"), "audit_dir": _audit_dir(env, data_dir),
                       "tls": tls_from(env, "SEMANTIC_TLS_CERT_FILE", "SEMANTIC_TLS_KEY_FILE")}
         except ValueError as exc:
@@ -156,7 +190,8 @@ class ServingSettings:
             continue_wait=_number(env, "SEMANTIC_CONTINUE_WAIT", 10.0),
             rollups=env.get("SEMANTIC_ROLLUPS", "on") != "off",
             subscriptions=SubscriptionLimits.from_environment(env),
-            now=pinned_now_from(env),
+            now=_now(env),
+            cors_origins=_origins(env.get("SEMANTIC_CORS_ORIGINS")),
             status_parts=_status_parts(env),
             freshness_limit=freshness_limit_from(env),
         )
