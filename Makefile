@@ -20,8 +20,10 @@ CHROMIUM := /usr/bin/chromium
 POSTGRES := /usr/lib/postgresql
 # Debian's Java and PostgreSQL JDBC driver (pgjdbc): the tests run a Java program against the SQL endpoint
 JDBC := /usr/share/java/postgresql.jar
+# Apache Superset in its own locked environment (bi/pyproject.toml, bi/uv.lock): `make bi` serves it, the tests drive it
+SUPERSET := bi/.venv/.synced
 
-.PHONY: report serve-reports run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments lint manifest install clean
+.PHONY: bi bi-install report serve-reports run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest $(REPORTS_JS)
@@ -29,11 +31,11 @@ run: install manifest $(REPORTS_JS)
 
 ## test: the test suite, on every core (pytest-xdist: TEST_WORKERS=1 runs it in one process)
 TEST_WORKERS ?= 2
-test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM) $(POSTGRES) $(JDBC)
+test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM) $(POSTGRES) $(JDBC) $(SUPERSET)
 	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope
 
 ## test-durations: the test suite as `make test` runs it, then where its time went (per folder, the slowest 25)
-test-durations: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM) $(POSTGRES)
+test-durations: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM) $(POSTGRES) $(JDBC) $(SUPERSET)
 	@mkdir -p data
 	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope --junitxml=data/test-durations.xml; status=$$?; \
 		$(RUN) python -m tests.durations data/test-durations.xml; exit $$status
@@ -51,6 +53,15 @@ serve: install manifest
 serve-sql: install manifest
 	@test -n "$$SEMANTIC_API_SECRET" || { echo "set SEMANTIC_API_SECRET (signs the API's JWTs)"; exit 1; }
 	$(RUN) python -m semantic.pgwire --port 15432
+
+## bi: Apache Superset on http://127.0.0.1:8088 over the SQL endpoint (`make serve-sql` first), provisioned from the
+##   dbt semantic definitions (datasets, roles, demo users per tenant, the Executive KPIs dashboard); prints the logins
+bi: install manifest $(SUPERSET)
+	@test -n "$$SEMANTIC_API_SECRET" || { echo "set SEMANTIC_API_SECRET (the SQL endpoint's: signs each user's token)"; exit 1; }
+	$(RUN) python -m semantic.superset.run
+
+## bi-install: only Superset's environment (bi/.venv, about 800 MB), from its lock
+bi-install: $(SUPERSET)
 
 ## collect: the event collector on http://127.0.0.1:8100 (Segment's tracking API and /v1/events), landing in data/landing/
 collect: install
@@ -126,6 +137,12 @@ manifest: $(MANIFEST)
 	$(UV) sync --frozen
 	touch $@
 
+$(SUPERSET): bi/pyproject.toml bi/uv.lock
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --user --quiet uv \
+		|| python3 -m pip install --user --quiet --break-system-packages uv
+	$(UV) sync --frozen --project bi --quiet
+	touch $@
+
 $(CUBE_JS): tests/semantic/cube_js/package.json tests/semantic/cube_js/package-lock.json
 	npm ci --prefix tests/semantic/cube_js --no-audit --no-fund --loglevel=error
 	touch $@
@@ -163,4 +180,4 @@ $(MANIFEST): .venv/.synced $(DBT_FILES)
 	touch $@
 
 clean:
-	rm -rf dbt_project/target .venv tests/semantic/cube_js/node_modules tests/ingestion/segment_node/node_modules
+	rm -rf dbt_project/target .venv bi/.venv tests/semantic/cube_js/node_modules tests/ingestion/segment_node/node_modules

@@ -1,12 +1,10 @@
-"""Prepare Superset's metadata database, in Superset's environment: what `superset db upgrade`,
-`superset init` and `superset fab create-admin` do, in one process (each of those commands starts
-Superset's app again: seconds apiece, which `make bi`'s start-up time cannot spare).
-
-    SUPERSET_CONFIG_PATH=bi/superset_config.py bi/.venv/bin/python bi/initialise.py
+"""Prepare Superset's metadata database: what `superset db upgrade`, `superset init` and `superset fab
+create-admin` do, inside the web server's own process (`bi/app.py`) before it serves: each of those
+commands would start Superset's app again, seconds apiece, which `make bi`'s start-up cannot spare.
 
 Reads the administrator's user name and password from SUPERSET_ADMIN_USERNAME / _PASSWORD (`make bi`
-generates them into data/superset/users.json). Running it again migrates what is new, re-syncs the
-roles' permissions only when Superset's version changed, and keeps the users as they are.
+generates them into users.json). Running it again migrates what is new, re-syncs the roles'
+permissions only when Superset's version changed, and keeps the users as they are.
 """
 
 from __future__ import annotations
@@ -15,12 +13,11 @@ import os
 from importlib.metadata import version
 from pathlib import Path
 
+from flask import Flask
 from flask_migrate import upgrade
-from superset.app import create_app
 
 
-def main() -> None:
-    app = create_app()
+def initialise(app: Flask) -> None:
     with app.app_context():
         upgrade()  # Superset's migrations (`superset db upgrade`)
         from superset.extensions import appbuilder, security_manager
@@ -38,8 +35,3 @@ def main() -> None:
                                                 os.environ["SUPERSET_ADMIN_PASSWORD"])
             if not created:
                 raise SystemExit(f"could not create Superset's administrator {username!r}")
-    print("superset metadata ready", flush=True)
-
-
-if __name__ == "__main__":
-    main()

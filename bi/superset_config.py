@@ -4,17 +4,17 @@ Read by Superset's own process, in its own environment (`bi/pyproject.toml`): it
 project's `semantic.superset.tenancy` (and through it `semantic.auth`), which need nothing Superset
 does not install.
 
-- State under the platform's data directory (`PLATFORM_DATA_DIR`, default `data/`): the metadata
-  database `superset/superset.db` (SQLite) and the session secret `superset/secret_key`, generated on
-  first start unless `SUPERSET_SECRET_KEY` is set. Nothing secret is in the repository.
+- State under the platform's data directory (`PLATFORM_DATA_DIR`, default `data/`; SUPERSET_STATE_DIR
+  overrides): the metadata database `superset/superset.db` (SQLite) and the session secret
+  `superset/secret_key`, generated on first start unless `SUPERSET_SECRET_KEY` is set. Nothing secret
+  is in the repository.
 - Tenancy: every connection whose user is `semantic` (the SQL endpoint) gets, for each query, the
   effective user's token as its password (`DB_CONNECTION_MUTATOR`, Superset's public hook), signed
   with `SEMANTIC_API_SECRET`: the endpoint then answers with that tenant's rows only. A user without
   a tenant gets no token and cannot log in (`TenantSecurityManager`).
 - No cache of query results (`DATA_CACHE_CONFIG` is a NullCache, thumbnails and async queries are
   off): the SQL endpoint caches per tenant itself, and a shared Superset cache is one more place where
-  one tenant's rows could reach another. The datasets' database also has `per_user_caching`, so
-  turning a data cache on later keys results by user.
+  one tenant's rows could reach another.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from flask import flash
+from flask import g, jsonify, make_response, request
+from markupsafe import escape
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from superset.errors import ErrorLevel, SupersetError, SupersetErrorType
@@ -40,7 +41,9 @@ from semantic.superset import tenancy  # noqa: E402  (the repository is on the p
 
 log = logging.getLogger(__name__)
 
-STATE_DIR = Path(os.environ.get("PLATFORM_DATA_DIR") or REPO_ROOT / "data").resolve() / "superset"
+# SUPERSET_STATE_DIR: set by `make bi` (semantic/superset/run.py), which decides where Superset's state lives
+STATE_DIR = Path(os.environ.get("SUPERSET_STATE_DIR")
+                 or Path(os.environ.get("PLATFORM_DATA_DIR") or REPO_ROOT / "data") / "superset").resolve()
 STATE_DIR.mkdir(parents=True, exist_ok=True)
 
 
@@ -116,9 +119,30 @@ class TenantSecurityManager(SupersetSecurityManager):
             tenancy.identity(user.username, [role.name for role in user.roles])
         except tenancy.NoTenant as exc:
             log.warning("login refused: %s", exc)
-            flash(f"Login refused: {exc}.", "danger")
+            g.login_refused = str(exc)
             return None
         return user
 
 
 CUSTOM_SECURITY_MANAGER = TenantSecurityManager
+
+REFUSED_PAGE = """<!doctype html><html><head><title>Login refused</title></head>
+<body style="font-family: sans-serif; margin: 4em auto; max-width: 40em">
+<h1>Login refused</h1><p data-test="login-refused">{reason}.</p><p><a href="/login/">Back to sign in</a></p>
+</body></html>"""
+
+
+def _refused_login(response):
+    """Superset's login page says only "Invalid username or password" whatever the reason (it shows no
+    flashed message): a refused login answers 403 with the reason instead, as a page or, for the API's
+    login, as JSON."""
+    reason = g.get("login_refused")
+    if reason is None:
+        return response
+    if request.path.startswith("/api/"):
+        return make_response(jsonify(message=f"Login refused: {reason}"), 403)
+    return make_response(REFUSED_PAGE.format(reason=escape(f"Login refused: {reason}")), 403)
+
+
+def FLASK_APP_MUTATOR(app):  # Superset's name for the hook
+    app.after_request(_refused_login)
