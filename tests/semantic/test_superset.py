@@ -213,6 +213,13 @@ def _drag(page, label: str, target: str) -> None:
     raise AssertionError(f"could not drop {label!r} on {target!r}")
 
 
+def _drawn(page, chart: str) -> None:
+    """Wait until a dashboard's chart has painted (ECharts draws on a canvas)."""
+    page.locator(f'[data-test-chart-name="{chart}"] canvas').first.wait_for()
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(500)  # its first paint is animated
+
+
 def _chart_rows(response) -> list[dict]:
     return response.json()["result"][0]["data"]
 
@@ -291,8 +298,7 @@ def test_an_analyst_shares_a_chart_each_tenant_sees_with_its_own_numbers(superse
     _logged_in(page)
     with page.expect_response(lambda r: "/api/v1/chart/data" in r.url) as answer:
         page.goto(permalink)
-    page.get_by_text("Revenue by country").first.wait_for()
-    page.wait_for_load_state("networkidle")
+    _drawn(page, "Revenue by country")
     _shot(page, "4-viewer-opens-permalink")
     assert answer.value.status == 200
     assert _chart_rows(answer.value) == built
@@ -303,7 +309,7 @@ def test_an_analyst_shares_a_chart_each_tenant_sees_with_its_own_numbers(superse
     _logged_in(page)
     with page.expect_response(lambda r: "/api/v1/chart/data" in r.url) as answer:
         page.goto(permalink)
-    page.wait_for_load_state("networkidle")
+    _drawn(page, "Revenue by country")
     _shot(page, "5-other-tenant-opens-permalink")
     theirs = _chart_rows(answer.value)
     page.context.close()
