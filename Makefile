@@ -23,7 +23,7 @@ JDBC := /usr/share/java/postgresql.jar
 # Apache Superset in its own locked environment (bi/pyproject.toml, bi/uv.lock): `make bi` serves it, the tests drive it
 SUPERSET := bi/.venv/.synced
 
-.PHONY: bi bi-install report serve-reports run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments lint manifest install clean
+.PHONY: bi bi-install report serve-reports run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments bench-bi lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest $(REPORTS_JS)
@@ -119,6 +119,11 @@ bench-experiments: install manifest
 ## bench-semantic: the metrics server under 100 concurrent clients (after `make run`)
 bench-semantic: install manifest
 	$(RUN) python -m bench.semantic --data-dir data
+
+## bench-bi: `make bi` from installed to serving, fresh and restarted, and each starter chart's first query through
+##   Superset against the same query sent to the SQL endpoint directly (after `make run`)
+bench-bi: install manifest $(SUPERSET)
+	$(RUN) python -m bench.superset --data-dir data
 
 ## bench-quality: the wall time the quality gates add to the main job (default sample)
 bench-quality: install manifest

@@ -115,8 +115,7 @@ def superset_env(settings: BiSettings, admin: dict) -> dict[str, str]:
     return {**os.environ, "SUPERSET_CONFIG_PATH": str(BI_DIR / "superset_config.py"),
             "PLATFORM_DATA_DIR": str(settings.data_dir), "SUPERSET_STATE_DIR": str(settings.state_dir),
             "SEMANTIC_API_SECRET": settings.secret,
-            "SUPERSET_ADMIN_USERNAME": admin["username"], "SUPERSET_ADMIN_PASSWORD": admin["password"],
-            "FLASK_APP": "superset.app:create_app()"}
+            "SUPERSET_ADMIN_USERNAME": admin["username"], "SUPERSET_ADMIN_PASSWORD": admin["password"]}
 
 
 def start_superset(settings: BiSettings, env: dict[str, str]) -> subprocess.Popen:
@@ -128,7 +127,8 @@ def start_superset(settings: BiSettings, env: dict[str, str]) -> subprocess.Pope
                                  str(BI_DIR), "app:application"], env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def wait_ready(settings: BiSettings, proc: subprocess.Popen, seconds: float = 120) -> None:
+def wait_ready(settings: BiSettings, proc: subprocess.Popen, seconds: float = 300) -> None:
+    """Until Superset answers its health check (its first start migrates the metadata database)."""
     deadline = time.monotonic() + seconds
     while not superset_answers(settings.url):
         if proc.poll() is not None:

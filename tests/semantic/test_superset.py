@@ -175,6 +175,24 @@ def test_a_metric_renamed_in_dbt_updates_its_dataset_and_lists_the_charts_that_u
     assert "Revenue" in restored.charts
 
 
+def test_analysts_save_and_share_charts_viewers_only_read_them(superset):
+    tenants = superset.tenant_users()
+    tenant = sorted(tenants)[0]
+    analyst, viewer = superset.api(tenants[tenant]["analyst"]), superset.api(tenants[tenant]["viewer"])
+    orders = analyst.find("dataset", table_name="orders")[0]["id"]
+    chart = {"slice_name": "Orders by device", "viz_type": "pie", "datasource_id": orders,
+             "datasource_type": "table", "params": json.dumps({"metric": "orders", "groupby": ["user__device"]})}
+    with pytest.raises(provision.ProvisioningError, match="403"):
+        viewer.call("POST", "/api/v1/chart/", chart)
+    made = analyst.call("POST", "/api/v1/chart/", chart)["id"]
+    viewer_id = viewer.call("GET", "/api/v1/me/")["result"]["id"]
+    analyst.call("PUT", f"/api/v1/chart/{made}", {"owners": [viewer_id, analyst.call("GET", "/api/v1/me/")
+                                                                   ["result"]["id"]]})  # shared with a user
+    assert {o["id"] for o in analyst.call("GET", f"/api/v1/chart/{made}")["result"]["owners"]} >= {viewer_id}
+    assert viewer.call("GET", f"/api/v1/chart/{made}")["result"]["slice_name"] == "Orders by device"
+    assert viewer.call("GET", f"/api/v1/dashboard/{definitions.DASHBOARD_SLUG}")["result"]["published"]
+
+
 def test_a_user_without_a_tenant_is_refused_at_login(superset, browser):
     api = superset.api()
     role = {r["name"]: r["id"] for r in api.every("security/roles")}[provision.ANALYST_ROLE]
