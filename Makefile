@@ -22,8 +22,10 @@ POSTGRES := /usr/lib/postgresql
 JDBC := /usr/share/java/postgresql.jar
 # The metrics server's live page: Cube's client (locked npm packages) bundled by esbuild
 LIVE_PAGE := semantic/live/dist/live.js
+# Apache Superset in its own locked environment (bi/pyproject.toml, bi/uv.lock): `make bi` serves it, the tests drive it
+SUPERSET := bi/.venv/.synced
 
-.PHONY: report serve-reports live-page run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness bench-live mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments bench-questions lint manifest install clean
+.PHONY: bi bi-install report serve-reports live-page run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness bench-live mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments bench-questions bench-bi lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest $(REPORTS_JS)
@@ -31,11 +33,11 @@ run: install manifest $(REPORTS_JS)
 
 ## test: the test suite, on every core (pytest-xdist: TEST_WORKERS=1 runs it in one process)
 TEST_WORKERS ?= 2
-test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(CHROMIUM) $(POSTGRES) $(JDBC)
+test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(CHROMIUM) $(POSTGRES) $(JDBC) $(SUPERSET)
 	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope
 
 ## test-durations: the test suite as `make test` runs it, then where its time went (per folder, the slowest 25)
-test-durations: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(CHROMIUM) $(POSTGRES) $(JDBC)
+test-durations: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(CHROMIUM) $(POSTGRES) $(JDBC) $(SUPERSET)
 	@mkdir -p data
 	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope --junitxml=data/test-durations.xml; status=$$?; \
 		$(RUN) python -m tests.durations data/test-durations.xml; exit $$status
@@ -54,6 +56,15 @@ serve: install manifest $(LIVE_PAGE)
 serve-sql: install manifest
 	@test -n "$$SEMANTIC_API_SECRET" || { echo "set SEMANTIC_API_SECRET (signs the API's JWTs)"; exit 1; }
 	$(RUN) python -m semantic.pgwire --port 15432
+
+## bi: Apache Superset on http://127.0.0.1:8088 over the SQL endpoint (`make serve-sql` first), provisioned from the
+##   dbt semantic definitions (datasets, roles, demo users per tenant, the Executive KPIs dashboard); prints the logins
+bi: install manifest $(SUPERSET)
+	@test -n "$$SEMANTIC_API_SECRET" || { echo "set SEMANTIC_API_SECRET (the SQL endpoint's: signs each user's token)"; exit 1; }
+	$(RUN) python -m semantic.superset.run
+
+## bi-install: only Superset's environment (bi/.venv, about 800 MB), from its lock
+bi-install: $(SUPERSET)
 
 ## collect: the event collector on http://127.0.0.1:8100 (Segment's tracking API and /v1/events), landing in data/landing/
 collect: install
@@ -123,6 +134,11 @@ bench-semantic: install manifest
 bench-questions: install manifest
 	$(RUN) python -m bench.questions --data-dir data
 
+## bench-bi: `make bi` from installed to serving, fresh and restarted, and each starter chart's first query through
+##   Superset against the same query sent to the SQL endpoint directly (after `make run`)
+bench-bi: install manifest $(SUPERSET)
+	$(RUN) python -m bench.superset --data-dir data
+
 ## bench-quality: the wall time the quality gates add to the main job (default sample)
 bench-quality: install manifest
 	$(RUN) python -m bench.quality
@@ -138,6 +154,12 @@ manifest: $(MANIFEST)
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --user --quiet uv \
 		|| python3 -m pip install --user --quiet --break-system-packages uv
 	$(UV) sync --frozen
+	touch $@
+
+$(SUPERSET): bi/pyproject.toml bi/uv.lock
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --user --quiet uv \
+		|| python3 -m pip install --user --quiet --break-system-packages uv
+	$(UV) sync --frozen --project bi --quiet
 	touch $@
 
 $(CUBE_JS): tests/semantic/cube_js/package.json tests/semantic/cube_js/package-lock.json
@@ -184,5 +206,5 @@ $(MANIFEST): .venv/.synced $(DBT_FILES)
 	touch $@
 
 clean:
-	rm -rf dbt_project/target .venv tests/semantic/cube_js/node_modules tests/ingestion/segment_node/node_modules \
+	rm -rf dbt_project/target .venv bi/.venv tests/semantic/cube_js/node_modules tests/ingestion/segment_node/node_modules \
 		semantic/live/node_modules semantic/live/dist

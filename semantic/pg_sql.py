@@ -305,6 +305,17 @@ def _add_escape(node: exp.Like | exp.ILike) -> exp.Expression:
     return exp.Escape(this=node.copy(), expression=exp.Literal.string("\\"))
 
 
+def _in_array(node: exp.EQ) -> exp.Expression:
+    """`x = ANY(array)` as `list_contains(array, x)`: DuckDB reads `ANY(column)` as a subquery, which it
+    cannot put in an outer join's condition (SQLAlchemy 1.4's, Superset's, index query does);
+    `= ANY(subquery)` stays as it is."""
+    inner = node.expression.this
+    inner = inner.this if isinstance(inner, exp.Paren) else inner
+    if isinstance(inner, exp.Query | exp.Subquery):
+        return node
+    return exp.Anonymous(this="list_contains", expressions=[inner, node.this])
+
+
 def _operator(node: exp.Operator) -> exp.Expression:
     op = str(node.args.get("operator", "")).split(".")[-1].strip()
     right = node.expression.this if isinstance(node.expression, exp.Collate) else node.expression
@@ -339,6 +350,8 @@ def to_duckdb(tree: exp.Expression, relations: dict[tuple[str, str], str], sessi
             return _operator(node)
         if isinstance(node, exp.Like | exp.ILike):
             return _add_escape(node)
+        if isinstance(node, exp.EQ) and isinstance(node.expression, exp.Any):
+            return _in_array(node)
         if isinstance(node, exp.Dot) and not isinstance(node.expression, exp.Identifier) \
                 and isinstance(node.this, exp.Identifier) \
                 and node.this.name.lower() in ("pg_catalog", "information_schema"):

@@ -38,6 +38,7 @@ from sqlglot import exp
 
 from semantic import pg_types
 from semantic.pg_sql import SqlError, name_outputs
+from semantic.sql_parameters import literal
 from semantic.sql_tables import Column, Table
 
 MAX_CONDITIONS = 200  # leaf conditions in one WHERE; an IN list counts once
@@ -160,8 +161,9 @@ class Planner:
     """Plans one statement against the served tables; `constant` evaluates a constant expression
     (DuckDB, in the session: `now() - interval '7 days'`, `TO_TIMESTAMP(...)`)."""
 
-    def __init__(self, tables: dict[str, Table], constant, database: str):
+    def __init__(self, tables: dict[str, Table], constant, database: str, rows=None):
         self.tables, self.constant, self.database = tables, constant, database
+        self.rows = rows  # runs a subquery: (tree) -> (output names, rows); for semi-joins
         self.queries: list[SemanticQuery] = []
 
     # -- entry -----------------------------------------------------------------------------------
@@ -204,6 +206,8 @@ class Planner:
             return _Rows(select)
         from_ = select.args.get("from_")
         if select.args.get("joins"):
+            select = self._semi_join(select)
+        if select.args.get("joins"):
             raise SqlError("JOIN is not supported on the governed tables: each table already holds the measures "
                            "and dimensions that can be combined; query one table at a time", "0A000")
         for part in ("where", "having"):
@@ -237,6 +241,55 @@ class Planner:
             source_node.set("this", self._rewrite(source_node.this))
             return _Rows(select)
         raise SqlError("unsupported FROM clause on the governed tables", "0A000")
+
+    def _semi_join(self, select: exp.Select) -> exp.Select:
+        """`FROM t JOIN (SELECT d ... LIMIT n) AS s ON t.d = s.d` (Superset's series limit: the top n
+        groups) keeps the rows whose dimensions the subquery returns. The subquery runs first and its
+        values become a condition, which is what Superset itself does on databases without joins; a
+        join of anything else is left for the caller to refuse."""
+        joins = select.args["joins"]
+        join = joins[0]
+        sub = join.this
+        if (len(joins) != 1 or self.rows is None or join.side or join.kind not in ("", "INNER")
+                or not isinstance(sub, exp.Subquery) or not isinstance(sub.this, exp.Select)
+                or not isinstance(join.args.get("on"), exp.Expression)):
+            return select
+        alias = sub.alias_or_name.lower()
+        outputs = {e.alias_or_name.lower() for e in sub.this.expressions}
+        pairs: list[tuple[exp.Column, str]] = []  # (outer column, the subquery's output it must equal)
+        for condition in _flatten(join.args["on"], exp.And):
+            if not isinstance(condition, exp.EQ):
+                return select
+            sides = [condition.this, condition.expression]
+            inner = [c for c in sides if isinstance(c, exp.Column) and (
+                c.table.lower() == alias or (not c.table and c.name.lower() in outputs))]
+            outer = [c for c in sides if isinstance(c, exp.Column) and c not in inner]
+            if len(inner) != 1 or len(outer) != 1 or inner[0].name.lower() not in outputs:
+                return select
+            pairs.append((outer[0], inner[0].name.lower()))
+        names, rows = self.rows(sub.this)
+        index = {name.lower(): i for i, name in enumerate(names)}
+        matches = []
+        for row in rows:
+            values = [row[index[name]] for _, name in pairs]
+            if any(v is None for v in values):
+                continue  # NULL equals nothing in a join
+            equal = [exp.EQ(this=column.copy(), expression=literal(v, pg_types.TEXT.oid))
+                     for (column, _), v in zip(pairs, values, strict=True)]
+            matches.append(exp.and_(*equal) if len(equal) > 1 else equal[0])
+        select = select.copy()
+        select.set("joins", None)
+        if not matches:
+            select.set("limit", exp.Limit(expression=exp.Literal.number(0)))
+            return select
+        if len(pairs) == 1:
+            keep = exp.In(this=pairs[0][0].copy(), expressions=[m.expression for m in matches])
+        else:
+            keep = exp.or_(*[exp.Paren(this=m) for m in matches])
+        where = select.args.get("where")
+        select.where(exp.and_(exp.Paren(this=where.this), keep) if where is not None else keep,
+                     append=False, copy=False)
+        return select
 
     def _block(self, select: exp.Select, source: Source, qualifiers: set[str]) -> _Block:
         select = select.copy()

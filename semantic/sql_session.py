@@ -388,7 +388,7 @@ class Session:
         if describe_only:
             return Result(columns, tag="EXPLAIN")
         catalog, conn = self.connection()
-        planner = Planner(catalog.tables, self._constant, self.database)
+        planner = Planner(catalog.tables, self._constant, self.database, self._subquery_rows)
         lines: list[str] = []
         if planner.references_served(tree):
             planned = planner.plan(tree)
@@ -437,7 +437,8 @@ class Session:
     def _query(self, tree: exp.Expression, parameters: list, types: tuple[int, ...], describe_only: bool) -> Result:
         tree = self.bind(tree, parameters, types, describe=describe_only)
         catalog, conn = self.connection()
-        planner = Planner(catalog.tables, self._constant, self.database)
+        planner = Planner(catalog.tables, self._constant, self.database,
+                          lambda subquery: self._subquery_rows(subquery, describe_only))
         queries: list[SemanticQuery] = []
         if planner.references_served(tree):
             planned: Planned = planner.plan(tree)
@@ -469,6 +470,11 @@ class Session:
                 conn.unregister(query.name)
         columns = [(d[0], pg_types.from_duckdb(d[1])) for d in description]
         return Result(columns, rows, f"SELECT {len(rows)}")
+
+    def _subquery_rows(self, tree: exp.Expression, describe_only: bool = False) -> tuple[list[str], list[tuple]]:
+        """A subquery run on its own (the planner's semi-joins): its output names and rows."""
+        result = self._query(tree, [], (), describe_only)
+        return [name for name, _ in result.columns], result.rows
 
     def _duckdb_tree(self, tree: exp.Expression, queries: list[SemanticQuery]) -> exp.Expression:
         catalog, _ = self.connection()

@@ -110,3 +110,26 @@ def test_psql_describes_a_view_with_its_members(sql_endpoint):
     assert columns["revenue"][1] == "numeric" and columns["revenue"][8]  # type and description
     assert columns["metric_time__month"][1] == "date"
     assert any(line[:3] == ["public", "orders", "table"] for line in lines)
+
+
+def test_sqlalchemy_1_4_reflection_as_superset_runs_it(sql_endpoint):
+    """Superset 6.1 runs SQLAlchemy 1.4, whose postgresql dialect reads indexes with an outer join on
+    `a.attnum = ANY(ix.indkey)` (checked before a dataset is created: `Table(..., autoload_with=...)`)."""
+    with connect(sql_endpoint, autocommit=True) as conn:
+        oid = conn.execute("select 'orders'::regclass::oid").fetchone()[0]
+        rows = conn.execute("""
+            SELECT i.relname as relname, ix.indisunique, ix.indexprs, a.attname, a.attnum, c.conrelid,
+                   ix.indkey::varchar, ix.indoption::varchar, i.reloptions, am.amname,
+                   pg_get_expr(ix.indpred, ix.indrelid), ix.indnkeyatts as indnkeyatts
+            FROM pg_class t
+                join pg_index ix on t.oid = ix.indrelid
+                join pg_class i on i.oid = ix.indexrelid
+                left outer join pg_attribute a on t.oid = a.attrelid and a.attnum = ANY(ix.indkey)
+                left outer join pg_constraint c on (ix.indrelid = c.conrelid and ix.indexrelid = c.conindid
+                                                    and c.contype in ('p', 'u', 'x'))
+                left outer join pg_am am on i.relam = am.oid
+            WHERE t.relkind IN ('r', 'v', 'f', 'm', 'p') and t.oid = %s and ix.indisprimary = 'f'
+            ORDER BY t.relname, i.relname""", [oid]).fetchall()
+        assert rows == []
+        assert conn.execute("select attname from pg_attribute where attrelid = %s and attnum = any(array[1, 2]) "
+                            "order by attnum", [oid]).fetchall() == [("order_id",), ("order_id__order_status",)]

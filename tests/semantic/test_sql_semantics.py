@@ -208,3 +208,40 @@ def test_a_tenant_sees_only_its_rows_through_subqueries_and_the_catalog(sql_endp
             (expected[tenant],)]
         assert _rows(conn, "select count(*) from (select tenant, revenue from orders) t") == [(1,)]
         assert _rows(conn, "select revenue from orders where tenant <> %s", tenant) in ([], [(None,)])
+
+
+def _day(value):
+    return value.date() if isinstance(value, datetime) else value
+
+
+def test_series_limit_join_as_superset_sends_it(sql_endpoint, published):
+    """A chart with a series limit joins its query with the top groups (superset/models/helpers.py
+    get_sqla_query, `series_limit`, for engines that allow joins such as postgresql): the join keeps
+    the groups the subquery returns, each measure still evaluated at the outer grain."""
+    countries = revenue_by_country(published)
+    top = sorted(countries, key=lambda c: countries[c][0], reverse=True)[:3]
+    months = {}
+    for (month, country, revenue) in warehouse(published, """
+            select date_trunc('month', o.order_date), u.country, sum(o.net_revenue)
+            from marts.fct_orders o join marts.dim_users u on u.user_id = o.user_id group by 1, 2"""):
+        months[(_day(month), country)] = Decimal(str(revenue))
+    with connect(sql_endpoint) as conn:
+        rows = _rows(conn, """
+            SELECT DATE_TRUNC('month', metric_time) AS metric_time, user__country AS user__country,
+                   MEASURE(revenue) AS revenue
+            FROM public.orders
+            JOIN (SELECT user__country AS user__country__, MEASURE(revenue) AS mme_inner__
+                  FROM public.orders GROUP BY user__country ORDER BY mme_inner__ DESC LIMIT 3) AS series_limit
+              ON user__country = user__country__
+            GROUP BY DATE_TRUNC('month', metric_time), user__country ORDER BY revenue DESC LIMIT 1000""")
+        assert {country for _, country, _ in rows} == set(top)
+        assert {(_day(m), c): r for m, c, r in rows} == {(m, c): r for (m, c), r in months.items() if c in top}
+        qualified = _rows(conn, """
+            SELECT o.user__country, MEASURE(o.revenue) FROM orders AS o
+            INNER JOIN (SELECT user__country AS c FROM orders WHERE user__country = 'nowhere' GROUP BY 1) AS s
+              ON o.user__country = s.c GROUP BY 1""")
+        assert qualified == []
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="JOIN is not supported"):
+            conn.execute("select o.revenue from orders o left join events e on o.user__country = e.user__country")
+        conn.rollback()
+        assert _rows(conn, "select 1") == [(1,)]  # the connection stays usable
