@@ -31,7 +31,8 @@ REQUESTS = Counter("collector_requests", "Requests by route and the HTTP status 
 LATENCY = Histogram("collector_request_seconds", "Time to answer a request (validation, append, fsync).",
                     ["route"], buckets=BUCKETS)
 EVENTS = Counter("collector_events", "Events and profile calls by outcome: accepted (stored), duplicate (stored "
-                 "before), rejected (invalid), quarantined (written to the quarantine).", ["outcome"])
+                 "before), rejected (invalid), quarantined (written to the quarantine), withheld (no consent).",
+                 ["outcome"])
 RECOVERED_FILES = Counter("collector_recovered_files", "Files left open by a crash and closed at start.")
 PENDING_BYTES = Gauge("collector_pending_bytes", "Bytes received and not yet fsync'd.", multiprocess_mode="livesum")
 WRITABLE = Gauge("collector_landing_writable", "1 when the landing zone can be written, else 0.",

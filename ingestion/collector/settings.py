@@ -10,6 +10,8 @@
     COLLECTOR_ROTATE_SECONDS, COLLECTOR_ROTATE_BYTES   when an open landing file is closed (2 s, 64 MiB)
     COLLECTOR_LANDING_WRITERS    rounds the landing process writes (and fsyncs) at once, each to its own files (2)
     COLLECTOR_MAX_BODY_BYTES, COLLECTOR_MAX_BATCH_EVENTS   request limits (8 MiB after gunzip, 20,000 events)
+    PRIVACY_*                    consent, hashing of user ids, IP addresses (`ingestion/privacy.py`, shared
+                                 with the pipeline)
 
 Worker processes are started by uvicorn and rebuild the same object from the same environment.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from ingestion.events.schema import parse_timestamp
 from ingestion.paths import DataLayout
+from ingestion.privacy import PrivacySettings, PrivacySettingsError, privacy_settings_from
 
 REPO_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 
@@ -69,6 +72,7 @@ class Settings:
     # thread would hold the GIL against the event loop for the whole batch: a 20,000-event batch
     # takes about 60 ms)
     intake_slice_events: int = 500
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     @property
     def layout(self) -> DataLayout:
@@ -85,6 +89,10 @@ class Settings:
                    "max_batch_events": ("COLLECTOR_MAX_BATCH_EVENTS", int)}
         values: dict = {"data_dir": Path(env.get("PLATFORM_DATA_DIR") or REPO_DATA_DIR).resolve(),
                         "write_keys": write_keys_from(env)}
+        try:
+            values["privacy"] = privacy_settings_from(env)
+        except PrivacySettingsError as exc:
+            raise SettingsError(str(exc)) from None
         for name, (variable, kind) in numbers.items():
             if env.get(variable):
                 try:
