@@ -17,6 +17,9 @@ engine; `Environment.publication()` chooses by the dbt target:
 Both give readers a `Reader` (run SQL in the engine's dialect; MetricFlow's client on it), map
 the dbt relations of the semantic manifest onto what they published (`relations`), and give the
 reports a DuckDB file holding the published tables they read (`extract`): Evidence reads DuckDB.
+`rewrite` changes what readers read outside a run, where every version must change (erasing a
+person's data): the DuckDB target writes a new snapshot from the current one and removes the
+others, PostgreSQL changes its published schemas in one transaction.
 """
 
 from __future__ import annotations
@@ -69,6 +72,9 @@ class Reader(Protocol):
 # What `publish` calls to add derived tables (the rollups) to a new version before readers see it:
 # the version's connection, the Reader on it, how relations map, and the tables taken (None: all).
 Build = Callable[[Warehouse, Reader, "Publication", frozenset[str] | None], object]
+# What `rewrite` calls on the published data: its connection and how relations map; returns the
+# published tables ("schema.table") it changed.
+Change = Callable[[Warehouse, "Publication"], frozenset[str]]
 
 
 class Publication(Protocol):
@@ -80,6 +86,10 @@ class Publication(Protocol):
         """A reader on the current version; FileNotFoundError before anything was published."""
 
     def publish(self, changes: snapshots.Changes | None = None, build: Build | None = None) -> Version: ...
+
+    def rewrite(self, change: Change, build: Build | None = None) -> Version:
+        """A new version: the current one as `change` leaves it, rollups rebuilt over what it
+        changed; no reader can open an older version afterwards."""
 
     def relation(self, schema: str, table: str) -> tuple[str | None, str, str]:
         """(database, schema, table) under which readers find a published table."""
@@ -146,6 +156,16 @@ class DuckDbSnapshots:
                 build(Warehouse(connection, "duckdb"), DuckDbReader(connection), self, changed)
 
         snapshot = snapshots.publish(self.warehouse, self.published_dir, build=on_snapshot, changes=changes)
+        return Version(snapshot.version, published_at(snapshot.version), str(snapshot.path), snapshot.tables)
+
+    def rewrite(self, change, build=None) -> Version:
+        def on_snapshot(connection):
+            warehouse = Warehouse(connection, "duckdb")
+            changed = change(warehouse, self)
+            if build is not None and changed:
+                build(warehouse, DuckDbReader(connection), self, changed)
+
+        snapshot = snapshots.rewrite(self.published_dir, on_snapshot)
         return Version(snapshot.version, published_at(snapshot.version), str(snapshot.path), snapshot.tables)
 
     def relation(self, schema, table):
@@ -323,6 +343,26 @@ class PostgresSchemas:
                 schema, name = table.split(".")
                 warehouse.execute(f"drop table if exists {self.qualified(schema, name)}")
         return [*whole, *merged]
+
+    def rewrite(self, change, build=None) -> Version:
+        """The change, the rollups over what it changed and a new version row, in one transaction."""
+        version = new_version()
+        connection = self._connect(autocommit=False)
+        try:
+            warehouse = Warehouse(connection, "postgres")
+            changed = change(warehouse, self)
+            if build is not None and changed:
+                build(warehouse, _TransactionReader(connection), self, changed)
+            tables = len(self._published_tables(warehouse))
+            warehouse.execute(f"insert into {self.META}.versions values (?, ?, ?)",
+                              [version, published_at(version), tables])
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.close()
+        return Version(version, published_at(version), f"{self._database}: {self.PREFIX}*", tables)
 
     def _published_tables(self, warehouse: Warehouse) -> set[str]:
         rows = warehouse.rows("select table_schema, table_name from information_schema.tables where table_schema in ("

@@ -8,6 +8,7 @@ Routes, as Cube serves them under `/cubejs-api`:
   the same execution.
 - `GET /cubejs-api/v1/meta`, `GET|POST /cubejs-api/v1/sql`, `GET|POST /cubejs-api/v1/dry-run`.
 - `GET /livez`, `GET /readyz` (ready once a published snapshot can be read).
+- `POST /v1/admin/erasures`, `GET /v1/admin/erasures/{id}`: erasure requests, for admins (`admin.py`).
 
 Errors have Cube's shape: 400 `{"error": ..., "type": "UserError"}`, 403 `{"error": ...}`.
 """
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import functools
 import logging
+from pathlib import Path
 
 import orjson
 from starlette.applications import Starlette
@@ -25,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from semantic import rollups
+from semantic import admin, rollups
 from semantic.auth import AuthError, SecurityContext, authenticate
 from semantic.cube_query import Plan, QueryError, Translator, date_range, query_now
 from semantic.members import UnknownMember
@@ -263,7 +265,7 @@ class Api:
 
 
 def create_app(service: MetricsService, secret: str, continue_wait: float = DEFAULT_CONTINUE_WAIT,
-               max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS) -> Starlette:
+               max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS, data_dir: Path | None = None) -> Starlette:
     api = Api(service, secret, continue_wait, max_token_seconds)
     base = "/cubejs-api/v1"
     return Starlette(routes=[
@@ -273,13 +275,15 @@ def create_app(service: MetricsService, secret: str, continue_wait: float = DEFA
         Route(f"{base}/dry-run", api.dry_run, methods=["GET", "POST"]),
         Route("/livez", api.livez, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
+        *(admin.routes(data_dir, secret, max_token_seconds) if data_dir is not None else []),
     ])
 
 
 def app_from_environment() -> Starlette:
     """The app as uvicorn loads it (`semantic.server:app_from_environment`, factory)."""
     settings = ServingSettings.from_environment()
-    return create_app(settings.service(), settings.secret, settings.continue_wait, settings.max_token_seconds)
+    return create_app(settings.service(), settings.secret, settings.continue_wait, settings.max_token_seconds,
+                      settings.data_dir)
 
 
 def main() -> None:

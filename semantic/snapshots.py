@@ -9,7 +9,8 @@ The version string doubles as the data version that caches key on.
 
 A run that changed only a few tables (a micro-batch) publishes `Changes`: the new snapshot starts
 as a copy of the current one and takes only those tables from the warehouse, and of an
-incremental table only the rows past the snapshot's newest cursor value.
+incremental table only the rows past the snapshot's newest cursor value. `rewrite` makes a new
+version from the current one alone and removes every other (erasing a person's data).
 """
 
 from __future__ import annotations
@@ -75,28 +76,63 @@ def publish(warehouse: Path, published_dir: Path, keep: int = 3, build: Build | 
     name, before any reader can see it.
     """
     published_dir.mkdir(parents=True, exist_ok=True)
-    version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    path = published_dir / f"warehouse-{version}.duckdb"
+    version, path = _new(published_dir)
     try:
         changed = _copy(warehouse, path, published_dir, changes)
-        with duckdb.connect() as conn:
-            conn.execute(f"attach '{path}' as {CATALOG}")
-            conn.execute(f"use {CATALOG}")
-            if build is not None:
-                build(conn, changed)
-            tables = conn.execute(
-                "select count(*) from information_schema.tables where table_catalog = ? and table_schema in "
-                f"({', '.join('?' for _ in PUBLISHED_SCHEMAS)}) and table_type = 'BASE TABLE'",
-                [CATALOG, *PUBLISHED_SCHEMAS]).fetchone()[0]
-            conn.execute(f"checkpoint {CATALOG}")
+        tables = _finish(path, lambda conn: build(conn, changed) if build is not None else None)
     except BaseException:  # never current, so no reader has it open: the last good snapshot stays
-        path.unlink(missing_ok=True)
-        Path(f"{path}.wal").unlink(missing_ok=True)
+        _discard(path)
         raise
     fsync(path)
     _point_to(published_dir, path.name)
     _prune(published_dir, keep)
     return Snapshot(version, path, tables)
+
+
+def rewrite(published_dir: Path, change: Callable[[duckdb.DuckDBPyConnection], object]) -> Snapshot:
+    """A new version made from the current snapshot by `change` (its connection has the copy
+    attached under the warehouse's catalog name), made current; every other snapshot is removed.
+
+    For a change every version a reader could still open must have, such as erasing a person's
+    data: a reader that has an older file open keeps it until it closes it, none can open it again."""
+    base = current(published_dir)
+    if base is None:
+        raise FileNotFoundError(f"no published snapshot under {published_dir}")
+    version, path = _new(published_dir)
+    try:
+        shutil.copyfile(base.path, path)  # snapshots are checkpointed: the file is the whole database
+        tables = _finish(path, change)
+    except BaseException:
+        _discard(path)
+        raise
+    fsync(path)
+    _point_to(published_dir, path.name)
+    _prune(published_dir, 1)
+    return Snapshot(version, path, tables)
+
+
+def _new(published_dir: Path) -> tuple[str, Path]:
+    version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return version, published_dir / f"warehouse-{version}.duckdb"
+
+
+def _finish(path: Path, build: Callable[[duckdb.DuckDBPyConnection], object]) -> int:
+    """Run `build` on the new snapshot and checkpoint it; its number of published tables."""
+    with duckdb.connect() as conn:
+        conn.execute(f"attach '{path}' as {CATALOG}")
+        conn.execute(f"use {CATALOG}")
+        build(conn)
+        tables = conn.execute(
+            "select count(*) from information_schema.tables where table_catalog = ? and table_schema in "
+            f"({', '.join('?' for _ in PUBLISHED_SCHEMAS)}) and table_type = 'BASE TABLE'",
+            [CATALOG, *PUBLISHED_SCHEMAS]).fetchone()[0]
+        conn.execute(f"checkpoint {CATALOG}")
+    return tables
+
+
+def _discard(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    Path(f"{path}.wal").unlink(missing_ok=True)
 
 
 def _copy(warehouse: Path, path: Path, published_dir: Path, changes: Changes | None) -> frozenset[str] | None:
