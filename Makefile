@@ -18,6 +18,8 @@ REPORTS_JS := reports/node_modules/.package-lock.json
 CHROMIUM := /usr/bin/chromium
 # Debian's PostgreSQL server: the tests run the platform on a throwaway cluster of it
 POSTGRES := /usr/lib/postgresql
+# Debian's Java and PostgreSQL JDBC driver (pgjdbc): the tests run a Java program against the SQL endpoint
+JDBC := /usr/share/java/postgresql.jar
 
 .PHONY: retention backup restore erase report serve-reports run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments lint manifest install clean
 
@@ -27,7 +29,7 @@ run: install manifest $(REPORTS_JS)
 
 ## test: the test suite, on every core (pytest-xdist: TEST_WORKERS=1 runs it in one process)
 TEST_WORKERS ?= 2
-test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM) $(POSTGRES)
+test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM) $(POSTGRES) $(JDBC)
 	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope
 
 ## test-durations: the test suite as `make test` runs it, then where its time went (per folder, the slowest 25)
@@ -163,6 +165,10 @@ $(CHROMIUM):
 
 $(POSTGRES):
 	apt-get update -qq && apt-get install -y -qq postgresql
+
+# the JDK (not only the runtime): the test program runs in source mode, which compiles it
+$(JDBC):
+	apt-get update -qq && apt-get install -y -qq default-jdk-headless libpostgresql-jdbc-java
 
 ## report: render the chosen pages to PDF, export every page's datasets, email and post them (REPORTS_* settings)
 report: install $(REPORTS_JS) $(CHROMIUM)

@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 
-from ingestion.paths import DataLayout, data_dir_from
+from ingestion.paths import DataLayout, data_dir_from, pinned_now_from
 from ingestion.privacy import PrivacySettings, privacy_settings_from
 from semantic.publication import Publication
 from semantic.settings import SEMANTIC_MANIFEST
@@ -137,17 +137,6 @@ class Environment:
         return self.warehouse_target.location
 
 
-def _pinned_now(value: str | None) -> datetime | None:
-    """PLATFORM_NOW: an ISO timestamp (UTC unless it names an offset), or unset for the clock."""
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"PLATFORM_NOW must be an ISO timestamp such as 2026-11-01T06:00:00Z, not {value!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _sample_end_date(value: str, now: datetime) -> date:
     """`yesterday` (the default: the sample looks live, so freshness checks mean something) or a date."""
     if value == "yesterday":
@@ -160,7 +149,7 @@ def _sample_end_date(value: str, now: datetime) -> date:
 
 def environment_from(env: dict[str, str]) -> Environment:
     data_dir = data_dir_from(env)
-    pinned_now = _pinned_now(env.get("PLATFORM_NOW"))
+    pinned_now = pinned_now_from(env)
     return Environment(
         data_dir=data_dir,
         warehouse_target=WarehouseTarget.from_environment(env, data_dir),
@@ -196,6 +185,9 @@ def current_environment() -> Environment:
     """
     env = environment_from(dict(os.environ))
     os.environ["PLATFORM_WAREHOUSE"] = str(env.layout.warehouse)
+    # dlt keeps the files of a load it completed (the rows, as extracted) unless told not to: they
+    # would hold people's data past retention and erasure
+    os.environ.setdefault("LOAD__DELETE_COMPLETED_JOBS", "true")
     commands = str(Path(sys.executable).parent)
     if os.environ.get("PATH", "").split(os.pathsep)[0] != commands:
         os.environ["PATH"] = os.pathsep.join([commands, os.environ.get("PATH", "")])

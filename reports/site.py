@@ -2,8 +2,9 @@
 
 Evidence runs in two steps: `evidence sources` runs each `sources/warehouse/*.sql` against the
 snapshot (DuckDB through `@duckdb/node-api`) and writes the results as Parquet; `evidence build:strict`
-pre-renders every page, whose queries run on those results in DuckDB-wasm. The snapshot is the one
-`semantic/snapshots.py` made current: immutable, so the pipeline keeps writing while a site builds.
+pre-renders every page, whose queries run on those results in DuckDB-wasm. The file is an extract of
+the published version (`Publication.extract`), a file of its own: the pipeline keeps publishing
+while a site builds.
 
 Before the slow build, every page query is checked against the source queries, so a page that
 reads a table no source provides fails at once, naming the page and the query. The new site is

@@ -128,6 +128,17 @@ def _number(value, where: str) -> str:
     return repr(int(number)) if number.is_integer() and abs(number) < 2 ** 63 else repr(number)
 
 
+def _where_ref(group_by: str) -> str:
+    """MetricFlow's where-filter reference to a group-by name such as `user__channel__is_paid`: the
+    dimension (or entity) with its last entity, and the entities before it as its path, which a
+    name of more than one hop needs (`Dimension('user__channel__is_paid')` does not parse)."""
+    *path, name = group_by.split("__")
+    kind = "Dimension" if path else "Entity"
+    if path:
+        name = f"{path.pop()}__{name}"
+    return f"{{{{ {kind}('{name}'" + (f", entity_path={path!r}" if path else "") + ") }}"
+
+
 def _boolean(value, where: str) -> str:
     text = str(value).strip().lower() if isinstance(value, bool | str) else None
     if text in ("true", "false"):
@@ -432,12 +443,7 @@ class Translator:
             raise QueryError(f"{where_at}.values: expected a list")
         if isinstance(member, Measure):
             return self._measure_condition(member, operator, values, where_at), True
-        if member.type == "time":
-            ref = "{{ TimeDimension('metric_time', 'day') }}"
-        elif "__" in member.group_by:
-            ref = f"{{{{ Dimension('{member.group_by}') }}}}"
-        else:
-            ref = f"{{{{ Entity('{member.group_by}') }}}}"
+        ref = "{{ TimeDimension('metric_time', 'day') }}" if member.type == "time" else _where_ref(member.group_by)
         return self._condition(ref, member, operator, values, where_at, now, view), False
 
     def _simple(self, f: dict) -> SimpleFilter | None:

@@ -23,9 +23,11 @@ query that fails.
 from __future__ import annotations
 
 import difflib
+import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from metricflow.engine.metricflow_engine import MetricFlowEngine
 from metricflow_semantics.model.semantic_manifest_lookup import SemanticManifestLookup
@@ -194,7 +196,14 @@ def _title(name: str) -> str:
     return name.replace("__", " ").replace("_", " ").strip().capitalize()
 
 
-def _agg_type(metric, measures: dict) -> tuple[str, bool]:
+def declared_aggregations(semantic_manifest: Path) -> dict[str, str]:
+    """Each measure's aggregation as the YAML declares it. MetricFlow rewrites `count` into a sum of
+    ones when it loads the manifest, so its lookup would report every count as a sum."""
+    manifest = json.loads(semantic_manifest.read_text())
+    return {m["name"]: m["agg"] for model in manifest["semantic_models"] for m in model["measures"]}
+
+
+def _agg_type(metric, measures: dict, declared: Mapping[str, str]) -> tuple[str, bool]:
     """Cube's aggType of a metric, and whether it is cumulative (a rolling window)."""
     kind = metric.type.value.lower()
     if kind not in ("simple", "cumulative"):
@@ -204,7 +213,8 @@ def _agg_type(metric, measures: dict) -> tuple[str, bool]:
     measure = measures.get(name)
     if measure is None or measure.non_additive_dimension is not None:
         return "number", kind == "cumulative"
-    return AGG_TYPES.get(measure.agg.value.lower(), "number"), kind == "cumulative"
+    agg = declared.get(name, measure.agg.value).lower()
+    return AGG_TYPES.get(agg, "number"), kind == "cumulative"
 
 
 def _views_of(metric, lookup: SemanticManifestLookup) -> list[str]:
@@ -256,8 +266,10 @@ def _working(candidates: list[str], works: Callable[[list[str]], str | None], wh
 
 
 def build_catalog(engine: MetricFlowEngine, lookup: SemanticManifestLookup, probe: Probe | None = None,
-                  column_type: ColumnType | None = None) -> Catalog:
-    """The views of the governed metrics; with `probe`, only members that compile and plan."""
+                  column_type: ColumnType | None = None, declared: Mapping[str, str] | None = None) -> Catalog:
+    """The views of the governed metrics; with `probe`, only members that compile and plan.
+    `declared`: the measures' aggregations as written (`declared_aggregations`)."""
+    declared = declared or {}
     column_type = column_type or (lambda model, column: "string")
     manifest = lookup.semantic_manifest
     measures = {m.name: m for model in manifest.semantic_models for m in model.measures}
@@ -285,7 +297,8 @@ def build_catalog(engine: MetricFlowEngine, lookup: SemanticManifestLookup, prob
             granularities = tuple(g.removeprefix(f"{TIME_DIMENSION}__") for g in grains)
         else:
             granularities = View.granularities
-        view_members = {f"{name}.{m.name}": _measure(f"{name}.{m.name}", m, defined, measures) for m in metrics}
+        view_members = {f"{name}.{m.name}": _measure(f"{name}.{m.name}", m, defined, measures, declared)
+                        for m in metrics}
         dims = {f"{name}.{TIME_DIMENSION}": Dimension(f"{name}.{TIME_DIMENSION}", TIME_DIMENSION, "Metric time",
                                                       "The time each metric is measured at; pick a granularity.",
                                                       "time")}
@@ -295,20 +308,21 @@ def build_catalog(engine: MetricFlowEngine, lookup: SemanticManifestLookup, prob
                        "Metrics: " + ", ".join(m.label or _title(m.name) for m in metrics) + ".")
         primary = next((e.name for e in model.entities if e.type.value.lower() == "primary"), None) if model else None
         views[name] = View(name, title, description, view_members, dims, granularities, primary)
-    return Catalog(views, _legacy(engine, views, defined, measures))
+    return Catalog(views, _legacy(engine, views, defined, measures, declared))
 
 
-def _measure(member: str, metric, defined: dict, measures: dict) -> Measure:
-    agg_type, cumulative = _agg_type(defined[metric.name], measures)
+def _measure(member: str, metric, defined: dict, measures: dict, declared: Mapping[str, str]) -> Measure:
+    agg_type, cumulative = _agg_type(defined[metric.name], measures, declared)
     meta = dict(defined[metric.name].config.meta or {}) if defined[metric.name].config is not None else {}
     meta.pop(VIEWS_META, None)
     return Measure(member, metric.name, metric.label or _title(metric.name), metric.description or "",
                    metric.type.value.lower(), agg_type, cumulative, meta.get("format"), meta)
 
 
-def _legacy(engine: MetricFlowEngine, views: dict[str, View], defined: dict, measures: dict) -> View:
+def _legacy(engine: MetricFlowEngine, views: dict[str, View], defined: dict, measures: dict,
+            declared: Mapping[str, str]) -> View:
     """`metrics`: every metric and every dimension of any view."""
-    metrics = {f"{LEGACY_VIEW}.{m.name}": _measure(f"{LEGACY_VIEW}.{m.name}", m, defined, measures)
+    metrics = {f"{LEGACY_VIEW}.{m.name}": _measure(f"{LEGACY_VIEW}.{m.name}", m, defined, measures, declared)
                for m in sorted(engine.list_metrics(), key=lambda m: m.name)}
     dimensions: dict[str, Dimension] = {}
     for view in views.values():

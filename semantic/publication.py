@@ -6,8 +6,8 @@ and quality results, with the rollups built from them, and readers switch to the
 whole, so they always see one consistent version that passed its gates. How depends on the
 engine; `Environment.publication()` chooses by the dbt target:
 
-- DuckDB (the embedded default): immutable snapshot files (`snapshots.py`) and a pointer
-  swapped atomically; a reader attaches the current file under the warehouse's catalog name.
+- DuckDB (the embedded default): snapshots of a DuckLake (`snapshots.py`) and a pointer swapped
+  atomically; a reader attaches the current snapshot under the warehouse's catalog name.
 - PostgreSQL: schemas `published_<schema>` in the warehouse's own database, replaced in one
   transaction (Postgres' DDL is transactional: a reader sees the tables before or after it,
   never between), and a row per version in `published_meta.versions`. New tables are copied
@@ -16,10 +16,10 @@ engine; `Environment.publication()` chooses by the dbt target:
 
 Both give readers a `Reader` (run SQL in the engine's dialect; MetricFlow's client on it), map
 the dbt relations of the semantic manifest onto what they published (`relations`), and give the
-reports a DuckDB file holding the published tables they read (`extract`): Evidence reads DuckDB.
+reports a DuckDB file holding the published tables they read (`extract`): Evidence reads DuckDB files.
 `rewrite` changes what readers read outside a run, where every version must change (erasing a
-person's data): the DuckDB target writes a new snapshot from the current one and removes the
-others, PostgreSQL changes its published schemas in one transaction.
+person's data): the DuckDB target changes the lake in one transaction and expires every older
+snapshot, deleting their files; PostgreSQL changes its published schemas in one transaction.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from typing import Protocol
 import duckdb
 
 from semantic import snapshots
+from semantic.duckdb_extensions import load_extension
 from semantic.warehouse import Warehouse
 
 PUBLISHED_SCHEMAS = snapshots.PUBLISHED_SCHEMAS
@@ -104,20 +105,24 @@ class Publication(Protocol):
         """The warehouse's "schema.table" that a published relation's schema and table copy."""
 
     def extract(self, tables: Sequence[str], path: Path) -> Path:
-        """A DuckDB file with these published tables ("schema.table", under their own schema
-        names): the snapshot itself where the published data is one already."""
+        """A new DuckDB file at `path` with these published tables of the current version
+        ("schema.table", under their own schema names)."""
 
 
 class DuckDbReader:
-    """A published snapshot file, attached read-only under the warehouse's catalog name."""
+    """A published snapshot, attached read-only under the warehouse's catalog name.
+
+    Each query runs on a cursor of its own (its own session, so readers on threads never share a
+    time zone); `in_transaction` runs them on the connection, whose open transaction they must see
+    (the rollups built while publishing)."""
 
     engine = "duckdb"
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection):
-        self.connection = connection
+    def __init__(self, connection: duckdb.DuckDBPyConnection, in_transaction: bool = False):
+        self.connection, self.in_transaction = connection, in_transaction
 
     def run(self, sql, parameters=None, timezone="UTC", fetch=True):
-        cursor = self.connection.cursor()
+        cursor = self.connection if self.in_transaction else self.connection.cursor()
         try:
             # each cursor has its own session: the zone of one query never leaks into another
             cursor.execute("set TimeZone = '" + timezone.replace("'", "''") + "'")
@@ -126,47 +131,51 @@ class DuckDbReader:
                 return [], []
             return [d[0] for d in cursor.description], cursor.fetchall()
         finally:
-            cursor.close()
+            if not self.in_transaction:
+                cursor.close()
 
     def close(self) -> None:
         self.connection.close()
 
 
 class DuckDbSnapshots:
-    """Published snapshot files of a DuckDB warehouse (see `snapshots.py`)."""
+    """Published snapshots of a DuckDB warehouse, in a DuckLake (see `snapshots.py`)."""
 
     engine = "duckdb"
 
     def __init__(self, warehouse: Path, published_dir: Path):
         self.warehouse, self.published_dir = warehouse, published_dir
 
+    @staticmethod
+    def _version(snapshot: snapshots.Snapshot) -> Version:
+        return Version(snapshot.version, published_at(snapshot.version),
+                       f"{snapshot.catalog} (snapshot {snapshot.snapshot_id})", snapshot.tables)
+
     def current(self) -> Version | None:
         snapshot = snapshots.current(self.published_dir)
-        if snapshot is None:
-            return None
-        return Version(snapshot.version, published_at(snapshot.version), str(snapshot.path))
+        return None if snapshot is None else self._version(snapshot)
 
     def open(self) -> tuple[DuckDbReader, Version]:
         connection, snapshot = snapshots.connect_current(self.published_dir)
-        return DuckDbReader(connection), Version(snapshot.version, published_at(snapshot.version), str(snapshot.path))
+        return DuckDbReader(connection), self._version(snapshot)
 
     def publish(self, changes=None, build=None) -> Version:
         def on_snapshot(connection, changed):
             if build is not None:
-                build(Warehouse(connection, "duckdb"), DuckDbReader(connection), self, changed)
+                build(Warehouse(connection, "duckdb"), DuckDbReader(connection, in_transaction=True), self, changed)
 
-        snapshot = snapshots.publish(self.warehouse, self.published_dir, build=on_snapshot, changes=changes)
-        return Version(snapshot.version, published_at(snapshot.version), str(snapshot.path), snapshot.tables)
+        return self._version(snapshots.publish(self.warehouse, self.published_dir, build=on_snapshot,
+                                               changes=changes))
 
     def rewrite(self, change, build=None) -> Version:
         def on_snapshot(connection):
             warehouse = Warehouse(connection, "duckdb")
             changed = change(warehouse, self)
             if build is not None and changed:
-                build(warehouse, DuckDbReader(connection), self, changed)
+                build(warehouse, DuckDbReader(connection, in_transaction=True), self, changed)
+            return changed
 
-        snapshot = snapshots.rewrite(self.published_dir, on_snapshot)
-        return Version(snapshot.version, published_at(snapshot.version), str(snapshot.path), snapshot.tables)
+        return self._version(snapshots.rewrite(self.published_dir, on_snapshot))
 
     def relation(self, schema, table):
         return snapshots.CATALOG, schema, table
@@ -181,10 +190,7 @@ class DuckDbSnapshots:
         return f"{schema}.{table}"
 
     def extract(self, tables, path):
-        current = snapshots.current(self.published_dir)
-        if current is None:
-            raise FileNotFoundError(f"nothing published under {self.published_dir} yet: run the main job")
-        return current.path
+        return snapshots.extract(self.published_dir, list(tables), path)
 
 
 class PostgresReader:
@@ -372,17 +378,11 @@ class PostgresSchemas:
 
     def extract(self, tables, path):
         """The published tables, read through DuckDB's postgres extension (from its PyPI wheel)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
-        with duckdb.connect(str(path)) as conn:
+        with duckdb.connect() as conn:
             load_extension(conn, "postgres_scanner")
             conn.execute(f"attach '{_libpq(self.dsn)}' as published (type postgres, read_only)")
-            for table in tables:
-                schema, name = table.split(".")
-                conn.execute(f"create schema if not exists {schema}")
-                source = f'published.{self.PREFIX}{schema}."{name}"'
-                conn.execute(f'create table {schema}."{name}" as select * from {source}')
-        return path
+            return snapshots.copy_tables(conn, lambda schema, name: f'published.{self.PREFIX}{schema}."{name}"',
+                                         list(tables), path)
 
 
 class _TransactionReader:
@@ -409,20 +409,6 @@ class _TransactionReader:
 def _identifier(name: str) -> str:
     """A table name as SQL: quoted unless it is a plain lower-case name (dbt's names are)."""
     return name if re.fullmatch(r"[a-z_][a-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
-
-
-def load_extension(conn: duckdb.DuckDBPyConnection, name: str) -> None:
-    """Load one of DuckDB's extensions from its PyPI wheel (`duckdb-ext-*`): nothing is downloaded."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("duckdb_ext")
-    platform = conn.execute("pragma platform").fetchone()[0]
-    folder = Path(next(iter(spec.submodule_search_locations))) if spec else Path("duckdb_ext")
-    path = folder / "extensions" / f"v{duckdb.__version__}" / platform / f"{name}.duckdb_extension"
-    if not path.exists():
-        raise FileNotFoundError(f"DuckDB extension {name} for DuckDB {duckdb.__version__} on {platform} is not "
-                                f"installed ({path}): install the duckdb-ext-* package of the same release")
-    conn.execute(f"load '{path}'")
 
 
 def _libpq(dsn: str) -> str:

@@ -28,7 +28,7 @@ from metricflow.engine.metricflow_engine import MetricFlowEngine, MetricFlowQuer
 
 from semantic import rollups
 from semantic.cube_query import Plan, QueryError
-from semantic.members import TIME_DIMENSION, Catalog, build_catalog
+from semantic.members import TIME_DIMENSION, Catalog, build_catalog, declared_aggregations
 from semantic.metricflow_engine import ReaderSqlClient, load_semantic_manifest
 from semantic.publication import Publication, Reader
 from semantic.warehouse import translate
@@ -103,6 +103,7 @@ class MetricsService:
         self.publication = publication
         self.use_rollups = use_rollups
         self.lookup = load_semantic_manifest(semantic_manifest, publication.relation)
+        self.declared_aggregations = declared_aggregations(semantic_manifest)
         self.compiled = LRU(4096)
         self.results = LRU(2048)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="metrics")
@@ -132,7 +133,7 @@ class MetricsService:
                 engine = MetricFlowEngine(semantic_manifest_lookup=self.lookup, sql_client=ReaderSqlClient(reader))
                 if self._catalog is None:  # the definitions do not change while the server runs
                     self._catalog = build_catalog(engine, self.lookup, _probe(engine, reader),
-                                                  _column_types(self.lookup, reader))
+                                                  _column_types(self.lookup, reader), self.declared_aggregations)
                 old = self._current
                 self._current = Version(opened.version, opened.published_at, reader, engine, self._catalog,
                                         rollups.load(reader, self.publication) if self.use_rollups else (),

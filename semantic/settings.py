@@ -9,6 +9,7 @@ point (the metrics server, the SQL endpoint).
     SEMANTIC_WORKERS           threads that compile and run queries (default 4)
     SEMANTIC_CONTINUE_WAIT     seconds a request waits before Cube's "Continue wait" (default 10)
     SEMANTIC_ROLLUPS           off: every query compiled by MetricFlow (the benchmark's baseline)
+    PLATFORM_NOW               the moment the SQL endpoint's now() means (`ingestion.paths.pinned_now_from`)
 
 The variables the pipeline shares with the servers are parsed by the same functions it uses, and
 nothing here imports the pipeline (dlt, Dagster): the servers start without it.
@@ -19,9 +20,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from ingestion.paths import data_dir_from
+from ingestion.paths import data_dir_from, pinned_now_from
 from semantic.warehouse import WarehouseTarget
 
 # The governed metric definitions as MetricFlow reads them, written by `dbt parse` (`make manifest`).
@@ -64,6 +66,7 @@ class ServingSettings:
     continue_wait: float = 10.0
     rollups: bool = True
     semantic_manifest: Path = SEMANTIC_MANIFEST
+    now: datetime | None = None  # PLATFORM_NOW, else the clock
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> ServingSettings:
@@ -77,6 +80,7 @@ class ServingSettings:
             workers=max(1, _number(env, "SEMANTIC_WORKERS", 4, int)),
             continue_wait=_number(env, "SEMANTIC_CONTINUE_WAIT", 10.0),
             rollups=env.get("SEMANTIC_ROLLUPS", "on") != "off",
+            now=pinned_now_from(env),
         )
 
     @property

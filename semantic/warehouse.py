@@ -10,7 +10,8 @@ current dbt target; the published data (`publication.py`) uses the same translat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -73,9 +74,13 @@ def translate(sql: str, dialect: str) -> str:
 
 
 class Warehouse:
-    """A DB-API connection in autocommit mode and its dialect; statements are written in DuckDB's
-    and translated. Each statement commits on its own, so one that fails (a frame on a missing
-    table) leaves the connection usable for the next, on every engine."""
+    """A DB-API connection and its dialect; statements are written in DuckDB's and translated.
+    Outside a transaction each statement commits on its own, so one that fails (a frame on a
+    missing table) leaves the connection usable for the next, on every engine.
+
+    Statements run on a cursor of the connection, except on DuckDB, where a cursor is another
+    connection to the database with a transaction of its own: there they run on the connection
+    itself, so a caller's open transaction (publishing) includes them."""
 
     def __init__(self, connection, dialect: str):
         self.connection, self.dialect = connection, dialect
@@ -83,47 +88,46 @@ class Warehouse:
     def sql(self, statement: str) -> str:
         return translate(statement, self.dialect)
 
-    def execute(self, statement: str, parameters: Sequence = ()) -> None:
+    @contextlib.contextmanager
+    def _cursor(self) -> Iterator:
+        if self.dialect == SOURCE_DIALECT:
+            yield self.connection
+            return
         cursor = self.connection.cursor()
         try:
-            cursor.execute(self.sql(statement), list(parameters))
+            yield cursor
         finally:
             cursor.close()
+
+    def execute(self, statement: str, parameters: Sequence = ()) -> None:
+        with self._cursor() as cursor:
+            cursor.execute(self.sql(statement), list(parameters))
 
     def executemany(self, statement: str, rows: Iterable[Sequence]) -> None:
         rows = [list(row) for row in rows]
         if not rows:
             return
-        cursor = self.connection.cursor()
-        try:
+        with self._cursor() as cursor:
             cursor.executemany(self.sql(statement), rows)
-        finally:
-            cursor.close()
 
     def rows(self, statement: str, parameters: Sequence = ()) -> list[tuple]:
         return self.query(statement, parameters)[1]
 
     def query(self, statement: str, parameters: Sequence = ()) -> tuple[list[str], list[tuple]]:
         """The result's column names and rows."""
-        cursor = self.connection.cursor()
-        try:
+        with self._cursor() as cursor:
             cursor.execute(self.sql(statement), list(parameters))
             return [d[0] for d in cursor.description], [tuple(row) for row in cursor.fetchall()]
-        finally:
-            cursor.close()
 
     def frame(self, statement: str, parameters: Sequence = ()) -> pd.DataFrame:
         """The result as a DataFrame with pandas' types (DuckDB's own conversion where it runs;
         elsewhere decimals become floats and dates datetimes, as DuckDB gives them)."""
         if self.dialect == SOURCE_DIALECT:
             return self.connection.execute(statement, list(parameters)).df()
-        cursor = self.connection.cursor()
-        try:
+        with self._cursor() as cursor:
             cursor.execute(self.sql(statement), list(parameters))
             columns = [d[0] for d in cursor.description]
             frame = pd.DataFrame([tuple(row) for row in cursor.fetchall()], columns=columns)
-        finally:
-            cursor.close()
         for column in frame.select_dtypes(include="object").columns:
             values = frame[column].dropna()
             if len(values) and all(isinstance(v, Decimal) for v in values):

@@ -1,10 +1,9 @@
 """The Evidence reports site as a Dagster asset, built after the data it shows is published.
 
 It reads the published data, never the warehouse, so it needs no slot in the warehouse pool and
-a micro-batch may write while it builds. Evidence reads a DuckDB file: the published snapshot on
-the DuckDB target, an extract of the published tables the pages read on another
-(`Publication.extract`). The micro-batch job does not rebuild it: a site build takes a minute
-or more, longer than a micro-batch.
+a micro-batch may write while it builds. Evidence reads a DuckDB file: an extract of the published
+tables the pages read (`Publication.extract`). The micro-batch job does not rebuild it: a site
+build takes a minute or more, longer than a micro-batch.
 """
 
 import dagster as dg

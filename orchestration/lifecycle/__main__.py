@@ -39,12 +39,17 @@ def _backup(env, args) -> list[str]:
 
 
 def _restore(env, args) -> list[str]:
+    from orchestration.environment import SEMANTIC_MANIFEST
     from orchestration.lifecycle import restore
+    from semantic import rollups
+
+    def publish() -> str:
+        return env.publication().publish(build=rollups.builder(SEMANTIC_MANIFEST)).version
 
     now = datetime.now(UTC)
     restored = restore.restore(env.layout, env.backups_dir, restore.parse_time(args.at, now), now,
                                target=env.dbt_target, contract=env.schema_contract,
-                               mlflow_dir=env.mlflow_dir if args.mlflow else None)
+                               mlflow_dir=env.mlflow_dir if args.mlflow else None, publish=publish)
     return restored.lines()
 
 

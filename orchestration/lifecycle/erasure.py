@@ -13,11 +13,14 @@ events and in alias calls). Where, in this order, each place only where it names
 2. the warehouse: every table with a tenant and an identity column (`user_id`, `anonymous_id`,
    `visitor_id`, `previous_id`): raw tables, dlt's staging copies, marts (and so the inputs of the
    models, which read marts only); rows reached through a parent (an order's items, a
-   subscription's changes) and the loader's quarantine (raw lines naming the person);
+   subscription's changes) and the loader's quarantine (raw lines naming the person). A DuckDB
+   warehouse is then copied into a new file (`compact`): deleted rows stay in a DuckDB file's blocks;
 3. the published data, which readers read: a new version without the person, the rollups rebuilt
    over what changed, and every older version removed (`Publication.rewrite`);
 4. the reports: the built site's datasets and every export (CSV, Parquet, XLSX) lose the rows that
-   name the person in an identity column; a PDF whose page had such rows is deleted;
+   name the person in an identity column; a PDF whose page had such rows is deleted, and so is an
+   extract of published data the site was built from (a DuckDB file); dlt's copies
+   of the loads it completed are deleted;
 5. the MLflow store: logged artifacts that name the person (none do today: the forecasting models
    learn from daily totals) are removed, and the scan is recorded;
 6. the backups: each backup's Parquet tables are rewritten without the person and its manifest's
@@ -104,6 +107,7 @@ class Places:
     publication: Publication | None = None
     build: Build | None = None  # the rollups of a published version
     mlflow_dir: Path | None = None
+    warehouse_file: Path | None = None  # the DuckDB warehouse's file (None on PostgreSQL)
 
 
 @dataclass
@@ -308,6 +312,31 @@ def _erase_warehouse(warehouse: Warehouse, matches: dict[str, tuple], erasure: E
         erasure.removed[f"warehouse {layer} rows"] += rows
 
 
+def compact(path: Path) -> None:
+    """Copy the DuckDB warehouse into a new file that takes its place. DuckDB deletes a row by
+    marking it, and a block it frees keeps its bytes until reused: the deleted rows would stay in the
+    file. `COPY FROM DATABASE` writes only the live rows (views, sequences and macros with them)."""
+    fresh = path.with_name(f".{path.name}.compacting")
+    fresh.unlink(missing_ok=True)
+    try:
+        with duckdb.connect(str(path)) as conn:
+            conn.execute("checkpoint")
+            conn.execute(f"attach {_literal(str(fresh))} as compacted")
+            conn.execute(f"copy from database {_identifier(path.stem)} to compacted")
+            conn.execute("detach compacted")
+        fsync(fresh)
+        os.replace(fresh, path)
+        Path(f"{path}.wal").unlink(missing_ok=True)  # checkpointed before the copy: it held nothing
+        fsync(path.parent)
+    finally:
+        fresh.unlink(missing_ok=True)
+        Path(f"{fresh}.wal").unlink(missing_ok=True)
+
+
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _published_change(person: Person, erasure: Erasure):
     def change(warehouse: Warehouse, publication: Publication) -> frozenset[str]:
         logical = {}
@@ -385,7 +414,11 @@ def _erase_reports(directories: Iterable[Path], person: Person, erasure: Erasure
             continue
         touched_pages = set()
         for path in sorted(directory.rglob("*")):
-            if path.is_file() and path.suffix.lower() in (".parquet", ".csv", ".xlsx"):
+            if path.is_file() and path.suffix.lower() == ".duckdb" and _extract_names(path, person):
+                path.unlink()  # an extract of published data for a report build: the next build makes its own
+                Path(f"{path}.wal").unlink(missing_ok=True)
+                erasure.removed["report extracts deleted"] += 1
+            elif path.is_file() and path.suffix.lower() in (".parquet", ".csv", ".xlsx"):
                 rows = _erase_table_file(path, person)
                 if rows:
                     erasure.removed["report dataset rows"] += rows
@@ -397,6 +430,17 @@ def _erase_reports(directories: Iterable[Path], person: Person, erasure: Erasure
             if pdf.exists():
                 pdf.unlink()
                 erasure.removed["report PDFs deleted"] += 1
+
+
+def _extract_names(path: Path, person: Person) -> bool:
+    """Whether a DuckDB file of published tables (`Publication.extract`) has rows naming the person."""
+    with duckdb.connect(str(path), read_only=True) as conn:
+        tables = _base_tables(Warehouse(conn, "duckdb"))
+        for table, columns in tables.items():
+            predicate = person.predicate(table, columns, lambda t: t if t in tables else None)
+            if predicate is not None and conn.execute(f"select count(*) from {table} where {predicate}").fetchone()[0]:
+                return True
+    return False
 
 
 def _erase_artifacts(store: Path, person: Person, erasure: Erasure) -> int:
@@ -426,6 +470,15 @@ def _copy_statements(folder: Path) -> dict[str, Path]:
             source = statement.query.split("FROM '", 1)[1].split("'", 1)[0]
             found[words[1].replace('"', "")] = folder / Path(source).name
     return found
+
+
+def _erase_load_packages(dlt_dir: Path, erasure: Erasure) -> None:
+    """The job files of loads dlt completed (the rows as extracted; kept by an older configuration,
+    see `LOAD__DELETE_COMPLETED_JOBS`): loaded, so nothing needs them."""
+    for path in sorted(dlt_dir.glob("*/load/loaded/*/completed_jobs/*")):
+        if path.is_file():
+            path.unlink()
+            erasure.removed["dlt completed job files deleted"] += 1
 
 
 def _erase_backups(backups_dir: Path, person: Person, erasure: Erasure) -> None:
@@ -495,9 +548,12 @@ def erase(places: Places, request: Request) -> Erasure:
             erasure.removed["archived lines"] += archive.rewrite_without(entry, _archive_mask(person))
         with places.connect() as warehouse:
             _erase_warehouse(warehouse, rows, erasure)
+        if places.warehouse_file is not None:
+            compact(places.warehouse_file)
         if places.publication is not None and places.publication.current() is not None:
             places.publication.rewrite(_published_change(person, erasure), places.build)
             erasure.removed["published versions replaced"] += 1
+        _erase_load_packages(places.layout.dlt_dir, erasure)
         _erase_reports(places.report_dirs, person, erasure)
         if places.mlflow_dir is not None:
             scanned = _erase_artifacts(places.mlflow_dir / "artifacts", person, erasure)
@@ -516,8 +572,9 @@ def places_of(env) -> Places:
 
     return Places(layout=env.layout, connect=lambda: env.warehouse(read_only=False),
                   destination=env.warehouse_destination(), privacy=env.privacy, backups_dir=env.backups_dir,
-                  report_dirs=(env.reports_site_dir / "data", env.reports_exports_dir),
-                  publication=env.publication(), build=rollups.builder(SEMANTIC_MANIFEST), mlflow_dir=env.mlflow_dir)
+                  report_dirs=(env.reports_site_dir / "data", env.reports_exports_dir, env.published_dir / "reports"),
+                  publication=env.publication(), build=rollups.builder(SEMANTIC_MANIFEST), mlflow_dir=env.mlflow_dir,
+                  warehouse_file=env.layout.warehouse if env.dbt_target == "duckdb" else None)
 
 
 def queued_request(layout: DataLayout, request_id: str) -> Request:

@@ -15,6 +15,8 @@ landing files that arrived after it (`make restore AT=2026-11-20T08:00:00Z`).
 4. If anything was loaded, `dbt build` rebuilds and tests what depends on the tables it changed.
 5. The new file takes the warehouse's place; the one it replaced is kept in the work folder. The
    loaders' local state is dropped, so that their next run takes it from the restored warehouse.
+6. The restored warehouse is published whole (rollups included), so the metrics server and the
+   reports read what it holds: backups need not hold the published DuckLake, which is derived.
 
 What landed after AT is not in the restored warehouse, but nothing accepted is lost: such files
 still in the landing zone are loaded by the next run, and those only the archive still holds are put
@@ -31,6 +33,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +65,7 @@ class Restored:
     returned: list[str] = field(default_factory=list)  # archived files put back into the landing zone
     replaced: Path | None = None  # where the warehouse that was replaced is kept
     mlflow: bool = False
+    published: str | None = None  # the published version made from the restored warehouse
 
     def lines(self) -> list[str]:
         files = sum(len(names) for names in self.replayed.values())
@@ -75,6 +79,8 @@ class Restored:
             lines.append(f"the warehouse it replaced is kept at {self.replaced} (delete it when done)")
         if self.mlflow:
             lines.append("the MLflow store was restored from the same backup")
+        if self.published:
+            lines.append(f"published as version {self.published}")
         return lines
 
 
@@ -216,9 +222,11 @@ def _restore_mlflow(backup: Backup, store: Path, keep: Path) -> None:
 
 
 def restore(layout: DataLayout, backups_dir: Path, at: datetime, now: datetime, *, target: str = "duckdb",
-            contract: str = "evolve", mlflow_dir: Path | None = None) -> Restored:
+            contract: str = "evolve", mlflow_dir: Path | None = None,
+            publish: Callable[[], str] | None = None) -> Restored:
     """Rebuild the warehouse as of `at` (see the module's docstring); with `mlflow_dir`, the MLflow
-    store there is restored from the same backup."""
+    store there is restored from the same backup; `publish` publishes the restored warehouse whole
+    and returns the version."""
     if target != "duckdb":
         raise RestoreError("the PostgreSQL warehouse is restored to a point in time by PostgreSQL itself "
                            "(restore a base backup and replay the archived WAL up to recovery_target_time); "
@@ -251,6 +259,8 @@ def restore(layout: DataLayout, backups_dir: Path, at: datetime, now: datetime, 
     if mlflow_dir is not None:
         _restore_mlflow(backup, mlflow_dir, work)
         restored.mlflow = True
+    if publish is not None:
+        restored.published = publish()
     if not any(work.iterdir()):  # nothing replaced to keep
         work.rmdir()
     return restored

@@ -47,6 +47,25 @@ def landing_digest(layout: DataLayout) -> str:
     return digest.hexdigest()
 
 
+def files_naming(root, identifier: str) -> list[str]:
+    """Every file under `root` that holds `identifier`: a Parquet file in any text column of any row,
+    any other file in its bytes (a DuckDB file's deleted rows, a SQLite catalog's freed pages)."""
+    found = []
+    with duckdb.connect() as conn:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            if path.suffix == ".parquet":
+                columns = [name for name, kind, *_ in conn.execute("describe select * from read_parquet(?)",
+                                                                   [str(path)]).fetchall() if kind == "VARCHAR"]
+                where = " or ".join(f'"{c}" = $id' for c in columns) or "$id is null"
+                named = conn.execute(f"select count(*) from read_parquet($path) where {where}",
+                                     {"path": str(path), "id": identifier}).fetchone()[0]
+            else:
+                named = identifier.encode() in path.read_bytes()
+            if named:
+                found.append(str(path.relative_to(root)))
+    return found
+
+
 def users_page(directory, rows: list[dict]) -> None:
     """An exported page that lists users (as a page with a table of users would): its datasets and PDF."""
     frame = pd.DataFrame(rows)
@@ -95,6 +114,9 @@ def test_an_admin_request_erases_a_person_everywhere_and_keeps_them_out(server, 
         untouched_export = {p: p.read_bytes() for p in exported.directory.glob("index/*")}
         kept = backup.take(backup.Sources(layout, "duckdb", env.mlflow_dir), env.backups_dir)
         others_before = person_rows(layout, other_tenant, other)
+        # the published lake holds them in its Parquet files (and in as many snapshots as it kept)
+        published_dir = layout.root / "published"
+        assert any(name.endswith(".parquet") for name in files_naming(published_dir, user))
         assert sum(person_rows(layout, tenant, user).values()) > 0
 
         # the admin API queues the request; only an admin may
@@ -129,10 +151,13 @@ def test_an_admin_request_erases_a_person_everywhere_and_keeps_them_out(server, 
     assert scalar(layout, f"select count(*) from raw_app.order_items where order_id in "
                           f"({', '.join('?' * len(order_ids))})", *order_ids) == 0
     assert person_rows(layout, other_tenant, other) == others_before
-    # from the published data: a new version without them, and no older one left to open
-    assert len(list((layout.root / "published").glob("warehouse-*.duckdb"))) == 1
-    conn, _ = snapshots.connect_current(layout.root / "published")
+    # from the published data: a new snapshot without them; every older one expired and its files
+    # deleted, so no file under published/ holds them (nor the warehouse's file)
+    assert files_naming(published_dir, user) == [] and user.encode() not in layout.warehouse.read_bytes()
+    conn, snapshot = snapshots.connect_current(published_dir)
     with conn:
+        assert [r[0] for r in conn.execute("select snapshot_id from ducklake_snapshots('warehouse')").fetchall()] \
+            == [snapshot.snapshot_id]
         assert conn.execute("select count(*) from marts.fct_events where user_id = ?", [user]).fetchone()[0] == 0
         assert conn.execute("select count(*) from marts.fct_events where user_id = ?", [other]).fetchone()[0] > 0
     # from the exports: their rows leave every file of the page, its PDF goes; other pages are untouched

@@ -13,7 +13,10 @@ import pytest
 
 from ingestion import pipelines
 from ingestion.paths import DataLayout
+from orchestration.environment import SEMANTIC_MANIFEST
 from orchestration.lifecycle import backup, restore
+from semantic import rollups, snapshots
+from semantic.publication import DuckDbSnapshots
 from tests.conftest import copy_of, dbt, sample_day
 from tests.ingestion.helpers import load, scalar
 from tests.orchestration.test_microbatch import land, page_views
@@ -46,12 +49,20 @@ def test_the_warehouse_is_destroyed_and_restored_from_a_backup_and_the_landing_f
     assert sum(row[0].startswith("after-") for row in original["fct_events"]) == 12
 
     layout.warehouse.unlink()  # destroyed
+    published = DuckDbSnapshots(layout.warehouse, layout.root / "published")
     now = datetime.now(UTC)
-    restored = restore.restore(layout, backups_dir, now, now)
+    restored = restore.restore(layout, backups_dir, now, now,
+                               publish=lambda: published.publish(build=rollups.builder(SEMANTIC_MANIFEST)).version)
 
     assert restored.backup.path == taken.path and restored.replayed == {"events": [late.name]}
     assert restored.rows == {"raw_events.events": 12}
     assert marts(layout) == original
+    # and published again from it, which is what readers read
+    assert restored.published == published.current().version
+    conn, _ = snapshots.connect_current(layout.root / "published")
+    with conn:
+        assert sorted(conn.execute("select event_id from marts.fct_events").fetchall()) \
+            == sorted((row[0],) for row in original["fct_events"])
     # the loaders take their state from the restored warehouse: nothing is loaded twice
     assert load(layout, pipelines.EVENTS) == {}
 

@@ -4,15 +4,14 @@ status and the lift of its primary metric over time. Screenshots go to tests/art
 
 from __future__ import annotations
 
-import duckdb
-
 from reports import browser
 from semantic import snapshots
 from tests.reports.test_site import ARTIFACTS, open_page
 
 
 def _published(data_dir, sql: str) -> list[tuple]:
-    with duckdb.connect(str(snapshots.current(data_dir / "published").path), read_only=True) as conn:
+    conn, _ = snapshots.connect_current(data_dir / "published")
+    with conn:
         return conn.execute(sql).fetchall()
 
 

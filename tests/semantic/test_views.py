@@ -53,6 +53,7 @@ def test_meta_lists_views_of_the_metrics_with_cubes_types(views):
     assert measures["orders.average_order_value"]["aggType"] == "number"
     assert measures["sessions.conversion_rate"]["format"] == "percent"
     assert measures["events.active_users"]["aggType"] == "countDistinct"
+    assert measures["events.events"]["aggType"] == "count"  # MetricFlow loads a count as a sum of ones
     assert measures["user_activity.weekly_active_users"]["cumulative"] is True
     assert measures["subscriptions_daily.mrr"]["aggType"] == "number"  # a balance: the period's last day counts
     dimensions = {d["name"]: d for cube in views.values() for d in cube["dimensions"]}
@@ -118,6 +119,16 @@ def test_a_filter_on_a_measure_keeps_the_aggregated_rows_that_pass(admin, publis
                        "filters": [{"member": "orders.revenue", "operator": "gte", "values": [str(threshold)]}]})
     kept = {r["orders.tenant"]: _money(r["orders.revenue"]) for r in rows.rows}
     assert kept == {t: v for t, v in totals.items() if v >= threshold} and rows.results[0]["total"] == len(kept)
+
+
+def test_a_filter_on_a_dimension_two_entities_away_equals_its_group(admin):
+    """orders -> user -> channel: the filter reaches as far as the group-by does."""
+    grouped = {r["orders.user__channel__is_paid"]: _money(r["orders.revenue"]) for r in admin.load(
+        {"measures": ["orders.revenue"], "dimensions": ["orders.user__channel__is_paid"]}).rows}
+    for flag in (True, False):
+        rows = admin.load({"measures": ["orders.revenue"], "filters": [
+            {"member": "orders.user__channel__is_paid", "operator": "equals", "values": [str(flag).lower()]}]}).rows
+        assert _money(rows[0]["orders.revenue"]) == grouped[flag], flag
 
 
 def test_a_rolling_window_without_a_grain_is_its_value_on_the_last_day(admin):
