@@ -13,8 +13,9 @@ events and in alias calls). Where, in this order, each place only where it names
 2. the warehouse: every table with a tenant and an identity column (`user_id`, `anonymous_id`,
    `visitor_id`, `previous_id`): raw tables, dlt's staging copies, marts (and so the inputs of the
    models, which read marts only); rows reached through a parent (an order's items, a
-   subscription's changes) and the loader's quarantine (raw lines naming the person). A DuckDB
-   warehouse is then copied into a new file (`compact`): deleted rows stay in a DuckDB file's blocks;
+   subscription's changes) and the loader's quarantine (raw lines naming the person). Deleted rows
+   stay in a database's storage until it is rewritten: a DuckDB warehouse is then copied into a new
+   file (`compact`), PostgreSQL's tables are rewritten by `VACUUM FULL`;
 3. the published data, which readers read: a new version without the person, the rollups rebuilt
    over what changed, and every older version removed (`Publication.rewrite`);
 4. the reports: the built site's datasets and every export (CSV, Parquet, XLSX) lose the rows that
@@ -310,6 +311,13 @@ def _erase_warehouse(warehouse: Warehouse, matches: dict[str, tuple], erasure: E
         warehouse.execute(f"delete from {table} where {predicate}")
         layer = "raw" if table.split(".")[0].startswith("raw_") else table.split(".")[0]
         erasure.removed[f"warehouse {layer} rows"] += rows
+    if warehouse.dialect == "postgres":  # deleted rows stay in a table's pages until it is rewritten
+        cursor = warehouse.connection.cursor()  # PostgreSQL's own statement, outside a transaction
+        try:
+            for table in ordered:
+                cursor.execute(f"vacuum full {table}")
+        finally:
+            cursor.close()
 
 
 def compact(path: Path) -> None:

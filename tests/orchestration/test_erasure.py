@@ -198,3 +198,25 @@ def test_an_erase_request_for_an_unknown_user_says_so_and_changes_nothing(main_r
             scalar(layout, "select count(*) from marts.fct_events")) == before
     assert snapshots.current(layout.root / "published") == published
     assert [r["status"] for r in ErasureLog(layout.privacy_dir).records()] == ["unknown_user"]
+
+
+def test_on_postgres_the_rows_are_deleted_and_the_tables_rewritten(postgres, tmp_path):
+    from orchestration.lifecycle.erasure import Erasure, Person, Request, _erase_warehouse, _warehouse_matches
+    from semantic.warehouse import WarehouseTarget
+
+    target = WarehouseTarget.from_environment({"DBT_TARGET": "postgres", **postgres}, tmp_path)
+    with target.connect(read_only=False) as warehouse:
+        warehouse.execute("create schema if not exists raw_erasure")
+        warehouse.execute("create table raw_erasure.orders as select 't1' as tenant_id, 'u' || (i % 3) as user_id, "
+                          "i as order_id from generate_series(1, 30) i")
+        file_node = "select relfilenode from pg_class where oid = 'raw_erasure.orders'::regclass"
+        before = warehouse.rows(file_node)[0][0]
+        person = Person("t1", frozenset({"u1"}))
+        erasure = Erasure(Request("t1", "u1", "test"), "erased")
+        tables = {"raw_erasure.orders": ["tenant_id", "user_id", "order_id"]}
+        _erase_warehouse(warehouse, _warehouse_matches(warehouse, tables, person), erasure)
+        assert warehouse.rows("select user_id, count(*) from raw_erasure.orders group by 1 order by 1") \
+            == [("u0", 10), ("u2", 10)]
+        assert erasure.removed["warehouse raw rows"] == 10
+        assert warehouse.rows(file_node)[0][0] != before  # VACUUM FULL wrote the table anew
+        warehouse.execute("drop schema raw_erasure cascade")
