@@ -111,6 +111,11 @@ class DataLayout:
         return self.root / "archive"
 
     @property
+    def restore_dir(self) -> Path:
+        """A restore's work folders, each keeping the warehouse it replaced (`orchestration/lifecycle/restore.py`)."""
+        return self.root / "restore"
+
+    @property
     def privacy_dir(self) -> Path:
         """The audit log of erasures, its salt, and erasure requests waiting to run (`ingestion/privacy.py`)."""
         return self.root / "privacy"

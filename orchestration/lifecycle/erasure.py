@@ -15,7 +15,8 @@ events and in alias calls). Where, in this order, each place only where it names
    models, which read marts only); rows reached through a parent (an order's items, a
    subscription's changes) and the loader's quarantine (raw lines naming the person). Deleted rows
    stay in a database's storage until it is rewritten: a DuckDB warehouse is then copied into a new
-   file (`compact`), PostgreSQL's tables are rewritten by `VACUUM FULL`;
+   file (`compact`), PostgreSQL's tables are rewritten by `VACUUM FULL`; so are the warehouses a
+   restore replaced and kept;
 3. the published data, which readers read: a new version without the person, the rollups rebuilt
    over what changed, and every older version removed (`Publication.rewrite`);
 4. the reports: the built site's datasets and every export (CSV, Parquet, XLSX) lose the rows that
@@ -341,6 +342,20 @@ def compact(path: Path) -> None:
         Path(f"{fresh}.wal").unlink(missing_ok=True)
 
 
+def _erase_replaced_warehouses(restore_dir: Path, person: Person, erasure: Erasure) -> None:
+    """The warehouses a restore replaced and kept (`data/restore/*/`): erased like the warehouse."""
+    for path in sorted(restore_dir.glob("*/*.duckdb")):
+        with duckdb.connect(str(path)) as conn:
+            warehouse = Warehouse(conn, "duckdb")
+            tables = _base_tables(warehouse)
+            matches = _warehouse_matches(warehouse, tables, person)
+            if matches:
+                _erase_warehouse(warehouse, matches, Erasure(erasure.request, "erased"))
+        if matches:
+            compact(path)
+            erasure.removed["warehouses kept by a restore rewritten"] += 1
+
+
 def _identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -558,6 +573,7 @@ def erase(places: Places, request: Request) -> Erasure:
             _erase_warehouse(warehouse, rows, erasure)
         if places.warehouse_file is not None:
             compact(places.warehouse_file)
+        _erase_replaced_warehouses(places.layout.restore_dir, person, erasure)
         if places.publication is not None and places.publication.current() is not None:
             places.publication.rewrite(_published_change(person, erasure), places.build)
             erasure.removed["published versions replaced"] += 1

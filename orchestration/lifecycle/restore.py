@@ -238,7 +238,7 @@ def restore(layout: DataLayout, backups_dir: Path, at: datetime, now: datetime, 
             verify(backup, "mlflow")
     except BackupError as exc:
         raise RestoreError(str(exc)) from None
-    work = layout.root / "restore" / now.strftime(WORK_STAMP)
+    work = layout.restore_dir / now.strftime(WORK_STAMP)
     work.mkdir(parents=True)
     restored = Restored(backup, at, layout.warehouse)
     new = work / layout.warehouse.name  # the same file name: the catalog name views and dbt's SQL use

@@ -7,6 +7,7 @@ keep the person's late events out, and a request for an unknown user changes not
 from __future__ import annotations
 
 import hashlib
+import shutil
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -113,10 +114,14 @@ def test_an_admin_request_erases_a_person_everywhere_and_keeps_them_out(server, 
                                         {"tenant_id": other_tenant, "user_id": other, "orders": 1}])
         untouched_export = {p: p.read_bytes() for p in exported.directory.glob("index/*")}
         kept = backup.take(backup.Sources(layout, "duckdb", env.mlflow_dir), env.backups_dir)
+        replaced = layout.restore_dir / "20261101T000000000000Z" / "replaced-warehouse.duckdb"  # kept by a restore
+        replaced.parent.mkdir(parents=True)
+        shutil.copyfile(layout.warehouse, replaced)
         others_before = person_rows(layout, other_tenant, other)
         # the published lake holds them in its Parquet files (and in as many snapshots as it kept)
         published_dir = layout.root / "published"
         assert any(name.endswith(".parquet") for name in files_naming(published_dir, user))
+        assert user.encode() in layout.warehouse.read_bytes()  # so the scan below can fail
         assert sum(person_rows(layout, tenant, user).values()) > 0
 
         # the admin API queues the request; only an admin may
@@ -154,6 +159,7 @@ def test_an_admin_request_erases_a_person_everywhere_and_keeps_them_out(server, 
     # from the published data: a new snapshot without them; every older one expired and its files
     # deleted, so no file under published/ holds them (nor the warehouse's file)
     assert files_naming(published_dir, user) == [] and user.encode() not in layout.warehouse.read_bytes()
+    assert user.encode() not in replaced.read_bytes()
     conn, snapshot = snapshots.connect_current(published_dir)
     with conn:
         assert [r[0] for r in conn.execute("select snapshot_id from ducklake_snapshots('warehouse')").fetchall()] \
