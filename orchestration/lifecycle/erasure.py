@@ -477,7 +477,8 @@ def _erase_artifacts(store: Path, person: Person, erasure: Erasure) -> int:
             continue
         scanned += 1
         if suffix in (".parquet", ".csv"):
-            erasure.removed["MLflow artifact rows"] += _erase_table_file(path, person)
+            if rows := _erase_table_file(path, person):
+                erasure.removed["MLflow artifact rows"] += rows
         elif any(needle in path.read_text(errors="replace") for needle in needles):
             path.unlink()
             erasure.removed["MLflow artifacts deleted"] += 1
