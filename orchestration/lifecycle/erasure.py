@@ -332,14 +332,16 @@ def compact(path: Path) -> None:
             conn.execute("checkpoint")
             conn.execute(f"attach {_literal(str(fresh))} as compacted")
             conn.execute(f"copy from database {_identifier(path.stem)} to compacted")
+            conn.execute("checkpoint compacted")  # every row in the file itself, none in a WAL
             conn.execute("detach compacted")
         fsync(fresh)
-        os.replace(fresh, path)
-        Path(f"{path}.wal").unlink(missing_ok=True)  # checkpointed before the copy: it held nothing
-        fsync(path.parent)
-    finally:
+    except BaseException:  # the warehouse is as it was
         fresh.unlink(missing_ok=True)
         Path(f"{fresh}.wal").unlink(missing_ok=True)
+        raise
+    os.replace(fresh, path)
+    Path(f"{path}.wal").unlink(missing_ok=True)  # the old file's, checkpointed before the copy: it held nothing
+    fsync(path.parent)
 
 
 def _erase_replaced_warehouses(restore_dir: Path, person: Person, erasure: Erasure) -> None:

@@ -67,6 +67,14 @@ def files_naming(root, identifier: str) -> list[str]:
     return found
 
 
+def events_served(server, tenant: str) -> float:
+    """The tenant's event count as the metrics server answers it (Cube's REST API)."""
+    response = httpx.get(f"{server.url}/cubejs-api/v1/load", headers={"Authorization": server.token(tenant)},
+                         params={"query": orjson.dumps({"measures": ["metrics.events"]}).decode()})
+    assert response.status_code == 200, response.text
+    return float(response.json()["data"][0]["metrics.events"])
+
+
 def users_page(directory, rows: list[dict]) -> None:
     """An exported page that lists users (as a page with a table of users would): its datasets and PDF."""
     frame = pd.DataFrame(rows)
@@ -118,6 +126,7 @@ def test_an_admin_request_erases_a_person_everywhere_and_keeps_them_out(server, 
         replaced.parent.mkdir(parents=True)
         shutil.copyfile(layout.warehouse, replaced)
         others_before = person_rows(layout, other_tenant, other)
+        served_before = events_served(server, tenant)
         # the published lake holds them in its Parquet files (and in as many snapshots as it kept)
         published_dir = layout.root / "published"
         assert any(name.endswith(".parquet") for name in files_naming(published_dir, user))
@@ -160,6 +169,8 @@ def test_an_admin_request_erases_a_person_everywhere_and_keeps_them_out(server, 
     # deleted, so no file under published/ holds them (nor the warehouse's file)
     assert files_naming(published_dir, user) == [] and user.encode() not in layout.warehouse.read_bytes()
     assert user.encode() not in replaced.read_bytes()
+    # the metrics server moved to it: the person's events are no longer counted
+    assert events_served(server, tenant) < served_before
     conn, snapshot = snapshots.connect_current(published_dir)
     with conn:
         assert [r[0] for r in conn.execute("select snapshot_id from ducklake_snapshots('warehouse')").fetchall()] \
