@@ -1,8 +1,10 @@
 """Erasure end to end on a copy of the main job's data: an admin asks the metrics server's API, the
 sensor hands the request to the erasure job, and the person is gone from the landing zone (events,
 profiles, quarantine, the archive), raw tables, marts, the published data, the report exports and
-the backups, while everyone else's data stays; an audit record says what was removed, the loaders
-keep the person's late events out, and a request for an unknown user changes nothing."""
+the backups, while everyone else's data stays. No file under the published folder (a DuckLake's
+Parquet files and catalog) and no byte of the warehouse file names them afterwards. An audit record
+says what was removed, the loaders keep the person's late events out, and a request for an unknown
+user changes nothing."""
 
 from __future__ import annotations
 
