@@ -20,8 +20,10 @@ CHROMIUM := /usr/bin/chromium
 POSTGRES := /usr/lib/postgresql
 # Debian's Java and PostgreSQL JDBC driver (pgjdbc): the tests run a Java program against the SQL endpoint
 JDBC := /usr/share/java/postgresql.jar
+# The metrics server's live page: Cube's client (locked npm packages) bundled by esbuild
+LIVE_PAGE := semantic/live/dist/live.js
 
-.PHONY: retention backup restore erase report serve-reports run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments lint manifest install clean
+.PHONY: retention backup restore erase report serve-reports live-page run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness bench-live mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest $(REPORTS_JS)
@@ -29,11 +31,11 @@ run: install manifest $(REPORTS_JS)
 
 ## test: the test suite, on every core (pytest-xdist: TEST_WORKERS=1 runs it in one process)
 TEST_WORKERS ?= 2
-test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM) $(POSTGRES) $(JDBC)
+test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(CHROMIUM) $(POSTGRES) $(JDBC)
 	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope
 
 ## test-durations: the test suite as `make test` runs it, then where its time went (per folder, the slowest 25)
-test-durations: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM) $(POSTGRES)
+test-durations: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(CHROMIUM) $(POSTGRES) $(JDBC)
 	@mkdir -p data
 	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope --junitxml=data/test-durations.xml; status=$$?; \
 		$(RUN) python -m tests.durations data/test-durations.xml; exit $$status
@@ -42,8 +44,9 @@ test-durations: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHRO
 test-postgres: install manifest $(POSTGRES)
 	$(RUN) pytest -m postgres
 
-## serve: the metrics server (Cube's REST API) on http://127.0.0.1:4000 over the published data
-serve: install manifest
+## serve: the metrics server (Cube's REST API and WebSockets, the live page at /live) on http://127.0.0.1:4000
+##   over the published data
+serve: install manifest $(LIVE_PAGE)
 	@test -n "$$SEMANTIC_API_SECRET" || { echo "set SEMANTIC_API_SECRET (signs the API's JWTs)"; exit 1; }
 	$(RUN) python -m semantic.server --port 4000
 
@@ -106,9 +109,13 @@ bench: install manifest $(REPORTS_JS) $(CHROMIUM)
 bench-collector: install
 	$(RUN) python -m bench.collector
 
-## bench-freshness: acknowledgement to visible in the published real-time mart, through sensor and micro-batches
-bench-freshness: install manifest
+## bench-freshness: acknowledgement to visible in the published mart, the metrics API and the live page; publish time at 1x and 30x
+bench-freshness: install manifest $(LIVE_PAGE) $(CHROMIUM)
 	$(RUN) python -m bench.freshness
+
+## bench-live: publish of the real-time mart to the live page (pushed) against a REST poller (after `make run`)
+bench-live: install manifest $(LIVE_PAGE) $(CHROMIUM)
+	$(RUN) python -m bench.live --data-dir data
 
 ## bench-reports: Evidence site build time and time until each page's charts are drawn (after `make run`)
 bench-reports: install $(REPORTS_JS) $(CHROMIUM)
@@ -150,6 +157,13 @@ $(CUBE_JS): tests/semantic/cube_js/package.json tests/semantic/cube_js/package-l
 	npm ci --prefix tests/semantic/cube_js --no-audit --no-fund --loglevel=error
 	touch $@
 
+## live-page: build the live page's script (semantic/live/dist/, never committed)
+live-page: $(LIVE_PAGE)
+
+$(LIVE_PAGE): semantic/live/package.json semantic/live/package-lock.json semantic/live/src/live.js
+	npm ci --prefix semantic/live --no-audit --no-fund --loglevel=error
+	npm run --prefix semantic/live --silent build
+
 $(SEGMENT_NODE): tests/ingestion/segment_node/package.json tests/ingestion/segment_node/package-lock.json
 	npm ci --prefix tests/ingestion/segment_node --no-audit --no-fund --loglevel=error
 	touch $@
@@ -183,4 +197,5 @@ $(MANIFEST): .venv/.synced $(DBT_FILES)
 	touch $@
 
 clean:
-	rm -rf dbt_project/target .venv tests/semantic/cube_js/node_modules tests/ingestion/segment_node/node_modules
+	rm -rf dbt_project/target .venv tests/semantic/cube_js/node_modules tests/ingestion/segment_node/node_modules \
+		semantic/live/node_modules semantic/live/dist

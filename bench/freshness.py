@@ -1,11 +1,15 @@
 """Benchmark of freshness: from the collector's acknowledgement to visible in the published
-real-time mart, through the Dagster daemon's landing-files sensor and micro-batch runs.
+real-time mart, through the metrics API and on the live page, through the Dagster daemon's
+landing-files sensor and micro-batch runs.
 
 In a temporary data directory: the batch job builds the warehouse on a sample, then the Dagster
 daemon (with the sensor on) and the collector start, and a bounded load generator posts a batch
 of events every second, stamped with the time they are sent. A reader polls the published
-snapshot, as the metrics server does, and notes when each batch becomes visible there. At the
-end every acknowledged event must be in the warehouse exactly once.
+snapshot, as the metrics server does, and notes when each batch becomes visible there; a poller asks
+the metrics server for the tenant's live events today every 100 ms, and the live page is open in
+Chromium; each notes when the batch's events were first counted. At the
+end every acknowledged event must be in the warehouse exactly once. Then `bench.publish_scaling`
+publishes micro-batches on that warehouse and on one `--factor` times larger.
 
     make bench-freshness            # or: python -m bench.freshness --sample tiny --seconds 60
 """
@@ -29,10 +33,12 @@ import duckdb
 import httpx
 import orjson
 
+from bench import live, publish_scaling
 from bench.loopback import free_port
 from ingestion.paths import DataLayout
 from orchestration.environment import tool
 from semantic import snapshots
+from semantic.auth import issue_token
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REQUIRED_P95_S, GOAL_P95_S = 30.0, 10.0
@@ -81,6 +87,40 @@ class Watcher(threading.Thread):
         for number, n in counts:
             if n == self.size:
                 self.visible_at.setdefault(number, seen)
+
+
+class LivePage(threading.Thread):
+    """The live page open in Chromium as the tenant (pushed over the WebSocket): when it first drew
+    each total of today's events, by the browser's clock (the same machine's)."""
+
+    def __init__(self, url: str, token: str):
+        super().__init__(daemon=True)
+        self.url, self.token = url, token
+        self.seen: dict[int, float] = {}
+        self.ready, self.stop = threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        from reports import browser
+
+        with browser.chromium() as chromium:
+            page = chromium.new_page(viewport=browser.VIEWPORT)
+            page.goto(f"{self.url}/live#token={self.token}")
+            page.wait_for_function(f"{live.EVENTS_TILE}.textContent !== '–'", timeout=120_000)
+            self.ready.set()
+            while not self.stop.wait(0.02):
+                shown, drawn = page.evaluate(f"[{live.EVENTS_TILE}.textContent, {live.EVENTS_TILE}.dataset.updatedAt]")
+                if drawn:
+                    self.seen.setdefault(int(shown.replace(",", "")), float(drawn) / 1000)
+
+
+def visible_batches(seen: dict[int, float], size: int) -> dict[int, float]:
+    """When batch n (of `size` events, sent in order) was first counted: a total of (n + 1) * size
+    events today or more."""
+    found: dict[int, float] = {}
+    for total, at in sorted(seen.items(), key=lambda item: item[1]):
+        for number in range(total // size):
+            found.setdefault(number, at)
+    return found
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -140,6 +180,8 @@ def main() -> int:
     parser.add_argument("--sample", default="default", choices=("tiny", "default"))
     parser.add_argument("--seconds", type=int, default=180, help="how long the load generator sends")
     parser.add_argument("--rate", type=int, default=500, help="events per second, sent as one batch a second")
+    parser.add_argument("--factor", type=int, default=30,
+                        help="then publish micro-batches on this warehouse and one this many times larger (1: skip)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-freshness-") as tmp:
         layout = DataLayout(Path(tmp) / "data")
@@ -152,11 +194,13 @@ def main() -> int:
         print(f"batch job on the {args.sample} sample: {time.perf_counter() - started:.0f} s")
         port = free_port()
         logs = open(Path(tmp) / "services.log", "w")  # noqa: SIM115 - closed below
-        services = [subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=logs, stderr=subprocess.STDOUT,
-                                     start_new_session=True) for cmd in (
+        api_port = free_port()
+        services = [subprocess.Popen(cmd, cwd=REPO_ROOT, env={**env, "SEMANTIC_API_SECRET": live.SECRET}, stdout=logs,
+                                     stderr=subprocess.STDOUT, start_new_session=True) for cmd in (
             [tool("dagster-daemon"), "run", "-w", "workspace.yaml"],
-            [sys.executable, "-m", "ingestion.collector", "--port", str(port)])]
-        url = f"http://127.0.0.1:{port}"
+            [sys.executable, "-m", "ingestion.collector", "--port", str(port)],
+            [sys.executable, "-m", "semantic.server", "--port", str(api_port)])]
+        url, api = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{api_port}"
         try:
             deadline = time.time() + 120
             while True:
@@ -171,6 +215,12 @@ def main() -> int:
             print(f"first micro-batch (the sample's files; the code server's imports): {first:.1f} s")
             watcher = Watcher(layout.root / "published", args.rate)
             watcher.start()
+            token = issue_token(live.SECRET, TENANT, ttl_seconds=24 * 3600)
+            poller, page = live.Poller(api, token), LivePage(api, token)
+            page.start()
+            if not page.ready.wait(180):
+                raise SystemExit(f"the live page did not show today's events: see {logs.name}")
+            poller.start()
             acked: dict[int, float] = {}
             with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as http:
                 begin = time.time()
@@ -183,8 +233,9 @@ def main() -> int:
             deadline = time.time() + 300
             while set(acked) - set(watcher.visible_at) and time.time() < deadline:
                 time.sleep(1)
-            watcher.stop.set()
-            watcher.join()
+            for thread in (watcher, poller, page):
+                thread.stop.set()
+                thread.join()
         finally:
             for service in services:
                 os.killpg(service.pid, signal.SIGTERM)
@@ -192,6 +243,10 @@ def main() -> int:
                 service.wait(timeout=120)
             logs.close()
         latencies = [watcher.visible_at[n] - t for n, t in acked.items() if n in watcher.visible_at]
+        through = {}
+        for name, seen in (("the metrics API (polled every 100 ms)", poller.seen), ("the live page", page.seen)):
+            shown = visible_batches(seen, args.rate)
+            through[name] = [shown[n] - t for n, t in acked.items() if n in shown]
         missing = sorted(set(acked) - set(watcher.visible_at))
         with duckdb.connect(str(layout.warehouse), read_only=True) as conn:
             stored, distinct = conn.execute("select count(*), count(distinct event_id) from marts.fct_events "
@@ -205,12 +260,23 @@ def main() -> int:
         print(f"freshness (acknowledged -> visible in the published real-time mart): "
               f"p50 {percentile(latencies, 0.5):.1f} s, p95 {percentile(latencies, 0.95):.1f} s, "
               f"max {max(latencies):.1f} s (requirement p95 <= {REQUIRED_P95_S:.0f} s, goal {GOAL_P95_S:.0f} s)")
+        for name, values in through.items():
+            if values:
+                print(f"freshness (acknowledged -> {name}): p50 {percentile(values, 0.5):.1f} s, "
+                      f"p95 {percentile(values, 0.95):.1f} s, max {max(values):.1f} s "
+                      f"({len(values)} of {len(acked)} batches seen)")
+            else:
+                print(f"freshness (acknowledged -> {name}): no batch seen")
+        load = os.getloadavg()
+        print(f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cores")
         print(f"zero loss: {len(acked) * args.rate:,} acknowledged, {distinct:,} distinct in fct_events, "
               f"{stored - distinct} duplicates, {len(missing)} batches never visible; "
               f"real-time mart disagreements: {len(watcher.mismatches)}")
         for line in watcher.mismatches[:5]:
             print(f"  {line}")
         ok = not missing and stored == distinct == len(acked) * args.rate and not watcher.mismatches
+        if args.factor > 1:
+            publish_scaling.report(layout.warehouse, args.factor)
         return 0 if ok else 1
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from dagster_dlt import DagsterDltResource
 
+from orchestration.alerting import freshness_alerts, run_failure_alerts
 from orchestration.assets.dbt import dbt_forecast_marts, dbt_models, dbt_resource
 from orchestration.assets.distribution import GROUP as DISTRIBUTION_GROUP
 from orchestration.assets.distribution import (
@@ -74,7 +75,8 @@ defs = dg.Definitions(
           retention_job, backup_job, erasure_job],
     schedules=[daily_batch_schedule, weekly_retrain_schedule, daily_report_schedule, daily_retention_schedule,
                daily_backup_schedule],
-    sensors=[forecast_drift_sensor, landing_files_sensor, insight_alerts_sensor, erasure_requests_sensor],
+    sensors=[forecast_drift_sensor, landing_files_sensor, insight_alerts_sensor, erasure_requests_sensor,
+             run_failure_alerts, freshness_alerts],
     resources={"dlt": DagsterDltResource(), "dbt": dbt_resource()},
     # One step at a time in one process: every step writes the same DuckDB file.
     executor=dg.in_process_executor,

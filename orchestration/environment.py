@@ -21,7 +21,7 @@ from pathlib import Path
 from ingestion.paths import DataLayout, data_dir_from, pinned_now_from
 from ingestion.privacy import PrivacySettings, privacy_settings_from
 from semantic.publication import Publication
-from semantic.settings import SEMANTIC_MANIFEST
+from semantic.settings import SEMANTIC_MANIFEST, freshness_limit_from
 from semantic.warehouse import Warehouse, WarehouseTarget
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +50,9 @@ class Environment:
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     # MLFLOW_TRACKING_URI: a tracking server instead of the local store under data/mlflow
     mlflow_tracking_uri: str | None = None
+    # How old the published data may get before a freshness breach is alerted (`alerting.py`):
+    # PLATFORM_FRESHNESS_MAX_HOURS, parsed as the servers parse it (`semantic.settings`).
+    freshness_limit: timedelta = timedelta(hours=26)
 
     def now(self) -> datetime:
         return self.pinned_now or datetime.now(UTC)
@@ -164,7 +167,9 @@ def environment_from(env: dict[str, str]) -> Environment:
         retention_config=Path(env.get("PLATFORM_RETENTION_CONFIG") or RETENTION_CONFIG).resolve(),
         privacy=privacy_settings_from(env),
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
+        freshness_limit=freshness_limit_from(env),
     )
+
 
 
 def tool(name: str) -> str:

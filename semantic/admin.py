@@ -12,6 +12,7 @@ warehouse's single writer, as `make erase` would; its audit record answers the G
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import jwt
@@ -23,6 +24,7 @@ from starlette.routing import Route
 from ingestion.paths import DataLayout
 from ingestion.privacy import ErasureLog, ErasureRequestError
 from semantic.auth import ADMIN, AuthError, authenticate
+from semantic.keys import KeySet
 
 
 def _json(body, status: int = 200) -> Response:
@@ -30,13 +32,14 @@ def _json(body, status: int = 200) -> Response:
 
 
 class Erasures:
-    def __init__(self, privacy_dir: Path, secret: str, max_token_seconds: int):
-        self.log, self.secret, self.max_token_seconds = ErasureLog(privacy_dir), secret, max_token_seconds
+    def __init__(self, privacy_dir: Path, keys: KeySet | str, max_token_seconds: int):
+        self.log, self.keys, self.max_token_seconds = ErasureLog(privacy_dir), keys, max_token_seconds
 
-    def _admin(self, request: Request) -> str:
+    async def _admin(self, request: Request) -> str:
         """Who asks (the token's `sub`, else "admin"), or AuthError unless the token is an admin's."""
         header = request.headers.get("authorization")
-        context = authenticate(header, self.secret, self.max_token_seconds)
+        # in a thread, as the API checks tokens: an unknown kid reads the key sets again (maybe a URL)
+        context = await asyncio.to_thread(authenticate, header, self.keys, self.max_token_seconds)
         if context.role != ADMIN:
             raise AuthError("only an admin token may request or read erasures")
         claims = jwt.decode(header.removeprefix("Bearer ").strip(), options={"verify_signature": False})
@@ -44,7 +47,7 @@ class Erasures:
 
     async def create(self, request: Request) -> Response:
         try:
-            who = self._admin(request)
+            who = await self._admin(request)
         except AuthError as exc:
             return _json({"error": str(exc)}, 403)
         try:
@@ -62,7 +65,7 @@ class Erasures:
 
     async def show(self, request: Request) -> Response:
         try:
-            self._admin(request)
+            await self._admin(request)
         except AuthError as exc:
             return _json({"error": str(exc)}, 403)
         status = self.log.status(request.path_params["request_id"])
@@ -71,7 +74,7 @@ class Erasures:
         return _json(status)
 
 
-def routes(data_dir: Path, secret: str, max_token_seconds: int) -> list[Route]:
-    erasures = Erasures(DataLayout(data_dir).privacy_dir, secret, max_token_seconds)
+def routes(data_dir: Path, keys: KeySet | str, max_token_seconds: int) -> list[Route]:
+    erasures = Erasures(DataLayout(data_dir).privacy_dir, keys, max_token_seconds)
     return [Route("/v1/admin/erasures", erasures.create, methods=["POST"]),
             Route("/v1/admin/erasures/{request_id}", erasures.show, methods=["GET"])]

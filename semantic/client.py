@@ -11,6 +11,7 @@ is ready or the timeout passes.
 
 from __future__ import annotations
 
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -40,10 +41,12 @@ class LoadResult:
 
 
 class MetricsClient:
-    def __init__(self, base_url: str, token: str, timeout: float = 60.0):
+    def __init__(self, base_url: str, token: str, timeout: float = 60.0, verify: ssl.SSLContext | bool = True):
+        """`verify`: how an https server's certificate is checked (an `ssl.SSLContext` trusting a
+        private CA: `ssl.create_default_context(cafile=...)`)."""
         self.api = base_url.rstrip("/") + "/cubejs-api/v1"
         self.timeout = timeout
-        self.http = httpx.Client(headers={"Authorization": token}, timeout=timeout)
+        self.http = httpx.Client(headers={"Authorization": token}, timeout=timeout, verify=verify)
 
     def close(self) -> None:
         self.http.close()

@@ -536,9 +536,12 @@ class Translator:
                 inside = _time_condition(resolved, view)
                 return inside if operator == "inDateRange" else f"not ({inside})"
             need(1)
-            day = _date(values[0], f"{where_at}.values[0]").isoformat()
+            moment = _moment(values[0], f"{where_at}.values[0]")
             symbol = {"beforeDate": "<", "afterDate": ">", "beforeOrOnDate": "<=", "afterOrOnDate": ">="}[operator]
-            return f"{ref} {symbol} '{day}'"
+            finest = view.granularities[0] if view.granularities else "day"
+            if len(values[0].strip()) > 10 and finest in ("minute", "hour"):  # a time of day, on facts that have one
+                return f"{{{{ TimeDimension('metric_time', '{finest}') }}}} {symbol} '{moment:%Y-%m-%d %H:%M:%S}'"
+            return f"{ref} {symbol} '{moment.date().isoformat()}'"
         raise QueryError(f"{where_at}.operator: unknown operator {operator!r}")
 
     def _order(self, order, columns: list[Column]) -> list[tuple[str, bool]]:

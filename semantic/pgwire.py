@@ -14,8 +14,14 @@ messages up to the next Sync are skipped, as PostgreSQL does). What statements m
 
 Hand-written because no maintained Python library serves this protocol here: buenavista (PyPI) maps
 bound parameters and COMMIT wrongly and depends on a DuckDB API that is gone; riffq has no wheel
-for this platform. Types are encoded with psycopg's adapters (`pg_types.py`). No TLS: bind it to
-loopback, or put a TLS proxy in front.
+for this platform. Types are encoded with psycopg's adapters (`pg_types.py`).
+
+TLS: with `SEMANTIC_TLS_CERT_FILE`/`SEMANTIC_TLS_KEY_FILE` set, an SSLRequest is answered `S` and the
+connection upgraded (libpq's `sslmode=require` and up, pgjdbc's `ssl=true`), and a startup without
+TLS is refused (28000), as the password is a token; without them, `N` (bind it to loopback). Each
+statement is held to its token's rate limit (53400 past it, the connection stays open), counted in
+the metrics (`monitoring.py`, on the HTTP port `SEMANTIC_SQL_METRICS_PORT`) and logged with its
+rows in the audit log (`audit.py`).
 """
 
 from __future__ import annotations
@@ -25,11 +31,17 @@ import asyncio
 import itertools
 import logging
 import secrets
+import ssl
 import struct
+import time
 from dataclasses import dataclass
 
-from semantic import pg_types
+import uvicorn
+
+from semantic import monitoring, pg_types
+from semantic.audit import AuditLog, clipped, who
 from semantic.auth import AuthError, authenticate
+from semantic.limits import SESSION_CONTROL, TokenLimits
 from semantic.pg_catalog import Catalogs
 from semantic.pg_sql import SqlError, Statement, split
 from semantic.settings import ServingSettings, SettingsError
@@ -92,11 +104,15 @@ class Portal:
 
 
 class Registry:
-    """Open sessions by (process id, secret key), for cancel requests."""
+    """What the server's connections share: open sessions by (process id, secret key), for cancel
+    requests; the TLS context, the per-token rate limits and the audit log."""
 
-    def __init__(self):
+    def __init__(self, settings: ServingSettings | None = None):
         self.sessions: dict[tuple[int, int], Session] = {}
         self.ids = itertools.count(1000)
+        self.tls = settings.tls.server_context() if settings is not None and settings.tls else None
+        self.limits = TokenLimits(settings.rate_limit if settings is not None else ())
+        self.audit = AuditLog(settings.audit_dir if settings is not None else None)
 
 
 class Connection:
@@ -110,6 +126,9 @@ class Connection:
         self.statements: dict[str, Prepared] = {}
         self.portals: dict[str, Portal] = {}
         self.key = (next(registry.ids), secrets.randbits(31))
+        self.token: str | None = None
+        self.context = None
+        self.client = (writer.get_extra_info("peername") or ("?",))[0]
 
     async def _read(self, size: int) -> bytes:
         return await self.reader.readexactly(size)
@@ -122,6 +141,12 @@ class Connection:
                 return None
             body = await self._read(length - 4)
             (code,) = struct.unpack("!I", body[:4])
+            if code == SSL_REQUEST and self.registry.tls is not None and not self.encrypted:
+                self.writer.write(b"S")
+                await self.writer.drain()
+                await self.writer.start_tls(self.registry.tls)
+                monitoring.SQL_CONNECTIONS.labels("tls").inc()
+                continue
             if code in (SSL_REQUEST, GSSENC_REQUEST):
                 self.writer.write(b"N")
                 await self.writer.drain()
@@ -136,6 +161,11 @@ class Connection:
                 self.writer.write(error_response(f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}: "
                                                  "the server supports 3.0", "0A000", "FATAL"))
                 return None
+            if self.registry.tls is not None and not self.encrypted:
+                self.writer.write(error_response("this endpoint accepts TLS connections only (the password is an API "
+                                                 "token): connect with sslmode=require (JDBC: ssl=true)", "28000",
+                                                 "FATAL"))
+                return None
             parts = body[4:].split(b"\x00")
             return {parts[i].decode(): parts[i + 1].decode() for i in range(0, len(parts) - 1, 2) if parts[i]}
 
@@ -149,15 +179,21 @@ class Connection:
             return False
         payload = await self._read(length - 4)
         user = startup.get("user", "")
+        self.token = payload.rstrip(b"\x00").decode(errors="replace")
         try:
-            context = authenticate(payload.rstrip(b"\x00").decode(errors="replace"), self.settings.secret,
-                                   self.settings.max_token_seconds)
+            # in a thread: a token naming an unknown kid reads the key sets again, which may fetch a URL
+            context = await asyncio.to_thread(authenticate, self.token, self.settings.keys,
+                                              self.settings.max_token_seconds)
             if context.tenant_id is not None and context.tenant_id not in self.service.current().tenants:
                 raise AuthError(f"Invalid token: tenant {context.tenant_id!r} is not one the published data knows")
         except AuthError as exc:
+            monitoring.SQL_CONNECTIONS.labels("refused").inc()
+            self._audit({"user": user, "database": startup.get("database"), "error": str(exc), "sqlstate": "28P01"})
             self.writer.write(error_response(f'password authentication failed for user "{user}": {exc} (the '
                                              "password is an API token)", "28P01", "FATAL"))
             return False
+        monitoring.SQL_CONNECTIONS.labels("authenticated").inc()
+        self.context = context
         database = startup.get("database") or user
         self.session = Session(self.service, context, database, user, self.key[0], _startup_settings(startup),
                                self.catalogs, self.settings.now)
@@ -169,7 +205,43 @@ class Connection:
         self.writer.write(_message(b"K", struct.pack("!II", *self.key)))
         return True
 
+    @property
+    def encrypted(self) -> bool:
+        return self.writer.get_extra_info("ssl_object") is not None
+
+    def _audit(self, record: dict) -> None:
+        self.registry.audit.write({"api": "sql", "client": self.client, **who(self.context, self.token),
+                                   **({"user": self.session.user, "database": self.session.database}
+                                      if self.session is not None else {}), **record})
+
+    async def _execute_statement(self, prepared: Prepared, parameters: list | None = None) -> Result:
+        """Run a statement in a thread, held to the token's rate limit, timed, counted and audited
+        (session and transaction control only timed and counted: `limits.SESSION_CONTROL`)."""
+        started = time.perf_counter()
+        guarded = prepared.keyword not in SESSION_CONTROL
+        try:
+            if guarded:
+                self.registry.limits.check_statement(self.token)
+            result = await asyncio.to_thread(self.session.execute, prepared, parameters)
+        except Exception as exc:
+            monitoring.SQL_STATEMENTS.labels("error").inc()
+            if not guarded:
+                raise
+            self._audit({"query": clipped(prepared.text), "sqlstate": getattr(exc, "code", "XX000"),
+                         "error": str(exc), "seconds": round(time.perf_counter() - started, 6)})
+            raise
+        seconds = time.perf_counter() - started
+        monitoring.SQL_STATEMENTS.labels("ok").inc()
+        monitoring.SQL_LATENCY.observe(seconds)
+        if guarded:
+            self._audit({"query": clipped(prepared.text), "tag": result.tag,
+                         "rows": len(result.rows) if result.columns is not None else None,
+                         "seconds": round(seconds, 6)})
+        return result
+
     async def run(self) -> None:
+        monitoring.SQL_CONNECTIONS.labels("opened").inc()
+        monitoring.SQL_OPEN.inc()
         try:
             startup = await self._startup()
             if startup is None or not await self._authenticate(startup):
@@ -211,9 +283,10 @@ class Connection:
                         skipping = True
                         self._error(exc)
                 await self.writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             return
         finally:
+            monitoring.SQL_OPEN.dec()
             self.registry.sessions.pop(self.key, None)
             if self.session is not None:
                 self.session.close()
@@ -230,6 +303,7 @@ class Connection:
         self.writer.write(_message(b"Z", self.session.status))
 
     def _error(self, exc: BaseException) -> None:
+        monitoring.SQL_ERRORS.labels(exc.code if isinstance(exc, SqlError) else "XX000").inc()
         if isinstance(exc, SqlError):
             self.writer.write(error_response(str(exc), exc.code, hint=exc.hint))
             return
@@ -250,7 +324,7 @@ class Connection:
         for statement in statements:
             try:
                 prepared = self.session.prepare(statement.text, statement.keyword)
-                result = await asyncio.to_thread(self.session.execute, prepared)
+                result = await self._execute_statement(prepared)
             except Exception as exc:
                 self._fail(exc)
                 break
@@ -347,7 +421,7 @@ class Connection:
             self._describe_rows(cursor.columns, [])
             return
         if portal.result is None and _produces_rows(portal.prepared):
-            portal.result = await asyncio.to_thread(self.session.execute, portal.prepared, portal.parameters)
+            portal.result = await self._execute_statement(portal.prepared, portal.parameters)
         columns = portal.result.columns if portal.result is not None else None
         self._describe_rows(columns, portal.result_formats)
 
@@ -370,7 +444,7 @@ class Connection:
             self.writer.write(_message(b"I"))
             return
         if portal.result is None:
-            portal.result = await asyncio.to_thread(self.session.execute, portal.prepared, portal.parameters)
+            portal.result = await self._execute_statement(portal.prepared, portal.parameters)
         result = portal.result
         if result.columns is not None:
             formats = _formats(portal.result_formats, len(result.columns))
@@ -429,7 +503,7 @@ def _take_cstring(data: bytes) -> tuple[str, bytes]:
 
 async def serve(service, settings: ServingSettings, host: str, port: int) -> asyncio.Server:
     catalogs = Catalogs(service, tables)
-    registry = Registry()
+    registry = Registry(settings)
 
     async def handle(reader, writer):
         await Connection(service, catalogs, settings, registry, reader, writer).run()
@@ -451,9 +525,17 @@ def main() -> None:
 
     async def run():
         server = await serve(service, settings, args.host, args.port)
-        print(f"SQL endpoint on {args.host}:{args.port} (password: an API token)", flush=True)
+        tls = " over TLS" if settings.tls else ""
+        print(f"SQL endpoint on {args.host}:{args.port}{tls} (password: an API token)", flush=True)
+        serving = [server.serve_forever()]
+        if settings.sql_metrics_port is not None:  # /metrics and /healthz on their own HTTP port
+            config = uvicorn.Config(monitoring.ops_app(service), host=args.host, port=settings.sql_metrics_port,
+                                    log_level="warning", **(settings.tls.uvicorn_options() if settings.tls else {}))
+            serving.append(uvicorn.Server(config).serve())  # a port in use ends the process (uvicorn exits)
+            print(f"SQL endpoint metrics on {'https' if settings.tls else 'http'}://{args.host}:"
+                  f"{settings.sql_metrics_port}/metrics", flush=True)
         async with server:
-            await server.serve_forever()
+            await asyncio.gather(*serving)
 
     asyncio.run(run())
 

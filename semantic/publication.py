@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,7 +72,8 @@ class Reader(Protocol):
 
 # What `publish` calls to add derived tables (the rollups) to a new version before readers see it:
 # the version's connection, the Reader on it, how relations map, and the tables taken (None: all).
-Build = Callable[[Warehouse, Reader, "Publication", frozenset[str] | None], object]
+# With the tables whose new rows were merged past their cursor (`snapshots.Merged`).
+Build = Callable[[Warehouse, Reader, "Publication", frozenset[str] | None, Mapping[str, snapshots.Merged]], object]
 # What `rewrite` calls on the published data: its connection and how relations map; returns the
 # published tables ("schema.table") it changed.
 Change = Callable[[Warehouse, "Publication"], frozenset[str]]
@@ -160,9 +161,10 @@ class DuckDbSnapshots:
         return DuckDbReader(connection), self._version(snapshot)
 
     def publish(self, changes=None, build=None) -> Version:
-        def on_snapshot(connection, changed):
+        def on_snapshot(connection, changed, merged):
             if build is not None:
-                build(Warehouse(connection, "duckdb"), DuckDbReader(connection, in_transaction=True), self, changed)
+                build(Warehouse(connection, "duckdb"), DuckDbReader(connection, in_transaction=True), self, changed,
+                      merged)
 
         return self._version(snapshots.publish(self.warehouse, self.published_dir, build=on_snapshot,
                                                changes=changes))
@@ -172,7 +174,7 @@ class DuckDbSnapshots:
             warehouse = Warehouse(connection, "duckdb")
             changed = change(warehouse, self)
             if build is not None and changed:
-                build(warehouse, DuckDbReader(connection, in_transaction=True), self, changed)
+                build(warehouse, DuckDbReader(connection, in_transaction=True), self, changed, {})
             return changed
 
         return self._version(snapshots.rewrite(self.published_dir, on_snapshot))
@@ -288,10 +290,10 @@ class PostgresSchemas:
             warehouse.execute(f"create table if not exists {self.META}.versions (version varchar primary key, "
                               "published_at timestamptz not null, tables integer not null)")
             source = self._source_tables(warehouse)
-            taken = self._stage(warehouse, source, changes)
+            taken, merged = self._stage(warehouse, source, changes)
             if build is not None:
                 build(warehouse, _TransactionReader(connection), self,
-                      None if changes is None else frozenset(taken))
+                      None if changes is None else frozenset(taken), merged)
             tables = sum(len(names) for names in source.values())
             warehouse.execute(f"insert into {self.META}.versions values (?, ?, ?)",
                               [version, published_at(version), tables])
@@ -314,8 +316,9 @@ class PostgresSchemas:
         return found
 
     def _stage(self, warehouse: Warehouse, source: dict[str, list[str]],
-               changes: snapshots.Changes | None) -> list[str]:
-        """Bring the published schemas to the warehouse's tables (all, or those `changes` names)."""
+               changes: snapshots.Changes | None) -> tuple[list[str], dict[str, snapshots.Merged]]:
+        """Bring the published schemas to the warehouse's tables (all, or those `changes` names);
+        the tables taken, and those whose new rows were merged past their cursor."""
         for schema in PUBLISHED_SCHEMAS:
             warehouse.execute(f"create schema if not exists {self.PREFIX}{schema}")
         published = self._published_tables(warehouse)
@@ -334,6 +337,7 @@ class PostgresSchemas:
             schema, name = table.split(".")
             warehouse.execute(f'drop table if exists {self.qualified(schema, name)}')
             warehouse.execute(f'alter table {self.PREFIX}{schema}."{name}__next" rename to "{name}"')
+        since = {}
         for table, cursor in merged.items():  # new rows only: row locks, no reader waits
             schema, name = table.split(".")
             target = self.qualified(schema, name)
@@ -344,11 +348,12 @@ class PostgresSchemas:
             past = f'from {schema}."{name}" where "{cursor.column}" > ?'
             warehouse.execute(f'delete from {target} where "{cursor.key}" in (select "{cursor.key}" {past})', [newest])
             warehouse.execute(f"insert into {target} select * {past}", [newest])
+            since[table] = snapshots.Merged(cursor.column, newest)
         if changes is None:  # a table the warehouse no longer has is no longer published
             for table in published - set(whole):
                 schema, name = table.split(".")
                 warehouse.execute(f"drop table if exists {self.qualified(schema, name)}")
-        return [*whole, *merged]
+        return [*whole, *merged], since
 
     def rewrite(self, change, build=None) -> Version:
         """The change, the rollups over what it changed and a new version row, in one transaction."""
@@ -358,7 +363,7 @@ class PostgresSchemas:
             warehouse = Warehouse(connection, "postgres")
             changed = change(warehouse, self)
             if build is not None and changed:
-                build(warehouse, _TransactionReader(connection), self, changed)
+                build(warehouse, _TransactionReader(connection), self, changed, {})
             tables = len(self._published_tables(warehouse))
             warehouse.execute(f"insert into {self.META}.versions values (?, ?, ?)",
                               [version, published_at(version), tables])

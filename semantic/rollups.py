@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import sqlglot
@@ -32,6 +33,7 @@ from semantic.metricflow_engine import (
     load_semantic_manifest,
 )
 from semantic.publication import Build, Publication, Reader
+from semantic.snapshots import Merged
 from semantic.warehouse import Warehouse
 
 DEFINITIONS = Path(__file__).with_name("rollups.yml")
@@ -123,13 +125,17 @@ def declared(lookup: SemanticManifestLookup, path: Path = DEFINITIONS) -> list[R
 
 
 def build(warehouse: Warehouse, reader: Reader, publication: Publication, lookup: SemanticManifestLookup,
-          path: Path = DEFINITIONS, changed: frozenset[str] | None = None) -> int:
+          path: Path = DEFINITIONS, changed: frozenset[str] | None = None,
+          merged: Mapping[str, Merged] | None = None) -> int:
     """Create every declared rollup in the version being published (`warehouse` is its connection,
     `reader` reads it, and `lookup` names its tables).
 
     With `changed` (the tables a version took from the warehouse; None for all), a rollup the
     version already holds is kept when MetricFlow's SQL for it is the same and reads none of
-    them: a micro-batch rebuilds only the rollups over the tables it changed.
+    them: a micro-batch rebuilds only the rollups over the tables it changed. Where every changed
+    table it reads had only rows merged past its cursor (`merged`), only the days from the
+    earliest of those rows on are recomputed (`_refresh`), so a micro-batch's cost follows the days
+    it touched, not the warehouse's history.
     Days are UTC days, whatever the machine's zone: queries in other zones are not served from here.
     """
     engine = MetricFlowEngine(semantic_manifest_lookup=lookup, sql_client=ReaderSqlClient(reader))
@@ -149,11 +155,20 @@ def build(warehouse: Warehouse, reader: Reader, publication: Publication, lookup
         definition = json.dumps({"dimensions": rollup.dimensions,
                                  "shapes": {m: [s.kind, list(s.columns)] for m, s in rollup.shapes.items()}})
         old = kept.pop(rollup.name, None)
-        if old is not None and old[0] == definition and old[3] == digest and not changed & set(reads):
-            warehouse.execute(f"insert into {catalog} values (?, ?, ?, ?, ?, ?)", [rollup.name, *old[:4], reads])
-            continue
         columns = ", ".join([f'cast("{DAY}" as date) as "{DAY}"', *(f'"{c}"' for c in rollup.dimensions),
                              *(f'"{c}"' for c in rollup.stored)])
+        if old is not None and old[0] == definition and old[3] == digest:
+            if not changed & set(reads):
+                warehouse.execute(f"insert into {catalog} values (?, ?, ?, ?, ?, ?)", [rollup.name, *old[:4], reads])
+                continue
+            first = _first_changed_day(warehouse, publication, lookup, changed & set(reads), merged or {})
+            if first is not _UNKNOWN:
+                if first is not None:  # no new rows: nothing to recompute
+                    _refresh(engine, warehouse, reader, table, rollup, columns, first)
+                rows = warehouse.rows(f"select count(*) from {table}")[0][0]
+                warehouse.execute(f"insert into {catalog} values (?, ?, ?, ?, ?, ?)",
+                                  [rollup.name, definition, rows, datetime.now(UTC), digest, reads])
+                continue
         warehouse.execute(f"drop table if exists {table}")
         # MetricFlow's SQL is the engine's already, and the rest is the same in every dialect
         reader.run(f"create table {table} as select {columns} from ({sql}) as built", fetch=False)
@@ -163,6 +178,60 @@ def build(warehouse: Warehouse, reader: Reader, publication: Publication, lookup
     for name in kept:  # no longer declared
         warehouse.execute(f"drop table if exists {publication.qualified(SCHEMA, name)}")
     return len(built)
+
+
+_UNKNOWN = object()
+
+
+def _first_changed_day(warehouse: Warehouse, publication: Publication, lookup: SemanticManifestLookup,
+                       tables: set[str], merged: Mapping[str, Merged]):
+    """The earliest UTC day of the rows merged into `tables` ("schema.table" of the warehouse), by
+    the time dimensions their semantic model aggregates on; None when there were no such rows;
+    `_UNKNOWN` when a table was not merged by cursor or has no semantic model to tell its days.
+
+    A merged row replaces the row of the same key, which the cursor models keep on the same day
+    (a re-sent event keeps its time; a minute row keeps its minute): the new rows' days are all the
+    days that changed."""
+    first = None
+    for table in tables:
+        if table not in merged:
+            return _UNKNOWN
+        expressions = _time_expressions(lookup, publication, table)
+        if not expressions:
+            return _UNKNOWN
+        schema, name = table.split(".")
+        days = ", ".join(f"min(cast({expression} as date))" for expression in expressions)
+        day = warehouse.rows(f'select least({days}) from {publication.qualified(schema, name)} '
+                             f'where "{merged[table].column}" > ?', [merged[table].after])[0][0]
+        if day is not None and (first is None or day < first):
+            first = day
+    return first
+
+
+def _time_expressions(lookup: SemanticManifestLookup, publication: Publication, table: str) -> list[str]:
+    """The SQL of every time dimension a measure of `table`'s semantic model aggregates on."""
+    found = []
+    for model in lookup.semantic_manifest.semantic_models:
+        relation = model.node_relation
+        if publication.warehouse_table(relation.schema_name, relation.alias) != table:
+            continue
+        default = model.defaults.agg_time_dimension if model.defaults else None
+        names = {measure.agg_time_dimension or default for measure in model.measures} - {None}
+        dimensions = {dimension.name: dimension for dimension in model.dimensions}
+        found += [dimensions[name].expr or name for name in sorted(names) if name in dimensions]
+    return found
+
+
+def _refresh(engine: MetricFlowEngine, warehouse: Warehouse, reader: Reader, table: str, rollup: Rollup,
+             columns: str, first: date) -> None:
+    """Recompute a rollup's days from `first` on: MetricFlow's own query for those days (cumulative
+    metrics look back as far as their window needs) replaces the stored rows."""
+    request = MetricFlowQueryRequest.create(
+        metric_names=rollup.stored, group_by_names=[DAY, *rollup.dimensions],
+        time_constraint_start=datetime.combine(first, datetime.min.time()))
+    sql = engine.explain(request).sql_statement.sql
+    warehouse.execute(f'delete from {table} where "{DAY}" >= ?', [first])
+    reader.run(f"insert into {table} select {columns} from ({sql}) as built", fetch=False)
 
 
 def tables_read(sql: str, dialect: str = "duckdb") -> list[str]:
@@ -183,9 +252,9 @@ def _built(warehouse: Warehouse, catalog: str) -> dict[str, tuple]:
 def builder(semantic_manifest: Path) -> Build:
     """What a publication calls to add the rollups to a new version."""
     def build_rollups(warehouse: Warehouse, reader: Reader, publication: Publication,
-                      changed: frozenset[str] | None = None) -> int:
+                      changed: frozenset[str] | None = None, merged: Mapping[str, Merged] | None = None) -> int:
         lookup = load_semantic_manifest(semantic_manifest, publication.relation)
-        return build(warehouse, reader, publication, lookup, changed=changed)
+        return build(warehouse, reader, publication, lookup, changed=changed, merged=merged)
     return build_rollups
 
 

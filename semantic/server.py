@@ -9,6 +9,12 @@ Routes, as Cube serves them under `/cubejs-api`:
 - `GET /cubejs-api/v1/meta`, `GET|POST /cubejs-api/v1/sql`, `GET|POST /cubejs-api/v1/dry-run`.
 - `GET /livez`, `GET /readyz` (ready once a published snapshot can be read).
 - `POST /v1/admin/erasures`, `GET /v1/admin/erasures/{id}`: erasure requests, for admins (`admin.py`).
+- `GET /metrics` (Prometheus), `GET /openapi.json` (this API's description), `GET /status` and
+  `GET /status.json` (the platform's status page, `status.py`), added with the audit log and
+  per-token rate limits by `guards.py` around the served app.
+- WebSockets on any path, as Cube listens for `@cubejs-client/ws-transport`: `load`, `subscribe`
+  (a new result pushed whenever a publish changes it) and `meta` (see `subscriptions.py`).
+- `GET /live`: the live page, built on those subscriptions (see `live_page.py`).
 
 Errors have Cube's shape: 400 `{"error": ..., "type": "UserError"}`, 403 `{"error": ...}`.
 """
@@ -19,20 +25,24 @@ import argparse
 import asyncio
 import functools
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
-from semantic import admin, rollups
+from semantic import admin, live_page, rollups
 from semantic.auth import AuthError, SecurityContext, authenticate
 from semantic.cube_query import Plan, QueryError, Translator, date_range, query_now
+from semantic.guards import guarded
 from semantic.members import UnknownMember
 from semantic.service import LRU, MetricsService, Result
-from semantic.settings import DEFAULT_TOKEN_MAX_SECONDS, ServingSettings, SettingsError
+from semantic.settings import DEFAULT_TOKEN_MAX_SECONDS, ServingSettings, SettingsError, SubscriptionLimits
+from semantic.subscriptions import Subscriptions
 
 DEFAULT_CONTINUE_WAIT = 10.0
 log = logging.getLogger(__name__)
@@ -101,15 +111,22 @@ class Api:
                  max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS):
         self.service, self.secret, self.continue_wait = service, secret, continue_wait
         self.max_token_seconds = max_token_seconds
-        self.replies = LRU(4096)  # finished replies, by request text and security context and data version
+        self.replies = LRU(4096, "replies")  # finished replies, by request text and security context and data version
 
-    def _context(self, request: Request) -> SecurityContext:
-        context = authenticate(request.headers.get("authorization"), self.secret, self.max_token_seconds)
+    async def _context(self, request: Request) -> SecurityContext:
+        # in a thread: a token naming an unknown kid reads the key sets again, which may fetch a URL
+        context = await asyncio.to_thread(self.authorize, request.headers.get("authorization"))
+        request.state.security_context = context  # who asked, for the audit log (`audit.py`)
+        return context
+
+    def authorize(self, token: str | None) -> SecurityContext:
+        """The security context of a token (an `Authorization` header's value), or AuthError."""
+        context = authenticate(token, self.secret, self.max_token_seconds)
         if context.tenant_id is not None and context.tenant_id not in self.service.current().tenants:
             raise AuthError(f"Invalid token: tenant {context.tenant_id!r} is not one the published data knows")
         return context
 
-    def _expand(self, query, context: SecurityContext) -> tuple[str, list[tuple[dict, Plan]]]:
+    def expand(self, query, context: SecurityContext) -> tuple[str, list[tuple[dict, Plan]]]:
         """One query, a list of queries, or a compareDateRange query, as (queryType, [(query, plan)])."""
         translator = Translator(self.service.catalog, context.tenant_id)
         if isinstance(query, list):
@@ -178,7 +195,7 @@ class Api:
 
     @cube_errors
     async def load(self, request: Request) -> Response:
-        context = self._context(request)
+        context = await self._context(request)
         query, wanted = await _query_of(request)
         # A repeated request (same text, same rows visible, same data, same day for relative ranges)
         # gets the reply already made: dashboards ask the same queries again and again.
@@ -187,24 +204,26 @@ class Api:
         cached = self.replies.get(key)
         if cached is not None:
             return Response(cached, media_type="application/json")
-        query_type, plans = self._expand(query, context)
+        query_type, plans = self.expand(query, context)
         futures = [self.service.submit(plan, context.cache_key) for _, plan in plans]
         try:
             results = await self._wait(futures)
         except TimeoutError:
             return _json({"error": "Continue wait"})
+        encoded = orjson.dumps(self.body(query_type, plans, results, wanted))
+        self.replies.put(key, encoded)
+        return Response(encoded, media_type="application/json")
+
+    def body(self, query_type: str, plans: list[tuple[dict, Plan]], results: list[Result], wanted: str | None) -> dict:
+        """A load's reply: the results of the expanded query, wrapped for `queryType=multi`."""
         replies = [self._reply(q, plan, result, query_type) for (q, plan), result in zip(plans, results, strict=True)]
         if wanted == "multi":
             first_query, first_plan = plans[0]
-            body = {"queryType": query_type, "results": replies,
+            return {"queryType": query_type, "results": replies,
                     "pivotQuery": self._normalized(first_query, first_plan, query_type), "slowQuery": False}
-        elif query_type != "regularQuery":
-            return _user_error(f"{query_type} needs queryType=multi")
-        else:
-            body = replies[0]
-        encoded = orjson.dumps(body)
-        self.replies.put(key, encoded)
-        return Response(encoded, media_type="application/json")
+        if query_type != "regularQuery":
+            raise QueryError(f"{query_type} needs queryType=multi")
+        return replies[0]
 
     async def _wait(self, futures: list) -> list[Result]:
         """The results, waiting at most the continue-wait time; the executions go on regardless."""
@@ -219,14 +238,14 @@ class Api:
 
     @cube_errors
     async def meta(self, request: Request) -> Response:
-        self._context(request)
+        await self._context(request)
         return _json(self.service.catalog.meta())
 
     @cube_errors
     async def sql(self, request: Request) -> Response:
-        context = self._context(request)
+        context = await self._context(request)
         query, _ = await _query_of(request)
-        _, plans = self._expand(query, context)
+        _, plans = self.expand(query, context)
         loop = asyncio.get_running_loop()
         sqls = [await loop.run_in_executor(self.service.pool, self.service.sql, plan, context.cache_key)
                 for _, plan in plans]
@@ -242,9 +261,9 @@ class Api:
 
     @cube_errors
     async def dry_run(self, request: Request) -> Response:
-        context = self._context(request)
+        context = await self._context(request)
         query, _ = await _query_of(request)
-        query_type, plans = self._expand(query, context)
+        query_type, plans = self.expand(query, context)
         loop = asyncio.get_running_loop()
         for _, plan in plans:
             await loop.run_in_executor(self.service.pool, self.service.dry_run, plan, context.cache_key)
@@ -265,8 +284,10 @@ class Api:
 
 
 def create_app(service: MetricsService, secret: str, continue_wait: float = DEFAULT_CONTINUE_WAIT,
-               max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS, data_dir: Path | None = None) -> Starlette:
+               max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS,
+               subscription_limits: SubscriptionLimits | None = None, data_dir: Path | None = None) -> Starlette:
     api = Api(service, secret, continue_wait, max_token_seconds)
+    subscriptions = Subscriptions(api, subscription_limits or SubscriptionLimits())
     base = "/cubejs-api/v1"
     return Starlette(routes=[
         Route(f"{base}/load", api.load, methods=["GET", "POST"]),
@@ -276,14 +297,20 @@ def create_app(service: MetricsService, secret: str, continue_wait: float = DEFA
         Route("/livez", api.livez, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         *(admin.routes(data_dir, secret, max_token_seconds) if data_dir is not None else []),
+        *live_page.routes(),
+        WebSocketRoute("/{path:path}", subscriptions.serve),
     ])
 
 
 def app_from_environment() -> Starlette:
     """The app as uvicorn loads it (`semantic.server:app_from_environment`, factory)."""
     settings = ServingSettings.from_environment()
-    return create_app(settings.service(), settings.secret, settings.continue_wait, settings.max_token_seconds,
-                      settings.data_dir)
+    service = settings.service()
+    return guarded(create_app(service, settings.keys, settings.continue_wait, settings.max_token_seconds,
+                              settings.subscriptions, settings.data_dir), service, settings)
+
+
+WORKER_START_SECONDS = 60  # also how long a hung worker goes unnoticed
 
 
 def main() -> None:
@@ -296,11 +323,18 @@ def main() -> None:
                         help="processes: compiling a query holds the GIL, so cold queries scale with processes")
     args = parser.parse_args()
     try:
-        ServingSettings.from_environment()  # fail at start, not at the first request, on a bad setting
+        settings = ServingSettings.from_environment()  # fail at start, not at the first request, on a bad setting
     except (SettingsError, ValueError) as exc:
         raise SystemExit(f"metrics server: {exc}") from None
-    uvicorn.run("semantic.server:app_from_environment", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="warning")
+    with tempfile.TemporaryDirectory(prefix="semantic-metrics-") as metrics_dir:
+        if args.workers > 1:  # /metrics sums every worker's counters (prometheus-client's multiprocess mode)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        uvicorn.run("semantic.server:app_from_environment", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level="warning",
+                    **(settings.tls.uvicorn_options() if settings.tls else {}),
+                    # a worker imports MetricFlow before it answers uvicorn's health pings: more than the
+                    # default 5 s on a busy machine, and a worker that does not answer is killed and restarted
+                    timeout_worker_healthcheck=WORKER_START_SECONDS)
 
 
 if __name__ == "__main__":

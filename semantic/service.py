@@ -26,7 +26,7 @@ from pathlib import Path
 import orjson
 from metricflow.engine.metricflow_engine import MetricFlowEngine, MetricFlowQueryRequest
 
-from semantic import rollups
+from semantic import monitoring, rollups
 from semantic.cube_query import Plan, QueryError
 from semantic.members import TIME_DIMENSION, Catalog, build_catalog, declared_aggregations
 from semantic.metricflow_engine import ReaderSqlClient, load_semantic_manifest
@@ -37,17 +37,21 @@ DAY = f"{TIME_DIMENSION}__day"
 
 
 class LRU:
-    """A small thread-safe least-recently-used map."""
+    """A small thread-safe least-recently-used map; its hits and misses are counted under `name`
+    (`semantic_cache_lookups_total`)."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, name: str = "other"):
         self.size, self._data, self._lock = size, OrderedDict(), threading.Lock()
+        self._hit, self._miss = monitoring.cache_counters(name)
 
     def get(self, key):
         with self._lock:
             if key in self._data:
                 self._data.move_to_end(key)
+                self._hit.inc()
                 return self._data[key]
-            return None
+        self._miss.inc()
+        return None
 
     def put(self, key, value) -> None:
         with self._lock:
@@ -99,13 +103,13 @@ def _cube_value(value):
 
 class MetricsService:
     def __init__(self, publication: Publication, semantic_manifest: Path, workers: int = 4,
-                 poll_seconds: float = 0.5, use_rollups: bool = True):
+                 poll_seconds: float = 0.1, use_rollups: bool = True):
         self.publication = publication
         self.use_rollups = use_rollups
         self.lookup = load_semantic_manifest(semantic_manifest, publication.relation)
         self.declared_aggregations = declared_aggregations(semantic_manifest)
-        self.compiled = LRU(4096)
-        self.results = LRU(2048)
+        self.compiled = LRU(4096, "compiled_sql")
+        self.results = LRU(2048, "results")
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="metrics")
         self._inflight: dict[tuple, Future] = {}
         self._inflight_lock = threading.Lock()
@@ -114,6 +118,7 @@ class MetricsService:
         self._current: Version | None = None
         self._catalog: Catalog | None = None
         self._checked_at = 0.0
+        # how stale the version may be: live subscriptions wait on it (reading the pointer is cheap)
         self._poll_seconds = poll_seconds
 
     # -- versions ---------------------------------------------------------------------------
@@ -223,7 +228,9 @@ class MetricsService:
         try:
             base, rollup = self.base_sql(plan, context_key, version)
             sql = self.wrapped_sql(plan, base)
+            started = time.perf_counter()
             names, rows = version.reader.run(sql, timezone=plan.timezone)
+            monitoring.record_query(rollup, time.perf_counter() - started)
             count = version.reader.run(f"select count(*) from ({base}) as metric_query{_having(plan)}",
                                        timezone=plan.timezone)[1][0][0] if plan.total else None
             index = {name: i for i, name in enumerate(names)}

@@ -49,6 +49,7 @@ from pathlib import Path
 import duckdb
 
 from ingestion.paths import fsync
+from semantic import duckdb_extensions
 from semantic.duckdb_extensions import load_extension
 
 # What readers may see: marts (and the forecasts and insights written beside them) and quality results.
@@ -103,14 +104,23 @@ class Changes:
     schemas: tuple[str, ...] = ()
 
 
-# What `build` is told: the tables a snapshot took from the warehouse, or None for all of them.
-Build = Callable[[duckdb.DuckDBPyConnection, frozenset[str] | None], object]
+@dataclass(frozen=True)
+class Merged:
+    """The rows a publish added to a cursor table (or replaced in it): those past `after` in `column`."""
+
+    column: str
+    after: object
+
+
+# What `build` is told: the tables a snapshot took from the warehouse (None: all of them), and of
+# those, the ones whose new rows were merged past their cursor.
+Build = Callable[[duckdb.DuckDBPyConnection, frozenset[str] | None, Mapping[str, Merged]], object]
 
 
 def attach(published_dir: Path, snapshot_id: int | None = None) -> duckdb.DuckDBPyConnection:
     """A connection with the published DuckLake attached under the warehouse's catalog name (and
     in use): the given snapshot, read-only, or (None) the latest, to write."""
-    conn = duckdb.connect()
+    conn = duckdb_extensions.connect()
     try:
         attach_into(conn, published_dir, snapshot_id, CATALOG)
         conn.execute(f"use {CATALOG}")
@@ -148,9 +158,9 @@ def publish(warehouse: Path, published_dir: Path, build: Build | None = None,
             conn.execute(f"attach '{warehouse}' as source (read_only)")
             conn.execute("begin")
             try:
-                changed = _copy_all(conn) if base is None else _apply(conn, changes)
+                changed, merged = (_copy_all(conn), {}) if base is None else _apply(conn, changes)
                 if build is not None:
-                    build(conn, changed)
+                    build(conn, changed, merged)
                 tables = _count_tables(conn)
                 conn.execute("commit")
             except BaseException:
@@ -250,8 +260,9 @@ def _columns(conn: duckdb.DuckDBPyConnection, catalog: str, schema: str, name: s
                         [catalog, schema, name]).fetchall()
 
 
-def _apply(conn: duckdb.DuckDBPyConnection, changes: Changes) -> frozenset[str]:
+def _apply(conn: duckdb.DuckDBPyConnection, changes: Changes) -> tuple[frozenset[str], dict[str, Merged]]:
     changed = [table for schema in changes.schemas for table in _copy_schema(conn, schema)]
+    merged = {}
     for table, cursor in changes.tables.items():
         schema, name = table.split(".")
         source, target = f'source.{schema}."{name}"', f'{CATALOG}.{schema}."{name}"'
@@ -268,8 +279,9 @@ def _apply(conn: duckdb.DuckDBPyConnection, changes: Changes) -> frozenset[str]:
             past = f'from {source} where "{cursor.column}" > ?'
             conn.execute(f'delete from {target} where "{cursor.key}" in (select "{cursor.key}" {past})', [newest])
             conn.execute(f"insert into {target} select * {past}", [newest])
+            merged[table] = Merged(cursor.column, newest)
         changed.append(table)
-    return frozenset(changed)
+    return frozenset(changed), merged
 
 
 def _merge_small_files(conn: duckdb.DuckDBPyConnection, changed: frozenset[str] | None) -> None:

@@ -179,6 +179,15 @@ def main_run(tmp_path_factory) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="session")
+def chromium():
+    """Debian's Chromium, headless (reports/browser.py), for the pages people look at."""
+    from reports import browser
+
+    with browser.chromium() as chromium:
+        yield chromium
+
+
+@pytest.fixture(scope="session")
 def postgres():
     """A throwaway PostgreSQL cluster (this worker's); the PG* variables that reach its database."""
     try:

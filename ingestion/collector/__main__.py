@@ -85,10 +85,14 @@ def main() -> None:
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    if settings.write_keys.plain:
+        print(f"collector: {settings.write_keys.plain} write keys are configured in plain text; store their "
+              "hashes instead (python -m ingestion.collector.write_keys hash KEY)", file=sys.stderr)
     landing = start_landing(lock_fd)
+    tls = settings.tls.uvicorn_options() if settings.tls else {}
     try:
         serve(APP, args.host, args.port, settings.workers, factory=True, log_level="warning",
-              timeout_graceful_shutdown=10)
+              timeout_graceful_shutdown=10, **tls)
     finally:
         landing.terminate()
         landing.wait(timeout=60)

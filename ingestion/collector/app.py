@@ -5,7 +5,9 @@
     POST /v1/events                   one event of our own schema
     GET  /health                      the landing zone's state: 503 when it cannot be written (full,
                                       read-only, gone) or its closed files cannot be moved to the loaders
-    GET  /metrics                     Prometheus: requests by status, events by outcome, latency
+    GET  /metrics                     Prometheus: requests by status, errors by code, events by outcome,
+                                      latency, rate-limited events by tenant
+    GET  /openapi.json                this API's description (`openapi.yaml`)
 
 The write key comes as HTTP Basic auth (the key as user name, as Segment's and RudderStack's SDKs
 send it), `Authorization: Bearer <key>`, `X-Write-Key`, or the body's `writeKey`. Bodies may be
@@ -20,8 +22,9 @@ Replies, as the SDKs read them (they retry 429 and 5xx, give up on other 4xx, an
 - 400 when some events are invalid: the message names the first (`batch[3].properties.n: ...`),
   `rejected` lists each with its field and reason, and `accepted` says how many of the others were
   stored; the refused ones go to the quarantine. 401/403/413/415 refuse a request as a whole;
-- 429 (`Retry-After`) when the landing zone is behind, 503 (`Retry-After`) when it cannot be written:
-  both only when nothing of the request was stored. If the landing process dies mid-request the
+- 429 (`Retry-After`) past the write key's rate limit (`COLLECTOR_RATE_LIMIT`, counted in events by
+  the landing process for all workers) or when the landing zone is behind, 503 (`Retry-After`) when
+  it cannot be written: both only when nothing of the request was stored. If the landing process dies mid-request the
   reply is 503 saying that whether the events were stored is unknown: a retry is safe, as events
   already stored are answered as duplicates.
 """
@@ -36,8 +39,10 @@ import os
 import signal
 import zlib
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
+import yaml
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -49,8 +54,11 @@ from ingestion.collector.landing_client import LandingClient, LandingUnreachable
 from ingestion.collector.landing_service import socket_path
 from ingestion.collector.protocol import Refused
 from ingestion.collector.settings import Settings
+from ingestion.collector.write_keys import WriteKey
 from ingestion.privacy import Privacy
 
+# the API's description (OpenAPI 3.1), served as JSON at /openapi.json
+OPENAPI = orjson.dumps(yaml.safe_load(Path(__file__).with_name("openapi.yaml").read_text()))
 SEGMENT_ROUTES = {f"/v1/{call}": call for call in ("track", "page", "screen", "identify", "group", "alias")}
 
 
@@ -59,6 +67,7 @@ def _json(body, status: int = 200, headers: dict | None = None) -> Response:
 
 
 def _error(status: int, code: str, message: str, headers: dict | None = None, **details) -> Response:
+    metrics.ERRORS.labels(code).inc()
     return _json({"success": False, "code": code, "message": message, "error": message, **details}, status, headers)
 
 
@@ -100,18 +109,27 @@ class Collector:
             return credentials.strip() or None
         return request.headers.get("x-write-key")
 
-    def _tenant(self, key) -> str:
+    def _write_key(self, key) -> WriteKey:
         if not key:
             raise RequestError(401, "unauthorized", "missing write key: send it as the Basic auth user name, "
                                                     "`Authorization: Bearer <write key>` or the body's writeKey")
-        tenant = self.write_keys.get(key) if isinstance(key, str) else None
-        if tenant is None:
+        found = self.settings.write_keys.find(key) if isinstance(key, str) else None
+        if found is None:
             raise RequestError(401, "unauthorized", "unknown write key")
-        return tenant
+        return found
 
-    @property
-    def write_keys(self) -> dict[str, str]:
-        return self.settings.write_keys
+    async def _admit(self, key: WriteKey, events: int) -> None:
+        """Count the request's events against its key's rate limits (in the landing process, which
+        counts for every worker); 429 with Retry-After past them, before any validation work."""
+        if not self.settings.rates_of(key) or not events:
+            return
+        verdict = await self.landing.admit(key.digest, events)
+        if verdict.retry_after:
+            metrics.RATE_LIMITED.labels(key.tenant).inc(events)
+            if verdict.never:
+                raise RequestError(413, "too_large", f"batch: {verdict.message}")
+            raise RequestError(429, "rate_limited", f"write key of tenant {key.tenant}: {verdict.message}; nothing "
+                               "from this request was stored", {"Retry-After": str(verdict.retry_after)})
 
     async def _body(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes
@@ -157,10 +175,12 @@ class Collector:
             key = self._header_key(request)
             body = await self._body(request)
             raws, envelope = split_batch(body) if call is None else single_message(body)
-            tenant = self._tenant(key or envelope.writeKey)
+            write_key = self._write_key(key or envelope.writeKey)
+            tenant = write_key.tenant
             if len(raws) > settings.max_batch_events:
                 raise RequestError(413, "too_large", f"batch: {len(raws)} events is above the maximum of "
                                                      f"{settings.max_batch_events}")
+            await self._admit(write_key, len(raws))
             rules = Rules(tenant, received_at, settings.min_timestamp, settings.max_event_bytes, self.privacy)
             where = (lambda i: f"batch[{i}]") if call is None else (lambda i: "event")
             sent_at = envelope.sentAt if call is None else None
@@ -225,6 +245,9 @@ class Collector:
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
+    async def openapi(self, request: Request) -> Response:
+        return Response(OPENAPI, media_type="application/json")
+
 
 def create_app(settings: Settings):
     collector = Collector(settings)
@@ -234,6 +257,7 @@ def create_app(settings: Settings):
         *(Route(path, collector.segment_call, methods=["POST"]) for path in SEGMENT_ROUTES),
         Route("/health", collector.health, methods=["GET"]),
         Route("/metrics", collector.prometheus, methods=["GET"]),
+        Route("/openapi.json", collector.openapi, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=collector.lifespan)
     app.state.collector = collector

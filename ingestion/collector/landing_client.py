@@ -12,7 +12,18 @@ from pathlib import Path
 
 import msgspec
 
-from ingestion.collector.protocol import Frames, Health, Refused, Status, Store, Stored, frame, reply_decoder
+from ingestion.collector.protocol import (
+    Admit,
+    Admitted,
+    Frames,
+    Health,
+    Refused,
+    Status,
+    Store,
+    Stored,
+    frame,
+    reply_decoder,
+)
 
 
 class LandingUnreachable(ConnectionError):
@@ -68,7 +79,7 @@ class LandingClient:
                     raise LandingUnreachable(f"the landing process is not running ({exc.strerror})") from None
             return self._transport
 
-    async def _call(self, make) -> Stored | Refused | Health:
+    async def _call(self, make) -> Stored | Refused | Health | Admitted:
         transport = await self._connection()
         number = next(self._numbers)
         waiter = asyncio.get_running_loop().create_future()
@@ -84,6 +95,9 @@ class LandingClient:
 
     async def health(self) -> Health:
         return await self._call(Status)
+
+    async def admit(self, key: str, cost: int) -> Admitted:
+        return await self._call(lambda n: Admit(n, key, cost))
 
     async def close(self) -> None:
         if self._transport is not None:

@@ -37,6 +37,8 @@ from ingestion.collector import metrics
 from ingestion.collector.id_index import IdIndex
 from ingestion.collector.landing_writer import LandingUnavailable, LandingWriter, RoundResult, recover
 from ingestion.collector.protocol import (
+    Admit,
+    Admitted,
     Frames,
     Health,
     Refused,
@@ -48,6 +50,7 @@ from ingestion.collector.protocol import (
     request_decoder,
 )
 from ingestion.collector.settings import Settings
+from ingestion.rate_limits import Limiter
 
 log = logging.getLogger("ingestion.collector")
 
@@ -109,6 +112,8 @@ class _Connection(asyncio.Protocol):
         for request in requests:
             if isinstance(request, Status):
                 self.answer(self.service.health(request))
+            elif isinstance(request, Admit):
+                self.answer(self.service.admit(request))
             else:
                 self.service.store(request, self.answer)
 
@@ -131,6 +136,7 @@ class LandingService:
         self.problem, self.free_bytes = "", 0
         self.connections = 0
         self.stopping = asyncio.Event()
+        self.limiter = Limiter()
 
     @property
     def pending_bytes(self) -> int:
@@ -220,6 +226,17 @@ class LandingService:
                 work.size += len(target[-1])
             stored.append(len(kept))
         return stored[0], stored[1], duplicates, waits
+
+    def admit(self, request: Admit) -> Admitted:
+        """Count a request's events against its write key's rate limits (`ingestion.rate_limits`)."""
+        key = self.settings.write_keys.by_digest.get(request.key)
+        if key is None:
+            return Admitted(request.request, 1, "unknown write key")
+        refusal = self.limiter.hit(key.digest, request.cost, self.settings.rates_of(key))
+        if refusal is None:
+            return Admitted(request.request)
+        return Admitted(request.request, refusal.retry_after, refusal.message(f"a batch of {request.cost} events"),
+                        refusal.never)
 
     def health(self, request: Status) -> Health:
         writers = [slot.writer for slot in self.slots]

@@ -33,6 +33,10 @@ LATENCY = Histogram("collector_request_seconds", "Time to answer a request (vali
 EVENTS = Counter("collector_events", "Events and profile calls by outcome: accepted (stored), duplicate (stored "
                  "before), rejected (invalid), quarantined (written to the quarantine), withheld (no consent).",
                  ["outcome"])
+ERRORS = Counter("collector_errors", "Error replies by their code (unauthorized, invalid_events, rate_limited, "
+                 "too_large, busy, landing_unavailable, ...).", ["code"])
+RATE_LIMITED = Counter("collector_rate_limited_events", "Events refused by a write key's rate limit, by tenant.",
+                       ["tenant"])
 RECOVERED_FILES = Counter("collector_recovered_files", "Files left open by a crash and closed at start.")
 PENDING_BYTES = Gauge("collector_pending_bytes", "Bytes received and not yet fsync'd.", multiprocess_mode="livesum")
 WRITABLE = Gauge("collector_landing_writable", "1 when the landing zone can be written, else 0.",

@@ -63,8 +63,27 @@ class Health(msgspec.Struct, tag="health"):
     remembered_ids: int
 
 
-Request = Store | Status
-Reply = Stored | Refused | Health
+class Admit(msgspec.Struct, tag="admit"):
+    """May a write key send `cost` more events now? Asked before a request is validated, when the key
+    has a rate limit: the landing process counts for every worker, so the limit holds across them."""
+
+    request: int
+    key: str  # the write key's digest
+    cost: int
+
+
+class Admitted(msgspec.Struct, tag="admitted"):
+    """`retry_after` 0: admitted (and counted); else refused, `message` says by which limit (`never`:
+    the request alone is more than the limit admits at once)."""
+
+    request: int
+    retry_after: int = 0
+    message: str = ""
+    never: bool = False
+
+
+Request = Store | Status | Admit
+Reply = Stored | Refused | Health | Admitted
 
 _encoder = msgspec.msgpack.Encoder()
 request_decoder = msgspec.msgpack.Decoder(Request)

@@ -1,7 +1,9 @@
 """The collector's settings: one object, built once from the environment by the entry point.
 
     PLATFORM_DATA_DIR            data directory (default: the repository's data/)
-    COLLECTOR_WRITE_KEYS         key=tenant[,key2=tenant2]   or   COLLECTOR_WRITE_KEYS_FILE: {"key": "tenant"}
+    COLLECTOR_WRITE_KEYS         sha256:<hex>=tenant[,...]   or   COLLECTOR_WRITE_KEYS_FILE (`write_keys.py`)
+    COLLECTOR_RATE_LIMIT         events per write key, e.g. 1000/second or 50/second;100000/hour (default off)
+    COLLECTOR_TLS_CERT_FILE, COLLECTOR_TLS_KEY_FILE   serve HTTPS with this PEM certificate and key
     COLLECTOR_WORKERS            worker processes (default: one per core)
     COLLECTOR_MAX_EVENT_BYTES    largest event, as sent (default 32 KiB, Segment's limit)
     COLLECTOR_MIN_TIMESTAMP      earliest accepted event time, ISO 8601 (default 2000-01-01T00:00:00Z)
@@ -18,15 +20,17 @@ Worker processes are started by uvicorn and rebuild the same object from the sam
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ingestion.collector.write_keys import WriteKey, WriteKeys, write_keys_from
 from ingestion.events.schema import parse_timestamp
 from ingestion.paths import DataLayout
-from ingestion.privacy import PrivacySettings, PrivacySettingsError, privacy_settings_from
+from ingestion.privacy import PrivacySettings, privacy_settings_from
+from ingestion.rate_limits import Rates, rates_from
+from ingestion.tls import TlsFiles, tls_from
 
 REPO_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 
@@ -35,25 +39,12 @@ class SettingsError(ValueError):
     """A setting that cannot be used; the message names the variable."""
 
 
-def write_keys_from(env: dict[str, str]) -> dict[str, str]:
-    if env.get("COLLECTOR_WRITE_KEYS_FILE"):
-        keys = json.loads(Path(env["COLLECTOR_WRITE_KEYS_FILE"]).read_text())
-    else:
-        keys = {}
-        for i, pair in enumerate(p for p in env.get("COLLECTOR_WRITE_KEYS", "").split(",") if p.strip()):
-            key, sep, tenant = pair.strip().partition("=")
-            if not sep or not key or not tenant:
-                raise SettingsError(f"COLLECTOR_WRITE_KEYS entry {i + 1} ({pair!r}): expected key=tenant")
-            keys[key] = tenant
-    if not keys:
-        raise SettingsError("no write keys: set COLLECTOR_WRITE_KEYS=key=tenant[,...] or COLLECTOR_WRITE_KEYS_FILE")
-    return keys
-
-
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = REPO_DATA_DIR
-    write_keys: dict[str, str] = field(default_factory=dict)
+    write_keys: WriteKeys = field(default_factory=lambda: WriteKeys({}))
+    rate_limit: Rates = ()  # per write key, in events; a key's own rate_limit replaces it
+    tls: TlsFiles | None = None
     workers: int = os.cpu_count() or 1
     max_body_bytes: int = 8 << 20
     max_batch_events: int = 20_000
@@ -78,6 +69,10 @@ class Settings:
     def layout(self) -> DataLayout:
         return DataLayout(self.data_dir)
 
+    def rates_of(self, key: WriteKey) -> Rates:
+        """The rate limits a write key's events are counted against (none: unlimited)."""
+        return self.rate_limit if key.rates is None else key.rates
+
     @classmethod
     def from_environment(cls, env: dict[str, str]) -> Settings:
         numbers = {"workers": ("COLLECTOR_WORKERS", int), "max_event_bytes": ("COLLECTOR_MAX_EVENT_BYTES", int),
@@ -87,11 +82,13 @@ class Settings:
                    "landing_writers": ("COLLECTOR_LANDING_WRITERS", int),
                    "max_body_bytes": ("COLLECTOR_MAX_BODY_BYTES", int),
                    "max_batch_events": ("COLLECTOR_MAX_BATCH_EVENTS", int)}
-        values: dict = {"data_dir": Path(env.get("PLATFORM_DATA_DIR") or REPO_DATA_DIR).resolve(),
-                        "write_keys": write_keys_from(env)}
         try:
-            values["privacy"] = privacy_settings_from(env)
-        except PrivacySettingsError as exc:
+            # PrivacySettingsError, like the others' errors, is a ValueError naming the variable
+            values: dict = {"data_dir": Path(env.get("PLATFORM_DATA_DIR") or REPO_DATA_DIR).resolve(),
+                            "write_keys": write_keys_from(env), "rate_limit": rates_from(env, "COLLECTOR_RATE_LIMIT"),
+                            "tls": tls_from(env, "COLLECTOR_TLS_CERT_FILE", "COLLECTOR_TLS_KEY_FILE"),
+                            "privacy": privacy_settings_from(env)}
+        except ValueError as exc:
             raise SettingsError(str(exc)) from None
         for name, (variable, kind) in numbers.items():
             if env.get(variable):

@@ -3,7 +3,7 @@
 Readers (metrics server, reports) only ever see data that passed the quality gates: when a
 blocking check on a mart fails, this asset does not run and the previous version stays current.
 A run that changed only dbt models (a micro-batch) publishes just those, and the quality results.
-Where it goes depends on the target (`semantic/publication.py`: DuckDB snapshot files, or
+Where it goes depends on the target (`semantic/publication.py`: snapshots of a DuckLake, or
 PostgreSQL's published schemas).
 """
 

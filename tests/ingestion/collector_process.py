@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -67,13 +68,16 @@ def output(process: subprocess.Popen) -> str:
 def collector(layout: DataLayout, rotate_seconds: float = 0.3, **options) -> Iterator[Running]:
     port = free_port()
     proc = start(layout, port, rotate_seconds=rotate_seconds, **options)
-    url = f"http://127.0.0.1:{port}"
+    # with a certificate (COLLECTOR_TLS_CERT_FILE), HTTPS trusting it (it signs itself)
+    certificate = options.get("COLLECTOR_TLS_CERT_FILE")
+    verify = ssl.create_default_context(cafile=certificate) if certificate else True
+    url = f"{'https' if certificate else 'http'}://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             assert proc.poll() is None, output(proc)[-3000:]
             try:
-                if httpx.get(f"{url}/health", timeout=1).status_code in (200, 503):
+                if httpx.get(f"{url}/health", timeout=1, verify=verify).status_code in (200, 503):
                     break
             except httpx.HTTPError:
                 pass

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from reports import browser as chromium_browser
 from tests.reports.receivers import WebhookReceiver
 
 
@@ -13,9 +12,3 @@ from tests.reports.receivers import WebhookReceiver
 def alert_receiver():
     with WebhookReceiver() as receiver:
         yield receiver
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    with chromium_browser.chromium() as chromium:
-        yield chromium

@@ -150,7 +150,7 @@ def test_a_rollup_that_fails_to_build_publishes_nothing(published, tmp_path):
     first = publication.publish()
     files = sorted((published_dir / "lake").rglob("*"))
 
-    def failing(warehouse, reader, publication, changed):
+    def failing(warehouse, reader, publication, changed, merged):
         raise RuntimeError("rollup build failed")
 
     with pytest.raises(RuntimeError, match="rollup build failed"):
