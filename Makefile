@@ -25,7 +25,7 @@ LIVE_PAGE := semantic/live/dist/live.js
 # Apache Superset in its own locked environment (bi/pyproject.toml, bi/uv.lock): `make bi` serves it, the tests drive it
 SUPERSET := bi/.venv/.synced
 
-.PHONY: bi bi-install report serve-reports live-page run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness bench-live mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments bench-questions bench-bi lint manifest install clean
+.PHONY: bi bi-install report serve-reports live-page run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness bench-live mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments bench-questions bench-bi lint manifest install clean retention backup restore erase
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest $(REPORTS_JS)
@@ -78,6 +78,26 @@ dev: install manifest
 ## microbatch: one micro-batch now (load closed landing files, refresh the real-time marts, publish)
 microbatch: install manifest
 	$(RUN) python -m orchestration.main --job events_microbatch_job
+
+## retention: apply the retention policy now (orchestration/retention.yml; Dagster schedule `daily_retention`)
+retention: install manifest
+	$(RUN) python -m orchestration.lifecycle retention
+
+## backup: back up the warehouse and the MLflow store into data/backups/ (Dagster schedule `daily_backup`)
+backup: install manifest
+	$(RUN) python -m orchestration.lifecycle backup
+
+## restore: the warehouse as of AT=<ISO time, or now>, from the last backup before it and the landing files
+##   after it (MLFLOW=1 restores the MLflow store from the same backup too)
+restore: install manifest
+	@test -n "$(AT)" || { echo "name the time: make restore AT=2026-11-20T08:00:00Z (or AT=now)"; exit 1; }
+	$(RUN) python -m orchestration.lifecycle restore --at "$(AT)" $(if $(MLFLOW),--mlflow)
+
+## erase: erase a person's data everywhere, with an audit record: make erase TENANT=t001 USER=u0000042
+erase: install manifest
+	@test "$(origin USER)" = "command line" && test -n "$(TENANT)" \
+		|| { echo "name them on the command line: make erase TENANT=<tenant> USER=<user id>"; exit 1; }
+	$(RUN) python -m orchestration.lifecycle erase --tenant "$(TENANT)" --user "$(USER)"
 
 ## mlflow-ui: browse the forecasting experiments and registered models on http://127.0.0.1:5000
 mlflow-ui: install

@@ -106,6 +106,21 @@ class DataLayout:
         return self.root / "sample" / "ground_truth.json"
 
     @property
+    def archive_dir(self) -> Path:
+        """Landing files kept as Parquet once retention took them out of the landing zone (`ingestion/archive.py`)."""
+        return self.root / "archive"
+
+    @property
+    def restore_dir(self) -> Path:
+        """A restore's work folders, each keeping the warehouse it replaced (`orchestration/lifecycle/restore.py`)."""
+        return self.root / "restore"
+
+    @property
+    def privacy_dir(self) -> Path:
+        """The audit log of erasures, its salt, and erasure requests waiting to run (`ingestion/privacy.py`)."""
+        return self.root / "privacy"
+
+    @property
     def warehouse(self) -> Path:
         return self.root / "warehouse.duckdb"
 

@@ -13,6 +13,7 @@ import dlt
 from dlt.common.destination import Destination
 
 from ingestion.paths import DataLayout
+from ingestion.privacy import ErasureLog
 from ingestion.sources.app_db import app_db_source
 from ingestion.sources.events import events_source
 from ingestion.sources.landing import Contract
@@ -51,14 +52,18 @@ def make_pipeline(target: LoadTarget, warehouse: Destination, pipelines_dir: Pat
     )
 
 
-def source_for(target: LoadTarget, layout: DataLayout, contract: Contract = "evolve") -> dlt.sources.DltSource:
-    """A new source for one target; build one per run (each run has its own load time and dedup)."""
+def source_for(target: LoadTarget, layout: DataLayout, contract: Contract = "evolve",
+               landing_dir: Path | None = None) -> dlt.sources.DltSource:
+    """A new source for one target; build one per run (each run has its own load time and dedup).
+    The sources that name people leave out those erased so far. `landing_dir`: read a landing
+    feed's files from there instead (a restore's replay)."""
     if target == APP_DB:
-        return app_db_source(layout.app_db, contract)
+        return app_db_source(layout.app_db, contract, suppression=ErasureLog(layout.privacy_dir).suppression())
     if target == EVENTS:
-        return events_source(layout.events_dir)
+        return events_source(landing_dir or layout.events_dir,
+                             suppression=ErasureLog(layout.privacy_dir).suppression())
     if target == MARKETING:
-        return marketing_source(layout.marketing_dir, contract)
+        return marketing_source(landing_dir or layout.marketing_dir, contract)
     raise ValueError(f"unknown load target {target}")
 
 

@@ -18,6 +18,17 @@ from orchestration.assets.distribution import (
 )
 from orchestration.assets.experiments import experiment_analysis
 from orchestration.assets.ingestion import app_db_assets, events_assets, marketing_assets
+from orchestration.assets.lifecycle import GROUP as LIFECYCLE_GROUP
+from orchestration.assets.lifecycle import (
+    backup,
+    backup_job,
+    daily_backup_schedule,
+    daily_retention_schedule,
+    erasure_job,
+    erasure_requests_sensor,
+    retention,
+    retention_job,
+)
 from orchestration.assets.ml import (
     forecast_daily,
     forecast_drift_sensor,
@@ -32,8 +43,9 @@ from orchestration.assets.reports import reports_site
 from orchestration.assets.sample_data import sample_data
 from orchestration.microbatch import landing_files_sensor, microbatch_job
 
-# Distribution waits on mail servers and webhooks: it has its own jobs, never the data pipeline's.
-PIPELINE = dg.AssetSelection.all() - dg.AssetSelection.groups(DISTRIBUTION_GROUP)
+# Distribution waits on mail servers and webhooks, and the lifecycle (retention, backups) runs on its
+# own schedules: each has its own jobs, never the data pipeline's.
+PIPELINE = dg.AssetSelection.all() - dg.AssetSelection.groups(DISTRIBUTION_GROUP, LIFECYCLE_GROUP)
 
 batch_job = dg.define_asset_job(
     "batch_job",
@@ -57,11 +69,14 @@ defs = dg.Definitions(
     assets=[sample_data, app_db_assets, events_assets, marketing_assets, dbt_models, forecast_models,
             dbt_forecast_marts,
             forecast_daily, insights, experiment_analysis, published_warehouse, reports_site, report_distribution,
-            insight_alerts],
+            insight_alerts, retention, backup],
     asset_checks=quality_checks,
-    jobs=[batch_job, daily_job, retrain_job, microbatch_job, report_distribution_job, insight_alerts_job],
-    schedules=[daily_batch_schedule, weekly_retrain_schedule, daily_report_schedule],
-    sensors=[forecast_drift_sensor, landing_files_sensor, insight_alerts_sensor, run_failure_alerts, freshness_alerts],
+    jobs=[batch_job, daily_job, retrain_job, microbatch_job, report_distribution_job, insight_alerts_job,
+          retention_job, backup_job, erasure_job],
+    schedules=[daily_batch_schedule, weekly_retrain_schedule, daily_report_schedule, daily_retention_schedule,
+               daily_backup_schedule],
+    sensors=[forecast_drift_sensor, landing_files_sensor, insight_alerts_sensor, erasure_requests_sensor,
+             run_failure_alerts, freshness_alerts],
     resources={"dlt": DagsterDltResource(), "dbt": dbt_resource()},
     # One step at a time in one process: every step writes the same DuckDB file.
     executor=dg.in_process_executor,

@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 
 from ingestion.paths import DataLayout, data_dir_from, pinned_now_from
+from ingestion.privacy import PrivacySettings, privacy_settings_from
 from semantic.publication import Publication
 from semantic.settings import SEMANTIC_MANIFEST, freshness_limit_from
 from semantic.warehouse import Warehouse, WarehouseTarget
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+RETENTION_CONFIG = REPO_ROOT / "orchestration" / "retention.yml"
 __all__ = ["DBT_PROJECT_DIR", "REPO_ROOT", "SEMANTIC_MANIFEST", "Environment", "current_environment", "tool"]
 
 
@@ -41,6 +43,13 @@ class Environment:
     # freshness and future timestamps against. The clock unless PLATFORM_NOW pins it (to replay a
     # past day's run, or to make a test's data the same on any day); None means the clock.
     pinned_now: datetime | None = None
+    # how long each layer keeps data (orchestration/lifecycle/retention.py)
+    retention_config: Path = RETENTION_CONFIG
+    # consent, hashed user ids, IP addresses: parsed as the collector parses them (an erasure must
+    # find pseudonymised ids)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    # MLFLOW_TRACKING_URI: a tracking server instead of the local store under data/mlflow
+    mlflow_tracking_uri: str | None = None
     # How old the published data may get before a freshness breach is alerted (`alerting.py`):
     # PLATFORM_FRESHNESS_MAX_HOURS, parsed as the servers parse it (`semantic.settings`).
     freshness_limit: timedelta = timedelta(hours=26)
@@ -96,6 +105,16 @@ class Environment:
         return self.data_dir / "reports" / "exports"
 
     @property
+    def backups_dir(self) -> Path:
+        """Backups of the warehouse and the MLflow store (orchestration/lifecycle/backup.py)."""
+        return self.data_dir / "backups"
+
+    @property
+    def mlflow_dir(self) -> Path | None:
+        """The local MLflow store (database and artifacts); None when tracking goes to a server."""
+        return None if self.mlflow_tracking_uri else self.data_dir / "mlflow"
+
+    @property
     def alerts_dir(self) -> Path:
         """The outbox of high-severity insight alerts: pending, sent, and the keys already alerted."""
         return self.data_dir / "reports" / "alerts"
@@ -145,6 +164,9 @@ def environment_from(env: dict[str, str]) -> Environment:
         sample_faults=tuple(f for f in env.get("PLATFORM_SAMPLE_FAULTS", "").split(",") if f),
         schema_contract=env.get("PLATFORM_SCHEMA_CONTRACT", "evolve"),
         pinned_now=pinned_now,
+        retention_config=Path(env.get("PLATFORM_RETENTION_CONFIG") or RETENTION_CONFIG).resolve(),
+        privacy=privacy_settings_from(env),
+        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
         freshness_limit=freshness_limit_from(env),
     )
 
@@ -168,6 +190,9 @@ def current_environment() -> Environment:
     """
     env = environment_from(dict(os.environ))
     os.environ["PLATFORM_WAREHOUSE"] = str(env.layout.warehouse)
+    # dlt keeps the files of a load it completed (the rows, as extracted) unless told not to: they
+    # would hold people's data past retention and erasure
+    os.environ.setdefault("LOAD__DELETE_COMPLETED_JOBS", "true")
     commands = str(Path(sys.executable).parent)
     if os.environ.get("PATH", "").split(os.pathsep)[0] != commands:
         os.environ["PATH"] = os.pathsep.join([commands, os.environ.get("PATH", "")])

@@ -17,6 +17,9 @@ engine; `Environment.publication()` chooses by the dbt target:
 Both give readers a `Reader` (run SQL in the engine's dialect; MetricFlow's client on it), map
 the dbt relations of the semantic manifest onto what they published (`relations`), and give the
 reports a DuckDB file holding the published tables they read (`extract`): Evidence reads DuckDB files.
+`rewrite` changes what readers read outside a run, where every version must change (erasing a
+person's data): the DuckDB target changes the lake in one transaction and expires every older
+snapshot, deleting their files; PostgreSQL changes its published schemas in one transaction.
 """
 
 from __future__ import annotations
@@ -71,6 +74,9 @@ class Reader(Protocol):
 # the version's connection, the Reader on it, how relations map, and the tables taken (None: all).
 # With the tables whose new rows were merged past their cursor (`snapshots.Merged`).
 Build = Callable[[Warehouse, Reader, "Publication", frozenset[str] | None, Mapping[str, snapshots.Merged]], object]
+# What `rewrite` calls on the published data: its connection and how relations map; returns the
+# published tables ("schema.table") it changed.
+Change = Callable[[Warehouse, "Publication"], frozenset[str]]
 
 
 class Publication(Protocol):
@@ -82,6 +88,10 @@ class Publication(Protocol):
         """A reader on the current version; FileNotFoundError before anything was published."""
 
     def publish(self, changes: snapshots.Changes | None = None, build: Build | None = None) -> Version: ...
+
+    def rewrite(self, change: Change, build: Build | None = None) -> Version:
+        """A new version: the current one as `change` leaves it, rollups rebuilt over what it
+        changed; no reader can open an older version afterwards."""
 
     def relation(self, schema: str, table: str) -> tuple[str | None, str, str]:
         """(database, schema, table) under which readers find a published table."""
@@ -158,6 +168,16 @@ class DuckDbSnapshots:
 
         return self._version(snapshots.publish(self.warehouse, self.published_dir, build=on_snapshot,
                                                changes=changes))
+
+    def rewrite(self, change, build=None) -> Version:
+        def on_snapshot(connection):
+            warehouse = Warehouse(connection, "duckdb")
+            changed = change(warehouse, self)
+            if build is not None and changed:
+                build(warehouse, DuckDbReader(connection, in_transaction=True), self, changed, {})
+            return changed
+
+        return self._version(snapshots.rewrite(self.published_dir, on_snapshot))
 
     def relation(self, schema, table):
         return snapshots.CATALOG, schema, table
@@ -334,6 +354,26 @@ class PostgresSchemas:
                 schema, name = table.split(".")
                 warehouse.execute(f"drop table if exists {self.qualified(schema, name)}")
         return [*whole, *merged], since
+
+    def rewrite(self, change, build=None) -> Version:
+        """The change, the rollups over what it changed and a new version row, in one transaction."""
+        version = new_version()
+        connection = self._connect(autocommit=False)
+        try:
+            warehouse = Warehouse(connection, "postgres")
+            changed = change(warehouse, self)
+            if build is not None and changed:
+                build(warehouse, _TransactionReader(connection), self, changed, {})
+            tables = len(self._published_tables(warehouse))
+            warehouse.execute(f"insert into {self.META}.versions values (?, ?, ?)",
+                              [version, published_at(version), tables])
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.close()
+        return Version(version, published_at(version), f"{self._database}: {self.PREFIX}*", tables)
 
     def _published_tables(self, warehouse: Warehouse) -> set[str]:
         rows = warehouse.rows("select table_schema, table_name from information_schema.tables where table_schema in ("

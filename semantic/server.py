@@ -10,6 +10,7 @@ Routes, as Cube serves them under `/cubejs-api`:
 - `POST /cubejs-api/v1/question`: `{"question": "...", "timezone"?: "..."}` answered with the governed
   metrics for the token's tenant (`semantic/questions/`): the query it ran, the numbers, a sentence.
 - `GET /livez`, `GET /readyz` (ready once a published snapshot can be read).
+- `POST /v1/admin/erasures`, `GET /v1/admin/erasures/{id}`: erasure requests, for admins (`admin.py`).
 - `GET /metrics` (Prometheus), `GET /openapi.json` (this API's description), `GET /status` and
   `GET /status.json` (the platform's status page, `status.py`), added with the audit log and
   per-token rate limits by `guards.py` around the served app.
@@ -29,6 +30,7 @@ import logging
 import os
 import tempfile
 from datetime import datetime
+from pathlib import Path
 
 import orjson
 from starlette.applications import Starlette
@@ -38,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from semantic import live_page, rollups
+from semantic import admin, live_page, rollups
 from semantic.auth import AuthError, SecurityContext, authenticate
 from semantic.cube_query import Plan, QueryError, Translator, date_range, query_now
 from semantic.guards import guarded
@@ -309,9 +311,10 @@ class Api:
 def create_app(service: MetricsService, secret: str, continue_wait: float = DEFAULT_CONTINUE_WAIT,
                max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS,
                subscription_limits: SubscriptionLimits | None = None, now: datetime | None = None,
-               cors_origins: str = LOOPBACK_ORIGINS) -> Starlette:
+               cors_origins: str = LOOPBACK_ORIGINS, data_dir: Path | None = None) -> Starlette:
     """The app; `now` is what questions' relative dates count from (None: the clock), `cors_origins`
-    (a regular expression) the web origins whose pages may call it from a browser."""
+    (a regular expression) the web origins whose pages may call it from a browser, `data_dir` where
+    erasure requests are queued (the admin routes; none without it)."""
     api = Api(service, secret, continue_wait, max_token_seconds, Asker(service, now))
     subscriptions = Subscriptions(api, subscription_limits or SubscriptionLimits())
     base = "/cubejs-api/v1"
@@ -325,6 +328,7 @@ def create_app(service: MetricsService, secret: str, continue_wait: float = DEFA
         Route(f"{base}/question", api.question, methods=["POST"]),
         Route("/livez", api.livez, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
+        *(admin.routes(data_dir, secret, max_token_seconds) if data_dir is not None else []),
         *live_page.routes(),
         WebSocketRoute("/{path:path}", subscriptions.serve),
     ])
@@ -335,7 +339,8 @@ def app_from_environment() -> Starlette:
     settings = ServingSettings.from_environment()
     service = settings.service()
     return guarded(create_app(service, settings.keys, settings.continue_wait, settings.max_token_seconds,
-                              settings.subscriptions, settings.now, settings.cors_origins), service, settings)
+                              settings.subscriptions, settings.now, settings.cors_origins, settings.data_dir),
+                   service, settings)
 
 
 WORKER_START_SECONDS = 60  # also how long a hung worker goes unnoticed

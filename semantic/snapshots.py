@@ -21,6 +21,16 @@ expired and their files deleted: storage stays that of the current data.
 A run that changed only a few tables (a micro-batch) publishes `Changes`: only those tables are
 taken from the warehouse, and of an incremental table only the rows past the published newest
 cursor value.
+
+`rewrite` changes the current data outside a run where no older version may survive (erasing a
+person's data). The change is one transaction, in which each table it changed is written anew:
+a DuckLake delete only adds a delete file beside the data file that still holds the rows, and the
+catalog's column statistics (each file's and each table's minimum and maximum, an erased id among
+them) are only recomputed for new files and tables. Then every older snapshot is expired at once (a
+reader still on one fails its next query and moves to the pointer's), the files only they used are
+deleted, and the SQLite catalog is vacuumed: no file under `published/` holds the erased rows. A
+table is rewritten whole, which costs what the table weighs; erasures are rare, and the alternative
+leaves the person's id in the catalog.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import contextlib
 import fcntl
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -150,10 +161,7 @@ def publish(warehouse: Path, published_dir: Path, build: Build | None = None,
                 changed, merged = (_copy_all(conn), {}) if base is None else _apply(conn, changes)
                 if build is not None:
                     build(conn, changed, merged)
-                tables = conn.execute(
-                    "select count(*) from information_schema.tables where table_catalog = ? and table_schema in "
-                    f"({', '.join('?' for _ in PUBLISHED_SCHEMAS)}) and table_type = 'BASE TABLE'",
-                    [CATALOG, *PUBLISHED_SCHEMAS]).fetchone()[0]
+                tables = _count_tables(conn)
                 conn.execute("commit")
             except BaseException:
                 conn.execute("rollback")
@@ -166,6 +174,51 @@ def publish(warehouse: Path, published_dir: Path, build: Build | None = None,
             _expire(conn, history)
         _remove_snapshot_files_of_earlier_releases(published_dir)
     return snapshot
+
+
+def rewrite(published_dir: Path, change: Callable[[duckdb.DuckDBPyConnection], frozenset[str]]) -> Snapshot:
+    """A new snapshot: the latest as `change` leaves it (one transaction; `change` returns the
+    tables, "schema.table", it changed), made current, every older snapshot expired and its files
+    deleted. On any error the transaction is rolled back and the current snapshot stays."""
+    if current(published_dir) is None:
+        raise FileNotFoundError(f"no published snapshot under {published_dir}: run the main job first")
+    version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    with _publishing(published_dir), attach(published_dir) as conn:
+        conn.execute("begin")
+        try:
+            changed = change(conn)
+            for table in sorted(changed):
+                schema, name = table.split(".")
+                target = f'{CATALOG}.{schema}."{name}"'
+                conn.execute(f"create or replace table {target} as select * from {target}")
+            tables = _count_tables(conn)
+            conn.execute("commit")
+        except BaseException:
+            conn.execute("rollback")
+            raise
+        # what else has delete files (a rollup `change` rebuilt in place): rewritten without the rows
+        conn.execute(f"call ducklake_rewrite_data_files('{CATALOG}', delete_threshold => 0)")
+        snapshot_id = conn.execute(f"select id from {CATALOG}.current_snapshot()").fetchone()[0]
+        snapshot = Snapshot(version, snapshot_id, tables, published_dir / LAKE_CATALOG)
+        _point_to(published_dir, snapshot, keep_history=False)
+        _expire(conn, [[snapshot_id, time.time()]])
+    _vacuum_catalog(published_dir / LAKE_CATALOG)
+    return snapshot
+
+
+def _vacuum_catalog(catalog: Path) -> None:
+    """Rewrite the SQLite catalog so that the pages of expired entries (file statistics hold column
+    minimums and maximums, an erased id among them) leave the file. A reader attaching meanwhile
+    makes SQLite answer busy: wait for it."""
+    with contextlib.closing(sqlite3.connect(catalog, timeout=30)) as db:
+        db.execute("vacuum")
+
+
+def _count_tables(conn: duckdb.DuckDBPyConnection) -> int:
+    return conn.execute(
+        "select count(*) from information_schema.tables where table_catalog = ? and table_schema in "
+        f"({', '.join('?' for _ in PUBLISHED_SCHEMAS)}) and table_type = 'BASE TABLE'",
+        [CATALOG, *PUBLISHED_SCHEMAS]).fetchone()[0]
 
 
 @contextlib.contextmanager
@@ -250,10 +303,10 @@ def _merge_small_files(conn: duckdb.DuckDBPyConnection, changed: frozenset[str] 
                          [name, schema, SMALL_FILE_BYTES])
 
 
-def _point_to(published_dir: Path, snapshot: Snapshot) -> list[list]:
+def _point_to(published_dir: Path, snapshot: Snapshot, keep_history: bool = True) -> list[list]:
     """Make `snapshot` current; the snapshots superseded within `RETAIN_SECONDS` (which readers may
-    still hold), with when they were, including the one just superseded."""
-    previous = _read_pointer(published_dir)
+    still hold), with when they were, including the one just superseded (none without `keep_history`)."""
+    previous = _read_pointer(published_dir) if keep_history else {}
     now = time.time()
     history = [h for h in previous.get("history", []) if now - h[1] < RETAIN_SECONDS]
     if "snapshot" in previous:

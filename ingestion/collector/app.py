@@ -17,7 +17,8 @@ Replies, as the SDKs read them (they retry 429 and 5xx, give up on other 4xx, an
 `{"code", "message"}` from an error body):
 
 - 200 `{"success": true, "accepted", "duplicates", "rejected": []}` when every event of the request
-  is stored (`duplicates`: already stored by an earlier request, not stored again);
+  is stored (`duplicates`: already stored by an earlier request, not stored again; `withheld`, when
+  there are any: events kept out by the privacy rules, as their sender gave no consent);
 - 400 when some events are invalid: the message names the first (`batch[3].properties.n: ...`),
   `rejected` lists each with its field and reason, and `accepted` says how many of the others were
   stored; the refused ones go to the quarantine. 401/403/413/415 refuse a request as a whole;
@@ -54,6 +55,7 @@ from ingestion.collector.landing_service import socket_path
 from ingestion.collector.protocol import Refused
 from ingestion.collector.settings import Settings
 from ingestion.collector.write_keys import WriteKey
+from ingestion.privacy import Privacy
 
 # the API's description (OpenAPI 3.1), served as JSON at /openapi.json
 OPENAPI = orjson.dumps(yaml.safe_load(Path(__file__).with_name("openapi.yaml").read_text()))
@@ -73,6 +75,7 @@ class Collector:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.landing = LandingClient(socket_path(settings))
+        self.privacy = Privacy(settings.privacy)
         self.retry_after = {"Retry-After": str(settings.retry_after_seconds)}
 
     @contextlib.asynccontextmanager
@@ -178,7 +181,7 @@ class Collector:
                 raise RequestError(413, "too_large", f"batch: {len(raws)} events is above the maximum of "
                                                      f"{settings.max_batch_events}")
             await self._admit(write_key, len(raws))
-            rules = Rules(tenant, received_at, settings.min_timestamp, settings.max_event_bytes)
+            rules = Rules(tenant, received_at, settings.min_timestamp, settings.max_event_bytes, self.privacy)
             where = (lambda i: f"batch[{i}]") if call is None else (lambda i: "event")
             sent_at = envelope.sentAt if call is None else None
             utf8, step = valid_utf8(body), settings.intake_slice_events
@@ -201,6 +204,9 @@ class Collector:
         metrics.EVENTS.labels("accepted").inc(accepted)
         metrics.EVENTS.labels("duplicate").inc(reply.duplicates)
         counts = {"accepted": accepted, "duplicates": reply.duplicates, "rejected": intake.rejected}
+        if intake.withheld:
+            metrics.EVENTS.labels("withheld").inc(intake.withheld)
+            counts["withheld"] = intake.withheld
         if not intake.rejected:
             return _json({"success": True, **counts})
         metrics.EVENTS.labels("rejected").inc(len(intake.rejected))

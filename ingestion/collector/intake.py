@@ -11,7 +11,9 @@ nesting deeper than 254); only an event they refuse is decoded again with the st
 UTF-8, so a body that is not valid UTF-8 as a whole (`valid_utf8`) has each event decoded in full first.
 
 A message with a `type` is a call of Segment's tracking API (mapped by `ingestion.events.segment`);
-one without is an event of our own schema (`ingestion.events.schema`).
+one without is an event of our own schema (`ingestion.events.schema`). Either is then given to the
+privacy rules (`ingestion.privacy`: consent, hashed ids, truncated IP addresses), which may withhold
+it: a withheld event is answered as a success and never stored.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from msgspec import UNSET
 
 from ingestion.events.schema import EventError, validate_event
 from ingestion.events.segment import Arrival, Mapped, Message, map_call, sent_at_of
+from ingestion.privacy import Privacy
 
 # orjson refuses deeper documents (its recursion limit); an event is refused at that depth
 MAX_DEPTH = 254
 INT_RANGE = (-(1 << 63), (1 << 64) - 1)
+WITHHELD = b""  # the line of an event the privacy rules keep out of the landing zone
 
 
 class RequestError(Exception):
@@ -179,6 +183,7 @@ class Intake:
     quarantine_lines: list[bytes] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
     first_seen: dict[str, int] = field(default_factory=dict)  # where each id stored came in the request
+    withheld: int = 0  # events the privacy rules kept out (no consent)
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,7 @@ class Rules:
     received_at: datetime
     not_before: datetime
     max_event_bytes: int
+    privacy: Privacy | None = None
 
 
 def valid_utf8(body: bytes) -> bool:
@@ -238,6 +244,7 @@ def take_in(raws: list[msgspec.Raw], call: str | None, rules: Rules, sent_at: An
     arrival = Arrival(tenant, now, None if isinstance(batch_sent_at, EventError) else batch_sent_at,
                       rules.not_before)
     dumps, newline, decode, max_bytes = orjson.dumps, orjson.OPT_APPEND_NEWLINE, _message.decode, rules.max_event_bytes
+    private = rules.privacy.apply if rules.privacy is not None else None
     fast = utf8 and call != "own" and not isinstance(batch_sent_at, EventError)
     for i, raw in enumerate(raws, first):
         if fast and len(raw) <= max_bytes:
@@ -245,12 +252,18 @@ def take_in(raws: list[msgspec.Raw], call: str | None, rules: Rules, sent_at: An
             try:
                 message = decode(raw)
                 mapped = map_call(message, call, arrival, raw) if call or message.type is not UNSET else None
-                line = dumps(mapped.record, option=newline) if type(mapped) is Mapped else None
+                if type(mapped) is Mapped:
+                    record = mapped.record if private is None else private(mapped.kind, mapped.record)
+                    line = WITHHELD if record is None else dumps(record, option=newline)
+                else:
+                    line = None
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, orjson.JSONEncodeError):
                 line = None
             if line is not None and mapped.event_id not in first_seen:
                 first_seen[mapped.event_id] = i
-                if mapped.kind == "event":
+                if line is WITHHELD:
+                    out.withheld += 1
+                elif mapped.kind == "event":
                     out.event_ids.append(mapped.event_id)
                     out.event_lines.append(line)
                 else:
@@ -283,10 +296,15 @@ def take_in(raws: list[msgspec.Raw], call: str | None, rules: Rules, sent_at: An
             error = EventError("messageId" if segment else "event_id",
                                f"duplicate of {where(first_seen[mapped.event_id])} in this request")
         if error is None:
+            record = mapped.record if private is None else private(mapped.kind, mapped.record)
+            if record is None:
+                first_seen[mapped.event_id] = i
+                out.withheld += 1
+                continue
             try:
-                line = dumps(mapped.record, option=newline)
+                line = dumps(record, option=newline)
             except orjson.JSONEncodeError:
-                error = locate_fault(None, mapped.record)
+                error = locate_fault(None, record)
         if error is not None:
             if value is None and message is not None:
                 value = _quietly_decoded(raw)

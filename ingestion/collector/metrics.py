@@ -31,7 +31,8 @@ REQUESTS = Counter("collector_requests", "Requests by route and the HTTP status 
 LATENCY = Histogram("collector_request_seconds", "Time to answer a request (validation, append, fsync).",
                     ["route"], buckets=BUCKETS)
 EVENTS = Counter("collector_events", "Events and profile calls by outcome: accepted (stored), duplicate (stored "
-                 "before), rejected (invalid), quarantined (written to the quarantine).", ["outcome"])
+                 "before), rejected (invalid), quarantined (written to the quarantine), withheld (no consent).",
+                 ["outcome"])
 ERRORS = Counter("collector_errors", "Error replies by their code (unauthorized, invalid_events, rate_limited, "
                  "too_large, busy, landing_unavailable, ...).", ["code"])
 RATE_LIMITED = Counter("collector_rate_limited_events", "Events refused by a write key's rate limit, by tenant.",

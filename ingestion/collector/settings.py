@@ -12,6 +12,8 @@
     COLLECTOR_ROTATE_SECONDS, COLLECTOR_ROTATE_BYTES   when an open landing file is closed (2 s, 64 MiB)
     COLLECTOR_LANDING_WRITERS    rounds the landing process writes (and fsyncs) at once, each to its own files (2)
     COLLECTOR_MAX_BODY_BYTES, COLLECTOR_MAX_BATCH_EVENTS   request limits (8 MiB after gunzip, 20,000 events)
+    PRIVACY_*                    consent, hashing of user ids, IP addresses (`ingestion/privacy.py`, shared
+                                 with the pipeline)
 
 Worker processes are started by uvicorn and rebuild the same object from the same environment.
 """
@@ -26,6 +28,7 @@ from pathlib import Path
 from ingestion.collector.write_keys import WriteKey, WriteKeys, write_keys_from
 from ingestion.events.schema import parse_timestamp
 from ingestion.paths import DataLayout
+from ingestion.privacy import PrivacySettings, privacy_settings_from
 from ingestion.rate_limits import Rates, rates_from
 from ingestion.tls import TlsFiles, tls_from
 
@@ -60,6 +63,7 @@ class Settings:
     # thread would hold the GIL against the event loop for the whole batch: a 20,000-event batch
     # takes about 60 ms)
     intake_slice_events: int = 500
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     @property
     def layout(self) -> DataLayout:
@@ -79,9 +83,11 @@ class Settings:
                    "max_body_bytes": ("COLLECTOR_MAX_BODY_BYTES", int),
                    "max_batch_events": ("COLLECTOR_MAX_BATCH_EVENTS", int)}
         try:
+            # PrivacySettingsError, like the others' errors, is a ValueError naming the variable
             values: dict = {"data_dir": Path(env.get("PLATFORM_DATA_DIR") or REPO_DATA_DIR).resolve(),
                             "write_keys": write_keys_from(env), "rate_limit": rates_from(env, "COLLECTOR_RATE_LIMIT"),
-                            "tls": tls_from(env, "COLLECTOR_TLS_CERT_FILE", "COLLECTOR_TLS_KEY_FILE")}
+                            "tls": tls_from(env, "COLLECTOR_TLS_CERT_FILE", "COLLECTOR_TLS_KEY_FILE"),
+                            "privacy": privacy_settings_from(env)}
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
         for name, (variable, kind) in numbers.items():

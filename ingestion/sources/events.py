@@ -2,7 +2,8 @@
 
 Each line is validated against the event schemas; valid events load into `events` (insert-only
 merge on `event_id`, so a replayed or duplicated event is never loaded twice), and every refused
-line goes to `events_quarantine` with the field and reason.
+line goes to `events_quarantine` with the field and reason. Events of people who were erased
+(`ingestion.privacy.Suppression`: a late SDK retry, a file that was still open) are left out.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pyarrow as pa
 from dlt.sources.filesystem import filesystem
 
 from ingestion.events.schema import parse_timestamp, validate_event
+from ingestion.privacy import Suppression
 from ingestion.sources.landing import quarantine, quarantine_row, unloaded_files
 
 _NULLABLE = {"user_id", "anonymous_id"}
@@ -29,6 +31,9 @@ ARROW_SCHEMA = pa.schema([
     ]
 ])
 EVENT_FIELDS = tuple(ARROW_SCHEMA.names)
+# the events resource's hints (also those of the run that prunes its ledger: `landing.forget_files`)
+HINTS = {"primary_key": "event_id", "write_disposition": {"disposition": "merge", "strategy": "insert-only"}}
+NO_SUPPRESSION = Suppression("", frozenset())
 
 
 @dataclass
@@ -37,6 +42,7 @@ class ParsedFile:
 
     columns: dict[str, list] = field(default_factory=lambda: {name: [] for name in EVENT_FIELDS})
     quarantined: list[dict] = field(default_factory=list)
+    suppressed: int = 0  # events of erased people, left out
 
     def table(self) -> pa.Table:
         return pa.Table.from_pydict(self.columns, schema=ARROW_SCHEMA)
@@ -46,7 +52,8 @@ class ParsedFile:
         return len(self.columns["event_id"])
 
 
-def parse_event_lines(source_file: str, data: bytes, seen: dict[str, str], now: datetime) -> ParsedFile:
+def parse_event_lines(source_file: str, data: bytes, seen: dict[str, str], now: datetime,
+                      suppression: Suppression = NO_SUPPRESSION) -> ParsedFile:
     """Split one file's lines into valid events and quarantined rows; `now` stamps `_loaded_at`.
 
     `seen` maps event ids accepted earlier in this load to where they came from, so a duplicate
@@ -68,6 +75,10 @@ def parse_event_lines(source_file: str, data: bytes, seen: dict[str, str], now: 
                                                      raw.decode("utf-8", "replace")))
             continue
         error = validate_event(event)
+        if error is None and suppression and suppression.holds(event["tenant_id"], event.get("user_id"),
+                                                                event.get("anonymous_id")):
+            parsed.suppressed += 1
+            continue
         if error is None and event["event_id"] in seen:
             error_field, reason = "event_id", f"duplicate of the event at {seen[event['event_id']]}"
         elif error is not None:
@@ -89,19 +100,15 @@ def parse_event_lines(source_file: str, data: bytes, seen: dict[str, str], now: 
 
 
 @dlt.source(name="events")
-def events_source(events_dir: str | Path, file_glob: str = "*.jsonl"):
+def events_source(events_dir: str | Path, file_glob: str = "*.jsonl", suppression: Suppression = NO_SUPPRESSION):
     """Closed landing files only: writers rename finished files to `*.jsonl` atomically."""
     seen: dict[str, str] = {}
     now = datetime.now(UTC)
 
-    @dlt.transformer(
-        name="events",
-        primary_key="event_id",
-        write_disposition={"disposition": "merge", "strategy": "insert-only"},
-    )
+    @dlt.transformer(name="events", **HINTS)
     def events(files):
         for item in unloaded_files(files):
-            parsed = parse_event_lines(item["relative_path"], item.read_bytes(), seen, now)
+            parsed = parse_event_lines(item["relative_path"], item.read_bytes(), seen, now, suppression)
             if parsed.accepted:
                 yield parsed.table()
             if parsed.quarantined:

@@ -2,12 +2,14 @@
 
 The ledger lives in dlt's resource state, which dlt commits together with the load package, so a
 file counts as loaded exactly when its rows do: an interrupted run leaves it unloaded, and the
-next run (which first finishes any pending package) never loads it twice.
+next run (which first finishes any pending package) never loads it twice. Retention takes loaded
+files out of the landing zone and their names out of the ledger (`forget_files`), so neither grows
+forever.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,15 +60,44 @@ def quarantine_row(source_file: str, line_number: int, field: str, reason: str, 
     }
 
 
+LEDGER = "loaded_files"
+
+
+def ledger(pipeline: dlt.Pipeline, source: str, resource: str) -> dict[str, list]:
+    """The names of the files a loader has loaded (a copy), from the pipeline's local state."""
+    state = pipeline.state.get("sources", {}).get(source, {}).get("resources", {}).get(resource, {})
+    return dict(state.get(LEDGER, {}))
+
+
+def forget_files(pipeline: dlt.Pipeline, source: str, resource: str, names: Collection[str], **hints) -> None:
+    """Remove `names` from a loader's ledger: a run of the pipeline that loads nothing and changes
+    only that resource's state, committed like any load (locally and in the warehouse). `hints` are
+    the resource's own (write disposition, keys), so the run leaves its table's schema as it is."""
+    forget = frozenset(names)
+
+    @dlt.source(name=source)
+    def pruning():
+        @dlt.resource(name=resource, **hints)
+        def resource_state():
+            files = dlt.current.resource_state().setdefault(LEDGER, {})
+            for name in forget & files.keys():
+                del files[name]
+            yield from ()
+
+        return resource_state
+
+    pipeline.run(pruning())
+
+
 def unloaded_files(items: Iterable[FileItemDict]) -> Iterator[FileItemDict]:
     """Files of this batch not loaded by an earlier run, each recorded as loaded once yielded.
 
     Call from inside a dlt resource or transformer: it uses that resource's state.
     """
-    ledger: dict[str, list] = dlt.current.resource_state().setdefault("loaded_files", {})
+    loaded: dict[str, list] = dlt.current.resource_state().setdefault(LEDGER, {})
     for item in items:
         name = item["relative_path"]
-        if name in ledger:
+        if name in loaded:
             continue
         yield item
-        ledger[name] = [item["size_in_bytes"], item["modification_date"].isoformat()]
+        loaded[name] = [item["size_in_bytes"], item["modification_date"].isoformat()]

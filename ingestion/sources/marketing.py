@@ -29,6 +29,9 @@ COLUMNS = {
     "spend": float,
 }
 PRIMARY_KEY = ["date", "tenant_id", "channel", "campaign"]
+# the spend resource's hints (also those of the run that prunes its ledger: `landing.forget_files`)
+HINTS = {"primary_key": PRIMARY_KEY, "write_disposition": {"disposition": "merge", "strategy": "upsert"},
+         "columns": {"spend": {"data_type": "decimal", "precision": 18, "scale": 2}}}
 
 
 def parse_spend_file(source_file: str, data: bytes, contract: Contract) -> tuple[list[dict], list[dict]]:
@@ -72,13 +75,7 @@ def parse_spend_file(source_file: str, data: bytes, contract: Contract) -> tuple
 def marketing_source(marketing_dir: str | Path, contract: Contract = "evolve", file_glob: str = "*.csv"):
     check_contract(contract)
 
-    @dlt.transformer(
-        name="spend",
-        primary_key=PRIMARY_KEY,
-        write_disposition={"disposition": "merge", "strategy": "upsert"},
-        columns={"spend": {"data_type": "decimal", "precision": 18, "scale": 2}},
-        schema_contract={"columns": contract, "data_type": "freeze"},
-    )
+    @dlt.transformer(name="spend", **HINTS, schema_contract={"columns": contract, "data_type": "freeze"})
     def spend(files):
         for item in unloaded_files(files):
             rows, bad = parse_spend_file(item["relative_path"], item.read_bytes(), contract)

@@ -1,5 +1,6 @@
-{#- The first and last day with product activity: daily marts span exactly this window. -#}
+{#- The first and last day with product activity: daily marts span exactly this window. From the
+    event facts, which keep the history (raw events are kept for less: orchestration/retention.yml). -#}
 select
     min(event_date) as first_date,
     max(event_date) as last_date
-from {{ ref('stg_events__events') }}
+from {{ ref('fct_events') }}

@@ -1,8 +1,9 @@
 {#- Sessions rebuilt from event times: a visitor's event starts a new session when it is the first
     of that visitor or comes more than `session_timeout_minutes` after their previous event.
-    Client session ids are not trusted: apps lose and reuse them. -#}
+    Client session ids are not trusted: apps lose and reuse them. Read from the event facts, which
+    keep the events' history for as long as the marts' retention says (raw events are kept for less). -#}
 with events as (
-    select * from {{ ref('stg_events__events') }}
+    select * from {{ ref('fct_events') }}
 ),
 
 gaps as (

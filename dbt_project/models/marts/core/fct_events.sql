@@ -1,12 +1,15 @@
 {#- Event facts, incremental for micro-batches: each run takes the events loaded since the last
     one and merges them on event_id, so a replay changes nothing. Late events carry their own
-    event_date, so they land in the day they happened, not the day they arrived. -#}
+    event_date, so they land in the day they happened, not the day they arrived. This is where the
+    events' history lives: raw events are kept for less (orchestration/retention.yml), so a full
+    refresh never rebuilds it (full_refresh=false; drop the table by hand to start again). -#}
 {{
     config(
         materialized='incremental',
         incremental_strategy='merge',
         unique_key='event_id',
         on_schema_change='append_new_columns',
+        full_refresh=false,
         meta={'publish_cursor': 'loaded_at'},
     )
 }}
