@@ -113,8 +113,11 @@ bench-semantic: install manifest
 bench-quality: install manifest
 	$(RUN) python -m bench.quality
 
-lint: install
+## lint: ruff on the Python, sqlfluff on the dbt models as dbt compiles them (.sqlfluff; an in-memory
+##   warehouse, so linting never opens or locks data/warehouse.duckdb)
+lint: install manifest
 	$(RUN) ruff check .
+	PLATFORM_WAREHOUSE=:memory: $(RUN) sqlfluff lint dbt_project/models
 
 install: .venv/.synced
 

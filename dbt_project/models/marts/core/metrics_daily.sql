@@ -5,7 +5,9 @@ with window_bounds as (
 ),
 
 grid as (
-    select spine.date_day, tenants.tenant_id
+    select
+        spine.date_day,
+        tenants.tenant_id
     from {{ ref('time_spine_daily') }} as spine
     cross join window_bounds
     cross join {{ ref('dim_tenants') }} as tenants
@@ -45,34 +47,48 @@ orders as (
 ),
 
 signups as (
-    select signup_date as date_day, tenant_id, count(*) as new_users
+    select
+        signup_date as date_day,
+        tenant_id,
+        count(*) as new_users
     from {{ ref('dim_users') }}
     group by 1, 2
 ),
 
 mrr as (
-    select date_day, tenant_id, sum(mrr) as mrr, count(*) as active_subscriptions
+    select
+        date_day,
+        tenant_id,
+        sum(mrr) as mrr,
+        count(*) as active_subscriptions
     from {{ ref('int_subscriptions__mrr_daily') }}
     group by 1, 2
 ),
 
 churn as (
-    select events.effective_date as date_day, subscriptions.tenant_id, count(*) as churned_subscriptions
+    select
+        events.effective_date as date_day,
+        subscriptions.tenant_id,
+        count(*) as churned_subscriptions
     from {{ ref('stg_app__subscription_events') }} as events
     inner join {{ ref('stg_app__subscriptions') }} as subscriptions
-        on subscriptions.subscription_id = events.subscription_id
+        on events.subscription_id = subscriptions.subscription_id
     where events.change_type = 'cancelled'
     group by 1, 2
 ),
 
 spend as (
-    select spend_date as date_day, tenant_id, sum(spend) as marketing_spend
+    select
+        spend_date as date_day,
+        tenant_id,
+        sum(spend) as marketing_spend
     from {{ ref('fct_marketing_spend') }}
     group by 1, 2
 )
 
 select
-    {{ dbt.concat(["cast(grid.date_day as " ~ dbt.type_string() ~ ")", "'|'", 'grid.tenant_id']) }} as metrics_daily_key,
+    {{ dbt.concat(["cast(grid.date_day as " ~ dbt.type_string() ~ ")", "'|'", 'grid.tenant_id']) }}
+        as metrics_daily_key,
     grid.date_day,
     grid.tenant_id,
     cast(coalesce(events.active_users, 0) as bigint) as active_users,
@@ -89,10 +105,10 @@ select
     cast(coalesce(churn.churned_subscriptions, 0) as bigint) as churned_subscriptions,
     cast(coalesce(spend.marketing_spend, 0) as numeric(18, 2)) as marketing_spend
 from grid
-left join events on events.date_day = grid.date_day and events.tenant_id = grid.tenant_id
-left join sessions on sessions.date_day = grid.date_day and sessions.tenant_id = grid.tenant_id
-left join orders on orders.date_day = grid.date_day and orders.tenant_id = grid.tenant_id
-left join signups on signups.date_day = grid.date_day and signups.tenant_id = grid.tenant_id
-left join mrr on mrr.date_day = grid.date_day and mrr.tenant_id = grid.tenant_id
-left join churn on churn.date_day = grid.date_day and churn.tenant_id = grid.tenant_id
-left join spend on spend.date_day = grid.date_day and spend.tenant_id = grid.tenant_id
+left join events on grid.date_day = events.date_day and grid.tenant_id = events.tenant_id
+left join sessions on grid.date_day = sessions.date_day and grid.tenant_id = sessions.tenant_id
+left join orders on grid.date_day = orders.date_day and grid.tenant_id = orders.tenant_id
+left join signups on grid.date_day = signups.date_day and grid.tenant_id = signups.tenant_id
+left join mrr on grid.date_day = mrr.date_day and grid.tenant_id = mrr.tenant_id
+left join churn on grid.date_day = churn.date_day and grid.tenant_id = churn.tenant_id
+left join spend on grid.date_day = spend.date_day and grid.tenant_id = spend.tenant_id

@@ -15,9 +15,10 @@ ranked as (
     where not exists (
         select 1
         from {{ source('raw_events', 'events') }} as earlier
-        where earlier.event_id = source.event_id
+        where
+            earlier.event_id = source.event_id
             and (earlier._loaded_at, earlier._source_file, earlier._line_number)
-                < (source._loaded_at, source._source_file, source._line_number)
+            < (source._loaded_at, source._source_file, source._line_number)
     )
 ),
 

@@ -4,7 +4,9 @@ with source as (
 
 renamed as (
     select
-        {{ dbt.concat(["cast(date as " ~ dbt.type_string() ~ ")", "'|'", 'tenant_id', "'|'", 'channel', "'|'", 'campaign']) }} as spend_id,
+        {{ dbt.concat([
+            "cast(date as " ~ dbt.type_string() ~ ")", "'|'", 'tenant_id', "'|'", 'channel', "'|'", 'campaign'
+        ]) }} as spend_id,
         cast(date as date) as spend_date,
         tenant_id,
         channel,

@@ -5,7 +5,9 @@ with results as (
 ),
 
 latest as (
-    select experiment_id, max(analysis_date) as analysis_date
+    select
+        experiment_id,
+        max(analysis_date) as analysis_date
     from results
     group by experiment_id
 )
@@ -15,5 +17,6 @@ select
     results.*
 from results
 inner join latest
-    on latest.experiment_id = results.experiment_id
-    and latest.analysis_date = results.analysis_date
+    on
+        results.experiment_id = latest.experiment_id
+        and results.analysis_date = latest.analysis_date
