@@ -3,19 +3,7 @@ described with a tested primary key, marts fully described and typed under enfor
 
 from __future__ import annotations
 
-import json
-
-import pytest
-
 from tests.conftest import REPO_ROOT
-
-MANIFEST = REPO_ROOT / "dbt_project" / "target" / "manifest.json"
-
-
-@pytest.fixture(scope="module")
-def manifest() -> dict:
-    assert MANIFEST.exists(), "run `make manifest` (make test does) to parse the dbt project"
-    return json.loads(MANIFEST.read_text())
 
 
 def models(manifest: dict) -> list[dict]:

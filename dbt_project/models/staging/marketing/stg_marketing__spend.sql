@@ -1,5 +1,5 @@
 with source as (
-    select * from {{ source('raw_marketing', 'spend') }}
+    select * from {{ source('marketing', 'spend') }}
 ),
 
 renamed as (
