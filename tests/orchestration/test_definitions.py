@@ -59,6 +59,27 @@ def test_raw_tables_connect_loads_to_models(defs):
     assert dg.AssetKey(["raw_events", "events"]) in staging.parent_keys
 
 
+def test_dbt_models_are_grouped_by_layer(defs):
+    """Each model sits in the group of its folder under models/ (its schema here), not in `default`."""
+    graph = defs.resolve_asset_graph()
+    layers = {"staging", "intermediate", "marts"}
+    models = [k for k in graph.get_all_asset_keys() if k.path[0] in layers]
+    assert {k.path[0] for k in models} == layers
+    for key in models:
+        assert graph.get(key).group_name == key.path[0], key.to_user_string()
+
+
+def test_asset_descriptions_read_as_text(defs):
+    """The catalog shows descriptions as written: no Markdown heading (dagster-dbt's default adds one over the SQL)."""
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        description = graph.get(key).description or ""
+        headings = [line for line in description.splitlines() if line.lstrip().startswith("#")]
+        assert not headings, f"{key.to_user_string()}: {headings}"
+    stg = graph.get(dg.AssetKey(["staging", "stg_events__events"]))
+    assert stg.description and "select" not in stg.description.lower()
+
+
 def test_dbt_tests_are_asset_checks(defs):
     graph = defs.resolve_asset_graph()
     checks = graph.get(dg.AssetKey(["marts", "metrics_daily"])).check_keys
