@@ -67,7 +67,8 @@ microbatch: install manifest
 
 ## mlflow-ui: browse the forecasting experiments and registered models on http://127.0.0.1:5000
 mlflow-ui: install
-	$(RUN) mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db --host 127.0.0.1 --port 5000
+	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/data/mlflow/mlflow.db \
+		$(RUN) mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
 ## bench: load + build figures for the default sample and ten times it (slow)
 bench: install manifest $(REPORTS_JS) $(CHROMIUM)
