@@ -140,3 +140,18 @@ def test_dagster_validates_the_workspace(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "All code locations passed validation" in proc.stdout + proc.stderr
+
+
+def test_readme_names_what_the_schedules_run_and_runs_uv_as_installed(defs):
+    """The README's commands work after `make` installed uv with `pip --user` (not on PATH), and it names the
+    job each schedule it mentions really runs."""
+    import re
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    bare = [line for line in readme.splitlines() if re.search(r"(?<!-m )\buv (run|sync|add)\b", line)]
+    assert not bare
+    for schedule in defs.schedules or []:
+        said = re.search(rf"`{schedule.name}`[^.]*?runs `(\w+)`", readme)
+        if said:
+            assert said.group(1) == schedule.job_name, schedule.name
+    assert re.search(r"`daily_batch`[^.]*?runs `(\w+)`", readme)
