@@ -16,6 +16,8 @@ SEGMENT_NODE := tests/ingestion/segment_node/node_modules/.installed
 # The Evidence project's locked packages, and Debian's Chromium (the tests open the reports in it)
 REPORTS_JS := reports/node_modules/.package-lock.json
 CHROMIUM := /usr/bin/chromium
+# The scripts, styles and fonts of Great Expectations' Data Docs, from npm, so the docs work offline
+DATA_DOCS_JS := expectations/data_docs_assets/node_modules/.installed
 # Debian's PostgreSQL server: the tests run the platform on a throwaway cluster of it
 POSTGRES := /usr/lib/postgresql
 # Debian's Java and PostgreSQL JDBC driver (pgjdbc): the tests run a Java program against the SQL endpoint
@@ -25,25 +27,25 @@ LIVE_PAGE := semantic/live/dist/live.js
 # Apache Superset in its own locked environment (bi/pyproject.toml, bi/uv.lock): `make bi` serves it, the tests drive it
 SUPERSET := bi/.venv/.synced
 
-.PHONY: bi bi-install report serve-reports live-page run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness bench-live mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments bench-questions bench-bi lint manifest install clean retention backup restore erase
+.PHONY: bi bi-install report serve-reports live-page run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness bench-live mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments bench-questions bench-bi lint manifest install clean retention backup restore erase serve-quality-docs
 
 ## run: the main job end to end on the embedded default, then a summary
-run: install manifest $(REPORTS_JS)
+run: install manifest $(REPORTS_JS) $(DATA_DOCS_JS)
 	$(RUN) python -m orchestration.main
 
 ## test: the test suite, on every core (pytest-xdist: TEST_WORKERS=1 runs it in one process)
 TEST_WORKERS ?= 2
-test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(CHROMIUM) $(POSTGRES) $(JDBC) $(SUPERSET)
+test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(DATA_DOCS_JS) $(CHROMIUM) $(POSTGRES) $(JDBC) $(SUPERSET)
 	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope
 
 ## test-durations: the test suite as `make test` runs it, then where its time went (per folder, the slowest 25)
-test-durations: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(CHROMIUM) $(POSTGRES) $(JDBC) $(SUPERSET)
+test-durations: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(DATA_DOCS_JS) $(CHROMIUM) $(POSTGRES) $(JDBC) $(SUPERSET)
 	@mkdir -p data
 	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope --junitxml=data/test-durations.xml; status=$$?; \
 		$(RUN) python -m tests.durations data/test-durations.xml; exit $$status
 
 ## test-postgres: only the tests on a throwaway PostgreSQL cluster (the main job with DBT_TARGET=postgres)
-test-postgres: install manifest $(POSTGRES)
+test-postgres: install manifest $(DATA_DOCS_JS) $(POSTGRES)
 	$(RUN) pytest -m postgres
 
 ## serve: the metrics server (Cube's REST API and WebSockets, the live page at /live) on http://127.0.0.1:4000
@@ -72,11 +74,11 @@ collect: install
 	$(RUN) python -m ingestion.collector --port 8100
 
 ## dev: the Dagster UI on http://127.0.0.1:3000 and the event collector on :8100, together (Ctrl-C stops both)
-dev: install manifest
+dev: install manifest $(DATA_DOCS_JS)
 	$(RUN) python -m orchestration.dev
 
 ## microbatch: one micro-batch now (load closed landing files, refresh the real-time marts, publish)
-microbatch: install manifest
+microbatch: install manifest $(DATA_DOCS_JS)
 	$(RUN) python -m orchestration.main --job events_microbatch_job
 
 ## retention: apply the retention policy now (orchestration/retention.yml; Dagster schedule `daily_retention`)
@@ -101,7 +103,8 @@ erase: install manifest
 
 ## mlflow-ui: browse the forecasting experiments and registered models on http://127.0.0.1:5000
 mlflow-ui: install
-	$(RUN) mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db --host 127.0.0.1 --port 5000
+	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/data/mlflow/mlflow.db \
+		$(RUN) mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
 ## bench: load + build figures for the default sample and ten times it (slow)
 bench: install manifest $(REPORTS_JS) $(CHROMIUM)
@@ -163,8 +166,11 @@ bench-bi: install manifest $(SUPERSET)
 bench-quality: install manifest
 	$(RUN) python -m bench.quality
 
-lint: install
+## lint: ruff on the Python, sqlfluff on the dbt models as dbt compiles them (.sqlfluff; an in-memory
+##   warehouse, so linting never opens or locks data/warehouse.duckdb)
+lint: install manifest
 	$(RUN) ruff check .
+	PLATFORM_WAREHOUSE=:memory: $(RUN) sqlfluff lint dbt_project/models
 
 install: .venv/.synced
 
@@ -203,6 +209,10 @@ $(REPORTS_JS): reports/package.json reports/package-lock.json
 	npm install --prefix reports --no-save --no-audit --no-fund --loglevel=error
 	touch $@
 
+$(DATA_DOCS_JS): expectations/data_docs_assets/package.json expectations/data_docs_assets/package-lock.json
+	npm ci --prefix expectations/data_docs_assets --no-audit --no-fund --loglevel=error
+	touch $@
+
 $(CHROMIUM):
 	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
@@ -216,6 +226,10 @@ $(JDBC):
 ## report: render the chosen pages to PDF, export every page's datasets, email and post them (REPORTS_* settings)
 report: install $(REPORTS_JS) $(CHROMIUM)
 	$(RUN) python -m orchestration.main --job report_distribution_job
+
+## serve-quality-docs: Great Expectations' Data Docs on http://127.0.0.1:3200 (after `make run`; they work offline)
+serve-quality-docs: install $(DATA_DOCS_JS)
+	$(RUN) python -m expectations.data_docs --port 3200
 
 ## serve-reports: the built Evidence reports on http://127.0.0.1:3100 (after `make run`)
 serve-reports: install

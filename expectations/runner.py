@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
-from expectations import store
+from expectations import data_docs, store
 from expectations.spec import Check, Frame, Suite
 
 EXAMPLES = 5  # failing rows named in a message
@@ -163,7 +164,7 @@ class Runner:
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         self.gx = gx
-        self.warehouse, self.run_id = warehouse, run_id
+        self.warehouse, self.run_id, self.gx_root = warehouse, run_id, gx_root
         self.now = now or datetime.now(UTC)
         gx_root.mkdir(parents=True, exist_ok=True)
         self.context = gx.get_context(mode="file", project_root_dir=str(gx_root))
@@ -199,7 +200,9 @@ class Runner:
             outcomes += frame_outcomes
         store.record_results(self.warehouse, [self._result_row(o) for o in outcomes])
         # Only this validation's pages (and the index): a full rebuild grows with the history.
+        started = time.time()
         self.context.build_data_docs(resource_identifiers=self._validated)
+        data_docs.make_offline(data_docs_index(self.gx_root).parent, since=started)
         return outcomes
 
     def _read_since(self, suite: Suite, frame: Frame, definitions: dict[str, str]) -> datetime | None:

@@ -1,7 +1,9 @@
 """The MLflow tracking store and model registry: experiments, runs, versions and the champion.
 
 The store is SQLite under `data/mlflow/` with a local artifact store beside it, unless
-`MLFLOW_TRACKING_URI` points elsewhere (a team's tracking server). Every write path checks the
+`MLFLOW_TRACKING_URI` points elsewhere (a team's tracking server). A SQLite store's artifact locations
+are relative to it (`ml/artifact_store.py`), so the data directory can move, and MLflow's empty `Default`
+experiment is deleted (every run goes to its family's experiment). Every write path checks the
 store first and fails with the URI and the cause; a model version is only created after its run
 logged everything, and removed again if the registry step fails, so a failed run never leaves a
 half-registered model and never touches the champion.
@@ -18,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 CHAMPION = "champion"
+DEFAULT_EXPERIMENT_ID = "0"  # MLflow's `Default`, created with every store
 ARTIFACTS = ("calibration.json", "forecast.json", "explainer.txt")  # `Forecaster.artifacts()`, beside the booster
 
 # A remote store that is down should fail in seconds, not after minutes of retries.
@@ -27,6 +30,8 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 import mlflow  # noqa: E402  (reads the variables above when imported)
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
+
+from ml import artifact_store  # noqa: E402
 
 
 class TrackingStoreError(RuntimeError):
@@ -68,12 +73,21 @@ class Store:
             client = self.client
             found = client.get_experiment_by_name(name)
             experiment_id = found.experiment_id if found else client.create_experiment(
-                name, artifact_location=(self.artifact_root / name).as_uri())
+                name, artifact_location=self._artifact_location(name))
+            if self.uri.startswith(artifact_store.SQLITE):  # the platform's own store, not a team's server
+                _retire_empty_default(client)
             client.set_experiment_tag(experiment_id, "last_checked", datetime.now(UTC).isoformat())
             return experiment_id
         except Exception as err:  # any backend error: unreachable, read-only, locked, bad URI
             raise TrackingStoreError(f"MLflow tracking store {self.uri} is not usable for writing "
                                      f"(experiment {name!r}): {_first_line(err)}") from err
+
+    def _artifact_location(self, experiment: str) -> str:
+        """Where an experiment's artifacts go: beside a SQLite store, addressed relative to it; else under
+        `artifact_root`."""
+        if self.uri.startswith(artifact_store.SQLITE):
+            return artifact_store.location(experiment)
+        return (self.artifact_root / experiment).as_uri()
 
     def champion(self, family: str):
         """The champion's model version, or None when the family has none yet."""
@@ -143,6 +157,13 @@ def using(uri: str):
         yield
     finally:
         mlflow.set_tracking_uri(before)
+
+
+def _retire_empty_default(client: MlflowClient) -> None:
+    """Delete the `Default` experiment MLflow creates with every store, while no run uses it."""
+    default = client.get_experiment(DEFAULT_EXPERIMENT_ID)
+    if default.lifecycle_stage == "active" and not client.search_runs([DEFAULT_EXPERIMENT_ID], max_results=1):
+        client.delete_experiment(DEFAULT_EXPERIMENT_ID)
 
 
 def _first_line(err: Exception) -> str:

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import dagster as dg
-from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
 from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.environment import DBT_PROJECT_DIR, current_environment, tool
@@ -19,6 +19,36 @@ from orchestration.environment import DBT_PROJECT_DIR, current_environment, tool
 # (`Environment.dbt_target`), so the same definitions serve every target.
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 dbt_project.prepare_if_dev()
+
+
+class Translator(DagsterDbtTranslator):
+    """How dbt's resources appear in Dagster.
+
+    A source is the asset that writes its table, keyed by the table's schema and name (raw_app/orders,
+    ml/forecast_daily): dbt names sources after the system they come from (`app`, the folder of its
+    staging models), while the dlt and Python assets that load them know the schema they write.
+    Models are grouped by their layer, the folder under models/ (staging, intermediate, marts). Their
+    description is dbt's alone: dagster-dbt's default appends the SQL under a Markdown heading, and the
+    SQL is reachable through the asset's code reference instead.
+    """
+
+    def get_asset_key(self, dbt_resource_props):
+        if dbt_resource_props["resource_type"] == "source":
+            return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["name"]])
+        return super().get_asset_key(dbt_resource_props)
+
+    def get_group_name(self, dbt_resource_props):
+        path = Path(dbt_resource_props["original_file_path"]).parts
+        if dbt_resource_props["resource_type"] == "model" and len(path) > 2 and path[0] == "models":
+            return path[1]
+        return super().get_group_name(dbt_resource_props)
+
+    def get_description(self, dbt_resource_props):
+        described = (dbt_resource_props.get("description") or "").strip()
+        return described or f"dbt {dbt_resource_props['resource_type']} {dbt_resource_props['name']}"
+
+
+TRANSLATOR = Translator(settings=DagsterDbtTranslatorSettings(enable_code_references=True))
 
 
 def dbt_build_args(full_refresh: bool = False, unit_tests: bool = True) -> list[str]:
@@ -85,13 +115,13 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBu
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, pool=WAREHOUSE_POOL, name="dbt_models",
-            exclude=AFTER_FORECASTS)
+            exclude=AFTER_FORECASTS, dagster_dbt_translator=TRANSLATOR)
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
     yield from _build(context, dbt, config)
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, pool=WAREHOUSE_POOL,
-            name="dbt_forecast_marts", select=AFTER_FORECASTS)
+            name="dbt_forecast_marts", select=AFTER_FORECASTS, dagster_dbt_translator=TRANSLATOR)
 def dbt_forecast_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
     yield from _build(context, dbt, config)
 

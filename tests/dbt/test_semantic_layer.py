@@ -48,11 +48,22 @@ def warehouse(built, tmp_path_factory) -> DataLayout:
     return layout
 
 
+# Warnings MetricFlow gives that the YAML cannot avoid on dbt-core 1.11 (dbt_project/README.md says why)
+KNOWN_WARNINGS = (
+    "Cumulative metric 'weekly_active_users' should not have both a measure and a metric as inputs",
+    "Cumulative metric 'monthly_active_users' should not have both a measure and a metric as inputs",
+    "configuring a time spine at or below the smallest time dimension granularity is recommended",
+)
+
+
 def test_definitions_validate_against_the_warehouse(warehouse):
     layout = warehouse
-    out = mf(layout, "validate-configs")
+    out = mf(layout, "validate-configs", "--show-all")
     assert "ERRORS: 0" in out
     assert out.count("Successfully validated") >= 6  # semantics, then models, dimensions, entities, measures, metrics
+    warnings = [line for line in out.splitlines() if "WARNING:" in line]
+    unexplained = [w for w in warnings if not any(known in w for known in KNOWN_WARNINGS)]
+    assert not unexplained
 
 
 def test_every_governed_metric_is_listed(warehouse):

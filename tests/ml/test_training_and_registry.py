@@ -3,6 +3,8 @@ and a store that cannot be written."""
 
 from __future__ import annotations
 
+import shutil
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -56,6 +58,31 @@ def test_a_run_logs_folds_metrics_artifacts_and_a_registered_model(store, traine
     with using(store.uri):
         model = mlflow.models.get_model_info(version.source)
     assert model.signature is not None and model.saved_input_example_info is not None
+
+
+def test_the_store_moves_with_its_artifacts_and_has_no_empty_default_experiment(store, trained, tmp_path):
+    """Moving the store's folder (as moving the project's data/ does) keeps every artifact reachable."""
+    root = store.artifact_root.parent
+    experiments = store.client.search_experiments()
+    assert sorted(e.name for e in experiments) == ["forecast-commerce", "forecast-engagement"]
+    assert store.client.get_experiment("0").lifecycle_stage == "deleted"
+    run = store.client.get_run(trained["commerce"].run_id)
+    for uri in (*(e.artifact_location for e in experiments), run.info.artifact_uri):
+        assert str(root) not in uri and uri.startswith("platform-store:/"), uri
+    # the store copied elsewhere, and the original's artifacts out of reach while the copy is read (its
+    # database stays: the module's other tests hold connections to it)
+    moved = tmp_path / "elsewhere" / "mlflow"
+    shutil.copytree(root, moved)
+    away = root / "artifacts-away"
+    (root / "artifacts").rename(away)
+    try:
+        there = Store(f"sqlite:///{moved / 'mlflow.db'}", moved / "artifacts")
+        booster, documents = there.load(there.client.get_model_version(model_name("commerce"), "1"))
+        assert booster.num_trees() > 0 and set(documents) >= {"calibration.json", "forecast.json"}
+        assert {a.path for a in there.client.list_artifacts(run.info.run_id, "plots")} == {
+            "plots/backtest.png", "plots/feature_importance.png"}
+    finally:
+        away.rename(root / "artifacts")
 
 
 def test_a_model_that_beats_seasonal_naive_becomes_champion(store, trained):

@@ -59,6 +59,27 @@ def test_raw_tables_connect_loads_to_models(defs):
     assert dg.AssetKey(["raw_events", "events"]) in staging.parent_keys
 
 
+def test_dbt_models_are_grouped_by_layer(defs):
+    """Each model sits in the group of its folder under models/ (its schema here), not in `default`."""
+    graph = defs.resolve_asset_graph()
+    layers = {"staging", "intermediate", "marts"}
+    models = [k for k in graph.get_all_asset_keys() if k.path[0] in layers]
+    assert {k.path[0] for k in models} == layers
+    for key in models:
+        assert graph.get(key).group_name == key.path[0], key.to_user_string()
+
+
+def test_asset_descriptions_read_as_text(defs):
+    """The catalog shows descriptions as written: no Markdown heading (dagster-dbt's default adds one over the SQL)."""
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        description = graph.get(key).description or ""
+        headings = [line for line in description.splitlines() if line.lstrip().startswith("#")]
+        assert not headings, f"{key.to_user_string()}: {headings}"
+    stg = graph.get(dg.AssetKey(["staging", "stg_events__events"]))
+    assert stg.description and "select" not in stg.description.lower()
+
+
 def test_dbt_tests_are_asset_checks(defs):
     graph = defs.resolve_asset_graph()
     checks = graph.get(dg.AssetKey(["marts", "metrics_daily"])).check_keys
@@ -119,3 +140,18 @@ def test_dagster_validates_the_workspace(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "All code locations passed validation" in proc.stdout + proc.stderr
+
+
+def test_readme_names_what_the_schedules_run_and_runs_uv_as_installed(defs):
+    """The README's commands work after `make` installed uv with `pip --user` (not on PATH), and it names the
+    job each schedule it mentions really runs."""
+    import re
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    bare = [line for line in readme.splitlines() if re.search(r"(?<!-m )\buv (run|sync|add)\b", line)]
+    assert not bare
+    for schedule in defs.schedules or []:
+        said = re.search(rf"`{schedule.name}`[^.]*?runs `(\w+)`", readme)
+        if said:
+            assert said.group(1) == schedule.job_name, schedule.name
+    assert re.search(r"`daily_batch`[^.]*?runs `(\w+)`", readme)

@@ -18,7 +18,10 @@ flagged as (
         *,
         case
             when previous_event_at is null then 1
-            when {{ dbt.datediff('previous_event_at', 'event_at', 'second') }} > {{ var('session_timeout_minutes') }} * 60 then 1
+            when
+                {{ dbt.datediff('previous_event_at', 'event_at', 'second') }}
+                > {{ var('session_timeout_minutes') }} * 60
+                then 1
             else 0
         end as is_session_start
     from gaps
@@ -28,13 +31,16 @@ numbered as (
     select
         *,
         sum(is_session_start) over (
-            partition by tenant_id, visitor_id order by event_at, event_id rows between unbounded preceding and current row
+            partition by tenant_id, visitor_id
+            order by event_at, event_id
+            rows between unbounded preceding and current row
         ) as session_number
     from flagged
 )
 
 select
-    {{ dbt.concat(['tenant_id', "'|'", 'visitor_id', "'|'", "cast(session_number as " ~ dbt.type_string() ~ ")"]) }} as session_key,
+    {{ dbt.concat(['tenant_id', "'|'", 'visitor_id', "'|'", "cast(session_number as " ~ dbt.type_string() ~ ")"]) }}
+        as session_key,
     session_number,
     event_id,
     event_type,

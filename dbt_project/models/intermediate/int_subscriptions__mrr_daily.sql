@@ -41,8 +41,9 @@ select
     intervals.mrr
 from intervals
 inner join days
-    on days.date_day >= intervals.valid_from
-    and (intervals.valid_to is null or days.date_day < intervals.valid_to)
+    on
+        intervals.valid_from <= days.date_day
+        and (intervals.valid_to is null or intervals.valid_to > days.date_day)
 inner join {{ ref('stg_app__subscriptions') }} as subscriptions
-    on subscriptions.subscription_id = intervals.subscription_id
+    on intervals.subscription_id = subscriptions.subscription_id
 where intervals.mrr > 0

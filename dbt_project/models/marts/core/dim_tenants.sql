@@ -3,7 +3,11 @@ with tenants as (
 ),
 
 users as (
-    select tenant_id, count(*) as user_count from {{ ref('stg_app__users') }} group by tenant_id
+    select
+        tenant_id,
+        count(*) as user_count
+    from {{ ref('stg_app__users') }}
+    group by tenant_id
 )
 
 select
@@ -15,4 +19,4 @@ select
     tenants.created_at,
     cast(coalesce(users.user_count, 0) as bigint) as user_count
 from tenants
-left join users on users.tenant_id = tenants.tenant_id
+left join users on tenants.tenant_id = users.tenant_id

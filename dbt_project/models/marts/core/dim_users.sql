@@ -38,5 +38,5 @@ select
     cast(coalesce(orders.lifetime_orders, 0) as bigint) as lifetime_orders,
     cast(coalesce(orders.lifetime_revenue, 0) as numeric(18, 2)) as lifetime_revenue
 from users
-left join orders on orders.user_id = users.user_id
-left join subscriptions on subscriptions.user_id = users.user_id and subscriptions.recency = 1
+left join orders on users.user_id = orders.user_id
+left join subscriptions on users.user_id = subscriptions.user_id and subscriptions.recency = 1

@@ -23,7 +23,8 @@ select
     cast(coalesce(items.quantity, 0) as bigint) as quantity,
     orders.order_total,
     orders.order_status = 'completed' as is_revenue,
-    cast(case when orders.order_status = 'completed' then orders.order_total else 0 end as numeric(18, 2)) as net_revenue,
+    cast(case when orders.order_status = 'completed' then orders.order_total else 0 end as numeric(18, 2))
+        as net_revenue,
     orders.updated_at
 from orders
-left join items on items.order_id = orders.order_id
+left join items on orders.order_id = items.order_id

@@ -1,15 +1,8 @@
 {#- The daily business metrics per tenant: one row for every tenant on every day of the activity
-    window, zeros where nothing happened, so series have no holes. -#}
-with window_bounds as (
-    select * from {{ ref('int_calendar__activity_window') }}
-),
-
-grid as (
-    select spine.date_day, tenants.tenant_id
-    from {{ ref('time_spine_daily') }} as spine
-    cross join window_bounds
-    cross join {{ ref('dim_tenants') }} as tenants
-    where spine.date_day between window_bounds.first_date and window_bounds.last_date
+    window, zeros where nothing happened, so series have no holes. Subscriptions and acquisition come
+    aggregated per tenant and day from their intermediate models. -#}
+with grid as (
+    select * from {{ ref('int_calendar__tenant_days') }}
 ),
 
 events as (
@@ -44,39 +37,20 @@ orders as (
     group by 1, 2
 ),
 
-signups as (
-    select signup_date as date_day, tenant_id, count(*) as new_users
-    from {{ ref('dim_users') }}
-    group by 1, 2
+subscriptions as (
+    select * from {{ ref('int_subscriptions__daily') }}
 ),
 
-mrr as (
-    select date_day, tenant_id, sum(mrr) as mrr, count(*) as active_subscriptions
-    from {{ ref('int_subscriptions__mrr_daily') }}
-    group by 1, 2
-),
-
-churn as (
-    select events.effective_date as date_day, subscriptions.tenant_id, count(*) as churned_subscriptions
-    from {{ ref('stg_app__subscription_events') }} as events
-    inner join {{ ref('stg_app__subscriptions') }} as subscriptions
-        on subscriptions.subscription_id = events.subscription_id
-    where events.change_type = 'cancelled'
-    group by 1, 2
-),
-
-spend as (
-    select spend_date as date_day, tenant_id, sum(spend) as marketing_spend
-    from {{ ref('fct_marketing_spend') }}
-    group by 1, 2
+acquisition as (
+    select * from {{ ref('int_acquisition__daily') }}
 )
 
 select
-    {{ dbt.concat(["cast(grid.date_day as " ~ dbt.type_string() ~ ")", "'|'", 'grid.tenant_id']) }} as metrics_daily_key,
+    grid.tenant_day_key as metrics_daily_key,
     grid.date_day,
     grid.tenant_id,
     cast(coalesce(events.active_users, 0) as bigint) as active_users,
-    cast(coalesce(signups.new_users, 0) as bigint) as new_users,
+    cast(coalesce(acquisition.new_users, 0) as bigint) as new_users,
     cast(coalesce(sessions.sessions, 0) as bigint) as sessions,
     cast(coalesce(events.events, 0) as bigint) as events,
     cast(coalesce(events.errors, 0) as bigint) as errors,
@@ -84,15 +58,13 @@ select
     cast(coalesce(orders.revenue, 0) as numeric(18, 2)) as revenue,
     cast(orders.revenue / nullif(orders.revenue_orders, 0) as numeric(18, 2)) as average_order_value,
     cast(sessions.converted_sessions as double precision) / nullif(sessions.sessions, 0) as conversion_rate,
-    cast(coalesce(mrr.mrr, 0) as numeric(18, 2)) as mrr,
-    cast(coalesce(mrr.active_subscriptions, 0) as bigint) as active_subscriptions,
-    cast(coalesce(churn.churned_subscriptions, 0) as bigint) as churned_subscriptions,
-    cast(coalesce(spend.marketing_spend, 0) as numeric(18, 2)) as marketing_spend
+    cast(coalesce(subscriptions.mrr, 0) as numeric(18, 2)) as mrr,
+    cast(coalesce(subscriptions.active_subscriptions, 0) as bigint) as active_subscriptions,
+    cast(coalesce(subscriptions.churned_subscriptions, 0) as bigint) as churned_subscriptions,
+    cast(coalesce(acquisition.marketing_spend, 0) as numeric(18, 2)) as marketing_spend
 from grid
-left join events on events.date_day = grid.date_day and events.tenant_id = grid.tenant_id
-left join sessions on sessions.date_day = grid.date_day and sessions.tenant_id = grid.tenant_id
-left join orders on orders.date_day = grid.date_day and orders.tenant_id = grid.tenant_id
-left join signups on signups.date_day = grid.date_day and signups.tenant_id = grid.tenant_id
-left join mrr on mrr.date_day = grid.date_day and mrr.tenant_id = grid.tenant_id
-left join churn on churn.date_day = grid.date_day and churn.tenant_id = grid.tenant_id
-left join spend on spend.date_day = grid.date_day and spend.tenant_id = grid.tenant_id
+left join events on grid.date_day = events.date_day and grid.tenant_id = events.tenant_id
+left join sessions on grid.date_day = sessions.date_day and grid.tenant_id = sessions.tenant_id
+left join orders on grid.date_day = orders.date_day and grid.tenant_id = orders.tenant_id
+left join subscriptions on grid.date_day = subscriptions.date_day and grid.tenant_id = subscriptions.tenant_id
+left join acquisition on grid.date_day = acquisition.date_day and grid.tenant_id = acquisition.tenant_id

@@ -2,4 +2,4 @@
 {{ config(materialized='table') }}
 
 select cast(date_day as date) as date_day
-from ({{ days_between("'2020-01-01'", "'2030-12-31'") }}) as days
+from ({{ days_between("'2020-01-01'", "'2030-12-31'") }}) as spine

@@ -15,6 +15,8 @@ select
     {%- endfor %}
 where 1 = 0
 {%- endif %}
+-- sqlfluff's indentation check misreads a loop over the select list inside a loop over experiments
+-- noqa: disable=LT02
 {%- for e in experiments %}
 {%- set values = {
     'experiment_id': e.experiment_id, 'tenant_id': e.tenant_id, 'experiment_name': e.name,
@@ -26,7 +28,8 @@ where 1 = 0
 } %}
 select
     {%- for name, type in columns %}
-    {{ experiment_literal(values[name], type) }} as {{ name }}{{ "," if not loop.last }}
+    {{ experiment_literal(values[name], type) }} as {{ name }}{% if not loop.last %},{% endif %}
     {%- endfor %}
 {{ "union all" if not loop.last }}
 {%- endfor %}
+-- noqa: enable=LT02

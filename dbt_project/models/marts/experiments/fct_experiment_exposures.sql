@@ -26,14 +26,17 @@ assignments as (
         events.event_at,
         events.event_id,
         (experiments.start_date is null or events.event_at >= cast(experiments.start_date as timestamp))
-        and (experiments.stop_date is null
-             or events.event_at < {{ dbt.dateadd('day', 1, 'cast(experiments.stop_date as timestamp)') }})
+        and (
+            experiments.stop_date is null
+            or events.event_at < {{ dbt.dateadd('day', 1, 'cast(experiments.stop_date as timestamp)') }})
             as is_in_dates
     from events
     inner join experiments
-        on experiments.experiment_id = events.experiment_id
-        and experiments.tenant_id = events.tenant_id
-    where events.event_type = 'experiment_assigned'
+        on
+            events.experiment_id = experiments.experiment_id
+            and events.tenant_id = experiments.tenant_id
+    where
+        events.event_type = 'experiment_assigned'
         and events.user_id is not null
 ),
 
@@ -51,8 +54,8 @@ ranked as (
     select
         assignments.*,
         row_number() over (
-            partition by experiment_id, user_id
-            order by case when is_in_dates then 0 else 1 end, event_at, event_id
+            partition by assignments.experiment_id, assignments.user_id
+            order by case when assignments.is_in_dates then 0 else 1 end, assignments.event_at, assignments.event_id
         ) as assignment_rank
     from assignments
 ),
@@ -60,10 +63,12 @@ ranked as (
 stops as (
     select
         experiments.experiment_id,
-        coalesce(experiments.stop_date, max(case when assignments.is_in_dates then cast(assignments.event_at as date) end))
+        coalesce(
+            experiments.stop_date, max(case when assignments.is_in_dates then cast(assignments.event_at as date) end)
+        )
             as stop_date
     from experiments
-    inner join assignments on assignments.experiment_id = experiments.experiment_id
+    inner join assignments on experiments.experiment_id = assignments.experiment_id
     group by experiments.experiment_id, experiments.stop_date
 ),
 
@@ -73,7 +78,8 @@ conversions as (
         user_id,
         min(event_at) as first_converted_at
     from events
-    where event_type = 'experiment_converted'
+    where
+        event_type = 'experiment_converted'
         and user_id is not null
     group by experiment_id, user_id
 ),
@@ -85,8 +91,8 @@ window_ends as (
         {{ dbt.dateadd('day', 'experiments.conversion_window_days', 'ranked.event_at') }} as window_closes_at,
         {{ dbt.dateadd('day', 1, 'cast(stops.stop_date as timestamp)') }} as experiment_ends_at
     from ranked
-    inner join experiments on experiments.experiment_id = ranked.experiment_id
-    inner join stops on stops.experiment_id = ranked.experiment_id
+    inner join experiments on ranked.experiment_id = experiments.experiment_id
+    inner join stops on ranked.experiment_id = stops.experiment_id
     where ranked.assignment_rank = 1
 )
 
@@ -113,15 +119,19 @@ select
     coalesce(conversions.first_converted_at < ranked.event_at, false) as converted_before_exposure
 from ranked
 inner join per_user
-    on per_user.experiment_id = ranked.experiment_id
-    and per_user.user_id = ranked.user_id
+    on
+        ranked.experiment_id = per_user.experiment_id
+        and ranked.user_id = per_user.user_id
 inner join window_ends
-    on window_ends.experiment_id = ranked.experiment_id
-    and window_ends.user_id = ranked.user_id
+    on
+        ranked.experiment_id = window_ends.experiment_id
+        and ranked.user_id = window_ends.user_id
 left join variants
-    on variants.experiment_id = ranked.experiment_id
-    and variants.variant = ranked.variant
+    on
+        ranked.experiment_id = variants.experiment_id
+        and ranked.variant = variants.variant
 left join conversions
-    on conversions.experiment_id = ranked.experiment_id
-    and conversions.user_id = ranked.user_id
+    on
+        ranked.experiment_id = conversions.experiment_id
+        and ranked.user_id = conversions.user_id
 where ranked.assignment_rank = 1

@@ -55,4 +55,4 @@ select
     cast(coalesce(totals.pre_converted_sessions, 0) as bigint) as pre_converted_sessions,
     cast(coalesce(totals.pre_events, 0) as bigint) as pre_events
 from exposures
-left join totals on totals.experiment_user_key = exposures.experiment_user_key
+left join totals on exposures.experiment_user_key = totals.experiment_user_key

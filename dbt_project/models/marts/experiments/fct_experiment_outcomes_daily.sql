@@ -23,7 +23,7 @@ exposures as (
         exposures.window_end_at,
         {{ dbt.dateadd('day', '-1 * experiments.conversion_window_days', 'exposures.exposed_at') }} as pre_start_at
     from {{ ref('fct_experiment_exposures') }} as exposures
-    inner join experiments on experiments.experiment_id = exposures.experiment_id
+    inner join experiments on exposures.experiment_id = experiments.experiment_id
     where exposures.exclusion_reason is null
 ),
 
@@ -41,18 +41,21 @@ orders as (
         0 as converted
     from {{ ref('fct_orders') }} as orders
     inner join exposures
-        on exposures.user_id = orders.user_id
-        and exposures.tenant_id = orders.tenant_id
-        and orders.ordered_at >= exposures.pre_start_at
-        and orders.ordered_at < exposures.window_end_at
+        on
+            orders.user_id = exposures.user_id
+            and orders.tenant_id = exposures.tenant_id
+            and orders.ordered_at >= exposures.pre_start_at
+            and orders.ordered_at < exposures.window_end_at
 ),
 
 sessions as (
     select
         exposures.experiment_user_key,
-        cast(case when sessions.ended_at < exposures.exposed_at then sessions.started_at
-                  when sessions.started_at < exposures.exposed_at then exposures.exposed_at
-                  else sessions.started_at end as date) as activity_date,
+        cast(case
+            when sessions.ended_at < exposures.exposed_at then sessions.started_at
+            when sessions.started_at < exposures.exposed_at then exposures.exposed_at
+            else sessions.started_at
+        end as date) as activity_date,
         sessions.ended_at < exposures.exposed_at as is_pre_exposure,
         0 as orders,
         cast(0 as numeric(18, 2)) as revenue,
@@ -63,10 +66,11 @@ sessions as (
         0 as converted
     from {{ ref('fct_sessions') }} as sessions
     inner join exposures
-        on exposures.user_id = sessions.user_id
-        and exposures.tenant_id = sessions.tenant_id
-        and sessions.started_at >= exposures.pre_start_at
-        and sessions.started_at < exposures.window_end_at
+        on
+            sessions.user_id = exposures.user_id
+            and sessions.tenant_id = exposures.tenant_id
+            and sessions.started_at >= exposures.pre_start_at
+            and sessions.started_at < exposures.window_end_at
 ),
 
 conversions as (
@@ -83,10 +87,11 @@ conversions as (
         1 as converted
     from {{ ref('fct_events') }} as events
     inner join exposures
-        on exposures.experiment_id = events.experiment_id
-        and exposures.user_id = events.user_id
-        and events.event_at >= exposures.exposed_at
-        and events.event_at < exposures.window_end_at
+        on
+            events.experiment_id = exposures.experiment_id
+            and events.user_id = exposures.user_id
+            and events.event_at >= exposures.exposed_at
+            and events.event_at < exposures.window_end_at
     where events.event_type = 'experiment_converted'
     group by exposures.experiment_user_key
 ),
@@ -105,10 +110,11 @@ events as (
         0 as converted
     from {{ ref('fct_events') }} as events
     inner join exposures
-        on exposures.user_id = events.user_id
-        and exposures.tenant_id = events.tenant_id
-        and events.event_at >= exposures.pre_start_at
-        and events.event_at < exposures.window_end_at
+        on
+            events.user_id = exposures.user_id
+            and events.tenant_id = exposures.tenant_id
+            and events.event_at >= exposures.pre_start_at
+            and events.event_at < exposures.window_end_at
     group by exposures.experiment_user_key, events.event_date, events.event_at < exposures.exposed_at
 ),
 
@@ -141,7 +147,7 @@ select
     cast(sum(facts.converted_sessions) as bigint) as converted_sessions,
     cast(sum(facts.events) as bigint) as events
 from facts
-inner join exposures on exposures.experiment_user_key = facts.experiment_user_key
+inner join exposures on facts.experiment_user_key = exposures.experiment_user_key
 group by
     exposures.experiment_user_key, exposures.experiment_id, exposures.tenant_id, exposures.user_id,
     exposures.variant, facts.activity_date, facts.is_pre_exposure

@@ -3,23 +3,36 @@
     Until the forecasting assets have run once, ml.forecast_daily does not exist and this mart is
     empty rather than failing the build (a first `dbt build` in CI, say). -#}
 {%- set forecast_daily = source('ml', 'forecast_daily') -%}
-{%- set written = adapter.get_relation(forecast_daily.database, forecast_daily.schema, forecast_daily.identifier) if execute else none -%}
+{%- set written = adapter.get_relation(
+    forecast_daily.database, forecast_daily.schema, forecast_daily.identifier
+) if execute else none -%}
 
 with forecasts as (
-{%- if written is not none %}
+    {%- if written is not none %}
     select * from {{ forecast_daily }}
     where tenant_id <> 'all'
-{%- else %}
+    {%- else %}
     select
-        cast(null as date) as forecast_date, cast(null as varchar) as tenant_id, cast(null as varchar) as metric,
-        0.0 as prediction, 0.0 as lower_80, 0.0 as upper_80, 0.0 as lower_95, 0.0 as upper_95,
-        0 as horizon, cast(null as date) as origin_date, '' as model_name, '' as model_version
+        cast(null as date) as forecast_date,
+        cast(null as varchar) as tenant_id,
+        cast(null as varchar) as metric,
+        0.0 as prediction,
+        0.0 as lower_80,
+        0.0 as upper_80,
+        0.0 as lower_95,
+        0.0 as upper_95,
+        0 as horizon,
+        cast(null as date) as origin_date,
+        '' as model_name,
+        '' as model_version
     where 1 = 0
-{%- endif %}
+    {%- endif %}
 )
 
 select
-    {{ dbt.concat(["tenant_id", "'|'", "metric", "'|'", dbt.safe_cast("cast(forecast_date as date)", dbt.type_string())]) }} as forecast_key,
+    {{ dbt.concat([
+        "tenant_id", "'|'", "metric", "'|'", dbt.safe_cast("cast(forecast_date as date)", dbt.type_string())
+    ]) }} as forecast_key,
     cast(forecast_date as date) as forecast_date,
     cast(tenant_id as varchar) as tenant_id,
     cast(metric as varchar) as metric,

@@ -18,16 +18,20 @@ steps as (
     group by session_date, tenant_id
 ),
 
+{%- set funnel_steps = ['session_start', 'page_view', 'add_to_cart', 'checkout_started', 'checkout_completed'] %}
+
 unpivoted as (
-    select session_date, tenant_id, 1 as step_number, 'session_start' as step_name, step_1 as sessions, step_1 as first_step from steps
-    union all
-    select session_date, tenant_id, 2, 'page_view', step_2, step_1 from steps
-    union all
-    select session_date, tenant_id, 3, 'add_to_cart', step_3, step_1 from steps
-    union all
-    select session_date, tenant_id, 4, 'checkout_started', step_4, step_1 from steps
-    union all
-    select session_date, tenant_id, 5, 'checkout_completed', step_5, step_1 from steps
+    {%- for step_name in funnel_steps %}
+    select
+        session_date,
+        tenant_id,
+        {{ loop.index }} as step_number,
+        '{{ step_name }}' as step_name,
+        step_{{ loop.index }} as sessions,
+        step_1 as first_step
+    from steps
+    {{ 'union all' if not loop.last }}
+    {%- endfor %}
 )
 
 select

@@ -14,7 +14,9 @@
 }}
 
 with touched as (
-    select distinct tenant_id, {{ dbt.date_trunc('minute', 'event_at') }} as minute_at
+    select distinct
+        tenant_id,
+        {{ dbt.date_trunc('minute', 'event_at') }} as minute_at
     from {{ ref('fct_events') }}
     {% if is_incremental() %}
     where {{ newer_than('loaded_at', 'last_loaded_at') }}
@@ -22,7 +24,9 @@ with touched as (
 ),
 
 events as (
-    select fct_events.*, {{ dbt.date_trunc('minute', 'fct_events.event_at') }} as minute_at
+    select
+        fct_events.*,
+        {{ dbt.date_trunc('minute', 'fct_events.event_at') }} as minute_at
     from {{ ref('fct_events') }} as fct_events
     {% if is_incremental() %}
     -- only the days that hold a touched minute, so the join below reads a few days, not all history
@@ -33,8 +37,10 @@ events as (
 select
     -- cast whole to the contract's varchar: a concatenation (and dbt's string type) is `text` on
     -- Postgres, which an incremental run would see as a changed column type
-    cast({{ dbt.concat(["cast(events.minute_at as " ~ dbt.type_string() ~ ")", "'|'", 'events.tenant_id']) }}
-        as varchar) as metrics_per_minute_key,
+    cast(
+        {{ dbt.concat(["cast(events.minute_at as " ~ dbt.type_string() ~ ")", "'|'", 'events.tenant_id']) }}
+        as varchar
+    ) as metrics_per_minute_key,
     events.minute_at,
     events.tenant_id,
     cast(count(*) as bigint) as events,
@@ -48,5 +54,5 @@ select
     max(events.loaded_at) as last_loaded_at
 from events
 inner join touched
-    on touched.tenant_id = events.tenant_id and touched.minute_at = events.minute_at
+    on events.tenant_id = touched.tenant_id and events.minute_at = touched.minute_at
 group by events.minute_at, events.tenant_id

@@ -1,6 +1,6 @@
 {#- Items of an order a quality gate holds back are held with it, so no item lacks its order. -#}
 with source as (
-    {{ rows_not_held(source('raw_app', 'order_items'), 'order_id', 'raw_app.orders') }}
+    {{ rows_not_held(source('app', 'order_items'), 'order_id', 'raw_app.orders') }}
 ),
 
 renamed as (

@@ -1,6 +1,6 @@
 {#- Orders a quality gate holds back (a negative total, say) are left out until fixed. -#}
 with source as (
-    {{ rows_not_held(source('raw_app', 'orders'), 'order_id', 'raw_app.orders') }}
+    {{ rows_not_held(source('app', 'orders'), 'order_id', 'raw_app.orders') }}
 ),
 
 renamed as (

@@ -1,5 +1,5 @@
 with source as (
-    select * from {{ source('raw_app', 'products') }}
+    select * from {{ source('app', 'products') }}
 ),
 
 renamed as (

@@ -1,5 +1,5 @@
 with source as (
-    select * from {{ source('raw_app', 'subscription_events') }}
+    select * from {{ source('app', 'subscription_events') }}
 ),
 
 renamed as (

@@ -1,5 +1,5 @@
 with source as (
-    select * from {{ source('raw_app', 'subscriptions') }}
+    select * from {{ source('app', 'subscriptions') }}
 ),
 
 renamed as (

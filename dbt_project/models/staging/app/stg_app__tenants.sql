@@ -1,5 +1,5 @@
 with source as (
-    select * from {{ source('raw_app', 'tenants') }}
+    select * from {{ source('app', 'tenants') }}
 ),
 
 renamed as (

@@ -1,5 +1,5 @@
 with source as (
-    select * from {{ source('raw_app', 'users') }}
+    select * from {{ source('app', 'users') }}
 ),
 
 renamed as (

@@ -6,7 +6,7 @@
     event's key (not a window over every event), a filter on `loaded_at` (fct_events' increment)
     reaches the raw scan, and a micro-batch reads the new rows in full and only the keys of the rest. -#}
 with source as (
-    {{ rows_not_held(source('raw_events', 'events'), 'event_id', 'raw_events.events') }}
+    {{ rows_not_held(source('events', 'events'), 'event_id', 'raw_events.events') }}
 ),
 
 ranked as (
@@ -14,10 +14,11 @@ ranked as (
     from source
     where not exists (
         select 1
-        from {{ source('raw_events', 'events') }} as earlier
-        where earlier.event_id = source.event_id
+        from {{ source('events', 'events') }} as earlier
+        where
+            earlier.event_id = source.event_id
             and (earlier._loaded_at, earlier._source_file, earlier._line_number)
-                < (source._loaded_at, source._source_file, source._line_number)
+            < (source._loaded_at, source._source_file, source._line_number)
     )
 ),
 

@@ -1,10 +1,12 @@
 with source as (
-    select * from {{ source('raw_marketing', 'spend') }}
+    select * from {{ source('marketing', 'spend') }}
 ),
 
 renamed as (
     select
-        {{ dbt.concat(["cast(date as " ~ dbt.type_string() ~ ")", "'|'", 'tenant_id', "'|'", 'channel', "'|'", 'campaign']) }} as spend_id,
+        {{ dbt.concat([
+            "cast(date as " ~ dbt.type_string() ~ ")", "'|'", 'tenant_id', "'|'", 'channel', "'|'", 'campaign'
+        ]) }} as spend_id,
         cast(date as date) as spend_date,
         tenant_id,
         channel,
