@@ -38,7 +38,7 @@ def read_warehouse(conn, relation: str = RELATION) -> pd.DataFrame:
     cursor = conn.cursor()
     try:
         cursor.execute(f"select {', '.join(COLUMNS)} from {relation}")
-    except Exception as err:  # noqa: BLE001 - any driver's "no such table"
+    except Exception as err:  # any driver's "no such table"
         if "does not exist" in str(err).lower() or "not found" in str(err).lower():
             return pd.DataFrame(columns=COLUMNS)
         raise

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from mlforecast import MLForecast
 from mlforecast.lag_transforms import RollingMean, SeasonalRollingMean
-from mlforecast.target_transforms import LocalStandardScaler
+from mlforecast.target_transforms import AutoDifferences, LocalStandardScaler
 from statsforecast import StatsForecast
 from statsforecast.models import AutoETS, AutoTheta
 
@@ -43,8 +43,8 @@ KEYS = ["unique_id", "ds"]
 BOUNDS = {"lower_95": 0.025, "lower_80": 0.10, "upper_80": 0.90, "upper_95": 0.975}
 LGBM = "lightgbm"
 STATS = ("AutoETS", "AutoTheta")
-SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)  # the booster's candidate shares of the forecast
-DEFAULT_SHARE = 0.5
+SHARES = (0.0, 0.2, 1 / 3, 0.5, 0.75, 1.0)  # the booster's candidate shares of the forecast
+DEFAULT_SHARE = 1 / 3  # equal weights of the booster, AutoETS and AutoTheta
 MIN_ERRORS = 20  # fewer past errors in a bucket: borrow the nearest bucket's (or all of them)
 # num_threads 0 is OpenMP's default (OMP_NUM_THREADS, else every core); `deterministic` keeps the
 # result independent of the thread count.
@@ -126,14 +126,15 @@ def scale_of(z: np.ndarray, season: int) -> float:
 
 def booster(setup: Setup, params: dict | None = None) -> MLForecast:
     """The unfitted global model: LightGBM on lags, rolling means and date features of the
-    series scaled to mean 0 and variance 1 each (one model serves series of every size)."""
+    series differenced where a KPSS test finds a trend (trees cannot extrapolate one) and scaled
+    to mean 0 and variance 1 each (one model serves series of every size)."""
     s = setup.season
     lag_transforms = {1: [RollingMean(window_size=s)]}
     if s > 1:
         lag_transforms[s] = [SeasonalRollingMean(season_length=s, window_size=3)]
     return MLForecast(models={LGBM: lgb.LGBMRegressor(**{**LGBM_PARAMS, **(params or {})})}, freq=setup.freq,
                       lags=setup.lags, lag_transforms=lag_transforms, date_features=setup.date_features(),
-                      target_transforms=[LocalStandardScaler()])
+                      target_transforms=[AutoDifferences(max_diffs=1), LocalStandardScaler()])
 
 
 def statistical(setup: Setup) -> StatsForecast:
@@ -208,6 +209,22 @@ class Forecaster:
         if past is not None and not past.empty:
             self.shares, self.calibration = choose(past, self.setup)
         return self
+
+    def document(self) -> dict:
+        """What a registered version keeps beside the booster (`restore` reads it back)."""
+        return {"setup": {"freq": self.setup.freq, "season": self.setup.season, "horizon": self.setup.horizon},
+                "shares": self.shares, "calibration": self.calibration,
+                "effects": [{"metric": m, "event_kind": k, "effect": v} for (m, k), v in sorted(self.effects.items())]}
+
+    @classmethod
+    def restore(cls, model: MLForecast | None, document: dict) -> Forecaster:
+        return cls(Setup(**document["setup"]), model, document.get("shares", {}), document.get("calibration", {}),
+                   {(e["metric"], e["event_kind"]): e["effect"] for e in document.get("effects", [])})
+
+    def feature_importance(self) -> pd.Series:
+        booster_ = self.model.models_[LGBM]
+        return pd.Series(booster_.booster_.feature_importance(importance_type="gain"),
+                         index=booster_.booster_.feature_name()).sort_values(ascending=False)
 
     def predict(self, prepared: Prepared, future: pd.DataFrame) -> pd.DataFrame:
         """Forecasts of `future` rows (unique_id, ds, metric, nonneg, event; horizons 1..H from each
@@ -296,12 +313,16 @@ def choose(past: pd.DataFrame, setup: Setup) -> tuple[dict[str, float], dict[str
     scale = past["scale"].to_numpy()
     shares, calibration = {}, {}
     names = [f"h{lo}-{hi}" for lo, hi in setup.buckets()]
-    for name in names:
+
+    def best(here: np.ndarray) -> float:
+        errors = [np.nanmean(np.abs(target[here] - combine(lgbm[here], stats[here], np.full(here.sum(), s)))
+                             / scale[here]) for s in SHARES]
+        return SHARES[int(np.nanargmin(errors))]
+
+    overall = best(np.ones(len(past), bool)) if len(past) >= MIN_ERRORS // 2 else DEFAULT_SHARE
+    for name in names:  # a bucket with too few errors takes the share chosen on all of them
         here = bucket == name
-        if here.sum() >= MIN_ERRORS:
-            errors = [np.nanmean(np.abs(target[here] - combine(lgbm[here], stats[here], np.full(here.sum(), s)))
-                                 / scale[here]) for s in SHARES]
-            shares[name] = SHARES[int(np.nanargmin(errors))]
+        shares[name] = best(here) if here.sum() >= MIN_ERRORS else overall
     share = np.array([shares.get(b, DEFAULT_SHARE) for b in bucket])
     scaled = (target - combine(lgbm, stats, share)) / scale
     for i, name in enumerate(names):
