@@ -1,8 +1,9 @@
 """Anomaly detection out of sample: each period judged against a forecast made without it.
 
-Walking forward a season at a time, the booster is refitted on the history before the origin
-and, with AutoTheta, forecasts the season ahead; each period of that season is then judged
-against its forecast. No model is fitted on the periods it judges (a model fitted in-sample
+Walking forward a season at a time, the booster is refitted on the history up to the origin
+and AutoTheta forecasts the season ahead; each period of that season is then judged against the
+mean of AutoTheta's forecast and the booster's forecast one step ahead of the (cleaned) period
+before it. No model is fitted on the periods it judges (a model fitted in-sample
 learns the anomaly it is asked about: a drop from 40 orders to 0 was "expected" at 6.8).
 
 A period found anomalous is replaced by its forecast in the history every later origin reads, and
@@ -68,41 +69,52 @@ def judge(panel: pd.DataFrame, setup: Setup, first: int | None = None, step: int
     fallback = _fallback_scales(frame, stab, is_event, setup.season)
     out = []
     ahead_setup = Setup(setup.freq, setup.season, step)
+    position = {d: i for i, d in enumerate(days)}
     for origin in days[first - 1:-1:step]:
-        known = (frame["ds"] <= origin).to_numpy()
-        history = pd.DataFrame({"unique_id": frame["unique_id"][known], "ds": frame["ds"][known], "y": working[known]})
-        lengths = history.groupby("unique_id")["y"].transform("size")
-        history = history[lengths >= first]
-        if history.empty:
+        model, theta = _fit(frame, working, origin, first, ahead_setup)
+        if model is None:
             continue
-        expected = _expected(history, ahead_setup)
-        window = frame[(frame["ds"] > origin) & (frame["ds"] <= days[min(len(days) - 1, _index(days, origin) + step)])]
-        rows = window.merge(expected, on=KEYS, how="inner")
-        if rows.empty:
-            continue
-        index = window.reset_index().merge(expected, on=KEYS, how="inner")["index"].to_numpy()
-        kinds = frame["event"].to_numpy(object)[index]
-        effects = _effects_until(frame, effect, origin)
-        shift = np.array([effects.get((m, k), 0.0) if k else 0.0 for m, k in zip(rows["metric"], kinds, strict=True)])
-        center = rows["center"].to_numpy() + shift
-        predicted = from_model_scale(center, nonneg[index])
-        r = stab[index] - stabilized(predicted, nonneg[index])
-        scale = np.array([_noise(residuals.get(u, []), fallback.get(u, np.nan)) for u in rows["unique_id"]])
-        scale = np.where(counts[index], np.maximum(scale, 1.0), np.maximum(scale, 1e-6))
-        center_r = np.array([np.median(residuals[u]) if len(residuals.get(u, [])) >= MIN_RESIDUALS else 0.0
-                             for u in rows["unique_id"]])
-        score = (r - center_r) / scale
-        out.append(pd.DataFrame({
-            "unique_id": rows["unique_id"].to_numpy(), "ds": rows["ds"].to_numpy(), "index": index, "y": y[index],
-            "expected": predicted, "residual": r, "scale": scale, "center": center_r, "z": score,
-            "event": kinds, "origin": origin}))
-        judged = out[-1]
-        # the days just judged: anomalies leave the history, ordinary days feed the noise estimate
-        flagged = _flagged(judged, frame)
-        working[index[flagged]] = center[flagged]
-        for u, value, bad, ev in zip(judged["unique_id"], r, flagged, kinds != "", strict=True):
-            if not bad and not ev:
-                residuals.setdefault(u, []).append(float(value))
+        for target in days[position[origin] + 1: position[origin] + 1 + step]:
+            index = np.flatnonzero((frame["ds"] == target).to_numpy())
+            rows = frame.iloc[index]
+            known = (frame["ds"] < target).to_numpy()
+            history = pd.DataFrame({"unique_id": frame["unique_id"][known], "ds": frame["ds"][known],
+                                    "y": working[known]})
+            history = history[history.groupby("unique_id")["y"].transform("size") >= first]
+            if history.empty:
+                continue
+            # the booster one step ahead of the (cleaned) day before; AutoTheta from the origin
+            lgbm = model.predict(1, new_df=history).set_index("unique_id")[LGBM]
+            stats = theta.set_index(KEYS)["AutoTheta"]
+            keep = rows["unique_id"].isin(lgbm.index).to_numpy()
+            index, rows = index[keep], rows[keep]
+            if rows.empty:
+                continue
+            center = combine(lgbm.reindex(rows["unique_id"]).to_numpy(float),
+                             stats.reindex(list(zip(rows["unique_id"], rows["ds"], strict=True))).to_numpy(float),
+                             np.full(len(rows), SHARE))
+            kinds = frame["event"].to_numpy(object)[index]
+            effects = _effects_until(frame, effect, origin)
+            center = center + np.array([effects.get((m, k), 0.0) if k else 0.0
+                                        for m, k in zip(rows["metric"], kinds, strict=True)])
+            predicted = from_model_scale(center, nonneg[index])
+            r = stab[index] - stabilized(predicted, nonneg[index])
+            ids = rows["unique_id"].to_numpy()
+            scale = np.array([_noise(residuals.get(u, []), fallback.get(u, np.nan)) for u in ids])
+            scale = np.where(counts[index], np.maximum(scale, 1.0), np.maximum(scale, 1e-6))
+            center_r = np.array([np.median(residuals[u]) if len(residuals.get(u, [])) >= MIN_RESIDUALS else 0.0
+                                 for u in ids])
+            score = (r - center_r) / scale
+            judged = pd.DataFrame({"unique_id": ids, "ds": rows["ds"].to_numpy(), "index": index, "y": y[index],
+                                   "expected": predicted, "residual": r, "scale": scale, "center": center_r,
+                                   "z": score, "event": kinds, "origin": origin})
+            out.append(judged)
+            # the day just judged: an anomaly leaves the history, an ordinary day feeds the noise estimate
+            flagged = _flagged(judged)
+            working[index[flagged]] = center[flagged]
+            for u, value, bad, ev in zip(ids, r, flagged, kinds != "", strict=True):
+                if not bad and not ev:
+                    residuals.setdefault(u, []).append(float(value))
     if not out:
         return pd.DataFrame()
     judged = pd.concat(out, ignore_index=True)
@@ -120,13 +132,9 @@ def judge(panel: pd.DataFrame, setup: Setup, first: int | None = None, step: int
 THRESHOLD = 4.5  # |score| from which a period is an anomaly: see `make bench-ml` for the false-alarm rate
 
 
-def _flagged(judged: pd.DataFrame, frame: pd.DataFrame) -> np.ndarray:
+def _flagged(judged: pd.DataFrame) -> np.ndarray:
     """Anomalies among freshly judged periods (before the shared movement is known: z alone)."""
     return (np.abs(judged["z"].to_numpy()) >= THRESHOLD) & (judged["event"].to_numpy(object) == "")
-
-
-def _index(days: np.ndarray, day) -> int:
-    return int(np.searchsorted(days, day))
 
 
 def _noise(residuals: list[float], fallback: float) -> float:
@@ -154,16 +162,20 @@ def _effects_until(frame: pd.DataFrame, effect: np.ndarray, origin) -> dict[tupl
     return {(m, k): float(v) for (m, k), v in rows.groupby(["metric", "event"])["effect"].median().items()}
 
 
-def _expected(history: pd.DataFrame, setup: Setup) -> pd.DataFrame:
-    """The booster (refitted here) and AutoTheta forecasts of the season after `history` (model scale)."""
+def _fit(frame: pd.DataFrame, working: np.ndarray, origin, first: int, setup: Setup):
+    """The booster refitted on the cleaned history up to `origin`, and AutoTheta's forecasts of the
+    season after it (model scale); (None, None) when no series is long enough yet."""
+    known = (frame["ds"] <= origin).to_numpy()
+    history = pd.DataFrame({"unique_id": frame["unique_id"][known], "ds": frame["ds"][known], "y": working[known]})
+    history = history[history.groupby("unique_id")["y"].transform("size") >= first]
+    if history.empty:
+        return None, None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lgbm = booster(setup, DETECTION_PARAMS).fit(history, static_features=[]).predict(setup.horizon)
+        model = booster(setup, DETECTION_PARAMS).fit(history, static_features=[])
         theta = StatsForecast(models=[AutoTheta(season_length=setup.season)], freq=setup.freq, n_jobs=1).forecast(
             df=history, h=setup.horizon)
-    both = lgbm.merge(theta[[*KEYS, "AutoTheta"]], on=KEYS, how="outer")
-    center = combine(both[LGBM].to_numpy(float), both["AutoTheta"].to_numpy(float), np.full(len(both), SHARE))
-    return both[KEYS].assign(center=center)
+    return model, theta
 
 
 def _unstabilize(values: np.ndarray, nonneg: np.ndarray) -> np.ndarray:

@@ -110,11 +110,12 @@ def recent_error(loaded: Loaded, wide: pd.DataFrame, calendar: pd.DataFrame | No
     return float(smape), len(both)
 
 
-def find_insights(wide: pd.DataFrame, calendar: pd.DataFrame | None = None) -> pd.DataFrame:
+def find_insights(wide: pd.DataFrame, calendar: pd.DataFrame | None = None,
+                  families: tuple[str, ...] = tuple(FAMILIES)) -> pd.DataFrame:
     """Anomalies (out of sample; robust z where a series is too short), expected events, trends and
     change points, for every family."""
     found = []
-    for family in FAMILIES:
+    for family in families:
         panel, _ = to_panel(wide, family, calendar)
         if panel.empty:
             continue

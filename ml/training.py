@@ -64,9 +64,9 @@ def setup_of(family: str) -> Setup:
     return Setup(specs[0].freq, specs[0].season, max(s.horizon for s in specs))
 
 
-def windows_for(length: int, setup: Setup, step: int) -> int:
-    """How many rolling origins a history of `length` periods allows (each with a fitted model)."""
-    return int(max(0, min(WINDOWS, (length - setup.horizon - setup.min_length) // step + 1)))
+def windows_for(length: int, setup: Setup, step: int, most: int = WINDOWS) -> int:
+    """How many rolling origins (at most `most`) a history of `length` periods allows."""
+    return int(max(0, min(most, (length - setup.horizon - setup.min_length) // step + 1)))
 
 
 def decide(summary: pd.DataFrame, folds: int) -> tuple[bool, str]:
@@ -85,7 +85,7 @@ def decide(summary: pd.DataFrame, folds: int) -> tuple[bool, str]:
 
 
 def train_family(family: str, wide: pd.DataFrame, store: Store, calendar: pd.DataFrame | None = None,
-                 baselines: tuple[str, ...] = backtest.BASELINES) -> TrainingReport:
+                 baselines: tuple[str, ...] = backtest.BASELINES, windows: int = WINDOWS) -> TrainingReport:
     started = time.perf_counter()
     report = TrainingReport(family)
     experiment_id = store.experiment(family)  # fails first, before any work, if the store is unusable
@@ -102,7 +102,7 @@ def train_family(family: str, wide: pd.DataFrame, store: Store, calendar: pd.Dat
         report.seconds = time.perf_counter() - started
         return report
     prepared = prepare(panel, setup)
-    windows = windows_for(int(lengths.max()), setup, setup.season)
+    windows = windows_for(int(lengths.max()), setup, setup.season, windows)
     bt, past = None, None
     if windows >= 2:
         bt = backtest.run(prepared, setup, windows, min(OUTER, windows - 1), setup.season, baselines)
