@@ -13,7 +13,9 @@ from ml.training import train_family
 from orchestration.assets import ml as ml_assets
 from orchestration.environment import environment_from
 from semantic import snapshots
-from tests.ml.synthetic import metrics_daily
+from tests.ml.synthetic import calendar, metrics_daily
+
+SALES = {d.date().isoformat(): "Flash sale" for d in pd.date_range(end="2026-10-31", periods=98, freq="D")[20::9]}
 
 
 def publish(env, wide) -> None:
@@ -35,8 +37,13 @@ def env(tmp_path, monkeypatch):
 
 
 def test_no_run_without_drift_and_a_run_after_it(env):
-    wide = metrics_daily()
-    train_family("engagement", wide, Store.under(env.data_dir))
+    """A champion (the calendar of sales makes it beat the baselines), then a week three times as busy."""
+    from ml import events
+
+    wide = metrics_daily(days=98, events=dict.fromkeys(SALES, 2.0))
+    report = train_family("engagement", wide, Store.under(env.data_dir), events.validate(calendar(SALES)),
+                          baselines=("AutoETS", "AutoTheta"), windows=4)
+    assert report.promoted, report.reason
     publish(env, wide)
     quiet = ml_assets.forecast_drift_sensor(dg.build_sensor_context())
     assert isinstance(quiet, dg.SkipReason) and "no champion has drifted" in quiet.skip_message
@@ -60,5 +67,5 @@ def test_training_leaves_the_process_tracking_uri_as_it_was(env, monkeypatch):
     """MLflow exports the tracking URI to the environment; later subprocesses must not inherit ours."""
     import os
 
-    train_family("commerce", metrics_daily(days=40), Store.under(env.data_dir))
+    train_family("commerce", metrics_daily(days=40), Store.under(env.data_dir), baselines=("AutoTheta",), windows=2)
     assert "MLFLOW_TRACKING_URI" not in os.environ

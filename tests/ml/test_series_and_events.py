@@ -107,7 +107,8 @@ def test_an_event_day_is_cleaned_from_the_history_the_models_read():
     event[18] = True
     spiked = z.copy()
     spiked[18] = 9.0
-    assert clean_events(spiked, event, 7)[18] == 2.0 and np.array_equal(clean_events(spiked, event, 7)[~event], z[~event])
+    cleaned = clean_events(spiked, event, 7)
+    assert cleaned[18] == 2.0 and np.array_equal(cleaned[~event], z[~event])
 
 
 def test_the_conformal_quantile_is_the_finite_sample_one():
