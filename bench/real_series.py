@@ -6,7 +6,8 @@ in Victoria, dew points at New York's airports, which go below zero), daily (a w
 views, Victoria's electricity demand, departures from each New York airport), weekly (US gasoline
 supply), monthly (deaths, air passengers, drug sales, electricity) and quarterly (Australian
 production, US changes in consumption and income, which go below zero). R keeps a series' dates
-as its start and frequency; they are rebuilt here from the datasets' documentation.
+as its start and frequency; they are rebuilt here from the datasets' documentation. Hourly series
+keep their last four weeks: AutoARIMA with a 24-hour season takes minutes a fit on longer ones.
 """
 
 from __future__ import annotations
@@ -58,9 +59,9 @@ def datasets() -> list[Dataset]:
     out = []
     # hourly
     taylor = _hourly(_rd("forecast", "taylor")["x"], "2000-06-05", "england_wales_demand")
-    out.append(Dataset("electricity_hourly_uk", Setup("h", 24, 48), True, 24, _tail(taylor, 24 * 49)))
+    out.append(Dataset("electricity_hourly_uk", Setup("h", 24, 48), True, 24, _tail(taylor, 24 * 28)))
     vic = _hourly(_rd("fpp2", "elecdemand")["Demand"], "2014-01-01", "victoria_demand")
-    out.append(Dataset("electricity_hourly_vic", Setup("h", 24, 48), True, 24, _tail(vic, 24 * 49)))
+    out.append(Dataset("electricity_hourly_vic", Setup("h", 24, 48), True, 24, _tail(vic, 24 * 28)))
     weather = _rd("nycflights13", "weather")
     weather["ds"] = pd.to_datetime(weather["time_hour"]).dt.tz_localize(None)
     dew = []
@@ -70,7 +71,7 @@ def datasets() -> list[Dataset]:
         dew.append(pd.DataFrame({"unique_id": f"dewpoint_{origin.lower()}", "ds": rows.index, "y": rows.to_numpy()}))
     dew = pd.concat(dew, ignore_index=True)
     dew = dew[dew["ds"] < "2013-03-01"]  # winter: dew points below zero (Fahrenheit)
-    out.append(Dataset("nyc_dewpoint_hourly", Setup("h", 24, 48), False, 24, _tail(dew, 24 * 49)))
+    out.append(Dataset("nyc_dewpoint_hourly", Setup("h", 24, 48), False, 24, _tail(dew, 24 * 28)))
     # daily
     out.append(Dataset("web_pageviews_daily", Setup("D", 7, 28), True, 7,
                        _ts(_rd("fpp2", "hyndsight")["value"], "2014-04-30", "D", "hyndsight")))

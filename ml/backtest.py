@@ -59,8 +59,12 @@ class Backtest:
 def baselines(panel: pd.DataFrame, setup: Setup, windows: int, step: int,
               models: tuple[str, ...] = BASELINES) -> pd.DataFrame:
     """The statistical baselines' rolling-origin forecasts and intervals on the series' own values."""
-    makers = {"AutoETS": AutoETS, "AutoTheta": AutoTheta, "AutoARIMA": AutoARIMA}
-    chosen = [makers[m](season_length=setup.season) for m in models] + [SeasonalNaive(season_length=setup.season)]
+    # AutoARIMA approximates its search as R's auto.arima does by default: on long series or long seasons
+    approximate = bool(panel.groupby("unique_id").size().max() > 150 or setup.season > 12)
+    makers = {"AutoETS": lambda: AutoETS(season_length=setup.season),
+              "AutoTheta": lambda: AutoTheta(season_length=setup.season),
+              "AutoARIMA": lambda: AutoARIMA(season_length=setup.season, approximation=approximate)}
+    chosen = [makers[m]() for m in models] + [SeasonalNaive(season_length=setup.season)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = StatsForecast(models=chosen, freq=setup.freq, n_jobs=1).cross_validation(

@@ -19,10 +19,11 @@ effect on the days ahead. An event kind never seen moves nothing.
 
 Why the intervals are hand-computed: statsforecast's and mlforecast's conformal intervals are
 per series and per model, from a handful of windows; the shipped forecast is a combination, and a
-tenant's series has four or five past windows. Here the scaled errors of the combination itself
-(error on the model scale over the series' mean seasonal difference) are pooled over the group's
-series per horizon bucket, and their empirical quantiles (split conformal) give the 80 % and 95 %
-bands.
+tenant's series has four or five past windows. Here the errors of the combination itself (on the
+model scale, over the series' mean seasonal difference and over the root of the horizon) are
+pooled over the group's series and horizons, and their empirical quantiles (split conformal) give
+the 80 % and 95 % bands, widening with the root of the horizon. Per horizon bucket instead, the
+95 % bands of `make bench-ml`'s real series covered 0.924 of outcomes (0.937 pooled).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ LGBM = "lightgbm"
 STATS = ("AutoETS", "AutoTheta")
 SHARES = (0.0, 0.2, 1 / 3, 0.5, 0.75, 1.0)  # the booster's candidate shares of the forecast
 DEFAULT_SHARE = 1 / 3  # equal weights of the booster, AutoETS and AutoTheta
-MIN_ERRORS = 20  # fewer past errors in a bucket: borrow the nearest bucket's (or all of them)
+MIN_ERRORS = 20  # fewer past errors in a bucket: its share is the one chosen on all of them
+PER_ROOT_HORIZON = "per_root_horizon"  # the calibration's key: quantiles of scaled errors over the root of h
 # num_threads 0 is OpenMP's default (OMP_NUM_THREADS, else every core); `deterministic` keeps the
 # result independent of the thread count.
 LGBM_PARAMS = {"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 10,
@@ -194,7 +196,7 @@ class Forecaster:
     setup: Setup
     model: MLForecast | None = None
     shares: dict[str, float] = field(default_factory=dict)  # bucket -> booster's share
-    calibration: dict[str, dict[str, float]] = field(default_factory=dict)  # bucket -> bound -> scaled error
+    calibration: dict[str, dict[str, float]] = field(default_factory=dict)  # PER_ROOT_HORIZON -> bound -> quantile
     effects: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def fit(self, prepared: Prepared, past: pd.DataFrame | None = None) -> Forecaster:
@@ -247,9 +249,10 @@ class Forecaster:
         nonneg = out["nonneg"].to_numpy(bool)
         scale = out["unique_id"].map(scales).to_numpy(float)
         out = out.assign(center=center, prediction=from_model_scale(center, nonneg))
+        root = np.sqrt(out["horizon"].to_numpy(float))
         for bound, q in BOUNDS.items():
-            error = np.array([self.calibration.get(b, {}).get(bound, _normal(q)) for b in bucket])
-            out[bound] = from_model_scale(center + error * scale, nonneg)
+            error = self.calibration.get(PER_ROOT_HORIZON, {}).get(bound, _normal(q))
+            out[bound] = from_model_scale(center + error * root * scale, nonneg)
         return out
 
 
@@ -304,7 +307,8 @@ def _steps(cutoff: pd.Series, ds: pd.Series, freq: str) -> np.ndarray:
 
 def choose(past: pd.DataFrame, setup: Setup) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """The booster's share per bucket (least mean scaled absolute error among `SHARES`) and the
-    quantiles of the resulting combination's scaled errors, from forecasts with known outcomes."""
+    split-conformal quantiles of the resulting combination's errors (over the series' scale and the
+    root of the horizon, pooled over every horizon), from forecasts with known outcomes."""
     past = past[np.isfinite(past["z"])]
     bucket = setup.bucket_of(past["horizon"].to_numpy())
     stats = past[list(STATS)].mean(axis=1, skipna=True).to_numpy()
@@ -324,16 +328,11 @@ def choose(past: pd.DataFrame, setup: Setup) -> tuple[dict[str, float], dict[str
         here = bucket == name
         shares[name] = best(here) if here.sum() >= MIN_ERRORS else overall
     share = np.array([shares.get(b, DEFAULT_SHARE) for b in bucket])
-    scaled = (target - combine(lgbm, stats, share)) / scale
-    for i, name in enumerate(names):
-        pool = scaled[bucket == name]
-        for wider in names[i + 1:] + names[:i][::-1]:  # too few: the buckets beyond it, then before it
-            if np.isfinite(pool).sum() >= MIN_ERRORS:
-                break
-            pool = np.r_[pool, scaled[bucket == wider]]
-        pool = pool[np.isfinite(pool)]
-        if len(pool):
-            calibration[name] = {bound: conformal_quantile(pool, q) for bound, q in BOUNDS.items()}
+    # errors grow with the horizon: divided by its root, every horizon's errors calibrate together
+    scaled = (target - combine(lgbm, stats, share)) / scale / np.sqrt(past["horizon"].to_numpy())
+    scaled = scaled[np.isfinite(scaled)]
+    if len(scaled):
+        calibration[PER_ROOT_HORIZON] = {bound: conformal_quantile(scaled, q) for bound, q in BOUNDS.items()}
     return shares, calibration
 
 
