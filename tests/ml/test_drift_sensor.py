@@ -69,3 +69,18 @@ def test_training_leaves_the_process_tracking_uri_as_it_was(env, monkeypatch):
 
     train_family("commerce", metrics_daily(days=40), Store.under(env.data_dir), baselines=("AutoTheta",), windows=2)
     assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def test_a_bad_calendar_row_in_the_warehouse_fails_the_forecasting_assets_naming_it(env):
+    """The seed as dbt loaded it, with a tenant the warehouse does not have: the assets fail before
+    any model, and say which line, field and value."""
+    wide = metrics_daily(days=30)
+    publish(env, wide)
+    with duckdb.connect(str(env.layout.warehouse)) as conn:
+        conn.execute("create or replace table marts.events_calendar as select * from (values "
+                     "('2026-10-02', 'launch', 'Launch', 'launch', 't001'), "
+                     "('2026-10-09', 'launch_2', 'Second launch', 'launch', 't042')) "
+                     "as t(event_date, event_id, event_name, event_kind, tenant_id)")
+    with pytest.raises(dg.Failure) as err:
+        ml_assets._calendar(env, wide)
+    assert "events_calendar.csv) line 3: tenant_id 't042' is not a tenant" in str(err.value.description)

@@ -70,3 +70,12 @@ def test_a_retail_peak_in_history_lifts_the_next_one_and_no_later_friday():
     thursdays = orders[[pd.Timestamp("2026-12-03"), pd.Timestamp("2026-12-10")]]
     assert (fridays.to_numpy() < 1.1 * thursdays.to_numpy()).all()  # the weekly shape, no Black Friday echo
     assert model.effects[("orders", "retail_peak")] == pytest.approx(np.log(2.5), abs=0.25)
+
+
+def test_a_constant_series_forecasts_its_constant():
+    ds = pd.date_range("2026-01-01", periods=84, freq="D")
+    panel = pd.concat([pd.DataFrame({"unique_id": f"s{i}", "ds": ds, "y": 10.0, "metric": "orders", "nonneg": True,
+                                     "event": ""}) for i in range(3)], ignore_index=True)
+    _, out = fitted(panel, Setup("D", 7, 14))
+    assert np.allclose(out["prediction"], 10.0) and np.allclose(out["lower_95"], 10.0)
+    assert np.allclose(out["upper_95"], 10.0)
