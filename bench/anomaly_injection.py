@@ -95,8 +95,8 @@ def judge_all(injected: pd.DataFrame, setup: Setup = DAILY) -> tuple[pd.DataFram
     """Our score and the baseline's for every judged day of `injected`, and our judgments."""
     ours = detection.judge(injected.drop(columns=["size", "noise", "oracle"]), setup)
     scored = injected.assign(baseline=seasonal_robust_z(injected))
-    scored = scored.merge(ours[["unique_id", "ds", "score"]].rename(columns={"score": "ours"}),
-                          on=["unique_id", "ds"], how="inner")
+    ours = ours.assign(ours=ours["score"].where(~ours["shift"], 0.0))  # a lasting move is not flagged
+    scored = scored.merge(ours[["unique_id", "ds", "ours"]], on=["unique_id", "ds"], how="inner")
     return scored.dropna(subset=["baseline", "ours", "oracle"]), ours
 
 

@@ -28,6 +28,7 @@ from ml.forecaster import (
     BOUNDS,
     KEYS,
     LGBM,
+    RAW_STATS,
     STATS,
     Forecaster,
     Prepared,
@@ -88,7 +89,7 @@ def run(prepared: Prepared, setup: Setup, windows: int, outer: int, step: int,
             skipped.append(f"origin {window} of {windows}: no earlier forecast to calibrate on")
             continue
         model = Forecaster(setup)
-        model.shares, model.calibration = choose(known, setup)
+        model.shares, model.calibration, model.stat_scale = choose(known, setup)
         scales = pd.concat([scales_until(prepared, setup.season, c).loc[[u]] for u, c in cutoff_of.items()])
         scored.append(model.finish(ahead, scales))
     if not scored:
@@ -98,7 +99,7 @@ def run(prepared: Prepared, setup: Setup, windows: int, outer: int, step: int,
     # the parts of the forecast, in the series' units (the booster alone is scored beside it)
     nonneg = ours["nonneg"].to_numpy(bool)
     ours[LGBM] = from_model_scale(ours[LGBM].to_numpy(float) + ours["effect"].to_numpy(float), nonneg)
-    ours = ours.drop(columns=list(STATS))
+    ours = ours.drop(columns=[*STATS, *RAW_STATS])
     raw = prepared.frame[["unique_id", "ds", "y"]]
     base = baselines(raw, setup, outer, step, models)
     merged = ours.merge(base, on=[*KEYS, "cutoff"], how="inner", suffixes=("", "_raw"))

@@ -8,7 +8,10 @@ learns the anomaly it is asked about: a drop from 40 orders to 0 was "expected" 
 
 A period found anomalous is replaced by its forecast in the history every later origin reads, and
 its residual never enters the noise estimate, so one drop to zero neither drags the next weeks'
-forecasts down nor widens their noise. Calendar events are expected: the forecast carries the
+forecasts down nor widens their noise. Three anomalies in a row the same way are a lasting move
+instead (a launch, a lost customer): their days go back into the history, so the forecasts follow
+the new level rather than flag every day after it; the change-point insight reports such moves.
+Calendar events are expected: the forecast carries the
 event's learned effect and the period is never flagged (the insight names the event instead).
 
 Residuals are on a variance-stabilized scale (Anscombe's root for values that cannot be
@@ -31,6 +34,7 @@ from ml.series import TOTAL
 MIN_RESIDUALS = 8  # earlier residuals a series needs before its own noise is trusted
 SHARE = 0.5  # the booster's share of the expected value (the rest AutoTheta's)
 MIN_PEERS = 5  # tenants a day needs before their shared movement is taken out
+SHIFT_RUN = 3  # this many anomalies in a row, the same way, are a lasting move (a change point), not anomalies
 DETECTION_PARAMS = {"n_estimators": 100}  # refitted every season: a smaller booster
 
 
@@ -66,6 +70,8 @@ def judge(panel: pd.DataFrame, setup: Setup, first: int | None = None, step: int
         return pd.DataFrame()
     stab = stabilized(y, nonneg)
     residuals: dict[str, list[float]] = {}
+    streak: dict[str, list[tuple[int, float]]] = {}  # the series' current run of flagged days
+    shifted: set[int] = set()
     fallback = _fallback_scales(frame, stab, is_event, setup.season)
     out = []
     ahead_setup = Setup(setup.freq, setup.season, step)
@@ -112,6 +118,16 @@ def judge(panel: pd.DataFrame, setup: Setup, first: int | None = None, step: int
             # the day just judged: an anomaly leaves the history, an ordinary day feeds the noise estimate
             flagged = _flagged(judged)
             working[index[flagged]] = center[flagged]
+            for k, u in enumerate(ids):  # a run of same-sign anomalies is a lasting move, not anomalies
+                run = streak.get(u, []) if flagged[k] else []
+                run = run + [(index[k], np.sign(score[k]))] if not run or run[-1][1] == np.sign(score[k]) \
+                    else [(index[k], np.sign(score[k]))]
+                streak[u] = run if flagged[k] else []
+                if len(run) >= SHIFT_RUN:
+                    for position_, _ in run:  # its days go back into the history, so the models follow it
+                        working[position_] = z[position_]
+                        shifted.add(int(position_))
+                    flagged[k], streak[u] = False, []
             for u, value, bad, ev in zip(ids, r, flagged, kinds != "", strict=True):
                 if not bad and not ev:
                     residuals.setdefault(u, []).append(float(value))
@@ -120,7 +136,9 @@ def judge(panel: pd.DataFrame, setup: Setup, first: int | None = None, step: int
     judged = pd.concat(out, ignore_index=True)
     extra = frame.loc[judged["index"], [c for c in ("tenant_id", "metric", "nonneg", "counts", "event_name")
                                         if c in frame]].reset_index(drop=True)
-    judged = pd.concat([judged.drop(columns="index"), extra], axis=1)
+    judged = pd.concat([judged, extra], axis=1)
+    judged["shift"] = judged["index"].isin(shifted).to_numpy()
+    judged = judged.drop(columns="index")
     judged["score"] = without_shared_movement(judged)
     band = 1.96 * judged["scale"].to_numpy()
     center_stab = stabilized(judged["expected"].to_numpy(), judged["nonneg"].to_numpy(bool)) + judged["center"]

@@ -43,7 +43,9 @@ from statsforecast.models import AutoETS, AutoTheta
 KEYS = ["unique_id", "ds"]
 BOUNDS = {"lower_95": 0.025, "lower_80": 0.10, "upper_80": 0.90, "upper_95": 0.975}
 LGBM = "lightgbm"
-STATS = ("AutoETS", "AutoTheta")
+STATS = ("AutoETS", "AutoTheta")  # fitted on the model scale (log1p where values cannot be negative)
+RAW_STATS = ("AutoETS_raw", "AutoTheta_raw")  # fitted on the values themselves, brought to the model scale
+STAT_PARTS = {"log": STATS, "raw": RAW_STATS}
 SHARES = (0.0, 0.2, 1 / 3, 0.5, 0.75, 1.0)  # the booster's candidate shares of the forecast
 DEFAULT_SHARE = 1 / 3  # equal weights of the booster, AutoETS and AutoTheta
 MIN_ERRORS = 20  # fewer past errors in a bucket: its share is the one chosen on all of them
@@ -155,7 +157,7 @@ def combine(lgbm: np.ndarray, stats: np.ndarray, share: np.ndarray) -> np.ndarra
 class Prepared:
     """A group's series on the model scale, with event days cleaned and their effects kept."""
 
-    frame: pd.DataFrame  # unique_id, ds, y, metric, nonneg, event, z, z_clean, effect
+    frame: pd.DataFrame  # unique_id, ds, y, metric, nonneg, event, z, z_clean, raw_clean, effect
     scales: pd.Series  # per unique_id: mean absolute seasonal difference of z_clean
 
     def history(self, column: str = "z_clean", until: pd.Timestamp | None = None) -> pd.DataFrame:
@@ -170,7 +172,8 @@ def prepare(panel: pd.DataFrame, setup: Setup) -> Prepared:
         z = to_model_scale(rows["y"].to_numpy(float), rows["nonneg"].to_numpy(bool))
         is_event = rows["event"].to_numpy(object) != ""
         clean = clean_events(z, is_event, setup.season)
-        parts.append(rows.assign(z=z, z_clean=clean, effect=np.where(is_event, z - clean, np.nan)))
+        raw_clean = clean_events(rows["y"].to_numpy(float), is_event, setup.season)
+        parts.append(rows.assign(z=z, z_clean=clean, raw_clean=raw_clean, effect=np.where(is_event, z - clean, np.nan)))
     frame = pd.concat(parts, ignore_index=True)
     scales = frame.groupby("unique_id")["z_clean"].apply(lambda z: scale_of(z.to_numpy(), setup.season))
     return Prepared(frame, scales)
@@ -198,6 +201,7 @@ class Forecaster:
     shares: dict[str, float] = field(default_factory=dict)  # bucket -> booster's share
     calibration: dict[str, dict[str, float]] = field(default_factory=dict)  # PER_ROOT_HORIZON -> bound -> quantile
     effects: dict[tuple[str, str], float] = field(default_factory=dict)
+    stat_scale: str = "log"  # which fit of AutoETS and AutoTheta the forecast reads: "log" or "raw"
 
     def fit(self, prepared: Prepared, past: pd.DataFrame | None = None) -> Forecaster:
         """Fit the booster on every series long enough; shares and calibration from `past`
@@ -209,19 +213,20 @@ class Forecaster:
         self.model = booster(self.setup).fit(history[long_enough], static_features=[])
         self.effects = event_effects(prepared)
         if past is not None and not past.empty:
-            self.shares, self.calibration = choose(past, self.setup)
+            self.shares, self.calibration, self.stat_scale = choose(past, self.setup)
         return self
 
     def document(self) -> dict:
         """What a registered version keeps beside the booster (`restore` reads it back)."""
         return {"setup": {"freq": self.setup.freq, "season": self.setup.season, "horizon": self.setup.horizon},
-                "shares": self.shares, "calibration": self.calibration,
+                "shares": self.shares, "calibration": self.calibration, "stat_scale": self.stat_scale,
                 "effects": [{"metric": m, "event_kind": k, "effect": v} for (m, k), v in sorted(self.effects.items())]}
 
     @classmethod
     def restore(cls, model: MLForecast | None, document: dict) -> Forecaster:
         return cls(Setup(**document["setup"]), model, document.get("shares", {}), document.get("calibration", {}),
-                   {(e["metric"], e["event_kind"]): e["effect"] for e in document.get("effects", [])})
+                   {(e["metric"], e["event_kind"]): e["effect"] for e in document.get("effects", [])},
+                   document.get("stat_scale", "log"))
 
     def feature_importance(self) -> pd.Series:
         booster_ = self.model.models_[LGBM]
@@ -232,7 +237,7 @@ class Forecaster:
         """Forecasts of `future` rows (unique_id, ds, metric, nonneg, event; horizons 1..H from each
         series' last day) with their parts and 80 %/95 % intervals, in the series' own units."""
         h = self.setup.horizon
-        stats = fit_statistical(prepared.history(), self.setup, h)
+        stats = fit_statistical(prepared, self.setup, h)
         lgbm = self.model.predict(h, new_df=prepared.history()) if self.model is not None else None
         out = future.merge(stats, on=KEYS, how="left")
         out = out.merge(lgbm, on=KEYS, how="left") if lgbm is not None else out.assign(**{LGBM: np.nan})
@@ -243,7 +248,7 @@ class Forecaster:
         `effect` where given, else the fitted ones), intervals."""
         bucket = self.setup.bucket_of(out["horizon"].to_numpy())
         share = np.array([self.shares.get(b, DEFAULT_SHARE) for b in bucket])
-        stats = out[list(STATS)].mean(axis=1, skipna=True).to_numpy()
+        stats = out[list(STAT_PARTS[self.stat_scale])].mean(axis=1, skipna=True).to_numpy()
         effect = out["effect"].to_numpy(float) if "effect" in out else add_effects(out, self.effects)
         center = combine(out[LGBM].to_numpy(float), stats, share) + effect
         nonneg = out["nonneg"].to_numpy(bool)
@@ -263,11 +268,24 @@ def _normal(q: float) -> float:
     return 1.5 * NormalDist().inv_cdf(q)
 
 
-def fit_statistical(history: pd.DataFrame, setup: Setup, h: int) -> pd.DataFrame:
-    """AutoETS and AutoTheta forecasts of every series, h steps from its last day (model scale)."""
+def _both_scales(prepared: Prepared, run) -> pd.DataFrame:
+    """`run(history)` of the statistical models on the model scale and on the values themselves,
+    the latter brought to the model scale, side by side."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return statistical(setup).forecast(df=history, h=h)[[*KEYS, *STATS]]
+        log = run(prepared.history())
+        raw = run(prepared.history("raw_clean")).rename(columns=dict(zip(STATS, RAW_STATS, strict=True)))
+    keys = [c for c in log.columns if c not in (*STATS, "y")]
+    both = log.drop(columns="y", errors="ignore").merge(raw[[*keys, *RAW_STATS]], on=keys, how="outer")
+    nonneg = both["unique_id"].map(prepared.frame.drop_duplicates("unique_id").set_index("unique_id")["nonneg"])
+    for column in RAW_STATS:
+        both[column] = to_model_scale(both[column].to_numpy(float), nonneg.to_numpy(bool))
+    return both
+
+
+def fit_statistical(prepared: Prepared, setup: Setup, h: int) -> pd.DataFrame:
+    """AutoETS and AutoTheta forecasts of every series, h steps from its last day, fitted on both scales."""
+    return _both_scales(prepared, lambda history: statistical(setup).forecast(df=history, h=h))
 
 
 def rolling_origins(prepared: Prepared, setup: Setup, windows: int, step: int) -> pd.DataFrame:
@@ -275,13 +293,13 @@ def rolling_origins(prepared: Prepared, setup: Setup, windows: int, step: int) -
     booster refitted at each origin, AutoETS and AutoTheta, on the event-cleaned history; every
     row with its horizon, the effect of its event as known at the origin, and the actual value."""
     history = prepared.history()
+    stats = _both_scales(prepared, lambda frame: statistical(setup).cross_validation(
+        df=frame, h=setup.horizon, n_windows=windows, step_size=step))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        stats = statistical(setup).cross_validation(df=history, h=setup.horizon, n_windows=windows,
-                                                    step_size=step)
         lgbm = booster(setup).cross_validation(df=history, n_windows=windows, h=setup.horizon, step_size=step,
                                                static_features=[])
-    out = stats.drop(columns="y").merge(lgbm.drop(columns="y"), on=[*KEYS, "cutoff"], how="outer")
+    out = stats.merge(lgbm.drop(columns="y"), on=[*KEYS, "cutoff"], how="outer")
     out = out.merge(prepared.frame[[*KEYS, "y", "z", "metric", "nonneg", "event"]], on=KEYS, how="left")
     out["horizon"] = _steps(out["cutoff"], out["ds"], setup.freq)
     out = out.sort_values(["cutoff", *KEYS]).reset_index(drop=True)  # each cutoff's rows together, in order
@@ -305,35 +323,46 @@ def _steps(cutoff: pd.Series, ds: pd.Series, freq: str) -> np.ndarray:
     return np.array([int(periods[c].searchsorted(d)) for c, d in zip(cutoff, ds, strict=True)])
 
 
-def choose(past: pd.DataFrame, setup: Setup) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """The booster's share per bucket (least mean scaled absolute error among `SHARES`) and the
-    split-conformal quantiles of the resulting combination's errors (over the series' scale and the
-    root of the horizon, pooled over every horizon), from forecasts with known outcomes."""
+def choose(past: pd.DataFrame, setup: Setup) -> tuple[dict[str, float], dict[str, dict[str, float]], str]:
+    """From forecasts with known outcomes: which fit of the statistical models to read (on the model
+    scale or on the values: whichever erred less on these series), the booster's share per bucket
+    (least mean scaled absolute error among `SHARES`), and the split-conformal quantiles of the
+    resulting combination's errors (over the series' scale and the root of the horizon, pooled over
+    every horizon)."""
     past = past[np.isfinite(past["z"])]
     bucket = setup.bucket_of(past["horizon"].to_numpy())
-    stats = past[list(STATS)].mean(axis=1, skipna=True).to_numpy()
     lgbm = past[LGBM].to_numpy(float)
     target = (past["z"] - past["effect"]).to_numpy()
     scale = past["scale"].to_numpy()
-    shares, calibration = {}, {}
     names = [f"h{lo}-{hi}" for lo, hi in setup.buckets()]
 
-    def best(here: np.ndarray) -> float:
-        errors = [np.nanmean(np.abs(target[here] - combine(lgbm[here], stats[here], np.full(here.sum(), s)))
-                             / scale[here]) for s in SHARES]
-        return SHARES[int(np.nanargmin(errors))]
+    def error(stats: np.ndarray, here: np.ndarray, share: float) -> float:
+        return float(np.nanmean(np.abs(target[here] - combine(lgbm[here], stats[here], np.full(here.sum(), share)))
+                                / scale[here]))
 
-    overall = best(np.ones(len(past), bool)) if len(past) >= MIN_ERRORS // 2 else DEFAULT_SHARE
+    def best(stats: np.ndarray, here: np.ndarray) -> float:
+        return SHARES[int(np.nanargmin([error(stats, here, s) for s in SHARES]))]
+
+    everything = np.ones(len(past), bool)
+    parts = {kind: past[list(columns)].mean(axis=1, skipna=True).to_numpy() for kind, columns in STAT_PARTS.items()
+             if set(columns) <= set(past.columns)}
+    enough = len(past) >= MIN_ERRORS // 2
+    stat_scale = min(parts, key=lambda k: error(parts[k], everything, best(parts[k], everything))) if enough \
+        else "log"
+    stats = parts[stat_scale]
+    overall = best(stats, everything) if enough else DEFAULT_SHARE
+    shares = {}
     for name in names:  # a bucket with too few errors takes the share chosen on all of them
         here = bucket == name
-        shares[name] = best(here) if here.sum() >= MIN_ERRORS else overall
+        shares[name] = best(stats, here) if here.sum() >= MIN_ERRORS else overall
     share = np.array([shares.get(b, DEFAULT_SHARE) for b in bucket])
     # errors grow with the horizon: divided by its root, every horizon's errors calibrate together
     scaled = (target - combine(lgbm, stats, share)) / scale / np.sqrt(past["horizon"].to_numpy())
     scaled = scaled[np.isfinite(scaled)]
+    calibration = {}
     if len(scaled):
         calibration[PER_ROOT_HORIZON] = {bound: conformal_quantile(scaled, q) for bound, q in BOUNDS.items()}
-    return shares, calibration
+    return shares, calibration, stat_scale
 
 
 def conformal_quantile(errors: np.ndarray, q: float) -> float:

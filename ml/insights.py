@@ -67,7 +67,7 @@ def anomalies(judged: pd.DataFrame) -> pd.DataFrame:
     found = []
     if judged.empty:
         return pd.DataFrame(columns=COLUMNS)
-    for day in judged[judged["score"].abs() >= ANOMALY_Z].itertuples(index=False):
+    for day in judged[(judged["score"].abs() >= ANOMALY_Z) & ~judged["shift"]].itertuples(index=False):
         confidence = min(0.99, abs(day.score) / (2 * ANOMALY_Z))
         if day.event:
             found.append(_expected_event(day.tenant_id, day.metric, day.ds, day.y, day.expected, day.lower,
