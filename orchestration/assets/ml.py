@@ -175,10 +175,13 @@ def drift(env) -> list[str]:
 
     Reads the published snapshot, never the warehouse a run may be writing.
     """
-    from ml import forecasting
+    from ml import events, forecasting
+
     conn, _ = snapshots.connect_current(env.published_dir)
     try:
         wide = read_metrics_daily(conn, relation=f"{snapshots.CATALOG}.marts.metrics_daily")
+        calendar = events.validate(events.read_warehouse(conn, f"{snapshots.CATALOG}.{events.RELATION}"),
+                                   set(wide["tenant_id"].unique()))
     finally:
         conn.close()
     store = _store(env)
@@ -188,7 +191,7 @@ def drift(env) -> list[str]:
         loaded = forecasting.load(store, family) if champion is not None else None
         if loaded is None:
             continue
-        recent, points = forecasting.recent_error(loaded, wide)
+        recent, points = forecasting.recent_error(loaded, wide, calendar)
         backtest_smape = store.client.get_run(champion.run_id).data.metrics.get("backtest.forecast.smape")
         if points and backtest_smape and recent > DRIFT_TOLERANCE * backtest_smape:
             drifted.append(f"{family} v{champion.version}: recent sMAPE {recent:.3f} > {DRIFT_TOLERANCE} x "
@@ -199,12 +202,13 @@ def drift(env) -> list[str]:
 @dg.sensor(job=retrain_job, minimum_interval_seconds=3600, default_status=dg.DefaultSensorStatus.STOPPED,
            description="Retrains when a champion's error over the last week drifts beyond its backtest error.")
 def forecast_drift_sensor(context: dg.SensorEvaluationContext):
+    from ml.events import CalendarError
     from ml.tracking import TrackingStoreError
 
     env = current_environment()
     try:
         drifted = drift(env)
-    except (FileNotFoundError, TrackingStoreError) as err:
+    except (FileNotFoundError, TrackingStoreError, CalendarError) as err:
         return dg.SkipReason(f"cannot check drift yet: {err}")
     if not drifted:
         return dg.SkipReason("no champion has drifted")

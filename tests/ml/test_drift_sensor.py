@@ -18,13 +18,16 @@ from tests.ml.synthetic import calendar, metrics_daily
 SALES = {d.date().isoformat(): "Flash sale" for d in pd.date_range(end="2026-10-31", periods=98, freq="D")[20::9]}
 
 
-def publish(env, wide) -> None:
+def publish(env, wide, calendar_: pd.DataFrame | None = None) -> None:
     env.data_dir.mkdir(parents=True, exist_ok=True)
     with duckdb.connect(str(env.layout.warehouse)) as conn:
         conn.execute("create schema if not exists marts")
         conn.register("wide", wide)
         conn.execute("create or replace table marts.metrics_daily as select cast(date_day as date) as date_day, "
                      "* exclude (date_day) from wide")
+        if calendar_ is not None:
+            conn.register("calendar", calendar_)
+            conn.execute("create or replace table marts.events_calendar as select * from calendar")
     snapshots.publish(env.layout.warehouse, env.published_dir)
 
 
@@ -44,14 +47,14 @@ def test_no_run_without_drift_and_a_run_after_it(env):
     report = train_family("engagement", wide, Store.under(env.data_dir), events.validate(calendar(SALES)),
                           baselines=("AutoETS", "AutoTheta"), windows=4)
     assert report.promoted, report.reason
-    publish(env, wide)
+    publish(env, wide, calendar(SALES))
     quiet = ml_assets.forecast_drift_sensor(dg.build_sensor_context())
     assert isinstance(quiet, dg.SkipReason) and "no champion has drifted" in quiet.skip_message
 
     shifted = wide.copy()
     last_week = shifted["date_day"] > shifted["date_day"].max() - pd.Timedelta(days=7)
     shifted.loc[last_week, ["active_users", "sessions", "errors"]] *= 3
-    publish(env, shifted)
+    publish(env, shifted, calendar(SALES))
     request = ml_assets.forecast_drift_sensor(dg.build_sensor_context())
     assert isinstance(request, dg.RunRequest)
     assert "engagement v1: recent sMAPE" in request.tags["retrain_reason"]
