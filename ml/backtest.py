@@ -37,7 +37,6 @@ from ml.forecaster import (
     from_model_scale,
     rolling_origins,
     scale_of,
-    scales_until,
 )
 
 FORECAST = "forecast"
@@ -90,8 +89,7 @@ def run(prepared: Prepared, setup: Setup, windows: int, outer: int, step: int,
             continue
         model = Forecaster(setup)
         model.shares, model.calibration, model.stat_scale = choose(known, setup)
-        scales = pd.concat([scales_until(prepared, setup.season, c).loc[[u]] for u, c in cutoff_of.items()])
-        scored.append(model.finish(ahead, scales))
+        scored.append(model.finish(ahead))
     if not scored:
         return Backtest(pd.DataFrame(), skipped, past)
     ours = pd.concat(scored, ignore_index=True)

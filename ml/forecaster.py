@@ -48,7 +48,9 @@ BOUNDS = {"lower_95": 0.025, "lower_80": 0.10, "upper_80": 0.90, "upper_95": 0.9
 LGBM = "lightgbm"
 STATS = ("AutoETS", "AutoTheta")  # fitted on the model scale (log1p where values cannot be negative)
 RAW_STATS = ("AutoETS_raw", "AutoTheta_raw")  # fitted on the values themselves, brought to the model scale
-STAT_PARTS = {"log": STATS, "raw": RAW_STATS}
+# the statistical part of the forecast, by name: AutoETS and AutoTheta's mean or AutoTheta alone
+# (ETS drags the mean down on the sample's short series), fitted on the model scale or the values
+STAT_PARTS = {"log": STATS, "raw": RAW_STATS, "log-theta": ("AutoTheta",), "raw-theta": ("AutoTheta_raw",)}
 SHARES = (0.0, 0.2, 1 / 3, 0.5, 0.75, 1.0)  # the booster's candidate shares of the forecast
 DEFAULT_SHARE = 1 / 3  # equal weights of the booster, AutoETS and AutoTheta
 MIN_ERRORS = 20  # fewer past errors in a bucket: its share is the one chosen on all of them
@@ -161,7 +163,7 @@ class Prepared:
     """A group's series on the model scale, with event days cleaned and their effects kept."""
 
     frame: pd.DataFrame  # unique_id, ds, y, metric, nonneg, event, z, z_clean, raw_clean, effect
-    scales: pd.Series  # per unique_id: mean absolute seasonal difference of z_clean
+    season: int
 
     def history(self, column: str = "z_clean", until: pd.Timestamp | None = None) -> pd.DataFrame:
         rows = self.frame if until is None else self.frame[self.frame["ds"] <= until]
@@ -177,9 +179,7 @@ def prepare(panel: pd.DataFrame, setup: Setup) -> Prepared:
         clean = clean_events(z, is_event, setup.season)
         raw_clean = clean_events(rows["y"].to_numpy(float), is_event, setup.season)
         parts.append(rows.assign(z=z, z_clean=clean, raw_clean=raw_clean, effect=np.where(is_event, z - clean, np.nan)))
-    frame = pd.concat(parts, ignore_index=True)
-    scales = frame.groupby("unique_id")["z_clean"].apply(lambda z: scale_of(z.to_numpy(), setup.season))
-    return Prepared(frame, scales)
+    return Prepared(pd.concat(parts, ignore_index=True), setup.season)
 
 
 def event_effects(prepared: Prepared, until: pd.Timestamp | None = None) -> dict[tuple[str, str], float]:
@@ -204,7 +204,7 @@ class Forecaster:
     shares: dict[str, float] = field(default_factory=dict)  # bucket -> booster's share
     calibration: dict[str, dict[str, float]] = field(default_factory=dict)  # PER_ROOT_HORIZON -> bound -> quantile
     effects: dict[tuple[str, str], float] = field(default_factory=dict)
-    stat_scale: str = "log"  # which fit of AutoETS and AutoTheta the forecast reads: "log" or "raw"
+    stat_scale: str = "log"  # the statistical part the forecast reads: a key of STAT_PARTS
 
     def fit(self, prepared: Prepared, past: pd.DataFrame | None = None) -> Forecaster:
         """Fit the booster on every series long enough; shares and calibration from `past`
@@ -244,24 +244,43 @@ class Forecaster:
         lgbm = self.model.predict(h, new_df=prepared.history()) if self.model is not None else None
         out = future.merge(stats, on=KEYS, how="left")
         out = out.merge(lgbm, on=KEYS, how="left") if lgbm is not None else out.assign(**{LGBM: np.nan})
-        return self.finish(out, prepared.scales)
+        for column, scale in scales_until(prepared, None).items():
+            out[column] = out["unique_id"].map(scale)
+        return self.finish(out)
 
-    def finish(self, out: pd.DataFrame, scales: pd.Series) -> pd.DataFrame:
-        """Combine the parts (model scale) of rows with a `horizon`, add event effects (the rows'
-        `effect` where given, else the fitted ones), intervals."""
-        bucket = self.setup.bucket_of(out["horizon"].to_numpy())
-        share = np.array([self.shares.get(b, DEFAULT_SHARE) for b in bucket])
-        stats = out[list(STAT_PARTS[self.stat_scale])].mean(axis=1, skipna=True).to_numpy()
+    def finish(self, out: pd.DataFrame) -> pd.DataFrame:
+        """Combine the parts of rows with a `horizon` and their series' `scale` (model scale) and
+        `scale_raw`, add event effects (the rows' `effect` where given, else the fitted ones), intervals."""
+        share = np.array([self.shares.get(b, DEFAULT_SHARE) for b in self.setup.bucket_of(out["horizon"].to_numpy())])
         effect = out["effect"].to_numpy(float) if "effect" in out else add_effects(out, self.effects)
-        center = combine(out[LGBM].to_numpy(float), stats, share) + effect
+        prediction = predicted(out, self.stat_scale, share, effect)
         nonneg = out["nonneg"].to_numpy(bool)
-        scale = out["unique_id"].map(scales).to_numpy(float)
-        out = out.assign(center=center, prediction=from_model_scale(center, nonneg))
+        out = out.assign(prediction=prediction)
         root = np.sqrt(out["horizon"].to_numpy(float))
+        calibration = self.calibration.get(PER_ROOT_HORIZON, {})
         for bound, q in BOUNDS.items():
-            error = self.calibration.get(PER_ROOT_HORIZON, {}).get(bound, _normal(q))
-            out[bound] = from_model_scale(center + error * root * scale, nonneg)
+            error = calibration.get(bound, _normal(q)) * root
+            if self.stat_scale.startswith("raw"):  # the errors were measured on the values
+                bound_value = prediction + error * out["scale_raw"].to_numpy(float)
+                out[bound] = np.where(nonneg, np.maximum(bound_value, 0.0), bound_value)
+            else:
+                center = to_model_scale(prediction, nonneg)
+                out[bound] = from_model_scale(center + error * out["scale"].to_numpy(float), nonneg)
         return out
+
+
+def predicted(rows: pd.DataFrame, stat_scale: str, share: np.ndarray, effect: np.ndarray) -> np.ndarray:
+    """The forecast in the series' units: on the model scale (log1p where values cannot be negative),
+    the booster and the log fits combined; on the values, the booster brought back to them and the
+    value fits combined. Event effects (model scale) are added to either."""
+    nonneg = rows["nonneg"].to_numpy(bool)
+    lgbm = rows[LGBM].to_numpy(float)
+    stats = rows[list(STAT_PARTS[stat_scale])].mean(axis=1, skipna=True).to_numpy()
+    if stat_scale.startswith("raw"):
+        center = to_model_scale(combine(from_model_scale(lgbm, nonneg), stats, share), nonneg)
+    else:
+        center = combine(lgbm, stats, share)
+    return from_model_scale(center + effect, nonneg)
 
 
 def _normal(q: float) -> float:
@@ -272,18 +291,14 @@ def _normal(q: float) -> float:
 
 
 def _both_scales(prepared: Prepared, run) -> pd.DataFrame:
-    """`run(history)` of the statistical models on the model scale and on the values themselves,
-    the latter brought to the model scale, side by side."""
+    """`run(history)` of the statistical models on the model scale and on the values themselves
+    (`RAW_STATS`, in the series' units), side by side."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         log = run(prepared.history())
         raw = run(prepared.history("raw_clean")).rename(columns=dict(zip(STATS, RAW_STATS, strict=True)))
     keys = [c for c in log.columns if c not in (*STATS, "y")]
-    both = log.drop(columns="y", errors="ignore").merge(raw[[*keys, *RAW_STATS]], on=keys, how="outer")
-    nonneg = both["unique_id"].map(prepared.frame.drop_duplicates("unique_id").set_index("unique_id")["nonneg"])
-    for column in RAW_STATS:
-        both[column] = to_model_scale(both[column].to_numpy(float), nonneg.to_numpy(bool))
-    return both
+    return log.drop(columns="y", errors="ignore").merge(raw[[*keys, *RAW_STATS]], on=keys, how="outer")
 
 
 def fit_statistical(prepared: Prepared, setup: Setup, h: int) -> pd.DataFrame:
@@ -308,15 +323,18 @@ def rolling_origins(prepared: Prepared, setup: Setup, windows: int, step: int) -
     out = out.sort_values(["cutoff", *KEYS]).reset_index(drop=True)  # each cutoff's rows together, in order
     effects = {cutoff: event_effects(prepared, until=cutoff) for cutoff in out["cutoff"].unique()}
     out["effect"] = np.concatenate([add_effects(rows, effects[c]) for c, rows in out.groupby("cutoff", sort=False)])
-    out["scale"] = np.concatenate([rows["unique_id"].map(scales_until(prepared, setup.season, c)).to_numpy()
-                                   for c, rows in out.groupby("cutoff", sort=False)])
+    for column in ("scale", "scale_raw"):
+        out[column] = np.concatenate([rows["unique_id"].map(scales_until(prepared, c)[column]).to_numpy()
+                                      for c, rows in out.groupby("cutoff", sort=False)])
     return out
 
 
-def scales_until(prepared: Prepared, season: int, cutoff) -> pd.Series:
-    """Each series' scale (`scale_of`) from its history up to `cutoff`."""
-    rows = prepared.frame[prepared.frame["ds"] <= cutoff]
-    return rows.groupby("unique_id")["z_clean"].apply(lambda z: scale_of(z.to_numpy(), season))
+def scales_until(prepared: Prepared, cutoff) -> dict[str, pd.Series]:
+    """Each series' scale (`scale_of`) on the model scale (`scale`) and on its values (`scale_raw`),
+    from its history up to `cutoff` (None: all of it)."""
+    rows = prepared.frame if cutoff is None else prepared.frame[prepared.frame["ds"] <= cutoff]
+    return {name: rows.groupby("unique_id")[column].apply(lambda v: scale_of(v.to_numpy(), prepared.season))
+            for name, column in (("scale", "z_clean"), ("scale_raw", "raw_clean"))}
 
 
 def _steps(cutoff: pd.Series, ds: pd.Series, freq: str) -> np.ndarray:
@@ -327,40 +345,42 @@ def _steps(cutoff: pd.Series, ds: pd.Series, freq: str) -> np.ndarray:
 
 
 def choose(past: pd.DataFrame, setup: Setup) -> tuple[dict[str, float], dict[str, dict[str, float]], str]:
-    """From forecasts with known outcomes: which fit of the statistical models to read (on the model
-    scale or on the values: whichever erred less on these series), the booster's share per bucket
-    (least mean scaled absolute error among `SHARES`), and the split-conformal quantiles of the
-    resulting combination's errors (over the series' scale and the root of the horizon, pooled over
-    every horizon)."""
+    """From forecasts with known outcomes: which fit of the statistical models to combine with the
+    booster (on the model scale or on the values: whichever erred less, in the series' units, on
+    these series), the booster's share per bucket (least mean scaled absolute error among
+    `SHARES`), and the split-conformal quantiles of the resulting forecast's errors (over the
+    series' scale and the root of the horizon, pooled over every horizon, on the scale it combines)."""
     past = past[np.isfinite(past["z"])]
     bucket = setup.bucket_of(past["horizon"].to_numpy())
-    lgbm = past[LGBM].to_numpy(float)
-    target = (past["z"] - past["effect"]).to_numpy()
-    scale = past["scale"].to_numpy()
+    actual, effect = past["y"].to_numpy(float), past["effect"].to_numpy(float)
     names = [f"h{lo}-{hi}" for lo, hi in setup.buckets()]
 
-    def error(stats: np.ndarray, here: np.ndarray, share: float) -> float:
-        return float(np.nanmean(np.abs(target[here] - combine(lgbm[here], stats[here], np.full(here.sum(), share)))
-                                / scale[here]))
+    def error(kind: str, here: np.ndarray, share: float) -> float:
+        rows = past[here]
+        forecast = predicted(rows, kind, np.full(len(rows), share), effect[here])
+        return float(np.nanmean(np.abs(actual[here] - forecast) / rows["scale_raw"].to_numpy()))
 
-    def best(stats: np.ndarray, here: np.ndarray) -> float:
-        return SHARES[int(np.nanargmin([error(stats, here, s) for s in SHARES]))]
+    def best(kind: str, here: np.ndarray) -> float:
+        return SHARES[int(np.nanargmin([error(kind, here, s) for s in SHARES]))]
 
     everything = np.ones(len(past), bool)
-    parts = {kind: past[list(columns)].mean(axis=1, skipna=True).to_numpy() for kind, columns in STAT_PARTS.items()
-             if set(columns) <= set(past.columns)}
     enough = len(past) >= MIN_ERRORS // 2
-    stat_scale = min(parts, key=lambda k: error(parts[k], everything, best(parts[k], everything))) if enough \
-        else "log"
-    stats = parts[stat_scale]
-    overall = best(stats, everything) if enough else DEFAULT_SHARE
+    kinds = [k for k, columns in STAT_PARTS.items() if set(columns) <= set(past.columns)]
+    stat_scale = min(kinds, key=lambda k: error(k, everything, best(k, everything))) if enough else "log"
+    overall = best(stat_scale, everything) if enough else DEFAULT_SHARE
     shares = {}
     for name in names:  # a bucket with too few errors takes the share chosen on all of them
         here = bucket == name
-        shares[name] = best(stats, here) if here.sum() >= MIN_ERRORS else overall
+        shares[name] = best(stat_scale, here) if here.sum() >= MIN_ERRORS else overall
     share = np.array([shares.get(b, DEFAULT_SHARE) for b in bucket])
+    forecast = predicted(past, stat_scale, share, effect)
+    nonneg = past["nonneg"].to_numpy(bool)
+    if stat_scale.startswith("raw"):
+        errors = (actual - forecast) / past["scale_raw"].to_numpy()
+    else:
+        errors = (to_model_scale(actual, nonneg) - to_model_scale(forecast, nonneg)) / past["scale"].to_numpy()
     # errors grow with the horizon: divided by its root, every horizon's errors calibrate together
-    scaled = (target - combine(lgbm, stats, share)) / scale / np.sqrt(past["horizon"].to_numpy())
+    scaled = errors / np.sqrt(past["horizon"].to_numpy())
     scaled = scaled[np.isfinite(scaled)]
     calibration = {}
     if len(scaled):
