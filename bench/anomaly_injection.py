@@ -91,9 +91,10 @@ def seasonal_robust_z(panel: pd.DataFrame, season: int = 7, weeks: int = 4, wind
 DAILY = Setup("D", 7, 7)
 
 
-def judge_all(injected: pd.DataFrame, setup: Setup = DAILY) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Our score and the baseline's for every judged day of `injected`, and our judgments."""
-    ours = detection.judge(injected.drop(columns=["size", "noise", "oracle"]), setup)
+def judge_all(injected: pd.DataFrame, setup: Setup = DAILY, last: int | None = None) -> tuple[pd.DataFrame,
+                                                                                              pd.DataFrame]:
+    """Our score and the baseline's for every judged day of `injected` (the `last` days), and our judgments."""
+    ours = detection.judge(injected.drop(columns=["size", "noise", "oracle"]), setup, last=last)
     scored = injected.assign(baseline=seasonal_robust_z(injected))
     ours = ours.assign(ours=ours["score"].where(~ours["shift"], 0.0))  # a lasting move is not flagged
     scored = scored.merge(ours[["unique_id", "ds", "ours"]], on=["unique_id", "ds"], how="inner")

@@ -34,6 +34,7 @@ from ml.training import OUTER, WINDOWS, train_family, windows_for
 from semantic import snapshots
 
 MODELS = (backtest.FORECAST, LGBM, *backtest.BASELINES)
+LAST_DAYS = 150  # days of a (year-long) real series judged for anomalies
 pd.set_option("display.width", 200)
 pd.set_option("display.max_columns", 30)
 
@@ -134,7 +135,7 @@ def anomalies(wide: pd.DataFrame | None, calendar: pd.DataFrame | None, replicat
         started = time.perf_counter()
         for seed in range(replicates):
             injected = anomaly_injection.inject(panel, seed)
-            judged, ours = anomaly_injection.judge_all(injected)
+            judged, ours = anomaly_injection.judge_all(injected, last=LAST_DAYS)
             scored.append(judged.assign(panel=name))
             found = insights.anomalies(ours)
             on_events = found[found["insight_type"].str.startswith("anomaly")]

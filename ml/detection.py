@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import warnings
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from statsforecast import StatsForecast
@@ -36,6 +37,7 @@ SHARE = 0.5  # the booster's share of the expected value (the rest AutoTheta's)
 MIN_PEERS = 5  # tenants a day needs before their shared movement is taken out
 SHIFT_RUN = 3  # this many anomalies in a row, the same way, are a lasting move (a change point), not anomalies
 DETECTION_PARAMS = {"n_estimators": 100}  # refitted every season: a smaller booster
+RECENT = 8  # seasons of history the booster reads for a one-step forecast
 
 
 def stabilized(values: np.ndarray, nonneg: np.ndarray) -> np.ndarray:
@@ -50,9 +52,11 @@ def _robust_scale(values: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
-def judge(panel: pd.DataFrame, setup: Setup, first: int | None = None, step: int | None = None) -> pd.DataFrame:
+def judge(panel: pd.DataFrame, setup: Setup, first: int | None = None, step: int | None = None,
+          last: int | None = None) -> pd.DataFrame:
     """One row per judged period (unique_id, ds, y, expected, lower, upper, z, event...): every
-    period after the first `first` (default: the shortest history a model is fitted on)."""
+    period after the first `first` (default: the shortest history a model is fitted on), or only
+    the `last` ones."""
     step = step or setup.season
     first = first or setup.min_length
     frame = panel.sort_values(KEYS).reset_index(drop=True)
@@ -75,24 +79,28 @@ def judge(panel: pd.DataFrame, setup: Setup, first: int | None = None, step: int
     fallback = _fallback_scales(frame, stab, is_event, setup.season)
     out = []
     ahead_setup = Setup(setup.freq, setup.season, step)
+    offset = pd.tseries.frequencies.to_offset(setup.freq) * setup.season
     position = {d: i for i, d in enumerate(days)}
-    for origin in days[first - 1:-1:step]:
+    start = first if last is None else max(first, len(days) - last)
+    for origin in days[start - 1:-1:step]:
         model, theta = _fit(frame, working, origin, first, ahead_setup)
-        if model is None:
+        if theta is None:
             continue
         for target in days[position[origin] + 1: position[origin] + 1 + step]:
             index = np.flatnonzero((frame["ds"] == target).to_numpy())
             rows = frame.iloc[index]
-            known = (frame["ds"] < target).to_numpy()
+            # the booster reads the recent history only (its lags reach two seasons, its windows three)
+            known = ((frame["ds"] < target) & (frame["ds"] >= target - RECENT * offset)).to_numpy()
             history = pd.DataFrame({"unique_id": frame["unique_id"][known], "ds": frame["ds"][known],
                                     "y": working[known]})
-            history = history[history.groupby("unique_id")["y"].transform("size") >= first]
-            if history.empty:
-                continue
+            history = history[history["unique_id"].isin(theta["unique_id"])]  # the series long enough
             # the booster one step ahead of the (cleaned) day before; AutoTheta from the origin
-            lgbm = model.predict(1, new_df=history).set_index("unique_id")[LGBM]
+            lgbm = model.predict(1, new_df=history).set_index("unique_id")[LGBM] if model is not None \
+                else pd.Series(dtype=float)
+            if not len(lgbm):
+                lgbm = theta.groupby("unique_id")["AutoTheta"].first() * np.nan
             stats = theta.set_index(KEYS)["AutoTheta"]
-            keep = rows["unique_id"].isin(lgbm.index).to_numpy()
+            keep = rows["unique_id"].isin(set(lgbm.index) | set(theta["unique_id"])).to_numpy()
             index, rows = index[keep], rows[keep]
             if rows.empty:
                 continue
@@ -182,7 +190,8 @@ def _effects_until(frame: pd.DataFrame, effect: np.ndarray, origin) -> dict[tupl
 
 def _fit(frame: pd.DataFrame, working: np.ndarray, origin, first: int, setup: Setup):
     """The booster refitted on the cleaned history up to `origin`, and AutoTheta's forecasts of the
-    season after it (model scale); (None, None) when no series is long enough yet."""
+    season after it (model scale); (None, None) when no series is long enough yet, and no booster
+    while no series has a row with every lag."""
     known = (frame["ds"] <= origin).to_numpy()
     history = pd.DataFrame({"unique_id": frame["unique_id"][known], "ds": frame["ds"][known], "y": working[known]})
     history = history[history.groupby("unique_id")["y"].transform("size") >= first]
@@ -190,7 +199,10 @@ def _fit(frame: pd.DataFrame, working: np.ndarray, origin, first: int, setup: Se
         return None, None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = booster(setup, DETECTION_PARAMS).fit(history, static_features=[])
+        try:
+            model = booster(setup, DETECTION_PARAMS).fit(history, static_features=[])
+        except (ValueError, lgb.basic.LightGBMError):  # no row with every lag yet: AutoTheta alone
+            model = None
         theta = StatsForecast(models=[AutoTheta(season_length=setup.season)], freq=setup.freq, n_jobs=1).forecast(
             df=history, h=setup.horizon)
     return model, theta
