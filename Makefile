@@ -16,8 +16,12 @@ SEGMENT_NODE := tests/ingestion/segment_node/node_modules/.installed
 # The Evidence project's locked packages, and Debian's Chromium (the tests open the reports in it)
 REPORTS_JS := reports/node_modules/.package-lock.json
 CHROMIUM := /usr/bin/chromium
+# Debian's PostgreSQL server: the tests run the platform on a throwaway cluster of it
+POSTGRES := /usr/lib/postgresql
+# Debian's Java and PostgreSQL JDBC driver (pgjdbc): the tests run a Java program against the SQL endpoint
+JDBC := /usr/share/java/postgresql.jar
 
-.PHONY: report serve-reports run test test-all test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports lint manifest install clean
+.PHONY: report serve-reports run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments lint manifest install clean
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest $(REPORTS_JS)
@@ -25,14 +29,17 @@ run: install manifest $(REPORTS_JS)
 
 ## test: the test suite, on every core (pytest-xdist: TEST_WORKERS=1 runs it in one process)
 TEST_WORKERS ?= 2
-test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM)
+test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM) $(POSTGRES) $(JDBC)
 	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope
 
-test-all: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM)
-	$(RUN) pytest -m ""
+## test-durations: the test suite as `make test` runs it, then where its time went (per folder, the slowest 25)
+test-durations: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(CHROMIUM) $(POSTGRES)
+	@mkdir -p data
+	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope --junitxml=data/test-durations.xml; status=$$?; \
+		$(RUN) python -m tests.durations data/test-durations.xml; exit $$status
 
-## test-postgres: the main job on a throwaway PostgreSQL cluster (needs the postgresql server package)
-test-postgres: install manifest
+## test-postgres: only the tests on a throwaway PostgreSQL cluster (the main job with DBT_TARGET=postgres)
+test-postgres: install manifest $(POSTGRES)
 	$(RUN) pytest -m postgres
 
 ## serve: the metrics server (Cube's REST API) on http://127.0.0.1:4000 over the published data
@@ -69,6 +76,7 @@ bench: install manifest $(REPORTS_JS) $(CHROMIUM)
 	$(RUN) python -m bench.semantic --data-dir data
 	$(RUN) python -m bench.ml --data-dir data
 	$(RUN) python -m bench.anomaly_ceiling --data-dir data
+	$(RUN) python -m bench.experiments --data-dir data
 	$(RUN) python -m bench.collector
 	$(RUN) python -m bench.freshness
 	$(RUN) python -m bench.reports
@@ -91,6 +99,12 @@ bench-reports: install $(REPORTS_JS) $(CHROMIUM)
 bench-ml: install manifest
 	$(RUN) python -m bench.ml --data-dir data
 	$(RUN) python -m bench.anomaly_ceiling --data-dir data
+
+## bench-experiments: A/A false positives, interval coverage of the generator's true lifts, daily looks with
+## always-valid intervals, CUPED's variance reduction, the injected sample-ratio mismatch (5 to 10 minutes;
+## with `make run` first, also the pipeline's own decisions on the default sample)
+bench-experiments: install manifest
+	$(RUN) python -m bench.experiments --data-dir data
 
 ## bench-semantic: the metrics server under 100 concurrent clients (after `make run`)
 bench-semantic: install manifest
@@ -129,6 +143,13 @@ $(REPORTS_JS): reports/package.json reports/package-lock.json
 
 $(CHROMIUM):
 	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+
+$(POSTGRES):
+	apt-get update -qq && apt-get install -y -qq postgresql
+
+# the JDK (not only the runtime): the test program runs in source mode, which compiles it
+$(JDBC):
+	apt-get update -qq && apt-get install -y -qq default-jdk-headless libpostgresql-jdbc-java
 
 ## report: render the chosen pages to PDF, export every page's datasets, email and post them (REPORTS_* settings)
 report: install $(REPORTS_JS) $(CHROMIUM)

@@ -1,7 +1,8 @@
 """The collector benchmark's baseline: a server that only decodes each batch, appends its events as
 JSON lines and fsyncs them before answering (group commit), with as many uvicorn worker processes
-as the collector. No validation, no mapping, no de-duplication, no metrics: the floor the collector's
-own work is measured against.
+as the collector, started the same way (`ingestion.collector.workers`: a listening socket each).
+No validation, no mapping, no de-duplication, no metrics: the floor the collector's own work is
+measured against.
 
     python -m bench.baseline_collector --port 8101 --workers 2 --dir /tmp/baseline
 """
@@ -87,7 +88,7 @@ def app():
 
 
 def main() -> None:
-    import uvicorn
+    from ingestion.collector.workers import serve
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
@@ -96,8 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     os.environ["BASELINE_DIR"] = str(args.dir)
-    uvicorn.run("bench.baseline_collector:app", factory=True, host="127.0.0.1", port=args.port,
-                workers=args.workers, log_level="warning")
+    serve("bench.baseline_collector:app", "127.0.0.1", args.port, args.workers, factory=True, log_level="warning")
 
 
 if __name__ == "__main__":

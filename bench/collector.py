@@ -12,7 +12,11 @@ processes (the collector adds its landing process, which does the writing):
 3. zero loss: every acknowledged event is in the landing zone exactly once.
 
 The load generator writes pre-encoded requests on keep-alive connections and reads the status line
-and body, nothing else (measured: its own CPU time is printed), so that it is not what limits.
+and body, nothing else (measured: its own CPU time is printed), so that it is not what limits. The
+machine's load average (1 minute) is printed with each server's figures, and the CPU time the
+server's processes spent per batch of the throughput measurement: on a shared machine the two
+servers may not get the same share of the cores, which the load tells, while CPU per batch does
+not depend on that share.
 
     make bench-collector                  # or: python -m bench.collector --seconds 5
 """
@@ -98,6 +102,21 @@ class Generator:
             writer.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its descendants, from /proc (Linux)."""
+    tick, total, pids = os.sysconf("SC_CLK_TCK"), 0.0, [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+        pids += [int(child) for child in children]
+    return total
+
+
 def quantiles_ms(latencies: list[float]) -> tuple[float, float]:
     q = statistics.quantiles([s * 1000 for s in latencies], n=100, method="inclusive")
     return q[49], q[98]
@@ -175,22 +194,25 @@ def main() -> int:
         for name in ("baseline", "collector"):
             server = start(name, args.workers, Path(tmp))
             try:
+                load_before, server_cpu = os.getloadavg()[0], cpu_seconds(server.process.pid)
                 cpu = resource.getrusage(resource.RUSAGE_SELF)
                 load, seconds, first = asyncio.run(throughput(server.port, args.clients, batch, args.seconds, 0))
                 used = resource.getrusage(resource.RUSAGE_SELF)
+                server_cpu = (cpu_seconds(server.process.pid) - server_cpu) / max(len(load.latencies), 1)
                 client_cpu = (used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime) / seconds
                 quiet, _, first = asyncio.run(mixed(server.port, 4, small, None, args.seconds / 2, first))
                 busy, big, first = asyncio.run(mixed(server.port, 4, small, large, args.seconds, first))
+                loads = (load_before, os.getloadavg()[0])
             finally:
                 server.stop()
-            results[name] = (load, seconds, client_cpu, quiet, busy, big, server)
-        for name, (load, seconds, client_cpu, quiet, busy, big, server) in results.items():
+            results[name] = (load, seconds, client_cpu, quiet, busy, big, server, loads, server_cpu)
+        for name, (load, seconds, client_cpu, quiet, busy, big, server, loads, server_cpu) in results.items():
             per_minute = len(load.acknowledged) * args.batch_size / seconds * 60
             p50, p99 = quantiles_ms(load.latencies)
             quiet_p99 = quantiles_ms(quiet.latencies)[1]
             busy_p99 = quantiles_ms(busy.latencies)[1]
             rows.append((name, per_minute, p50, p99, client_cpu, quiet_p99, busy_p99, len(big.acknowledged),
-                         dict(sorted({**load.statuses}.items()))))
+                         dict(sorted({**load.statuses}.items())), loads, server_cpu))
             if name == "collector":
                 ids = stored_ids(server)
                 expected = (len(load.acknowledged) * args.batch_size + (len(quiet.acknowledged)
@@ -202,11 +224,14 @@ def main() -> int:
           f"{args.batch_size}, {args.seconds:.0f} s per measurement, on a machine with {os.cpu_count()} cores "
           "(shared with the load generator)")
     print(f"{'server':<10} {'events/min':>14} {'p50 ms':>8} {'p99 ms':>8} {'client cores':>13} "
-          f"{'small p99 ms':>13} {'+20k p99 ms':>12} {'20k acked':>10}  statuses")
-    for name, per_minute, p50, p99, client_cpu, quiet_p99, busy_p99, big_n, statuses in rows:
+          f"{'small p99 ms':>13} {'+20k p99 ms':>12} {'20k acked':>10} {'load avg':>12} {'server us/batch':>16}"
+          "  statuses")
+    for name, per_minute, p50, p99, client_cpu, quiet_p99, busy_p99, big_n, statuses, loads, server_cpu in rows:
         print(f"{name:<10} {per_minute:>14,.0f} {p50:>8.1f} {p99:>8.1f} {client_cpu:>13.2f} {quiet_p99:>13.1f} "
-              f"{busy_p99:>12.1f} {big_n:>10}  {statuses}")
+              f"{busy_p99:>12.1f} {big_n:>10} {loads[0]:>5.2f}->{loads[1]:<5.2f} {server_cpu * 1e6:>16,.0f}"
+              f"  {statuses}")
     collector, baseline = rows[1], rows[0]
+    print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     ratio = collector[1] / baseline[1]
     verdicts = [
         ("throughput", f"{collector[1]:,.0f} events/min (goal {GOAL_PER_MINUTE:,})", collector[1] >= GOAL_PER_MINUTE),

@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 
 from orchestration.environment import DBT_PROJECT_DIR as DBT_DIR
-from orchestration.environment import REPO_ROOT
+from orchestration.environment import REPO_ROOT, tool
 
 
 def measured(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
@@ -44,7 +44,7 @@ def run_scale(scale: float, root: Path) -> dict:
     events = truth["events"]["valid_events"]
     load = measured([py, "-m", "ingestion.pipelines", "--data-dir", str(data)])
     env = {**os.environ, "PLATFORM_WAREHOUSE": str(data / "warehouse.duckdb")}
-    build = measured(["dbt", "build", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
+    build = measured([tool("dbt"), "build", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
                       "--target-path", str(data / "dbt-target"), "--log-path", str(data / "dbt-logs")], env)
     with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as conn:
         raw_rows = sum(conn.execute(f"select count(*) from {t}").fetchone()[0] for t in (

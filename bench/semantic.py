@@ -8,6 +8,9 @@ the default sample). Starts the server in its own process, then measures:
   baseline, from a second server with rollups off (MetricFlow compiles every query);
 - a complex query (three metrics, two dimensions, monthly, filtered), cold, 100 concurrent clients,
   from a rollup and from MetricFlow;
+- a complex query no rollup can answer (two event metrics by event type and the user's country,
+  weekly, a `contains` filter), cold, 100 concurrent clients, against the same SQL (as the server
+  reports it) run directly in DuckDB by 100 threads in the same run;
 - one cold query at a time, against the same SQL run directly in DuckDB: the layer's overhead.
 
     make bench-semantic            # or: python -m bench.semantic --data-dir data
@@ -38,17 +41,44 @@ CLIENTS = 100
 
 
 def dashboard(end: date) -> dict:
-    return {"measures": ["metrics.revenue"], "timeDimensions": [{
-        "dimension": "metrics.metric_time", "granularity": "day",
+    return {"measures": ["orders.revenue"], "timeDimensions": [{
+        "dimension": "orders.metric_time", "granularity": "day",
         "dateRange": [(end - timedelta(days=89)).isoformat(), end.isoformat()]}]}
 
 
 def complex_query(end: date, devices: list[str]) -> dict:
-    return {"measures": ["metrics.revenue", "metrics.orders", "metrics.average_order_value"],
-            "dimensions": ["metrics.tenant", "metrics.user__country"],
-            "timeDimensions": [{"dimension": "metrics.metric_time", "granularity": "month",
+    return {"measures": ["orders.revenue", "orders.orders", "orders.average_order_value"],
+            "dimensions": ["orders.tenant", "orders.user__country"],
+            "timeDimensions": [{"dimension": "orders.metric_time", "granularity": "month",
                                 "dateRange": [(end - timedelta(days=89)).isoformat(), end.isoformat()]}],
-            "filters": [{"member": "metrics.user__device", "operator": "equals", "values": devices}]}
+            "filters": [{"member": "orders.user__device", "operator": "equals", "values": devices}]}
+
+
+def no_rollup_query(end: date, plan_letters: str) -> dict:
+    """Event metrics by event type and the user's country, weekly, with a `contains` filter: no rollup
+    has these dimensions, and `contains` is a filter rollups do not apply."""
+    return {"measures": ["events.events", "events.active_users"],
+            "dimensions": ["events.event__event_type", "events.user__country"],
+            "timeDimensions": [{"dimension": "events.metric_time", "granularity": "week",
+                                "dateRange": [(end - timedelta(days=60)).isoformat(), end.isoformat()]}],
+            "filters": [{"member": "events.user__plan", "operator": "contains", "values": [plan_letters]}]}
+
+
+def concurrent_direct(conn, sqls: list[str]) -> list[float]:
+    """The same statements straight in DuckDB, CLIENTS threads at a time, each on its own cursor."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(sql: str) -> float:
+        cursor = conn.cursor()
+        try:
+            started = time.perf_counter()
+            cursor.execute(sql).fetchall()
+            return time.perf_counter() - started
+        finally:
+            cursor.close()
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        return list(pool.map(run, sqls))
 
 
 def percentiles(samples: list[float]) -> str:
@@ -193,6 +223,16 @@ def main() -> int:
         for label, port in (("rollup", with_rollups), ("MetricFlow, no rollups", without)):
             complex_cold = asyncio.run(concurrent(port, token, complex_queries))
             print(f"complex, cold   ({label:<22}): {percentiles(complex_cold)}")
+        letters = ["a", "e", "i", "o", "r", "s", "t", "n", "ro", "ee", "pr", "ba", "st", "fr"]
+        beyond = [no_rollup_query(end - timedelta(days=i // len(letters)), letters[i % len(letters)])
+                  for i in range(min(args.requests, 300))]
+        served = asyncio.run(concurrent(with_rollups, token, beyond))
+        with httpx.Client(headers={"Authorization": token}) as client:
+            sqls = [client.get(f"http://127.0.0.1:{with_rollups}/cubejs-api/v1/sql",
+                               params={"query": orjson.dumps(q).decode()}).json()["sql"]["sql"][0] for q in beyond]
+        direct = concurrent_direct(conn, sqls)
+        print(f"no rollup fits, cold (through the server): {percentiles(served)}")
+        print(f"no rollup fits, the same SQL in DuckDB   : {percentiles(direct)}")
 
         # One at a time: the layer (HTTP + compile or rollup + run) against the same SQL straight in DuckDB.
         single = {}

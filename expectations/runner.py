@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 
 from expectations import store
@@ -153,21 +152,24 @@ def _rows_filter(suite: Suite, frame: Frame, checks: list[Check], since: datetim
 
 
 class Runner:
-    """Validates suites against one warehouse connection, with one Great Expectations context."""
+    """Validates suites against one warehouse connection, with one Great Expectations context.
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection, gx_root: Path, run_id: str,
-                 now: datetime | None = None):
+    `warehouse` is the target's connection (`semantic.warehouse.Warehouse`): the frames are
+    DuckDB's SQL, and it runs them in its own engine's.
+    """
+
+    def __init__(self, warehouse, gx_root: Path, run_id: str, now: datetime | None = None):
         import great_expectations as gx  # seconds to import: only when validating
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         self.gx = gx
-        self.conn, self.run_id = conn, run_id
+        self.warehouse, self.run_id = warehouse, run_id
         self.now = now or datetime.now(UTC)
         gx_root.mkdir(parents=True, exist_ok=True)
         self.context = gx.get_context(mode="file", project_root_dir=str(gx_root))
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
         self.datasource = self.context.data_sources.add_or_update_pandas("warehouse")
-        store.ensure_tables(conn)
+        store.ensure_tables(warehouse)
 
     def validate(self, suite: Suite, only: set[str] | None = None) -> list[Outcome]:
         """Run the suite's checks (or those named in `only`) and record every outcome."""
@@ -182,8 +184,8 @@ class Runner:
             rows, params = _rows_filter(suite, frame, frame_checks, since)
             sql = frame.sql.replace("{now}", self.now.isoformat()).replace("{rows}", rows)
             try:
-                df = self.conn.execute(sql, params).df()
-            except duckdb.Error as exc:
+                df = self.warehouse.frame(sql, params)
+            except Exception as exc:  # the driver's error names the table or column at fault
                 why = f"frame {frame.name!r} failed: {str(exc).splitlines()[0]}"
                 outcomes += [Outcome(suite.name, c, False, "no data", describe_expected(c), error=why)
                              for c in frame_checks]
@@ -192,10 +194,10 @@ class Runner:
             if frame.incremental is not None and len(df):
                 through = df[frame.incremental.loaded_at].max().to_pydatetime()
                 for outcome in (o for o in frame_outcomes if o.error is None):
-                    store.advance(self.conn, suite.name, outcome.check.name, definitions[outcome.check.name],
+                    store.advance(self.warehouse, suite.name, outcome.check.name, definitions[outcome.check.name],
                                   max(through, since or through), self.run_id, self.now)
             outcomes += frame_outcomes
-        store.record_results(self.conn, [self._result_row(o) for o in outcomes])
+        store.record_results(self.warehouse, [self._result_row(o) for o in outcomes])
         # Only this validation's pages (and the index): a full rebuild grows with the history.
         self.context.build_data_docs(resource_identifiers=self._validated)
         return outcomes
@@ -204,7 +206,7 @@ class Runner:
         """The load after which an incremental frame reads rows; None to read every row."""
         if frame.incremental is None:
             return None
-        through = store.validated_through(self.conn, suite.name, definitions).values()
+        through = store.validated_through(self.warehouse, suite.name, definitions).values()
         return None if None in through else min(through)
 
     def _validate_frame(self, suite: Suite, frame: Frame, checks: list[Check], df: pd.DataFrame,
@@ -263,13 +265,13 @@ class Runner:
         columns = _checked_columns(check)
         reasons = {str(row[rule.key]): f"{check.name}: " + ", ".join(f"{c}={_short(row[c])}" for c in columns)
                    for _, row in failing.iterrows()}
-        held = store.held_keys(self.conn, suite.name, check.name)
+        held = store.held_keys(self.warehouse, suite.name, check.name)
         new = {k: v for k, v in reasons.items() if k not in held}
         fixed = held - reasons.keys()
         if new:
-            store.hold(self.conn, rule.source_table, suite.name, check.name, new, self.run_id, self.now)
+            store.hold(self.warehouse, rule.source_table, suite.name, check.name, new, self.run_id, self.now)
         if fixed:
-            store.release(self.conn, suite.name, check.name, fixed, self.run_id, self.now)
+            store.release(self.warehouse, suite.name, check.name, fixed, self.run_id, self.now)
         outcome.newly_held, outcome.still_held, outcome.released = len(new), len(held & reasons.keys()), len(fixed)
 
     def _result_row(self, o: Outcome) -> tuple:

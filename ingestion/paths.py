@@ -7,8 +7,32 @@ generator, the loaders and later the HTTP collector agree on it without sharing 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+
+# The runtime data directory of a clone: data/ beside the code (git-ignored).
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+
+
+def data_dir_from(env: Mapping[str, str]) -> Path:
+    """The data directory every part of the platform uses: PLATFORM_DATA_DIR, else data/ in the clone.
+    The one place that reads the variable."""
+    return Path(env.get("PLATFORM_DATA_DIR") or DEFAULT_DATA_DIR).resolve()
+
+
+def pinned_now_from(env: Mapping[str, str]) -> datetime | None:
+    """PLATFORM_NOW: the moment every part of the platform takes as now (an ISO timestamp, UTC
+    unless it names an offset), or None for the clock. The one place that reads the variable."""
+    value = env.get("PLATFORM_NOW")
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"PLATFORM_NOW must be an ISO timestamp such as 2026-11-01T06:00:00Z, not {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def fsync(path: Path) -> None:

@@ -12,6 +12,7 @@ would come back as a high-severity anomaly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +34,17 @@ def read_seed(path: Path = SEED) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
-def read_warehouse(conn, relation: str = RELATION) -> pd.DataFrame:
-    """The calendar as dbt loaded it; empty when the seed was never loaded (a warehouse built before it)."""
-    cursor = conn.cursor()
+def read(run: Callable[[str], tuple[list[str], list[tuple]]], relation: str = RELATION) -> pd.DataFrame:
+    """The calendar as dbt loaded it, read with `run` (a `Warehouse.query` or a published `Reader.run`:
+    the SQL is the same in every dialect); empty when the seed was never loaded (a warehouse built
+    before it)."""
     try:
-        cursor.execute(f"select {', '.join(COLUMNS)} from {relation}")
+        names, rows = run(f"select {', '.join(COLUMNS)} from {relation}")
     except Exception as err:  # any driver's "no such table"
         if "does not exist" in str(err).lower() or "not found" in str(err).lower():
             return pd.DataFrame(columns=COLUMNS)
         raise
-    return pd.DataFrame(cursor.fetchall(), columns=COLUMNS).fillna("")
+    return pd.DataFrame(rows, columns=names).fillna("")
 
 
 def validate(calendar: pd.DataFrame, tenants: set[str] | None = None, source: str = "events_calendar") -> pd.DataFrame:

@@ -53,15 +53,25 @@ class SeriesFrequencyError(ValueError):
     """A series' dates do not fit the frequency its metric declares."""
 
 
-def read_metrics_daily(conn, metrics: tuple[str, ...] = tuple(METRICS),
-                       relation: str = "marts.metrics_daily") -> pd.DataFrame:
-    """The metrics of `metrics_daily` per tenant and day, wide (one column per metric)."""
-    columns = ", ".join(f"cast({m} as double) as {m}" for m in metrics)
-    cursor = conn.cursor()
-    cursor.execute(f"select date_day, tenant_id, {columns} from {relation} order by date_day, tenant_id")
-    frame = pd.DataFrame(cursor.fetchall(), columns=["date_day", "tenant_id", *metrics])
+def metrics_daily_sql(relation: str = "marts.metrics_daily", metrics: tuple[str, ...] = tuple(METRICS)) -> str:
+    """The metrics of `metrics_daily` per tenant and day (the SQL is the same in every dialect)."""
+    columns = ", ".join(f"cast({m} as double precision) as {m}" for m in metrics)
+    return f"select date_day, tenant_id, {columns} from {relation} order by date_day, tenant_id"
+
+
+def metrics_daily_frame(names: list[str], rows: list[tuple]) -> pd.DataFrame:
+    """That query's result, wide (one column per metric)."""
+    frame = pd.DataFrame(rows, columns=names)
     frame["date_day"] = pd.to_datetime(frame["date_day"])
     return frame
+
+
+def read_metrics_daily(conn, metrics: tuple[str, ...] = tuple(METRICS),
+                       relation: str = "marts.metrics_daily") -> pd.DataFrame:
+    """`metrics_daily` from a DB-API connection to any of the warehouses."""
+    cursor = conn.cursor()
+    cursor.execute(metrics_daily_sql(relation, metrics))
+    return metrics_daily_frame([d[0] for d in cursor.description], cursor.fetchall())
 
 
 @dataclass

@@ -15,6 +15,7 @@ from orchestration.assets.distribution import (
     report_distribution,
     report_distribution_job,
 )
+from orchestration.assets.experiments import experiment_analysis
 from orchestration.assets.ingestion import app_db_assets, events_assets, marketing_assets
 from orchestration.assets.ml import (
     forecast_daily,
@@ -37,8 +38,8 @@ batch_job = dg.define_asset_job(
     "batch_job",
     selection=PIPELINE,
     description="Everything, in dependency order: sample data, dlt loads, quality gates on raw data, dbt build "
-    "with its tests, quality gates on marts, forecasting models, forecasts and insights, the forecast mart, "
-    "the published read snapshot, the Evidence reports site.",
+    "with its tests, quality gates on marts, forecasting models, forecasts and insights, the experiment analysis, "
+    "the forecast and experiment results marts, the published read snapshot, the Evidence reports site.",
 )
 
 # The daily run forecasts with the registered champions; retraining is weekly or on drift.
@@ -54,7 +55,8 @@ daily_batch_schedule = dg.ScheduleDefinition(
 defs = dg.Definitions(
     assets=[sample_data, app_db_assets, events_assets, marketing_assets, dbt_models, forecast_models,
             dbt_forecast_marts,
-            forecast_daily, insights, published_warehouse, reports_site, report_distribution, insight_alerts],
+            forecast_daily, insights, experiment_analysis, published_warehouse, reports_site, report_distribution,
+            insight_alerts],
     asset_checks=quality_checks,
     jobs=[batch_job, daily_job, retrain_job, microbatch_job, report_distribution_job, insight_alerts_job],
     schedules=[daily_batch_schedule, weekly_retrain_schedule, daily_report_schedule],

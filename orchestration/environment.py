@@ -1,8 +1,12 @@
-"""The one place that decides the environment: data directory, dbt target, sample size, contracts.
+"""The one place that decides the pipeline's environment: data directory, dbt target, sample size,
+contracts, the clock.
 
 Everything is read from environment variables with defaults for the embedded default (DuckDB
 and the sample data under `data/`). Moving to a bigger warehouse means setting `DBT_TARGET` and
-the target's credentials, not changing code.
+the target's credentials, not changing code. What the pipeline shares with the servers (the data
+directory, the warehouse target and its credentials) is parsed by the same functions they use
+(`ingestion.paths.data_dir_from`, `semantic.warehouse.WarehouseTarget`), so each variable is read
+in one place.
 """
 
 from __future__ import annotations
@@ -13,31 +17,26 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from urllib.parse import quote
 
-import duckdb
-import psycopg2
-from dlt.common.destination import Destination
-
-from ingestion import pipelines
-from ingestion.paths import DataLayout
+from ingestion.paths import DataLayout, data_dir_from, pinned_now_from
+from semantic.publication import Publication
+from semantic.settings import SEMANTIC_MANIFEST
+from semantic.warehouse import Warehouse, WarehouseTarget
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
-# The governed metric definitions as MetricFlow reads them, written by `dbt parse` (`make manifest`).
-SEMANTIC_MANIFEST = DBT_PROJECT_DIR / "target" / "semantic_manifest.json"
+__all__ = ["DBT_PROJECT_DIR", "REPO_ROOT", "SEMANTIC_MANIFEST", "Environment", "current_environment", "tool"]
 
 
 @dataclass(frozen=True)
 class Environment:
     data_dir: Path
-    dbt_target: str
+    warehouse_target: WarehouseTarget
     sample_size: str
     sample_seed: int
     sample_end_date: date
     sample_faults: tuple[str, ...]
     schema_contract: str
-    postgres_dsn: str
     # The moment a run takes as now: the sample's "yesterday", and what the quality gates judge
     # freshness and future timestamps against. The clock unless PLATFORM_NOW pins it (to replay a
     # past day's run, or to make a test's data the same on any day); None means the clock.
@@ -45,6 +44,14 @@ class Environment:
 
     def now(self) -> datetime:
         return self.pinned_now or datetime.now(UTC)
+
+    @property
+    def dbt_target(self) -> str:
+        return self.warehouse_target.target
+
+    @property
+    def postgres_dsn(self) -> str:
+        return self.warehouse_target.postgres_dsn
 
     @property
     def layout(self) -> DataLayout:
@@ -90,36 +97,25 @@ class Environment:
         """The outbox of high-severity insight alerts: pending, sent, and the keys already alerted."""
         return self.data_dir / "reports" / "alerts"
 
-    def warehouse_destination(self) -> Destination:
+    def warehouse_destination(self):
         """Where dlt loads: the same warehouse the dbt target builds in."""
+        from ingestion import pipelines  # dlt: imported by what loads, not by what only reads
+
         if self.dbt_target == "duckdb":
             return pipelines.duckdb_warehouse(self.layout.warehouse)
-        if self.dbt_target == "postgres":
-            return pipelines.postgres_warehouse(self.postgres_dsn)
-        raise ValueError(f"DBT_TARGET {self.dbt_target!r} has no warehouse for the loaders: use duckdb or postgres")
+        return pipelines.postgres_warehouse(self.postgres_dsn)
 
-    def connect_warehouse(self):
-        """A DB-API connection for reading the warehouse (summaries, checks), read-only where possible."""
-        if self.dbt_target == "duckdb":
-            return duckdb.connect(str(self.layout.warehouse), read_only=True)
-        return psycopg2.connect(self.postgres_dsn)
+    def warehouse(self, read_only: bool = True) -> Warehouse:
+        """The warehouse of the target, as a connection that speaks its dialect (`semantic/warehouse.py`)."""
+        return self.warehouse_target.connect(read_only)
+
+    def publication(self) -> Publication:
+        """Where the data readers read is published for this target (`semantic/publication.py`)."""
+        return self.warehouse_target.publication(self.published_dir)
 
     @property
     def warehouse_location(self) -> str:
-        if self.dbt_target == "duckdb":
-            return str(self.layout.warehouse)
-        return self.postgres_dsn.split("@")[-1]  # host:port/db, no password
-
-
-def _pinned_now(value: str | None) -> datetime | None:
-    """PLATFORM_NOW: an ISO timestamp (UTC unless it names an offset), or unset for the clock."""
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"PLATFORM_NOW must be an ISO timestamp such as 2026-11-01T06:00:00Z, not {value!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return self.warehouse_target.location
 
 
 def _sample_end_date(value: str, now: datetime) -> date:
@@ -133,11 +129,11 @@ def _sample_end_date(value: str, now: datetime) -> date:
 
 
 def environment_from(env: dict[str, str]) -> Environment:
-    data_dir = Path(env.get("PLATFORM_DATA_DIR", REPO_ROOT / "data")).resolve()
-    pinned_now = _pinned_now(env.get("PLATFORM_NOW"))
+    data_dir = data_dir_from(env)
+    pinned_now = pinned_now_from(env)
     return Environment(
         data_dir=data_dir,
-        dbt_target=env.get("DBT_TARGET", "duckdb"),
+        warehouse_target=WarehouseTarget.from_environment(env, data_dir),
         sample_size=env.get("PLATFORM_SAMPLE_SIZE", "default"),
         sample_seed=int(env.get("PLATFORM_SAMPLE_SEED", "42")),
         sample_end_date=_sample_end_date(env.get("PLATFORM_SAMPLE_END_DATE", "yesterday"),
@@ -145,11 +141,6 @@ def environment_from(env: dict[str, str]) -> Environment:
         # comma-separated names from ingestion/sample_data/faults.py, to prove the quality gates
         sample_faults=tuple(f for f in env.get("PLATFORM_SAMPLE_FAULTS", "").split(",") if f),
         schema_contract=env.get("PLATFORM_SCHEMA_CONTRACT", "evolve"),
-        # the same PG* variables as the postgres target in profiles.yml
-        postgres_dsn="postgresql://{user}:{password}@{host}:{port}/{db}".format(
-            user=env.get("PGUSER", "analytics"), password=quote(env.get("PGPASSWORD", ""), safe=""),
-            host=env.get("PGHOST", "localhost"), port=env.get("PGPORT", "5432"), db=env.get("PGDATABASE", "analytics"),
-        ),
         pinned_now=pinned_now,
     )
 

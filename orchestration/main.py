@@ -22,7 +22,6 @@ import dagster as dg
 from expectations.runner import data_docs_index
 from orchestration import processes
 from orchestration.environment import Environment, current_environment
-from semantic import snapshots
 
 MARTS_SCHEMA = "marts"
 # Tags that let a later run of this runner tell whether a started run's process still lives.
@@ -80,18 +79,11 @@ def run_job(env: Environment, job_name: str = "batch_job",
 
 
 def mart_row_counts(env: Environment) -> dict[str, int]:
-    conn = env.connect_warehouse()
-    try:
-        cursor = conn.cursor()
-        cursor.execute(f"select table_name from information_schema.tables where table_schema = '{MARTS_SCHEMA}' "
-                       "order by 1")
-        counts = {}
-        for (table,) in cursor.fetchall():
-            cursor.execute(f'select count(*) from "{MARTS_SCHEMA}"."{table}"')
-            counts[table] = cursor.fetchone()[0]
-        return counts
-    finally:
-        conn.close()
+    with env.warehouse() as warehouse:
+        tables = warehouse.rows("select table_name from information_schema.tables where table_schema = ? order by 1",
+                                [MARTS_SCHEMA])
+        return {table: warehouse.rows(f'select count(*) from "{MARTS_SCHEMA}"."{table}"')[0][0]
+                for (table,) in tables}
 
 
 def check_counts(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, int]]:
@@ -118,7 +110,9 @@ def summary(env: Environment, result: dg.ExecuteInProcessResult, seconds: float)
              f"in {seconds:.0f} s"]
     if result.success:
         lines.append("marts (rows):")
-        lines += [f"  {name:<22} {count:>10,}" for name, count in mart_row_counts(env).items()]
+        counts = mart_row_counts(env)
+        width = max(map(len, counts), default=0)
+        lines += [f"  {name:<{width}} {count:>10,}" for name, count in counts.items()]
     checks = check_counts(result)
     quality = checks["quality"]
     if sum(checks["dbt"].values()) + sum(quality.values()):  # the distribution jobs run neither
@@ -132,9 +126,9 @@ def summary(env: Environment, result: dg.ExecuteInProcessResult, seconds: float)
             lines.append(f"dbt results by kind ({step_results.stem}): {json.loads(step_results.read_text())}")
     lines += forecasting_lines(env, result)
     lines += distribution_lines(result)
-    snapshot = snapshots.current(env.published_dir)
-    if snapshot is not None:
-        lines.append(f"published for readers: data version {snapshot.version} ({snapshot.path})")
+    published = env.publication().current()
+    if published is not None:
+        lines.append(f"published for readers: data version {published.version} ({published.location})")
     site_index = env.reports_site_dir / "index.html"
     if site_index.exists() and site_index.stat().st_mtime >= time.time() - seconds:  # built by this run
         lines.append(f"reports (Evidence): {env.reports_site_dir}; open them with `make serve-reports`, "

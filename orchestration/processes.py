@@ -1,4 +1,4 @@
-"""Whether a process that ran a run still lives: the runner and the warm launcher both ask."""
+"""Whether a process that ran a run still lives: the command-line runner asks, after a crash."""
 
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 
 Evidence runs in two steps: `evidence sources` runs each `sources/warehouse/*.sql` against the
 snapshot (DuckDB through `@duckdb/node-api`) and writes the results as Parquet; `evidence build:strict`
-pre-renders every page, whose queries run on those results in DuckDB-wasm. The snapshot is the one
-`semantic/snapshots.py` made current: immutable, so the pipeline keeps writing while a site builds.
+pre-renders every page, whose queries run on those results in DuckDB-wasm. The file is an extract of
+the published version (`Publication.extract`), a file of its own: the pipeline keeps publishing
+while a site builds.
 
 Before the slow build, every page query is checked against the source queries, so a page that
 reads a table no source provides fails at once, naming the page and the query. The new site is
@@ -75,6 +76,16 @@ def page_routes() -> tuple[str, ...]:
 def source_tables() -> set[str]:
     """The tables the source queries give the pages: one per `sources/warehouse/*.sql`."""
     return {path.stem for path in SOURCE_DIR.glob("*.sql")}
+
+
+def tables_read() -> list[str]:
+    """The published tables ("schema.table") the source queries read."""
+    found = set()
+    for path in SOURCE_DIR.glob("*.sql"):
+        parsed = sqlglot.parse_one(path.read_text(), dialect="duckdb")
+        ctes = {cte.alias for cte in parsed.find_all(sqlglot.exp.CTE)}
+        found |= {f"{t.db}.{t.name}" for t in parsed.find_all(sqlglot.exp.Table) if t.db and t.name not in ctes}
+    return sorted(found)
 
 
 def check_pages(pages_dir: Path = pages.PAGES_DIR, tables: set[str] | None = None) -> None:

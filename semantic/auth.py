@@ -1,14 +1,14 @@
 """Who is asking: the JWT in the `Authorization` header, and the rows it may see.
 
-Tokens are HS256-signed with the secret in `SEMANTIC_API_SECRET` (`CUBEJS_API_SECRET` is read
-too, so Cube deployments keep their variable). The payload is the security context, as in Cube:
-`tenant_id` and `role`. A token with role `admin` sees every tenant; any other token sees only
-its own tenant's rows, whatever the query asks, and must name one.
+Tokens are HS256-signed with the secret in `SEMANTIC_API_SECRET` (see `settings.py`). The
+payload is the security context, as in Cube: `tenant_id` and `role`. A token with role `admin`
+sees every tenant; any other token sees only its own tenant's rows, whatever the query asks, and
+must name one (that the published data knows: the servers check). Every token expires: one
+without `exp`, or valid for longer than the configured maximum from now, is refused.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -31,26 +31,23 @@ class SecurityContext:
         return f"{self.role}:{self.tenant_id or '*'}"
 
 
-def api_secret(env: dict[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
-    secret = env.get("SEMANTIC_API_SECRET") or env.get("CUBEJS_API_SECRET")
-    if not secret:
-        raise RuntimeError("set SEMANTIC_API_SECRET (the HS256 secret that signs API tokens)")
-    return secret
-
-
-def authenticate(header: str | None, secret: str) -> SecurityContext:
+def authenticate(header: str | None, secret: str, max_seconds: int | None = None) -> SecurityContext:
     if not header:
         raise AuthError("Authorization header missing")
     token = header.removeprefix("Bearer ").strip()
     try:
-        payload = jwt.decode(token, secret, algorithms=["HS256"])
+        payload = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp"]})
+    except jwt.MissingRequiredClaimError:
+        raise AuthError("Invalid token: it has no expiry (exp); issue tokens that expire") from None
     except jwt.ExpiredSignatureError:
         raise AuthError("Invalid token: expired") from None
     except jwt.InvalidSignatureError:
         raise AuthError("Invalid token: wrong signature") from None
-    except jwt.InvalidTokenError:
-        raise AuthError("Invalid token") from None
+    except jwt.InvalidTokenError as exc:
+        raise AuthError(f"Invalid token: {exc}") from None
+    if max_seconds is not None and payload["exp"] - time.time() > max_seconds:
+        raise AuthError(f"Invalid token: valid for more than the allowed {max_seconds} seconds from now "
+                        "(SEMANTIC_TOKEN_MAX_SECONDS)")
     context = payload.get("securityContext", payload)
     role = str(context.get("role", "tenant"))
     tenant = context.get("tenant_id")

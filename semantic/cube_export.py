@@ -6,8 +6,9 @@ definitions) and writes:
 - `model/cubes/<semantic model>.yml`: one cube per semantic model on its mart, with its entities,
   dimensions and measures, joins along shared entities, and one measure per metric (simple metrics
   are their measure; ratios divide two measures; cumulative metrics get a trailing rolling window);
-- `model/views/metrics.yml`: the `metrics` view, whose members are named exactly as the metrics
-  server names them (`metrics.revenue`, `metrics.user__country`, `metrics.metric_time`);
+- `model/views/<view>.yml`: the metrics server's views (`orders`, `events`, ...), each with the
+  members the server offers in it, named exactly as it names them (`orders.revenue`,
+  `orders.user__country`), and `metrics`, every metric and dimension (the view of earlier releases);
 - `docker-compose.yml`: the official Cube image on the published DuckDB snapshot.
 
 Limits of the translation are written into the descriptions (a semi-additive MetricFlow measure,
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from semantic.members import VIEW
+from semantic.members import VIEW, Catalog
 
 AGGREGATIONS = {"sum": "sum", "count": "count", "count_distinct": "count_distinct", "average": "avg",
                 "min": "min", "max": "max", "sum_boolean": "sum", "median": "number"}
@@ -152,9 +153,12 @@ def cross_model_ratio_cube(metric: dict, manifest: dict) -> dict:
     }
 
 
-def build_view(cubes: list[dict], manifest: dict) -> dict:
-    """The `metrics` view: each metric once, and each dimension under the metrics server's name."""
+def build_view(cubes: list[dict], manifest: dict, name: str = VIEW, description: str = "",
+               members: set[str] | None = None) -> dict:
+    """A view: each metric once, and each dimension under the metrics server's name (only `members`,
+    where given)."""
     metric_names = {m["name"] for m in manifest["metrics"]}
+    only = members
     includes = []
     for cube in cubes:
         members = [{"name": m["name"], "alias": m["name"]} for m in cube["measures"] if m["name"] in metric_names]
@@ -171,8 +175,20 @@ def build_view(cubes: list[dict], manifest: dict) -> dict:
                 members.append({"name": dim["name"], "alias": f"{_primary(cube, manifest)}__{dim['name']}"})
         if members:
             includes.append({"join_path": cube["name"], "includes": members})
-    return {"views": [{"name": VIEW, "description": "Every governed metric, named as the metrics server names it.",
-                       "cubes": includes}]}
+    if only is not None:
+        # a dimension the server reaches through another entity (user__channel__is_paid) is the same
+        # member as the direct one (channel__is_paid), under the server's longer name
+        direct = {m["alias"]: part["join_path"] for part in includes for m in part["includes"]}
+        for name in sorted(only - direct.keys()):
+            shorter = "__".join(name.split("__")[-2:])
+            for part in includes:
+                for member in list(part["includes"]):
+                    if member["alias"] == shorter:
+                        part["includes"].append({"name": member["name"], "alias": name})
+        includes = [{**part, "includes": [m for m in part["includes"] if m["alias"] in only]} for part in includes]
+        includes = [part for part in includes if part["includes"]]
+    return {"views": [{"name": name, "cubes": includes,
+                       "description": description or "Every governed metric, named as the metrics server names it."}]}
 
 
 def _primary(cube: dict, manifest: dict) -> str:
@@ -196,7 +212,8 @@ def docker_compose() -> dict:
     }}}
 
 
-def export(manifest_path: Path, out: Path) -> list[Path]:
+def export(manifest_path: Path, out: Path, catalog: Catalog | None = None) -> list[Path]:
+    """The Cube model; with the metrics server's `catalog`, its views too."""
     manifest = json.loads(manifest_path.read_text())
     cubes = build_cubes(manifest)
     written = []
@@ -208,19 +225,34 @@ def export(manifest_path: Path, out: Path) -> list[Path]:
         written.append(path)
     view = out / "model" / "views" / f"{VIEW}.yml"
     view.write_text(yaml.safe_dump(build_view(cubes, manifest), sort_keys=False))
+    written.append(view)
+    for served in (catalog.views.values() if catalog is not None else ()):
+        offered = {m.metric for m in served.measures.values()}
+        offered |= {d.group_by for d in served.dimensions.values() if d.type != "time"}
+        path = out / "model" / "views" / f"{served.name}.yml"
+        path.write_text(yaml.safe_dump(build_view(cubes, manifest, served.name, served.description, offered),
+                                       sort_keys=False))
+        written.append(path)
     compose = out / "docker-compose.yml"
     compose.write_text(yaml.safe_dump(docker_compose(), sort_keys=False))
-    return [*written, view, compose]
+    return [*written, compose]
 
 
 def main() -> None:
-    from orchestration.environment import SEMANTIC_MANIFEST
+    import os
 
-    parser = argparse.ArgumentParser(description="Write the governed metrics as a Cube data model.")
+    from ingestion.paths import data_dir_from
+    from semantic.service import MetricsService
+    from semantic.settings import SEMANTIC_MANIFEST
+    from semantic.warehouse import WarehouseTarget
+
+    parser = argparse.ArgumentParser(description="Write the governed metrics as a Cube data model, with the "
+                                                 "views the metrics server offers on the published data.")
     parser.add_argument("--out", type=Path, default=Path("cube"))
-    parser.add_argument("--manifest", type=Path, default=SEMANTIC_MANIFEST)
     args = parser.parse_args()
-    for path in export(args.manifest, args.out):
+    data_dir = data_dir_from(os.environ)
+    publication = WarehouseTarget.from_environment(os.environ, data_dir).publication(data_dir / "published")
+    for path in export(SEMANTIC_MANIFEST, args.out, MetricsService(publication, SEMANTIC_MANIFEST).catalog):
         print(path)
 
 

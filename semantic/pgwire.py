@@ -1,58 +1,44 @@
-"""The SQL endpoint for BI tools: PostgreSQL's wire protocol (v3) over the governed metrics.
+"""The SQL endpoint for BI tools: PostgreSQL's wire protocol (version 3) over the governed metrics.
 
 `python -m semantic.pgwire --port 15432`, then for instance
 `PGPASSWORD=<token> psql -h 127.0.0.1 -p 15432 -U any -d metrics -c "select tenant, revenue from metrics"`.
 
-The password is the same JWT the REST API takes, so the same tenancy applies. Statements go
-through `sql_api.py` (the one virtual table `metrics`), never to the warehouse as written.
-Both the simple query protocol (psql, psycopg2) and the extended one (psycopg 3, drivers that
-bind parameters) are served, plus the handful of session statements and catalog probes that
-drivers and SQLAlchemy send when they connect. No TLS: bind it to loopback, or put a TLS proxy
-in front.
+The password is the same JWT the REST API takes, so the same tenancy applies. This module is the
+protocol only: startup and authentication, the simple query protocol (psql, psycopg2), the
+extended one (Parse/Bind/Describe/Execute/Sync: psycopg 3, pgjdbc, asyncpg) with typed parameters
+and results in text or binary per column, portals run in batches (`Execute` with a row limit, as
+pgjdbc's fetch size does), cancel requests, and errors: every failure a statement meets is sent as
+an ErrorResponse with its SQLSTATE, and the connection stays usable (in the extended protocol,
+messages up to the next Sync are skipped, as PostgreSQL does). What statements mean is
+`sql_session.py`'s.
+
+Hand-written because no maintained Python library serves this protocol here: buenavista (PyPI) maps
+bound parameters and COMMIT wrongly and depends on a DuckDB API that is gone; riffq has no wheel
+for this platform. Types are encoded with psycopg's adapters (`pg_types.py`). No TLS: bind it to
+loopback, or put a TLS proxy in front.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
+import itertools
+import logging
 import secrets
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from semantic import pg_describe
-from semantic.auth import AuthError, SecurityContext, api_secret, authenticate
-from semantic.cube_query import QueryError, Translator
-from semantic.members import UnknownMember
-from semantic.service import MetricsService
-from semantic.sql_api import OutputColumn, SqlRefused, SqlTranslator, bind_parameters, catalog_probe
+from semantic import pg_types
+from semantic.auth import AuthError, authenticate
+from semantic.pg_catalog import Catalogs
+from semantic.pg_sql import SqlError, Statement, split
+from semantic.settings import ServingSettings, SettingsError
+from semantic.sql_session import REPORTED, Prepared, Result, Session
+from semantic.sql_tables import tables
 
-SSL_REQUEST, CANCEL_REQUEST, PROTOCOL_3 = 80877103, 80877102, 196608
-TEXT, NUMERIC, DATE = 25, 1700, 1082
-SERVER_VERSION = "15.0 (governed metrics)"
-
-# Statements drivers send on their own: answered here, never passed on. (pattern, tag, rows)
-SESSION_STATEMENTS: list[tuple[re.Pattern, str, list[tuple[str, str]] | None]] = [
-    (re.compile(r"^\s*(set|reset|discard|deallocate)\b", re.I), "SET", None),
-    (re.compile(r"^\s*(begin|start\s+transaction)\b", re.I), "BEGIN", None),
-    (re.compile(r"^\s*commit\s*;?\s*$", re.I), "COMMIT", None),
-    (re.compile(r"^\s*rollback\s*;?\s*$", re.I), "ROLLBACK", None),
-    (re.compile(r"^\s*select\s+(pg_catalog\.)?version\(\)\s*;?\s*$", re.I), "SELECT 1",
-     [("version", f"PostgreSQL {SERVER_VERSION}")]),
-    (re.compile(r"^\s*select\s+current_schema\(\)\s*;?\s*$", re.I), "SELECT 1", [("current_schema", "public")]),
-    (re.compile(r"^\s*show\s+transaction\s+isolation\s+level\s*;?\s*$", re.I), "SHOW",
-     [("transaction_isolation", "read committed")]),
-    (re.compile(r"^\s*show\s+standard_conforming_strings\s*;?\s*$", re.I), "SHOW",
-     [("standard_conforming_strings", "on")]),
-    (re.compile(r"^\s*show\s+server_version\s*;?\s*$", re.I), "SHOW", [("server_version", SERVER_VERSION)]),
-    (re.compile(r"^\s*select\s+1\s*;?\s*$", re.I), "SELECT 1", [("?column?", "1")]),
-    # `\d+ metrics` shows the view's definition
-    (re.compile(r"^\s*select\s+(pg_catalog\.)?pg_get_viewdef\(", re.I), "SELECT 1",
-     [("pg_get_viewdef", " -- each column is a governed metric or dimension of the dbt semantic models; "
-                         "metrics are aggregated by MetricFlow over the dimensions selected")]),
-]
-_SQLSTATE_SYNTAX, _SQLSTATE_UNDEFINED_TABLE, _SQLSTATE_AUTH = "42601", "42P01", "28P01"
+SSL_REQUEST, GSSENC_REQUEST, CANCEL_REQUEST, PROTOCOL_3 = 80877103, 80877104, 80877102, 196608
+MAX_MESSAGE = 64 * 1024 * 1024  # larger messages are read past and refused
+log = logging.getLogger(__name__)
 
 
 def _message(kind: bytes, payload: bytes = b"") -> bytes:
@@ -63,208 +49,377 @@ def _cstring(text: str) -> bytes:
     return text.encode() + b"\x00"
 
 
-def error_response(message: str, code: str = _SQLSTATE_SYNTAX, severity: str = "ERROR") -> bytes:
+def error_response(message: str, code: str, severity: str = "ERROR", hint: str | None = None) -> bytes:
     fields = b"S" + _cstring(severity) + b"V" + _cstring(severity) + b"C" + _cstring(code) + b"M" + _cstring(message)
+    if hint:
+        fields += b"H" + _cstring(hint)
     return _message(b"E", fields + b"\x00")
 
 
-def row_description(names: list[tuple[str, int]]) -> bytes:
-    body = struct.pack("!H", len(names))
-    for name, oid in names:
-        body += _cstring(name) + struct.pack("!IHIhiH", 0, 0, oid, -1, -1, 0)
+def row_description(columns: list[tuple[str, pg_types.PgType]], formats: list[int]) -> bytes:
+    body = struct.pack("!H", len(columns))
+    for (name, pg_type), fmt in zip(columns, formats, strict=True):
+        size = {16: 1, 20: 8, 21: 2, 23: 4, 26: 4, 700: 4, 701: 8, 1082: 4, 1114: 8, 1184: 8}.get(pg_type.oid, -1)
+        body += _cstring(name) + struct.pack("!IhIhih", 0, 0, pg_type.oid, size, -1, fmt)
     return _message(b"T", body)
 
 
-def data_row(values: list[str | None]) -> bytes:
-    body = struct.pack("!H", len(values))
-    for value in values:
-        if value is None:
-            body += struct.pack("!i", -1)
-        else:
-            encoded = value.encode()
-            body += struct.pack("!i", len(encoded)) + encoded
-    return _message(b"D", body)
+def data_row(values: tuple, columns: list[tuple[str, pg_types.PgType]], formats: list[int]) -> bytes:
+    parts = [struct.pack("!H", len(values))]
+    for value, (_, pg_type), fmt in zip(values, columns, formats, strict=True):
+        encoded = pg_types.encode(value, pg_type, fmt == 1)
+        parts.append(struct.pack("!i", -1) if encoded is None else struct.pack("!i", len(encoded)) + encoded)
+    return _message(b"D", b"".join(parts))
+
+
+def _formats(requested: list[int], count: int) -> list[int]:
+    if not requested:
+        return [0] * count
+    if len(requested) == 1:
+        return requested * count
+    if len(requested) != count:
+        raise SqlError(f"bind message has {len(requested)} result formats but query has {count} columns", "08P01")
+    return requested
 
 
 @dataclass
-class Outcome:
-    """What a statement produced: a row description (or none) and rows, and its command tag."""
+class Portal:
+    prepared: Prepared
+    parameters: list
+    result_formats: list[int]
+    result: Result | None = None
+    position: int = 0
 
-    columns: list[tuple[str, int]] | None
-    rows: list[list[str | None]] = field(default_factory=list)
-    tag: str = "SELECT 0"
+
+class Registry:
+    """Open sessions by (process id, secret key), for cancel requests."""
+
+    def __init__(self):
+        self.sessions: dict[tuple[int, int], Session] = {}
+        self.ids = itertools.count(1000)
 
 
-class Session:
-    """One client connection: authenticated once, then statements until it says goodbye."""
+class Connection:
+    """One client connection: startup, authentication, then messages until it says goodbye."""
 
-    def __init__(self, service: MetricsService, secret: str, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter):
-        self.service, self.secret, self.reader, self.writer = service, secret, reader, writer
-        self.context: SecurityContext | None = None
-        self.statements: dict[str, str] = {}
-        self.portals: dict[str, Outcome] = {}
+    def __init__(self, service, catalogs: Catalogs, settings: ServingSettings, registry: Registry,
+                 reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.service, self.catalogs, self.settings, self.registry = service, catalogs, settings, registry
+        self.reader, self.writer = reader, writer
+        self.session: Session | None = None
+        self.statements: dict[str, Prepared] = {}
+        self.portals: dict[str, Portal] = {}
+        self.key = (next(registry.ids), secrets.randbits(31))
 
-    async def _read_startup(self) -> dict[str, str] | None:
+    async def _read(self, size: int) -> bytes:
+        return await self.reader.readexactly(size)
+
+    async def _startup(self) -> dict[str, str] | None:
         while True:
-            (length,) = struct.unpack("!I", await self.reader.readexactly(4))
-            body = await self.reader.readexactly(length - 4)
+            (length,) = struct.unpack("!I", await self._read(4))
+            if not 8 <= length <= 10_000:
+                self.writer.write(error_response("invalid startup packet length", "08P01", "FATAL"))
+                return None
+            body = await self._read(length - 4)
             (code,) = struct.unpack("!I", body[:4])
-            if code == SSL_REQUEST:
+            if code in (SSL_REQUEST, GSSENC_REQUEST):
                 self.writer.write(b"N")
+                await self.writer.drain()
                 continue
             if code == CANCEL_REQUEST:
+                pid, key = struct.unpack("!II", body[4:12])
+                target = self.registry.sessions.get((pid, key))
+                if target is not None:
+                    target.cancel()
                 return None
             if code != PROTOCOL_3:
-                self.writer.write(error_response(f"unsupported protocol {code >> 16}.{code & 0xFFFF}", "08P01",
-                                                 "FATAL"))
+                self.writer.write(error_response(f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}: "
+                                                 "the server supports 3.0", "0A000", "FATAL"))
                 return None
             parts = body[4:].split(b"\x00")
             return {parts[i].decode(): parts[i + 1].decode() for i in range(0, len(parts) - 1, 2) if parts[i]}
 
-    async def _authenticate(self) -> bool:
+    async def _authenticate(self, startup: dict[str, str]) -> bool:
         self.writer.write(_message(b"R", struct.pack("!I", 3)))  # cleartext password: the API token
         await self.writer.drain()
-        kind = await self.reader.readexactly(1)
-        (length,) = struct.unpack("!I", await self.reader.readexactly(4))
-        payload = await self.reader.readexactly(length - 4)
-        if kind != b"p":
+        kind = await self._read(1)
+        (length,) = struct.unpack("!I", await self._read(4))
+        if kind != b"p" or not 4 <= length <= 100_000:
             self.writer.write(error_response("expected a password message", "08P01", "FATAL"))
             return False
+        payload = await self._read(length - 4)
+        user = startup.get("user", "")
         try:
-            self.context = authenticate(payload.rstrip(b"\x00").decode(), self.secret)
+            context = authenticate(payload.rstrip(b"\x00").decode(errors="replace"), self.settings.secret,
+                                   self.settings.max_token_seconds)
+            if context.tenant_id is not None and context.tenant_id not in self.service.current().tenants:
+                raise AuthError(f"Invalid token: tenant {context.tenant_id!r} is not one the published data knows")
         except AuthError as exc:
-            self.writer.write(error_response(f"password authentication failed: {exc} (the password is an API "
-                                             "token)", _SQLSTATE_AUTH, "FATAL"))
+            self.writer.write(error_response(f'password authentication failed for user "{user}": {exc} (the '
+                                             "password is an API token)", "28P01", "FATAL"))
             return False
+        database = startup.get("database") or user
+        self.session = Session(self.service, context, database, user, self.key[0], _startup_settings(startup),
+                               self.catalogs, self.settings.now)
+        self.session.on_deallocate = self._deallocate
+        self.registry.sessions[self.key] = self.session
         self.writer.write(_message(b"R", struct.pack("!I", 0)))
-        for name, value in (("server_version", SERVER_VERSION), ("server_encoding", "UTF8"),
-                            ("client_encoding", "UTF8"), ("DateStyle", "ISO, MDY"), ("TimeZone", "UTC"),
-                            ("integer_datetimes", "on"), ("standard_conforming_strings", "on"),
-                            ("application_name", "")):
-            self.writer.write(_message(b"S", _cstring(name) + _cstring(value)))
-        self.writer.write(_message(b"K", struct.pack("!II", os.getpid() & 0x7FFFFFFF, secrets.randbits(31))))
+        for name in REPORTED:
+            self.writer.write(_message(b"S", _cstring(name) + _cstring(self.session.settings.get(name, ""))))
+        self.writer.write(_message(b"K", struct.pack("!II", *self.key)))
         return True
 
     async def run(self) -> None:
         try:
-            if await self._read_startup() is None or not await self._authenticate():
+            startup = await self._startup()
+            if startup is None or not await self._authenticate(startup):
                 await self.writer.drain()
                 return
-            self.writer.write(_message(b"Z", b"I"))
+            self._ready()
             await self.writer.drain()
-            failed = False  # in the extended protocol, an error skips everything up to Sync
+            skipping = False  # after an error in the extended protocol: skip to Sync
             while True:
-                kind = await self.reader.readexactly(1)
-                (length,) = struct.unpack("!I", await self.reader.readexactly(4))
-                body = await self.reader.readexactly(length - 4)
+                kind = await self._read(1)
+                (length,) = struct.unpack("!I", await self._read(4))
+                if length < 4:
+                    self.writer.write(error_response("invalid message length", "08P01", "FATAL"))
+                    return
+                if length - 4 > MAX_MESSAGE:
+                    await self._discard(length - 4)
+                    self._error(SqlError(f"message of {length - 4:,} bytes is larger than the {MAX_MESSAGE:,} "
+                                         "the endpoint reads", "54000"))
+                    if kind == b"Q":
+                        self._ready()
+                    else:
+                        skipping = True
+                    await self.writer.drain()
+                    continue
+                body = await self._read(length - 4)
                 if kind == b"X":
                     return
                 if kind == b"Q":
-                    await self._simple(body.rstrip(b"\x00").decode())
+                    await self._simple(body)
                 elif kind == b"S":
-                    failed = False
-                    self.writer.write(_message(b"Z", b"I"))
+                    skipping = False
+                    self._sync()
                 elif kind == b"H":
                     pass
-                elif not failed:
+                elif not skipping:
                     try:
                         await self._extended(kind, body)
-                    except (SqlRefused, QueryError, UnknownMember) as exc:
-                        failed = True
-                        self.writer.write(self._error_for(exc))
+                    except Exception as exc:  # every failure is an ErrorResponse, never a dropped connection
+                        skipping = True
+                        self._error(exc)
                 await self.writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             return
         finally:
+            self.registry.sessions.pop(self.key, None)
+            if self.session is not None:
+                self.session.close()
             self.writer.close()
 
-    @staticmethod
-    def _error_for(exc: Exception) -> bytes:
-        text = str(exc)
-        code = _SQLSTATE_UNDEFINED_TABLE if "is not exposed" in text else _SQLSTATE_SYNTAX
-        return error_response(text, code)
+    async def _discard(self, size: int) -> None:
+        while size > 0:
+            chunk = await self.reader.read(min(size, 1 << 20))
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"", size)
+            size -= len(chunk)
 
-    async def _simple(self, sql: str) -> None:
-        statements = [s for s in _split(sql) if s.strip()]
+    def _ready(self) -> None:
+        self.writer.write(_message(b"Z", self.session.status))
+
+    def _error(self, exc: BaseException) -> None:
+        if isinstance(exc, SqlError):
+            self.writer.write(error_response(str(exc), exc.code, hint=exc.hint))
+            return
+        log.exception("internal error in the SQL endpoint")
+        self.writer.write(error_response(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+                                         if str(exc) else f"internal error: {type(exc).__name__}", "XX000"))
+
+    # -- simple query protocol -----------------------------------------------------------------
+    async def _simple(self, body: bytes) -> None:
+        try:
+            statements = split(body.rstrip(b"\x00").decode())
+        except Exception as exc:
+            self._fail(exc)
+            self._ready()
+            return
         if not statements:
             self.writer.write(_message(b"I"))
         for statement in statements:
             try:
-                outcome = await self._execute(statement)
-            except (SqlRefused, QueryError, UnknownMember) as exc:
-                self.writer.write(self._error_for(exc))
+                prepared = self.session.prepare(statement.text, statement.keyword)
+                result = await asyncio.to_thread(self.session.execute, prepared)
+            except Exception as exc:
+                self._fail(exc)
                 break
-            if outcome.columns is not None:
-                self.writer.write(row_description(outcome.columns))
-                for row in outcome.rows:
-                    self.writer.write(data_row(row))
-            self.writer.write(_message(b"C", _cstring(outcome.tag)))
-        self.writer.write(_message(b"Z", b"I"))
+            if result.columns is not None:
+                formats = [0] * len(result.columns)
+                self.writer.write(row_description(result.columns, formats))
+                for row in result.rows:
+                    self.writer.write(data_row(row, result.columns, formats))
+            self.writer.write(_message(b"C", _cstring(result.tag)))
+            await self.writer.drain()
+        self._ready()
 
+    def _fail(self, exc: BaseException) -> None:
+        if self.session.in_transaction:
+            self.session.failed = True
+        self._error(exc)
+
+    # -- extended query protocol ---------------------------------------------------------------
     async def _extended(self, kind: bytes, body: bytes) -> None:
-        if kind == b"P":
-            name, rest = _take_cstring(body)
-            query, _ = _take_cstring(rest)
-            self.statements[name] = query
-            self.writer.write(_message(b"1"))
-        elif kind == b"B":
-            portal, rest = _take_cstring(body)
-            statement, rest = _take_cstring(rest)
-            values, result_formats = _bind_values(rest)
-            if any(f == 1 for f in result_formats):
-                raise SqlRefused("binary results are not supported: ask for text")
-            sql = bind_parameters(self.statements.get(statement, ""), values)
-            self.portals[portal] = await self._execute(sql)
-            self.writer.write(_message(b"2"))
-        elif kind == b"D":
-            target, name = body[:1], _take_cstring(body[1:])[0]
-            if target == b"S":
-                sql = self.statements.get(name, "")
-                count = len(set(re.findall(r"\$(\d+)", sql)))
-                self.writer.write(_message(b"t", struct.pack("!H", count) + struct.pack("!I", TEXT) * count))
-                self.writer.write(_message(b"n"))  # columns are known once bound
-            else:
-                outcome = self.portals.get(name)
-                self.writer.write(row_description(outcome.columns) if outcome and outcome.columns is not None
-                                  else _message(b"n"))
-        elif kind == b"E":
-            name = _take_cstring(body)[0]
-            outcome = self.portals.pop(name, Outcome(None, tag="SELECT 0"))
-            for row in outcome.rows:
-                self.writer.write(data_row(row))
-            self.writer.write(_message(b"C", _cstring(outcome.tag)))
-        elif kind == b"C":
-            self.writer.write(_message(b"3"))
+        handler = {b"P": self._parse, b"B": self._bind, b"D": self._describe, b"E": self._execute,
+                   b"C": self._close}.get(kind)
+        if handler is None:
+            raise SqlError(f"unsupported protocol message {kind.decode(errors='replace')!r}", "08P01")
+        try:
+            await handler(body)
+        except Exception:
+            if self.session.in_transaction:
+                self.session.failed = True
+            raise
+
+    async def _parse(self, body: bytes) -> None:
+        name, rest = _take_cstring(body)
+        query, rest = _take_cstring(rest)
+        (count,) = struct.unpack("!H", rest[:2])
+        types = tuple(struct.unpack(f"!{count}I", rest[2:2 + 4 * count]))
+        statements = split(query)
+        if len(statements) > 1:
+            raise SqlError("cannot insert multiple commands into a prepared statement", "42601")
+        statement = statements[0] if statements else Statement("", "")
+        if name and name in self.statements:
+            raise SqlError(f'prepared statement "{name}" already exists', "42P05")
+        self.statements[name] = await asyncio.to_thread(self.session.prepare, statement.text, statement.keyword,
+                                                        types)
+        self.writer.write(_message(b"1"))
+
+    async def _bind(self, body: bytes) -> None:
+        portal, rest = _take_cstring(body)
+        name, rest = _take_cstring(rest)
+        prepared = self.statements.get(name)
+        if prepared is None:
+            raise SqlError(f'prepared statement "{name}" does not exist', "26000")
+        (n_formats,) = struct.unpack("!H", rest[:2])
+        formats = list(struct.unpack(f"!{n_formats}H", rest[2:2 + 2 * n_formats]))
+        rest = rest[2 + 2 * n_formats:]
+        (n_values,) = struct.unpack("!H", rest[:2])
+        rest = rest[2:]
+        types = await asyncio.to_thread(self.session.parameter_types, prepared) if n_values else []
+        values = []
+        for i in range(n_values):
+            (length,) = struct.unpack("!i", rest[:4])
+            rest = rest[4:]
+            if length == -1:
+                values.append(None)
+                continue
+            raw, rest = rest[:length], rest[length:]
+            fmt = formats[i] if len(formats) > 1 else (formats[0] if formats else 0)
+            oid = types[i] if i < len(types) else 0
+            try:
+                values.append(pg_types.decode_parameter(raw, oid, fmt == 1))
+            except pg_types.ParameterError as exc:
+                raise SqlError(f"parameter ${i + 1}: {exc}", "22P02") from None
+        (n_results,) = struct.unpack("!H", rest[:2])
+        result_formats = list(struct.unpack(f"!{n_results}H", rest[2:2 + 2 * n_results]))
+        self.portals[portal] = Portal(prepared, values, result_formats)
+        self.writer.write(_message(b"2"))
+
+    async def _describe(self, body: bytes) -> None:
+        target, name = body[:1], _take_cstring(body[1:])[0]
+        if target == b"S":
+            prepared = self.statements.get(name)
+            if prepared is None:
+                raise SqlError(f'prepared statement "{name}" does not exist', "26000")
+            types = await asyncio.to_thread(self.session.parameter_types, prepared)
+            self.writer.write(_message(b"t", struct.pack("!H", len(types))
+                                       + b"".join(struct.pack("!I", t) for t in types)))
+            described = await asyncio.to_thread(self.session.execute, prepared, None, True)
+            self._describe_rows(described.columns, [])
+            return
+        portal = self.portals.get(name)
+        if portal is None:
+            cursor = self.session.cursors.get(name)
+            if cursor is None:
+                raise SqlError(f'portal "{name}" does not exist', "34000")
+            self._describe_rows(cursor.columns, [])
+            return
+        if portal.result is None and _produces_rows(portal.prepared):
+            portal.result = await asyncio.to_thread(self.session.execute, portal.prepared, portal.parameters)
+        columns = portal.result.columns if portal.result is not None else None
+        self._describe_rows(columns, portal.result_formats)
+
+    def _describe_rows(self, columns, formats: list[int]) -> None:
+        if columns is None:
+            self.writer.write(_message(b"n"))
         else:
-            raise SqlRefused(f"unsupported message {kind!r}")
+            self.writer.write(row_description(columns, _formats(formats, len(columns))))
 
-    async def _execute(self, sql: str) -> Outcome:
-        for pattern, tag, rows in SESSION_STATEMENTS:
-            if pattern.match(sql):
-                if rows is None:
-                    return Outcome(None, tag=tag)
-                return Outcome([(name, TEXT) for name, _ in rows], [[value for _, value in rows]], tag)
-        probed = catalog_probe(sql)
-        if probed is not None:
-            rows = pg_describe.answer(sql, probed, self.service.catalog)
-            return Outcome([(name, TEXT) for name in probed], rows, f"SELECT {len(rows)}")
-        query, columns = SqlTranslator(self.service.catalog).translate(sql)
-        plan = Translator(self.service.catalog, self.context.tenant_id).plan(query)
-        result = await asyncio.wrap_future(self.service.submit(plan, self.context.cache_key))
-        return Outcome([(c.name, _oid(c)) for c in columns],
-                       [[_text(row.get(c.key), c) for c in columns] for row in result.rows],
-                       f"SELECT {len(result.rows)}")
+    async def _execute(self, body: bytes) -> None:
+        name, rest = _take_cstring(body)
+        (max_rows,) = struct.unpack("!i", rest[:4])
+        portal = self.portals.get(name)
+        if portal is None:
+            cursor = self.session.cursors.get(name)
+            if cursor is None:
+                raise SqlError(f'portal "{name}" does not exist', "34000")
+            portal = Portal(Prepared("", "", None, ()), [], [], Result(cursor.columns, cursor.rows[cursor.position:]))
+        if not portal.prepared.text and portal.result is None:
+            self.writer.write(_message(b"I"))
+            return
+        if portal.result is None:
+            portal.result = await asyncio.to_thread(self.session.execute, portal.prepared, portal.parameters)
+        result = portal.result
+        if result.columns is not None:
+            formats = _formats(portal.result_formats, len(result.columns))
+            end = len(result.rows) if max_rows <= 0 else min(len(result.rows), portal.position + max_rows)
+            for row in result.rows[portal.position:end]:
+                self.writer.write(data_row(row, result.columns, formats))
+            sent, portal.position = end - portal.position, end
+            if end < len(result.rows):
+                self.writer.write(_message(b"s"))  # PortalSuspended: the client asks for more
+                return
+            tag = f"SELECT {sent}" if result.tag.startswith("SELECT") else result.tag
+        else:
+            tag = result.tag
+        self.writer.write(_message(b"C", _cstring(tag)))
+
+    async def _close(self, body: bytes) -> None:
+        target, name = body[:1], _take_cstring(body[1:])[0]
+        if target == b"S":
+            self.statements.pop(name, None)
+        else:
+            self.portals.pop(name, None)
+            self.session.cursors.pop(name, None)
+        self.writer.write(_message(b"3"))
+
+    def _sync(self) -> None:
+        self.portals.pop("", None)
+        if not self.session.in_transaction:
+            self.portals.clear()
+        self._ready()
+
+    def _deallocate(self, name: str | None) -> None:
+        if name is None:
+            self.statements.clear()
+        else:
+            self.statements.pop(name, None)
 
 
-def _oid(column: OutputColumn) -> int:
-    return {"measure": NUMERIC, "time": DATE}.get(column.kind, TEXT)
+def _produces_rows(prepared: Prepared) -> bool:
+    return prepared.tree is not None or prepared.keyword in ("show", "fetch", "explain")
 
 
-def _text(value, column: OutputColumn) -> str | None:
-    if value is None:
-        return None
-    return value[:10] if column.kind == "time" else str(value)
+def _startup_settings(startup: dict[str, str]) -> dict[str, str]:
+    """Settings a client sends at startup, including `options=-c name=value ...`."""
+    settings = {k: v for k, v in startup.items() if k not in ("user", "database", "options", "replication")}
+    for part in startup.get("options", "").replace("--", "-c ").split("-c"):
+        if "=" in part:
+            name, value = part.strip().split("=", 1)
+            settings[name.strip()] = value.strip()
+    return settings
 
 
 def _take_cstring(data: bytes) -> tuple[str, bytes]:
@@ -272,63 +427,30 @@ def _take_cstring(data: bytes) -> tuple[str, bytes]:
     return data[:end].decode(), data[end + 1:]
 
 
-def _bind_values(data: bytes) -> tuple[list[str | None], list[int]]:
-    (n_formats,) = struct.unpack("!H", data[:2])
-    formats = list(struct.unpack(f"!{n_formats}H", data[2:2 + 2 * n_formats]))
-    data = data[2 + 2 * n_formats:]
-    (n_values,) = struct.unpack("!H", data[:2])
-    data = data[2:]
-    values: list[str | None] = []
-    for i in range(n_values):
-        (length,) = struct.unpack("!i", data[:4])
-        data = data[4:]
-        if length == -1:
-            values.append(None)
-            continue
-        raw, data = data[:length], data[length:]
-        fmt = formats[i] if len(formats) > 1 else (formats[0] if formats else 0)
-        if fmt != 0:
-            raise SqlRefused("binary parameters are not supported: send text")
-        values.append(raw.decode())
-    (n_results,) = struct.unpack("!H", data[:2])
-    return values, list(struct.unpack(f"!{n_results}H", data[2:2 + 2 * n_results]))
+async def serve(service, settings: ServingSettings, host: str, port: int) -> asyncio.Server:
+    catalogs = Catalogs(service, tables)
+    registry = Registry()
 
-
-def _split(sql: str) -> list[str]:
-    """Statements separated by semicolons outside quotes."""
-    parts, current, quoted = [], [], False
-    for char in sql:
-        if char == "'":
-            quoted = not quoted
-        if char == ";" and not quoted:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return parts
-
-
-async def serve(service: MetricsService, secret: str, host: str, port: int) -> asyncio.Server:
     async def handle(reader, writer):
-        await Session(service, secret, reader, writer).run()
+        await Connection(service, catalogs, settings, registry, reader, writer).run()
 
     return await asyncio.start_server(handle, host, port)
 
 
 def main() -> None:
-    from orchestration.environment import SEMANTIC_MANIFEST, current_environment
-
     parser = argparse.ArgumentParser(description="Serve the governed metrics over PostgreSQL's wire protocol.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=15432)
     args = parser.parse_args()
-    env = current_environment()
-    service = MetricsService(env.published_dir, SEMANTIC_MANIFEST)
-    secret = api_secret()
+    logging.basicConfig(level=logging.INFO)
+    try:
+        settings = ServingSettings.from_environment()
+    except (SettingsError, ValueError) as exc:
+        raise SystemExit(f"SQL endpoint: {exc}") from None
+    service = settings.service()
 
     async def run():
-        server = await serve(service, secret, args.host, args.port)
+        server = await serve(service, settings, args.host, args.port)
         print(f"SQL endpoint on {args.host}:{args.port} (password: an API token)", flush=True)
         async with server:
             await server.serve_forever()

@@ -19,24 +19,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import duckdb
 import sqlglot
 import yaml
 from metricflow_semantics.model.semantic_manifest_lookup import SemanticManifestLookup
 
-from semantic import snapshots
 from semantic.cube_query import Plan, sql_string
 from semantic.members import TENANT_ENTITY, TIME_DIMENSION
 from semantic.metricflow_engine import (
-    DuckDbSqlClient,
     MetricFlowEngine,
     MetricFlowQueryRequest,
+    ReaderSqlClient,
     load_semantic_manifest,
 )
+from semantic.publication import Build, Publication, Reader
+from semantic.warehouse import Warehouse
 
 DEFINITIONS = Path(__file__).with_name("rollups.yml")
 SCHEMA = "rollups"
-CATALOG_TABLE = f"{snapshots.CATALOG}.{SCHEMA}._catalog"
+CATALOG = "_catalog"
 DAY = f"{TIME_DIMENSION}__day"
 ADDITIVE_AGGREGATIONS = {"sum", "count", "sum_boolean"}
 
@@ -55,11 +55,9 @@ class Rollup:
     name: str
     dimensions: tuple[str, ...]
     shapes: dict[str, Shape]  # every metric it can answer
-
-    @property
-    def table(self) -> str:
-        """Qualified in full: queries run on cursors, which do not inherit the connection's `use`."""
-        return f"{snapshots.CATALOG}.{SCHEMA}.{self.name}"
+    # qualified in full, as the publication names it: queries run on cursors, which do not
+    # inherit a connection's `use`
+    table: str = ""
 
     @property
     def stored(self) -> list[str]:
@@ -124,80 +122,94 @@ def declared(lookup: SemanticManifestLookup, path: Path = DEFINITIONS) -> list[R
     return rollups
 
 
-def build(conn: duckdb.DuckDBPyConnection, lookup: SemanticManifestLookup, path: Path = DEFINITIONS,
-          changed: frozenset[str] | None = None) -> int:
-    """Create every declared rollup in the snapshot `conn` has open (as the warehouse catalog).
+def build(warehouse: Warehouse, reader: Reader, publication: Publication, lookup: SemanticManifestLookup,
+          path: Path = DEFINITIONS, changed: frozenset[str] | None = None) -> int:
+    """Create every declared rollup in the version being published (`warehouse` is its connection,
+    `reader` reads it, and `lookup` names its tables).
 
-    With `changed` (the tables a snapshot took from the warehouse; None for all), a rollup the
-    snapshot already holds is kept when MetricFlow's SQL for it is the same and reads none of
+    With `changed` (the tables a version took from the warehouse; None for all), a rollup the
+    version already holds is kept when MetricFlow's SQL for it is the same and reads none of
     them: a micro-batch rebuilds only the rollups over the tables it changed.
     Days are UTC days, whatever the machine's zone: queries in other zones are not served from here.
     """
-    conn.execute("set TimeZone = 'UTC'")
-    engine = MetricFlowEngine(semantic_manifest_lookup=lookup, sql_client=DuckDbSqlClient(conn))
-    conn.execute(f"create schema if not exists {SCHEMA}")
-    kept = _built(conn) if changed is not None else {}
-    conn.execute(f"create or replace table {CATALOG_TABLE} (name varchar, definition json, rows bigint, "
-                 "built_at timestamptz, sql_digest varchar, reads varchar[])")
+    engine = MetricFlowEngine(semantic_manifest_lookup=lookup, sql_client=ReaderSqlClient(reader))
+    catalog = publication.qualified(SCHEMA, CATALOG)
+    warehouse.execute(f"create schema if not exists {publication.qualified_schema(SCHEMA)}")
+    kept = _built(warehouse, catalog) if changed is not None else {}
+    warehouse.execute(f"drop table if exists {catalog}")
+    warehouse.execute(f"create table {catalog} (name varchar, definition json, rows bigint, built_at timestamptz, "
+                      "sql_digest varchar, reads varchar[])")
     built = declared(lookup, path)
     for rollup in built:
+        table = publication.qualified(SCHEMA, rollup.name)
         request = MetricFlowQueryRequest.create(metric_names=rollup.stored, group_by_names=[DAY, *rollup.dimensions])
         sql = engine.explain(request).sql_statement.sql
-        digest, reads = hashlib.sha256(sql.encode()).hexdigest(), tables_read(sql)
+        digest = hashlib.sha256(sql.encode()).hexdigest()
+        reads = sorted(publication.warehouse_table(*read.split(".")) for read in tables_read(sql, reader.engine))
         definition = json.dumps({"dimensions": rollup.dimensions,
                                  "shapes": {m: [s.kind, list(s.columns)] for m, s in rollup.shapes.items()}})
         old = kept.pop(rollup.name, None)
         if old is not None and old[0] == definition and old[3] == digest and not changed & set(reads):
-            conn.execute(f"insert into {CATALOG_TABLE} values (?, ?, ?, ?, ?, ?)", [rollup.name, *old[:4], reads])
+            warehouse.execute(f"insert into {catalog} values (?, ?, ?, ?, ?, ?)", [rollup.name, *old[:4], reads])
             continue
         columns = ", ".join([f'cast("{DAY}" as date) as "{DAY}"', *(f'"{c}"' for c in rollup.dimensions),
                              *(f'"{c}"' for c in rollup.stored)])
-        conn.execute(f"create or replace table {rollup.table} as select {columns} from ({sql}) as built")
-        rows = conn.execute(f"select count(*) from {rollup.table}").fetchone()[0]
-        conn.execute(f"insert into {CATALOG_TABLE} values (?, ?, ?, ?, ?, ?)",
-                     [rollup.name, definition, rows, datetime.now(UTC), digest, reads])
+        warehouse.execute(f"drop table if exists {table}")
+        # MetricFlow's SQL is the engine's already, and the rest is the same in every dialect
+        reader.run(f"create table {table} as select {columns} from ({sql}) as built", fetch=False)
+        rows = warehouse.rows(f"select count(*) from {table}")[0][0]
+        warehouse.execute(f"insert into {catalog} values (?, ?, ?, ?, ?, ?)",
+                          [rollup.name, definition, rows, datetime.now(UTC), digest, reads])
     for name in kept:  # no longer declared
-        conn.execute(f"drop table if exists {snapshots.CATALOG}.{SCHEMA}.{name}")
+        warehouse.execute(f"drop table if exists {publication.qualified(SCHEMA, name)}")
     return len(built)
 
 
-def tables_read(sql: str) -> list[str]:
+def tables_read(sql: str, dialect: str = "duckdb") -> list[str]:
     """The "schema.table" names a query reads (its CTEs are not tables)."""
-    parsed = sqlglot.parse_one(sql, dialect="duckdb")
+    parsed = sqlglot.parse_one(sql, dialect=dialect)
     return sorted({f"{t.db}.{t.name}" for t in parsed.find_all(sqlglot.exp.Table) if t.db})
 
 
-def _built(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple]:
-    """The rollups a snapshot already holds: name -> (definition, rows, built_at, sql_digest)."""
+def _built(warehouse: Warehouse, catalog: str) -> dict[str, tuple]:
+    """The rollups a version already holds: name -> (definition, rows, built_at, sql_digest)."""
     try:
-        rows = conn.execute(f"select name, definition, rows, built_at, sql_digest from {CATALOG_TABLE}").fetchall()
-    except duckdb.Error:  # none yet, or published before rollups recorded their SQL: build them all
+        rows = warehouse.rows(f"select name, definition, rows, built_at, sql_digest from {catalog}")
+    except Exception:  # none yet (the driver's "no such table"): build them all
         return {}
     return {name: rest for name, *rest in rows}
 
 
-def builder(semantic_manifest: Path) -> snapshots.Build:
-    """What `snapshots.publish` calls to add the rollups to a new snapshot."""
-    return lambda conn, changed=None: build(conn, load_semantic_manifest(semantic_manifest), changed=changed)
+def builder(semantic_manifest: Path) -> Build:
+    """What a publication calls to add the rollups to a new version."""
+    def build_rollups(warehouse: Warehouse, reader: Reader, publication: Publication,
+                      changed: frozenset[str] | None = None) -> int:
+        lookup = load_semantic_manifest(semantic_manifest, publication.relation)
+        return build(warehouse, reader, publication, lookup, changed=changed)
+    return build_rollups
 
 
-def load(conn: duckdb.DuckDBPyConnection) -> tuple[Rollup, ...]:
-    """The rollups a snapshot holds (none for one published without them)."""
-    exists = conn.execute("select count(*) from information_schema.tables where table_schema = ? "
-                          "and table_name = '_catalog'", [SCHEMA]).fetchone()[0]
-    if not exists:
+def load(reader: Reader, publication: Publication) -> tuple[Rollup, ...]:
+    """The rollups a published version holds (none for one published without them)."""
+    schema = publication.relation(SCHEMA, CATALOG)[1]
+    _, found = reader.run("select count(*) from information_schema.tables "
+                          f"where table_schema = '{schema}' and table_name = '{CATALOG}'")
+    if not found[0][0]:
         return ()
+    _, rows = reader.run(f"select name, definition from {publication.qualified(SCHEMA, CATALOG)} order by name")
     rollups = []
-    for name, definition in conn.execute(f"select name, definition from {CATALOG_TABLE} order by name").fetchall():
-        parsed = json.loads(definition)
+    for name, definition in rows:
+        parsed = json.loads(definition) if isinstance(definition, str) else definition
         rollups.append(Rollup(name, tuple(parsed["dimensions"]),
-                              {m: Shape(kind, tuple(columns)) for m, (kind, columns) in parsed["shapes"].items()}))
+                              {m: Shape(kind, tuple(columns)) for m, (kind, columns) in parsed["shapes"].items()},
+                              publication.qualified(SCHEMA, name)))
     return tuple(rollups)
 
 
 def match(plan: Plan, rollups: tuple[Rollup, ...]) -> Match | None:
     """The first rollup that answers the plan exactly as MetricFlow would, with its SQL; else None."""
-    if plan.timezone != "UTC" or plan.simple_filters is None:
+    if (plan.timezone != "UTC" or plan.simple_filters is None or plan.having or plan.as_of_last_day
+            or plan.row_key is not None or any(r is not None and not r.whole_days for r in plan.date_ranges)):
         return None
     times = [g for g in plan.group_by if g.startswith(f"{TIME_DIMENSION}__")]
     dimensions = [g for g in plan.group_by if not g.startswith(f"{TIME_DIMENSION}__")]
@@ -234,7 +246,7 @@ def _sql(plan: Plan, rollup: Rollup, times: list[str], dimensions: list[str]) ->
         conditions.append(f'"{TENANT_ENTITY}" = {sql_string(plan.tenant)}')
     for resolved in plan.date_ranges:
         if resolved is not None:
-            conditions.append(f"\"{DAY}\" between '{resolved[0].isoformat()}' and '{resolved[1].isoformat()}'")
+            conditions.append(f"\"{DAY}\" between '{resolved.first.isoformat()}' and '{resolved.last.isoformat()}'")
     for f in plan.simple_filters:
         listed = ", ".join(sql_string(v) for v in f.values)
         conditions.append(f'"{f.group_by}" {"not in" if f.negated else "in"} ({listed})')

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import functools
 import logging
-import os
 
 import orjson
 from starlette.applications import Starlette
@@ -27,10 +26,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from semantic import rollups
-from semantic.auth import AuthError, SecurityContext, api_secret, authenticate
-from semantic.cube_query import Plan, QueryError, Translator, date_range, query_today
+from semantic.auth import AuthError, SecurityContext, authenticate
+from semantic.cube_query import Plan, QueryError, Translator, date_range, query_now
 from semantic.members import UnknownMember
 from semantic.service import LRU, MetricsService, Result
+from semantic.settings import DEFAULT_TOKEN_MAX_SECONDS, ServingSettings, SettingsError
 
 DEFAULT_CONTINUE_WAIT = 10.0
 log = logging.getLogger(__name__)
@@ -69,10 +69,10 @@ async def _query_of(request: Request) -> tuple[object, str | None]:
     return query, body.get("queryType") or request.query_params.get("queryType")
 
 
-def _today_key(query) -> tuple:
-    """The day(s) the query's relative date ranges count from, in its time zone(s)."""
+def _now_key(query) -> tuple:
+    """The minute(s) the query's relative date ranges count from, in its time zone(s)."""
     queries = query if isinstance(query, list) else [query]
-    return tuple(query_today(q) for q in queries if isinstance(q, dict))
+    return tuple(query_now(q).replace(second=0, microsecond=0) for q in queries if isinstance(q, dict))
 
 
 def cube_errors(handler):
@@ -95,12 +95,17 @@ def cube_errors(handler):
 
 
 class Api:
-    def __init__(self, service: MetricsService, secret: str, continue_wait: float):
+    def __init__(self, service: MetricsService, secret: str, continue_wait: float,
+                 max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS):
         self.service, self.secret, self.continue_wait = service, secret, continue_wait
+        self.max_token_seconds = max_token_seconds
         self.replies = LRU(4096)  # finished replies, by request text and security context and data version
 
     def _context(self, request: Request) -> SecurityContext:
-        return authenticate(request.headers.get("authorization"), self.secret)
+        context = authenticate(request.headers.get("authorization"), self.secret, self.max_token_seconds)
+        if context.tenant_id is not None and context.tenant_id not in self.service.current().tenants:
+            raise AuthError(f"Invalid token: tenant {context.tenant_id!r} is not one the published data knows")
+        return context
 
     def _expand(self, query, context: SecurityContext) -> tuple[str, list[tuple[dict, Plan]]]:
         """One query, a list of queries, or a compareDateRange query, as (queryType, [(query, plan)])."""
@@ -118,11 +123,11 @@ class Api:
         if not isinstance(ranges, list) or len(ranges) < 2:
             raise QueryError("timeDimensions[].compareDateRange: expected a list of at least two date ranges")
         expanded = []
-        today = query_today(query)
+        now = query_now(query)
         for i, value in enumerate(ranges):
-            first, last = date_range(value, today, f"timeDimensions[].compareDateRange[{i}]")
+            resolved = date_range(value, now, f"timeDimensions[].compareDateRange[{i}]")
             tds = [{**{k: v for k, v in td.items() if k != "compareDateRange"},
-                    "dateRange": [first.isoformat(), last.isoformat()]} if td is compare[0] else td
+                    "dateRange": resolved.echoed()} if td is compare[0] else td
                    for td in query["timeDimensions"]]
             one = {**query, "timeDimensions": tds}
             expanded.append((one, translator.plan(one)))
@@ -149,8 +154,7 @@ class Api:
         for td, resolved in zip(query.get("timeDimensions", []), plan.date_ranges, strict=True):
             td = dict(td)
             if resolved is not None:
-                first, last = resolved
-                td["dateRange"] = [f"{first.isoformat()}T00:00:00.000", f"{last.isoformat()}T23:59:59.999"]
+                td["dateRange"] = resolved.echoed()
             tds.append(td)
         return {**query, "timeDimensions": tds, "measures": query.get("measures", []),
                 "dimensions": query.get("dimensions", []), "filters": query.get("filters", []),
@@ -163,7 +167,7 @@ class Api:
             "data": result.rows,
             "lastRefreshTime": result.published_at.isoformat().replace("+00:00", "Z"),
             "annotation": self._annotation(plan),
-            "dataSource": "default", "dbType": "duckdb", "extDbType": "duckdb", "external": False,
+            "dataSource": "default", "dbType": result.engine, "extDbType": result.engine, "external": False,
             "slowQuery": False, "total": result.total, "refreshKeyValues": [[{"data_version": result.data_version}]],
             "usedPreAggregations": {} if result.rollup is None else {
                 rollups.table_name(result.rollup): {"targetTableName": rollups.table_name(result.rollup),
@@ -177,7 +181,7 @@ class Api:
         # A repeated request (same text, same rows visible, same data, same day for relative ranges)
         # gets the reply already made: dashboards ask the same queries again and again.
         raw = request.query_params.get("query") if request.method == "GET" else await request.body()
-        key = (raw, wanted, context.cache_key, self.service.current().version, _today_key(query))
+        key = (raw, wanted, context.cache_key, self.service.current().version, _now_key(query))
         cached = self.replies.get(key)
         if cached is not None:
             return Response(cached, media_type="application/json")
@@ -258,8 +262,9 @@ class Api:
         return _json({"health": "HEALTH", "dataVersion": version.version})
 
 
-def create_app(service: MetricsService, secret: str, continue_wait: float = DEFAULT_CONTINUE_WAIT) -> Starlette:
-    api = Api(service, secret, continue_wait)
+def create_app(service: MetricsService, secret: str, continue_wait: float = DEFAULT_CONTINUE_WAIT,
+               max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS) -> Starlette:
+    api = Api(service, secret, continue_wait, max_token_seconds)
     base = "/cubejs-api/v1"
     return Starlette(routes=[
         Route(f"{base}/load", api.load, methods=["GET", "POST"]),
@@ -273,15 +278,8 @@ def create_app(service: MetricsService, secret: str, continue_wait: float = DEFA
 
 def app_from_environment() -> Starlette:
     """The app as uvicorn loads it (`semantic.server:app_from_environment`, factory)."""
-    from orchestration.environment import SEMANTIC_MANIFEST, current_environment
-
-    env = current_environment()
-    service = MetricsService(env.published_dir, SEMANTIC_MANIFEST,
-                             workers=int(os.environ.get("SEMANTIC_WORKERS", "4")),
-                             # off: every query compiled by MetricFlow (the benchmark's baseline)
-                             use_rollups=os.environ.get("SEMANTIC_ROLLUPS", "on") != "off")
-    return create_app(service, api_secret(),
-                      float(os.environ.get("SEMANTIC_CONTINUE_WAIT", str(DEFAULT_CONTINUE_WAIT))))
+    settings = ServingSettings.from_environment()
+    return create_app(settings.service(), settings.secret, settings.continue_wait, settings.max_token_seconds)
 
 
 def main() -> None:
@@ -293,7 +291,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="processes: compiling a query holds the GIL, so cold queries scale with processes")
     args = parser.parse_args()
-    api_secret()  # fail at start, not at the first request, without a secret
+    try:
+        ServingSettings.from_environment()  # fail at start, not at the first request, on a bad setting
+    except (SettingsError, ValueError) as exc:
+        raise SystemExit(f"metrics server: {exc}") from None
     uvicorn.run("semantic.server:app_from_environment", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level="warning")
 

@@ -1,9 +1,10 @@
 """The metrics service behind the REST and SQL endpoints: compile with MetricFlow, run, cache.
 
-It reads the current published snapshot (see `snapshots.py`), never the warehouse a run is
-writing, so it keeps answering, with one consistent version, while the pipeline runs. When a run
-publishes a new snapshot, the next request switches to it; caches are keyed by the snapshot's
-data version, so nothing computed on older data is served after the switch.
+It reads the current published version (see `publication.py`: DuckDB snapshots or PostgreSQL's
+published schemas), never the warehouse a run is writing, so it keeps answering, with one
+consistent version, while the pipeline runs. When a run publishes a new version, the next
+request switches to it; caches are keyed by the data version, so nothing computed on older data
+is served after the switch.
 
 Compiling a query costs tens of milliseconds of Python, so standard dashboard queries are read
 from the snapshot's rollups when one matches (see `rollups.py`), compiled SQL is cached per
@@ -18,18 +19,21 @@ import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import orjson
 from metricflow.engine.metricflow_engine import MetricFlowEngine, MetricFlowQueryRequest
 
-from semantic import rollups, snapshots
+from semantic import rollups
 from semantic.cube_query import Plan, QueryError
-from semantic.members import Catalog, build_catalog
-from semantic.metricflow_engine import DuckDbSqlClient, load_semantic_manifest
+from semantic.members import TIME_DIMENSION, Catalog, build_catalog, declared_aggregations
+from semantic.metricflow_engine import ReaderSqlClient, load_semantic_manifest
+from semantic.publication import Publication, Reader
+from semantic.warehouse import translate
+
+DAY = f"{TIME_DIMENSION}__day"
 
 
 class LRU:
@@ -59,14 +63,15 @@ class LRU:
 
 @dataclass(frozen=True)
 class Version:
-    """One published snapshot, opened: its connection, MetricFlow engine and member catalog."""
+    """One published version, opened: its reader, MetricFlow engine and member catalog."""
 
     version: str
     published_at: datetime
-    connection: duckdb.DuckDBPyConnection
+    reader: Reader
     engine: MetricFlowEngine
     catalog: Catalog
     rollups: tuple[rollups.Rollup, ...]
+    tenants: frozenset[str]  # the tenants the published data knows
 
 
 @dataclass(frozen=True)
@@ -76,10 +81,7 @@ class Result:
     data_version: str
     published_at: datetime
     rollup: str | None  # the rollup that answered, if one did
-
-
-def _published_at(version: str) -> datetime:
-    return datetime.strptime(version, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+    engine: str = "duckdb"  # the engine that holds the published data
 
 
 def _cube_value(value):
@@ -96,11 +98,12 @@ def _cube_value(value):
 
 
 class MetricsService:
-    def __init__(self, published_dir: Path, semantic_manifest: Path, workers: int = 4,
+    def __init__(self, publication: Publication, semantic_manifest: Path, workers: int = 4,
                  poll_seconds: float = 0.5, use_rollups: bool = True):
-        self.published_dir = published_dir
+        self.publication = publication
         self.use_rollups = use_rollups
-        self.lookup = load_semantic_manifest(semantic_manifest)
+        self.lookup = load_semantic_manifest(semantic_manifest, publication.relation)
+        self.declared_aggregations = declared_aggregations(semantic_manifest)
         self.compiled = LRU(4096)
         self.results = LRU(2048)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="metrics")
@@ -109,6 +112,7 @@ class MetricsService:
         self._compile_lock = threading.Lock()
         self._version_lock = threading.Lock()
         self._current: Version | None = None
+        self._catalog: Catalog | None = None
         self._checked_at = 0.0
         self._poll_seconds = poll_seconds
 
@@ -121,20 +125,22 @@ class MetricsService:
             return current
         with self._version_lock:
             self._checked_at = now
-            latest = snapshots.current(self.published_dir)
+            latest = self.publication.current()
             if latest is None:
-                raise FileNotFoundError(f"nothing published under {self.published_dir} yet: run the main job")
+                raise FileNotFoundError("nothing published yet: run the main job")
             if self._current is None or self._current.version != latest.version:
-                connection, snapshot = snapshots.connect_current(self.published_dir)
-                engine = MetricFlowEngine(semantic_manifest_lookup=self.lookup,
-                                          sql_client=DuckDbSqlClient(connection))
+                reader, opened = self.publication.open()
+                engine = MetricFlowEngine(semantic_manifest_lookup=self.lookup, sql_client=ReaderSqlClient(reader))
+                if self._catalog is None:  # the definitions do not change while the server runs
+                    self._catalog = build_catalog(engine, self.lookup, _probe(engine, reader),
+                                                  _column_types(self.lookup, reader), self.declared_aggregations)
                 old = self._current
-                self._current = Version(snapshot.version, _published_at(snapshot.version), connection, engine,
-                                        build_catalog(engine, self.lookup),
-                                        rollups.load(connection) if self.use_rollups else ())
+                self._current = Version(opened.version, opened.published_at, reader, engine, self._catalog,
+                                        rollups.load(reader, self.publication) if self.use_rollups else (),
+                                        _tenants(reader, self.publication))
                 self.results.clear()  # keyed by version too; clearing just frees the memory now
                 if old is not None:
-                    threading.Timer(60, old.connection.close).start()  # let queries on it finish
+                    threading.Timer(60, old.reader.close).start()  # let queries on it finish
             return self._current
 
     @property
@@ -143,37 +149,54 @@ class MetricsService:
 
     # -- compile and run ---------------------------------------------------------------------
     def compile(self, plan: Plan, context_key: str) -> str:
-        """MetricFlow's SQL for the plan's metrics, dimensions and filters, cached per security context."""
-        key = (orjson.dumps([plan.metrics, plan.group_by, plan.where]), context_key)
+        """MetricFlow's SQL for the plan's metrics, dimensions and filters, cached per security context.
+
+        Rolling-window metrics asked without a time grain are compiled by day and read on the last
+        day; the other metrics of the same query are joined to them on the dimensions.
+        """
+        key = (orjson.dumps([plan.metrics, plan.group_by, plan.where, plan.as_of_last_day]), context_key)
         base = self.compiled.get(key)
         if base is None:
             version = self.current()
-            request = MetricFlowQueryRequest.create(metric_names=plan.metrics, group_by_names=plan.group_by,
-                                                    where_constraints=plan.where or None)
-            try:
-                with self._compile_lock:
-                    explained = version.engine.explain(request)
-            except Exception as exc:  # MetricFlow's own errors say what is wrong with the query
-                raise QueryError(_first_lines(str(exc))) from exc
-            statement = explained.sql_statement
-            if statement.bind_parameter_set.param_dict:
-                raise QueryError("the compiled query needs bind parameters, which this server does not pass")
-            base = statement.sql
+            windowed = [m for m in plan.metrics if m in plan.as_of_last_day]
+            plain = [m for m in plan.metrics if m not in plan.as_of_last_day]
+            parts = []
+            if plain:
+                parts.append((self._explain(version, plain, plan.group_by, plan.where), plain))
+            if windowed:
+                daily = self._explain(version, windowed, [*plan.group_by, DAY], plan.where)
+                columns = ", ".join(f'"{c}"' for c in [*plan.group_by, *windowed])
+                parts.append((f"select {columns} from (select daily.*, max(\"{DAY}\") over () as last_day__ "
+                              f"from (\n{daily}\n) as daily) as windowed where \"{DAY}\" = last_day__", windowed))
+            base = parts[0][0] if len(parts) == 1 else _joined(parts, plan.group_by)
             self.compiled.put(key, base)
         return base
+
+    def _explain(self, version: Version, metrics: list[str], group_by: list[str], where: list[str]) -> str:
+        request = MetricFlowQueryRequest.create(metric_names=metrics, group_by_names=group_by,
+                                                where_constraints=where or None)
+        try:
+            with self._compile_lock:
+                explained = version.engine.explain(request)
+        except Exception as exc:  # MetricFlow's own errors say what is wrong with the query
+            raise QueryError(_first_lines(str(exc))) from exc
+        statement = explained.sql_statement
+        if statement.bind_parameter_set.param_dict:
+            raise QueryError("the compiled query needs bind parameters, which this server does not pass")
+        return statement.sql
 
     def base_sql(self, plan: Plan, context_key: str, version: Version) -> tuple[str, str | None]:
         """The SQL that answers the plan, and the rollup it reads if one matches (else MetricFlow's)."""
         matched = rollups.match(plan, version.rollups)
         if matched is not None:
-            return matched.sql, matched.rollup
+            return translate(matched.sql, version.reader.engine), matched.rollup
         return self.compile(plan, context_key), None
 
     def wrapped_sql(self, plan: Plan, base: str) -> str:
         order = ", ".join(f'"{column}" {"desc" if desc else "asc"}' for column, desc in plan.order)
         default_order = ", ".join(f'"{c.source}" asc' for c in plan.columns if c.kind == "time")
         by = order or default_order
-        return (f"select * from (\n{base}\n) as metric_query" + (f"\norder by {by}" if by else "")
+        return (f"select * from (\n{base}\n) as metric_query{_having(plan)}" + (f"\norder by {by}" if by else "")
                 + f"\nlimit {plan.limit} offset {plan.offset}")
 
     def submit(self, plan: Plan, context_key: str) -> Future:
@@ -200,18 +223,13 @@ class MetricsService:
         try:
             base, rollup = self.base_sql(plan, context_key, version)
             sql = self.wrapped_sql(plan, base)
-            cursor = version.connection.cursor()
-            try:
-                _use_timezone(cursor, plan.timezone)
-                rows = cursor.execute(sql).fetchall()
-                names = [d[0] for d in cursor.description]
-                count = cursor.execute(f"select count(*) from ({base}) as q").fetchone()[0] if plan.total else None
-            finally:
-                cursor.close()
+            names, rows = version.reader.run(sql, timezone=plan.timezone)
+            count = version.reader.run(f"select count(*) from ({base}) as metric_query{_having(plan)}",
+                                       timezone=plan.timezone)[1][0][0] if plan.total else None
             index = {name: i for i, name in enumerate(names)}
             shaped = [{key_: _cube_value(row[index[c.source]]) for c in plan.columns for key_ in c.keys}
                       for row in rows]
-            result = Result(shaped, count, version.version, version.published_at, rollup)
+            result = Result(shaped, count, version.version, version.published_at, rollup, version.reader.engine)
             self.results.put(key, result)
             return result
         finally:
@@ -225,30 +243,71 @@ class MetricsService:
 
     def dry_run(self, plan: Plan, context_key: str) -> str:
         sql, _ = self.sql(plan, context_key)
-        cursor = self.current().connection.cursor()
-        try:
-            cursor.execute(f"explain {sql}")
-        finally:
-            cursor.close()
+        self.current().reader.run(f"explain {sql}")
         return sql
 
 
-def _use_timezone(cursor: duckdb.DuckDBPyConnection, timezone: str) -> None:
-    """Days (and weeks, months...) of timestamped facts start at midnight in the query's time zone.
+def _having(plan: Plan) -> str:
+    """The filters on measures, on the aggregated rows."""
+    return "\nwhere " + " and ".join(f"({c})" for c in plan.having) if plan.having else ""
 
-    Their time dimensions are zoned timestamps (see the semantic models), which DuckDB truncates
-    in the session's zone; each query runs on its own cursor, so zones never leak between queries.
-    """
-    try:
-        cursor.execute("set TimeZone = '" + timezone.replace("'", "''") + "'")
-    except duckdb.Error as exc:
-        raise QueryError(f"timezone: {timezone!r} is not a time zone the warehouse knows") from exc
+
+def _joined(parts: list[tuple[str, list[str]]], group_by: list[str]) -> str:
+    """Two result sets of the same dimensions, side by side (a full join on every dimension)."""
+    (left, left_metrics), (right, right_metrics) = parts
+    dims = [c for c in group_by]
+    on = " and ".join(f'a."{d}" is not distinct from b."{d}"' for d in dims) or "true"
+    selected = [f'coalesce(a."{d}", b."{d}") as "{d}"' for d in dims]
+    selected += [f'a."{m}"' for m in left_metrics] + [f'b."{m}"' for m in right_metrics]
+    return f"select {', '.join(selected)}\nfrom (\n{left}\n) as a\nfull outer join (\n{right}\n) as b on {on}"
+
+
+def _probe(engine: MetricFlowEngine, reader: Reader):
+    """Whether MetricFlow compiles a query and the warehouse plans it (catalog building)."""
+    def probe(metrics: list[str], group_by: list[str]) -> str | None:
+        try:
+            explained = engine.explain(MetricFlowQueryRequest.create(metric_names=metrics, group_by_names=group_by))
+            reader.run(f"explain {explained.sql_statement.sql}")
+        except Exception as exc:  # the reason is logged and the member left out
+            return _first_lines(str(exc), 1)
+        return None
+    return probe
+
+
+def _column_types(lookup, reader: Reader):
+    """Cube's type of a semantic model's column, from the published table's information_schema."""
+    models = {m.name: m.node_relation for m in lookup.semantic_manifest.semantic_models}
+    cache: dict[str, dict[str, str]] = {}
+
+    def column_type(model: str, column: str) -> str:
+        relation = models.get(model)
+        if relation is None:
+            return "string"
+        if model not in cache:
+            _, rows = reader.run("select column_name, data_type from information_schema.columns "
+                                 f"where table_schema = '{relation.schema_name}' and table_name = '{relation.alias}'")
+            cache[model] = {name.lower(): kind.lower() for name, kind in rows}
+        kind = cache[model].get(column.strip().strip('"').lower(), "")
+        if "bool" in kind:
+            return "boolean"
+        if any(t in kind for t in ("int", "numeric", "decimal", "double", "real", "float")):
+            return "number"
+        if "date" in kind or "time" in kind:
+            return "time"
+        return "string"
+    return column_type
+
+
+def _tenants(reader: Reader, publication: Publication) -> frozenset[str]:
+    _, rows = reader.run(f"select tenant_id from {publication.qualified('marts', 'dim_tenants')}")
+    return frozenset(tenant for (tenant,) in rows)
 
 
 def _plan_key(plan: Plan) -> bytes:
     """Everything about a plan that changes its answer, as bytes to key caches with."""
     return orjson.dumps([plan.metrics, plan.group_by, plan.where, plan.order, plan.limit, plan.offset, plan.total,
-                         plan.timezone, [(c.keys, c.source) for c in plan.columns]])
+                         plan.timezone, [(c.keys, c.source) for c in plan.columns], plan.having, plan.as_of_last_day,
+                         plan.row_key])
 
 
 def _first_lines(text: str, lines: int = 6) -> str:

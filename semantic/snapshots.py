@@ -1,22 +1,36 @@
-"""Published read snapshots of the warehouse: what the metrics server and the reports read.
+"""Published read snapshots of a DuckDB warehouse: what the metrics server and the reports read.
 
 DuckDB lets one process write a database file, and a reader that opens the file blocks that
 writer. So after a run's data has passed its quality gates, the reader-facing schemas are
-copied into a new, immutable file, and a `CURRENT` pointer is swapped to it atomically.
-Readers open whatever `CURRENT` names; a reader that is mid-query keeps its open file (an
-older snapshot is unlinked, not overwritten), and the next query sees the new version.
-The version string doubles as the data version that caches key on.
+published into a DuckLake (DuckDB's lakehouse format, `duckdb-ext-ducklake` from PyPI): Parquet
+files under `published/lake/`, listed by a catalog in `published/lake.sqlite` (SQLite, which
+several processes may open at once, unlike a DuckDB file). Every commit to a DuckLake is a
+snapshot that stays readable as it was; readers attach the snapshot that the `CURRENT` pointer
+names, read-only, so a run that writes the next one never changes what they see. The pointer is
+swapped atomically once the snapshot holds everything (rollups included); its version string
+doubles as the data version that caches key on.
 
-A run that changed only a few tables (a micro-batch) publishes `Changes`: the new snapshot starts
-as a copy of the current one and takes only those tables from the warehouse, and of an
-incremental table only the rows past the snapshot's newest cursor value.
+Why a DuckLake rather than a new database file per version: a micro-batch changes a few thousand
+rows, and copying the whole published database to change them costs as much as the warehouse is
+large (tens of gigabytes at a year of 10M events a day). In a DuckLake a micro-batch writes only
+its rows (new Parquet files, and delete files for the rows it replaces), so its cost grows with
+the batch. The small files micro-batches leave are merged once a table has `MERGE_AFTER_FILES`,
+and the snapshots no reader can still hold (superseded more than `RETAIN_SECONDS` ago) are
+expired and their files deleted: storage stays that of the current data.
+
+A run that changed only a few tables (a micro-batch) publishes `Changes`: only those tables are
+taken from the warehouse, and of an incremental table only the rows past the published newest
+cursor value.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
-import shutil
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,19 +38,36 @@ from pathlib import Path
 import duckdb
 
 from ingestion.paths import fsync
+from semantic.duckdb_extensions import load_extension
 
 # What readers may see: marts (and the forecasts and insights written beside them) and quality results.
 PUBLISHED_SCHEMAS = ("marts", "ml", "quality")
 # The catalog name the dbt-compiled SQL (and so MetricFlow's) uses: the warehouse file's stem.
 CATALOG = "warehouse"
 POINTER = "CURRENT"
+LAKE_CATALOG, LAKE_DATA = "lake.sqlite", "lake"
+# A snapshot superseded this long ago is held by no reader: readers move to the current one
+# within a second, and their queries time out well before.
+RETAIN_SECONDS = 600
+# Merge a table's small files once it has this many (each micro-batch adds one or two).
+MERGE_AFTER_FILES, SMALL_FILE_BYTES = 64, 8 << 20
+EXTENSIONS = ("sqlite_scanner", "ducklake")
 
 
 @dataclass(frozen=True)
 class Snapshot:
     version: str
-    path: Path
+    snapshot_id: int  # the DuckLake snapshot readers attach
     tables: int
+    catalog: Path  # the DuckLake's catalog file
+
+    @property
+    def published_dir(self) -> Path:
+        return self.catalog.parent
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A read-only connection to this snapshot, attached under the warehouse's catalog name."""
+        return attach(self.published_dir, self.snapshot_id)
 
 
 @dataclass(frozen=True)
@@ -65,76 +96,99 @@ class Changes:
 Build = Callable[[duckdb.DuckDBPyConnection, frozenset[str] | None], object]
 
 
-def publish(warehouse: Path, published_dir: Path, keep: int = 3, build: Build | None = None,
-            changes: Changes | None = None) -> Snapshot:
-    """Copy the published schemas of `warehouse` into a new snapshot and make it current.
+def attach(published_dir: Path, snapshot_id: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A connection with the published DuckLake attached under the warehouse's catalog name (and
+    in use): the given snapshot, read-only, or (None) the latest, to write."""
+    conn = duckdb.connect()
+    try:
+        attach_into(conn, published_dir, snapshot_id, CATALOG)
+        conn.execute(f"use {CATALOG}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
-    With `changes`, the current snapshot is copied instead and only the changed tables are taken
-    from the warehouse (without a current snapshot, everything is). `build` adds derived tables
-    (the metrics server's rollups) to the new snapshot, opened under the warehouse's catalog
-    name, before any reader can see it.
+
+def attach_into(conn: duckdb.DuckDBPyConnection, published_dir: Path, snapshot_id: int | None, alias: str) -> None:
+    """Attach the published DuckLake to `conn` as `alias`. The data path is given every time, so a
+    data directory that was moved or copied reads its own files."""
+    for extension in EXTENSIONS:
+        load_extension(conn, extension)
+    options = [f"data_path '{published_dir / LAKE_DATA}/'", "override_data_path true"]
+    if snapshot_id is not None:
+        options += ["read_only", f"snapshot_version {int(snapshot_id)}"]
+    conn.execute(f"attach 'ducklake:sqlite:{published_dir / LAKE_CATALOG}' as {alias} ({', '.join(options)})")
+
+
+def publish(warehouse: Path, published_dir: Path, build: Build | None = None,
+            changes: Changes | None = None) -> Snapshot:
+    """Publish the published schemas of `warehouse` as a new snapshot and make it current.
+
+    With `changes`, only the changed tables are taken from the warehouse (without a current
+    snapshot, everything is). `build` adds derived tables (the metrics server's rollups) in the
+    same transaction, so no reader ever sees the data without them. On any error the transaction
+    is rolled back and the current snapshot stays.
     """
     published_dir.mkdir(parents=True, exist_ok=True)
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    path = published_dir / f"warehouse-{version}.duckdb"
-    try:
-        changed = _copy(warehouse, path, published_dir, changes)
-        with duckdb.connect() as conn:
-            conn.execute(f"attach '{path}' as {CATALOG}")
-            conn.execute(f"use {CATALOG}")
-            if build is not None:
-                build(conn, changed)
-            tables = conn.execute(
-                "select count(*) from information_schema.tables where table_catalog = ? and table_schema in "
-                f"({', '.join('?' for _ in PUBLISHED_SCHEMAS)}) and table_type = 'BASE TABLE'",
-                [CATALOG, *PUBLISHED_SCHEMAS]).fetchone()[0]
-            conn.execute(f"checkpoint {CATALOG}")
-    except BaseException:  # never current, so no reader has it open: the last good snapshot stays
-        path.unlink(missing_ok=True)
-        Path(f"{path}.wal").unlink(missing_ok=True)
-        raise
-    fsync(path)
-    _point_to(published_dir, path.name)
-    _prune(published_dir, keep)
-    return Snapshot(version, path, tables)
+    with _publishing(published_dir):
+        base = current(published_dir) if changes is not None else None
+        with attach(published_dir) as conn:
+            conn.execute(f"attach '{warehouse}' as source (read_only)")
+            conn.execute("begin")
+            try:
+                changed = _copy_all(conn) if base is None else _apply(conn, changes)
+                if build is not None:
+                    build(conn, changed)
+                tables = conn.execute(
+                    "select count(*) from information_schema.tables where table_catalog = ? and table_schema in "
+                    f"({', '.join('?' for _ in PUBLISHED_SCHEMAS)}) and table_type = 'BASE TABLE'",
+                    [CATALOG, *PUBLISHED_SCHEMAS]).fetchone()[0]
+                conn.execute("commit")
+            except BaseException:
+                conn.execute("rollback")
+                raise
+            conn.execute("detach source")
+            _merge_small_files(conn, changed)
+            snapshot_id = conn.execute(f"select id from {CATALOG}.current_snapshot()").fetchone()[0]
+            snapshot = Snapshot(version, snapshot_id, tables, published_dir / LAKE_CATALOG)
+            history = _point_to(published_dir, snapshot)
+            _expire(conn, history)
+        _remove_snapshot_files_of_earlier_releases(published_dir)
+    return snapshot
 
 
-def _copy(warehouse: Path, path: Path, published_dir: Path, changes: Changes | None) -> frozenset[str] | None:
-    """Fill the new snapshot file; the tables taken from the warehouse, or None when it took all."""
-    base = current(published_dir) if changes is not None else None
-    if base is not None:
+@contextlib.contextmanager
+def _publishing(published_dir: Path) -> Iterator[None]:
+    """One publisher at a time: the pointer must move in the order snapshots were committed."""
+    with open(published_dir / ".publish.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            shutil.copyfile(base.path, path)  # snapshots are checkpointed: the file is the whole database
-        except FileNotFoundError:
-            base = None
-    with duckdb.connect() as conn:
-        conn.execute(f"attach '{warehouse}' as source (read_only)")
-        conn.execute(f"attach '{path}' as snapshot")
-        if base is None:
-            for schema in PUBLISHED_SCHEMAS:
-                _copy_schema(conn, schema)
-            changed = None
-        else:
-            changed = _apply(conn, changes)
-        conn.execute("checkpoint snapshot")
-        conn.execute("detach snapshot")
-    return changed
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _source_tables(conn: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
+def _tables(conn: duckdb.DuckDBPyConnection, catalog: str, schema: str) -> list[str]:
     return [r[0] for r in conn.execute(
         "select table_name from information_schema.tables "
-        "where table_catalog = 'source' and table_schema = ? and table_type = 'BASE TABLE'", [schema]).fetchall()]
+        "where table_catalog = ? and table_schema = ? and table_type = 'BASE TABLE'", [catalog, schema]).fetchall()]
 
 
 def _copy_schema(conn: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
-    conn.execute(f"drop schema if exists snapshot.{schema} cascade")
-    names = _source_tables(conn, schema)
-    if names:
-        conn.execute(f"create schema snapshot.{schema}")
+    """Replace the published schema with the warehouse's: its tables rewritten, the ones gone dropped."""
+    names = _tables(conn, "source", schema)
+    conn.execute(f"create schema if not exists {CATALOG}.{schema}")
+    for gone in set(_tables(conn, CATALOG, schema)) - set(names):
+        conn.execute(f'drop table {CATALOG}.{schema}."{gone}"')
     for name in names:
-        conn.execute(f'create table snapshot.{schema}."{name}" as select * from source.{schema}."{name}"')
+        conn.execute(f'create or replace table {CATALOG}.{schema}."{name}" as select * from source.{schema}."{name}"')
     return [f"{schema}.{name}" for name in names]
+
+
+def _copy_all(conn: duckdb.DuckDBPyConnection) -> None:
+    for schema in PUBLISHED_SCHEMAS:
+        _copy_schema(conn, schema)
 
 
 def _columns(conn: duckdb.DuckDBPyConnection, catalog: str, schema: str, name: str) -> list[tuple[str, str]]:
@@ -147,15 +201,15 @@ def _apply(conn: duckdb.DuckDBPyConnection, changes: Changes) -> frozenset[str]:
     changed = [table for schema in changes.schemas for table in _copy_schema(conn, schema)]
     for table, cursor in changes.tables.items():
         schema, name = table.split(".")
-        source, target = f'source.{schema}."{name}"', f'snapshot.{schema}."{name}"'
+        source, target = f'source.{schema}."{name}"', f'{CATALOG}.{schema}."{name}"'
         columns = _columns(conn, "source", schema, name)
         if not columns:
             raise ValueError(f"changed table {table} is not in the warehouse")
         newest = None
-        if cursor is not None and _columns(conn, "snapshot", schema, name) == columns:
+        if cursor is not None and _columns(conn, CATALOG, schema, name) == columns:
             newest = conn.execute(f'select max("{cursor.column}") from {target}').fetchone()[0]
         if newest is None:
-            conn.execute(f"create schema if not exists snapshot.{schema}")
+            conn.execute(f"create schema if not exists {CATALOG}.{schema}")
             conn.execute(f"create or replace table {target} as select * from {source}")
         else:
             past = f'from {source} where "{cursor.column}" > ?'
@@ -165,12 +219,71 @@ def _apply(conn: duckdb.DuckDBPyConnection, changes: Changes) -> frozenset[str]:
     return frozenset(changed)
 
 
+def _merge_small_files(conn: duckdb.DuckDBPyConnection, changed: frozenset[str] | None) -> None:
+    """Merge the small files of the tables a micro-batch added to, once there are enough of them:
+    a new snapshot with the same rows, which readers attach from the pointer on.
+
+    DuckLake merges only files without deleted rows, so the files some of whose rows were replaced
+    are first rewritten without them. The rows micro-batches replace are recent ones (a minute
+    recomputed, an event re-sent), which live in the recent small files; only files under
+    `SMALL_FILE_BYTES` are merged, so the cost is that of the recent batches, never the table's."""
+    for table in sorted(changed or ()):  # None: every table was just written whole
+        schema, name = table.split(".")
+        small = conn.execute(f"select count(*) from ducklake_list_files('{CATALOG}', ?, schema => ?) "
+                             "where data_file_size_bytes < ?", [name, schema, SMALL_FILE_BYTES]).fetchone()[0]
+        if small >= MERGE_AFTER_FILES:
+            conn.execute(f"call ducklake_rewrite_data_files('{CATALOG}', ?, schema => ?, delete_threshold => 0)",
+                         [name, schema])
+            conn.execute(f"call ducklake_merge_adjacent_files('{CATALOG}', ?, schema => ?, max_file_size => ?)",
+                         [name, schema, SMALL_FILE_BYTES])
+
+
+def _point_to(published_dir: Path, snapshot: Snapshot) -> list[list]:
+    """Make `snapshot` current; the snapshots superseded within `RETAIN_SECONDS` (which readers may
+    still hold), with when they were, including the one just superseded."""
+    previous = _read_pointer(published_dir)
+    now = time.time()
+    history = [h for h in previous.get("history", []) if now - h[1] < RETAIN_SECONDS]
+    if "snapshot" in previous:
+        history.append([previous["snapshot"], now])
+    body = {"version": snapshot.version, "snapshot": snapshot.snapshot_id, "tables": snapshot.tables,
+            "history": history}
+    tmp = published_dir / f".{POINTER}.tmp"
+    tmp.write_text(json.dumps(body) + "\n")
+    fsync(tmp)
+    os.replace(tmp, published_dir / POINTER)
+    return [*history, [snapshot.snapshot_id, now]]
+
+
+def _expire(conn: duckdb.DuckDBPyConnection, held: list[list]) -> None:
+    """Expire every snapshot no reader may hold (the ones never made current, such as a merge's
+    steps, included), and delete the files only they used."""
+    keep = {snapshot_id for snapshot_id, _ in held}
+    old = [r[0] for r in conn.execute(f"select snapshot_id from ducklake_snapshots('{CATALOG}')").fetchall()
+           if r[0] not in keep]
+    if old:
+        conn.execute(f"call ducklake_expire_snapshots('{CATALOG}', versions => {old})")
+        conn.execute(f"call ducklake_cleanup_old_files('{CATALOG}', cleanup_all => true)")
+
+
+def _read_pointer(published_dir: Path) -> dict:
+    try:
+        body = json.loads((published_dir / POINTER).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}  # nothing published, or by a release that published database files (republished whole)
+    return body if isinstance(body, dict) else {}
+
+
+def _remove_snapshot_files_of_earlier_releases(published_dir: Path) -> None:
+    for old in published_dir.glob("warehouse-*.duckdb*"):
+        old.unlink(missing_ok=True)
+
+
 def current(published_dir: Path) -> Snapshot | None:
-    pointer = published_dir / POINTER
-    if not pointer.exists():
+    body = _read_pointer(published_dir)
+    if "snapshot" not in body:
         return None
-    name = pointer.read_text().strip()
-    return Snapshot(name.removeprefix("warehouse-").removesuffix(".duckdb"), published_dir / name, -1)
+    return Snapshot(body["version"], int(body["snapshot"]), int(body["tables"]), published_dir / LAKE_CATALOG)
 
 
 def connect_current(published_dir: Path) -> tuple[duckdb.DuckDBPyConnection, Snapshot]:
@@ -178,22 +291,29 @@ def connect_current(published_dir: Path) -> tuple[duckdb.DuckDBPyConnection, Sna
     snapshot = current(published_dir)
     if snapshot is None:
         raise FileNotFoundError(f"no published snapshot under {published_dir}: run the main job first")
-    conn = duckdb.connect()
-    conn.execute(f"attach '{snapshot.path}' as {CATALOG} (read_only)")
-    conn.execute(f"use {CATALOG}")
-    return conn, snapshot
+    return snapshot.connect(), snapshot
 
 
-def _point_to(published_dir: Path, name: str) -> None:
-    tmp = published_dir / f".{POINTER}.tmp"
-    tmp.write_text(name + "\n")
-    fsync(tmp)
-    os.replace(tmp, published_dir / POINTER)
+def extract(published_dir: Path, tables: list[str], path: Path) -> Path:
+    """A DuckDB file with these tables ("schema.table") of the current snapshot, for the reports
+    (Evidence reads DuckDB files, not DuckLakes)."""
+    conn, _ = connect_current(published_dir)
+    with conn:
+        return copy_tables(conn, lambda schema, name: f'{CATALOG}.{schema}."{name}"', tables, path)
 
 
-def _prune(published_dir: Path, keep: int) -> None:
-    """Unlink all but the newest `keep` snapshots; open readers keep their file until they close it."""
-    snapshots = sorted(published_dir.glob("warehouse-*.duckdb"))
-    for old in snapshots[:-keep]:
-        old.unlink(missing_ok=True)
-        Path(f"{old}.wal").unlink(missing_ok=True)
+def copy_tables(conn: duckdb.DuckDBPyConnection, source: Callable[[str, str], str], tables: list[str],
+                path: Path) -> Path:
+    """Write `tables` ("schema.table", read from `source(schema, name)` on `conn`) into a new DuckDB
+    file at `path`, under their own schema names."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    conn.execute(f"attach '{path}' as extract")
+    try:
+        for table in tables:
+            schema, name = table.split(".")
+            conn.execute(f"create schema if not exists extract.{schema}")
+            conn.execute(f'create table extract.{schema}."{name}" as select * from {source(schema, name)}')
+    finally:
+        conn.execute("detach extract")
+    return path

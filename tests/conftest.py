@@ -26,6 +26,7 @@ from ingestion.paths import DataLayout
 from ingestion.sample_data import SIZES, generate
 from orchestration.environment import DBT_PROJECT_DIR, tool
 from tests.ingestion.helpers import load
+from tests.postgres_cluster import ClusterError, cluster
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_DIR = DBT_PROJECT_DIR
@@ -124,7 +125,8 @@ def dbt(layout, *args: str) -> dict:
 def _build(tiny_sample: DataLayout) -> Callable[[Path], object]:
     def make(path: Path) -> None:
         from orchestration.environment import SEMANTIC_MANIFEST
-        from semantic import rollups, snapshots
+        from semantic import rollups
+        from semantic.publication import DuckDbSnapshots
 
         layout = DataLayout(path / "data")
         shutil.copytree(tiny_sample.root, layout.root, ignore=shutil.ignore_patterns(".complete"))
@@ -137,7 +139,7 @@ def _build(tiny_sample: DataLayout) -> Callable[[Path], object]:
         (path / "first_build.json").write_text(json.dumps(first))
         write_forecasts(layout)
         dbt(layout, "build", "--select", "path:models/marts/forecasting")
-        snapshots.publish(layout.warehouse, layout.root / "published", build=rollups.builder(SEMANTIC_MANIFEST))
+        DuckDbSnapshots(layout.warehouse, layout.root / "published").publish(build=rollups.builder(SEMANTIC_MANIFEST))
     return make
 
 
@@ -174,6 +176,16 @@ def main_run(tmp_path_factory) -> tuple[Path, str]:
 
     path = shared(tmp_path_factory, "main-run", make)
     return path / "data", (path / "output.txt").read_text()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster (this worker's); the PG* variables that reach its database."""
+    try:
+        with cluster() as variables:
+            yield variables
+    except ClusterError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def write_forecasts(layout: DataLayout, days: int = 28) -> None:

@@ -60,7 +60,7 @@ with bounds as (select min(date_day) as first_day, max(date_day) as last_day fro
 grid as (
     select tenants.tenant_id, cast(days.d as date) as date_day
     from marts.dim_tenants as tenants, bounds,
-         range(bounds.first_day, bounds.last_day + interval 1 day, interval 1 day) as days(d)
+         generate_series(bounds.first_day, bounds.last_day, interval 1 day) as days(d)
 )
 select grid.tenant_id, grid.date_day, count(metrics.tenant_id) as rows_in_metrics_daily
 from grid

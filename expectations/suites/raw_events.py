@@ -35,7 +35,7 @@ with bounds as (
 grid as (
     select tenants.tenant_id, cast(days.d as date) as date_day
     from (select distinct tenant_id from raw_events.events) as tenants, bounds,
-         range(bounds.first_day, bounds.last_day + interval 1 day, interval 1 day) as days(d)
+         generate_series(bounds.first_day, bounds.last_day, interval 1 day) as days(d)
 ),
 counts as (
     select tenant_id, cast("timestamp" as date) as date_day, count(*) as events,

@@ -7,8 +7,9 @@ entry point then:
    directory refuses to start, naming the process that holds it;
 2. starts the landing process (the one writer of the landing zone, `landing_service.py`), which
    inherits the lock, so that the lock lasts as long as anything that writes;
-3. serves HTTP with uvicorn's worker processes (`COLLECTOR_WORKERS`, one per core by default), each
-   rebuilding the same settings from the same environment.
+3. serves HTTP from worker processes (`COLLECTOR_WORKERS`, one per core by default; `workers.py`
+   says why each listens with a socket of its own), each rebuilding the same settings from the same
+   environment.
 
 On SIGTERM or Ctrl-C the workers finish their requests, then the landing process closes its files
 into `landing/events/`.
@@ -71,7 +72,7 @@ def start_landing(lock_fd: int) -> subprocess.Popen:
 
 
 def main() -> None:
-    import uvicorn
+    from ingestion.collector.workers import serve
 
     parser = argparse.ArgumentParser(description="Collect product events over HTTP into the landing zone.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -86,8 +87,8 @@ def main() -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     landing = start_landing(lock_fd)
     try:
-        uvicorn.run(APP, factory=True, host=args.host, port=args.port, workers=settings.workers,
-                    log_level="warning", timeout_graceful_shutdown=10)
+        serve(APP, args.host, args.port, settings.workers, factory=True, log_level="warning",
+              timeout_graceful_shutdown=10)
     finally:
         landing.terminate()
         landing.wait(timeout=60)

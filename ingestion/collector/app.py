@@ -43,7 +43,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ingestion.collector import metrics
-from ingestion.collector.intake import RequestError, Rules, single_message, split_batch, take_in
+from ingestion.collector.intake import RequestError, Rules, single_message, split_batch, take_in, valid_utf8
 from ingestion.collector.landing_client import LandingClient, LandingUnreachable
 from ingestion.collector.landing_service import socket_path
 from ingestion.collector.protocol import Refused
@@ -161,10 +161,11 @@ class Collector:
             rules = Rules(tenant, received_at, settings.min_timestamp, settings.max_event_bytes)
             where = (lambda i: f"batch[{i}]") if call is None else (lambda i: "event")
             sent_at = envelope.sentAt if call is None else None
-            if len(raws) > settings.offload_events:  # keep the event loop free for the small requests
-                intake = await asyncio.to_thread(take_in, raws, call, rules, sent_at, where)
-            else:
-                intake = take_in(raws, call, rules, sent_at, where)
+            utf8, step = valid_utf8(body), settings.intake_slice_events
+            intake = take_in(raws[:step], call, rules, sent_at, where, utf8)
+            for start in range(step, len(raws), step):
+                await asyncio.sleep(0)  # let the other requests of this worker in
+                take_in(raws[start:start + step], call, rules, sent_at, where, utf8, into=intake, first=start)
             reply = await self.landing.store(intake.event_ids, intake.event_lines, intake.profile_ids,
                                              intake.profile_lines, intake.quarantine_lines)
         except RequestError as exc:

@@ -3,8 +3,12 @@
 A batch is first split into its events without decoding them (`msgspec.Raw`), so that one bad
 event (invalid UTF-8, an integer above 64 bits, a lone surrogate, nesting deeper than the encoder
 allows, a size above the per-event limit) is refused by itself, naming its field, while the rest of
-the batch is stored. The fast path is msgspec and orjson; only an event they refuse is decoded again
-with the standard library's `json` to find which field is at fault (`locate_fault`).
+the batch is stored. The fast path is msgspec and orjson: a call of Segment's tracking API is
+decoded straight into `segment.Message` (the fields the mapping does not read are skipped) and its
+record encoded by orjson, which refuses what no JSON line can carry (an integer above 64 bits,
+nesting deeper than 254); only an event they refuse is decoded again with the standard library's
+`json` to find which field is at fault (`locate_fault`). Skipping a field does not check its
+UTF-8, so a body that is not valid UTF-8 as a whole (`valid_utf8`) has each event decoded in full first.
 
 A message with a `type` is a call of Segment's tracking API (mapped by `ingestion.events.segment`);
 one without is an event of our own schema (`ingestion.events.schema`).
@@ -19,9 +23,10 @@ from typing import Any
 
 import msgspec
 import orjson
+from msgspec import UNSET
 
 from ingestion.events.schema import EventError, validate_event
-from ingestion.events.segment import Mapped, map_call, sent_at_of
+from ingestion.events.segment import Arrival, Mapped, Message, map_call, sent_at_of
 
 # orjson refuses deeper documents (its recursion limit); an event is refused at that depth
 MAX_DEPTH = 254
@@ -48,6 +53,7 @@ class Envelope(msgspec.Struct):
 _envelope = msgspec.json.Decoder(Envelope)
 _array = msgspec.json.Decoder(list[msgspec.Raw])
 _value = msgspec.json.Decoder()
+_message = msgspec.json.Decoder(Message)
 
 
 def _decoded(decoder, body: bytes, what: str):
@@ -131,13 +137,22 @@ def _walk_fault(value: Any) -> tuple[str, str] | None:
             for key, child in reversed(list(item.items())):
                 child_path = f"{path}.{key}" if path else str(key)
                 fault = _walk_fault(key)  # keys are strings: check them the same way
-                if fault is not None:
-                    return child_path, f"field name: {fault[1]}"
+                if fault is not None:  # named with the bad bytes escaped, as the reply must be valid JSON
+                    return _escaped(child_path), f"field name: {fault[1]}"
                 stack.append((child, child_path, depth + 1, child_path if depth < 2 else field))
         elif isinstance(item, list):
             for i in reversed(range(len(item))):
                 stack.append((item[i], f"{path}[{i}]", depth + 1, f"{path}[{i}]" if depth < 2 else field))
     return None
+
+
+def _escaped(text: str) -> str:
+    """`text` with its invalid UTF-8 bytes (decoded as surrogate escapes) written `\\xe9`, and lone
+    surrogates `\\ud800`."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def locate_fault(raw: bytes | None, value: Any = None) -> EventError:
@@ -163,6 +178,7 @@ class Intake:
     profile_lines: list[bytes] = field(default_factory=list)
     quarantine_lines: list[bytes] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
+    first_seen: dict[str, int] = field(default_factory=dict)  # where each id stored came in the request
 
 
 @dataclass(frozen=True)
@@ -173,27 +189,83 @@ class Rules:
     max_event_bytes: int
 
 
-def take_in(raws: list[msgspec.Raw], call: str | None, rules: Rules, sent_at: Any, where) -> Intake:
+def valid_utf8(body: bytes) -> bool:
+    if body.isascii():
+        return True
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _decode(raw: msgspec.Raw, call: str | None, utf8: bool) -> tuple[Message | None, Any, EventError | None]:
+    """(the message as a Segment call, or None; else its generic value; or the fault that stops it).
+    A message is decoded into `Message` unless it is not an object, or one of our own events (on
+    `/v1/events`, or without `type` on `/v1/batch`): those are decoded generically, as our events
+    are stored as sent. Where the body is not valid UTF-8 as a whole (`utf8` False), each message
+    is first decoded generically, which checks the UTF-8 of every field, skipped ones included."""
+    try:
+        if call == "own":
+            return None, _value.decode(raw), None
+        if not utf8:
+            value = _value.decode(raw)
+            if not isinstance(value, dict) or call is None and "type" not in value:
+                return None, value, None
+            return _message.decode(raw), None, None
+        try:
+            message = _message.decode(raw)
+        except msgspec.ValidationError:  # not an object: refused below, naming what it is
+            return None, _value.decode(raw), None
+        if call is not None or message.type is not UNSET:
+            return message, None, None
+        return None, _value.decode(raw), None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None, None, locate_fault(bytes(raw))
+
+
+def take_in(raws: list[msgspec.Raw], call: str | None, rules: Rules, sent_at: Any, where,
+            utf8: bool = True, into: Intake | None = None, first: int = 0) -> Intake:
     """Map and validate every event of a request. `call` is the route's Segment call ("track", ...),
     "own" for our own schema's single-event route, or None on `/v1/batch` (each message decides).
-    Raises RequestError(403) when one of our events names another tenant: nothing is stored then."""
-    out = Intake()
-    first_seen: dict[str, int] = {}
+    `utf8`: the body is valid UTF-8 as a whole (`valid_utf8`). A request may be taken in slices:
+    `raws` from its event number `first` on, added to `into`. Raises RequestError(403) when one of
+    our events names another tenant: nothing is stored then."""
+    out = into if into is not None else Intake()
+    first_seen = out.first_seen
     batch_sent_at = sent_at_of(sent_at)
     now, tenant = rules.received_at, rules.tenant
-    for i, raw in enumerate(raws):
-        value = None
-        error = None
-        if len(raw) > rules.max_event_bytes:
-            error = EventError("event", f"{len(raw):,} bytes is above the per-event limit of {rules.max_event_bytes:,}")
-        else:
+    arrival = Arrival(tenant, now, None if isinstance(batch_sent_at, EventError) else batch_sent_at,
+                      rules.not_before)
+    dumps, newline, decode, max_bytes = orjson.dumps, orjson.OPT_APPEND_NEWLINE, _message.decode, rules.max_event_bytes
+    fast = utf8 and call != "own" and not isinstance(batch_sent_at, EventError)
+    for i, raw in enumerate(raws, first):
+        if fast and len(raw) <= max_bytes:
+            # the common case: a well-formed Segment call, stored; anything else is taken again below
             try:
-                value = _value.decode(raw)
-            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-                error = locate_fault(bytes(raw))
+                message = decode(raw)
+                mapped = map_call(message, call, arrival, raw) if call or message.type is not UNSET else None
+                line = dumps(mapped.record, option=newline) if type(mapped) is Mapped else None
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, orjson.JSONEncodeError):
+                line = None
+            if line is not None and mapped.event_id not in first_seen:
+                first_seen[mapped.event_id] = i
+                if mapped.kind == "event":
+                    out.event_ids.append(mapped.event_id)
+                    out.event_lines.append(line)
+                else:
+                    out.profile_ids.append(mapped.event_id)
+                    out.profile_lines.append(line)
+                continue
+        message = value = mapped = None
+        if len(raw) > max_bytes:
+            error = EventError("event", f"{len(raw):,} bytes is above the per-event limit of {max_bytes:,}")
+        else:
+            message, value, error = _decode(raw, call, utf8)
         if error is None and isinstance(batch_sent_at, EventError):
             error = EventError(f"sentAt (of the batch) {batch_sent_at.field}", batch_sent_at.reason)
-        segment = call != "own" and (call is not None or not isinstance(value, dict) or "type" in value)
+        # a Segment call (or, not being an object, refused as one), else one of our own events
+        segment = message is not None or call != "own" and not isinstance(value, dict)
         if error is None:
             if not segment:
                 named = value.get("tenant_id") if isinstance(value, dict) else None
@@ -202,18 +274,22 @@ def take_in(raws: list[msgspec.Raw], call: str | None, rules: Rules, sent_at: An
                                                          "this write key; nothing from this request was stored")
                 error = validate_event(value, now, rules.not_before)
                 mapped = None if error else Mapped("event", value["event_id"], value)
-            else:
-                mapped = map_call(value, call, tenant, now, batch_sent_at, bytes(raw), now, rules.not_before)
+            elif message is not None:
+                mapped = map_call(message, call, arrival, raw)
                 error = mapped if isinstance(mapped, EventError) else None
+            else:
+                error = EventError("message", f"expected a JSON object, got {type(value).__name__}")
         if error is None and mapped.event_id in first_seen:
             error = EventError("messageId" if segment else "event_id",
                                f"duplicate of {where(first_seen[mapped.event_id])} in this request")
         if error is None:
             try:
-                line = orjson.dumps(mapped.record) + b"\n"
+                line = dumps(mapped.record, option=newline)
             except orjson.JSONEncodeError:
                 error = locate_fault(None, mapped.record)
         if error is not None:
+            if value is None and message is not None:
+                value = _quietly_decoded(raw)
             out.rejected.append({"index": i, "field": error.field, "reason": error.reason})
             out.quarantine_lines.append(_quarantine_line(now, where(i), error, value, raw))
             continue
@@ -226,6 +302,12 @@ def take_in(raws: list[msgspec.Raw], call: str | None, rules: Rules, sent_at: An
             out.profile_lines.append(line)
     return out
 
+
+def _quietly_decoded(raw: msgspec.Raw) -> Any:
+    try:
+        return _value.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
 
 
 def _quarantine_line(now: datetime, where: str, error: EventError, value: Any, raw: msgspec.Raw) -> bytes:

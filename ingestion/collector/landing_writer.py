@@ -1,18 +1,20 @@
 """The landing zone's files, written by the landing process alone: append, fsync, rotate, recover.
 
 One round of the group commit (`write_round`) appends every request's event and profile lines,
-fsyncs them, journals their ids (`id_index.py`), then appends the quarantine lines. The event and
-profile lines of a round are stored together or not at all: when a write or fsync fails (disk
-full, directory gone), both files are cut back to where the round started and the round fails, so
-nothing half written stays behind and nothing unstored is acknowledged. A failing quarantine does
-not fail the round: the stored events stay stored and the reply says the quarantine was not kept.
+fsyncs them, journals their ids (`id_index.py`, fsync'd before a file is closed), then appends the
+quarantine lines. The event and profile lines of a round are stored together or not at all: when a
+write or fsync fails (disk full, directory gone), both files are cut back to where the round
+started and the round fails, so nothing half written stays behind and nothing unstored is
+acknowledged. A failing quarantine does not fail the round: the stored events stay stored and the
+reply says the quarantine was not kept.
 
 Open files live in `landing/incoming/` (loaders never look there). A file is closed when it reaches
 `max_bytes` or `max_age` seconds, and renamed atomically into `landing/events/` (profiles into
-`landing/profiles/`), but only once every id in it is journaled: the journal is what recognises a
-retry, and recovery journals the ids of every file still open. Closing happens after the round's
-replies are decided, so a rename that fails (a folder made unwritable) never turns stored events
-into an error: the file stays open and is renamed at a later round.
+`landing/profiles/`), but only once every id in it is journaled and the journal fsync'd: the
+journal is what recognises a retry, and recovery journals the ids of every file still open.
+Closing happens after the round's replies are decided, so a rename that fails (a folder made
+unwritable) never turns stored events into an error: the file stays open and is renamed at a
+later round.
 
 After a crash (kill -9), `recover` finishes the files left open: a last line without its newline was
 never acknowledged (its round never completed), so it is cut off; the ids of the rest are journaled
@@ -77,6 +79,8 @@ def recover(layout: DataLayout, index: IdIndex) -> Recovered:
             continue
         ids = _line_ids(data[:keep])
         index.journal(ids)
+        if not index.durable():
+            raise LandingUnavailable(f"cannot journal the ids of {path} (see the error above)")
         index.remember(ids)
         found.ids += len(ids)
         target = layout.profiles_dir if path.name.startswith(PROFILES_PREFIX) else layout.events_dir
@@ -154,18 +158,18 @@ class RoundResult:
 
 
 class LandingWriter:
-    """The landing process's files and id journal; `write_round` runs in one writer thread."""
+    """One writer of the landing process: its own files (`name` tells them apart from the other
+    writers'), the shared id journal; `write_round` and `rotate` run in the writer's own thread."""
 
-    def __init__(self, layout: DataLayout, index: IdIndex, max_bytes: int, max_age: float):
+    def __init__(self, layout: DataLayout, index: IdIndex, max_bytes: int, max_age: float, name: str = "0"):
         self.layout, self.index, self.max_bytes, self.max_age = layout, index, max_bytes, max_age
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         for directory in (layout.incoming_dir, layout.events_dir, layout.profiles_dir, layout.quarantine_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        owner = f"{stamp}-{os.getpid()}"
+        owner = f"{stamp}-{os.getpid()}-{name}"
         self.events = _Stream(layout.incoming_dir, layout.events_dir, f"collector-{owner}")
         self.profiles = _Stream(layout.incoming_dir, layout.profiles_dir, f"{PROFILES_PREFIX}{owner}")
         self.quarantine = _Stream(layout.quarantine_dir, layout.quarantine_dir, f"collector-{owner}-quarantine")
-        self.unjournaled: list[str] = []  # stored ids whose journal append failed: retried each round
         self.closed_files = 0
         self.rotation_error = ""
 
@@ -188,7 +192,7 @@ class LandingWriter:
                 stream.cut_back(start)
             where = next((s.path for s, _ in streams if s.path is not None), self.layout.incoming_dir)
             raise LandingUnavailable(exc.errno, f"cannot write {where}: {exc.strerror}") from exc
-        self._journal(ids)
+        self.index.journal(ids)
         result = RoundResult()
         if quarantine:
             start = self.quarantine.size if self.quarantine.fd >= 0 else 0
@@ -201,36 +205,24 @@ class LandingWriter:
         result.closed = self.rotate()
         return result
 
-    def _journal(self, ids: list[str]) -> None:
-        pending = self.unjournaled + ids
-        try:
-            self.index.journal(pending)
-            self.unjournaled = []
-        except OSError as exc:
-            log.error("cannot append to the id journal (%s); files stay open until it works again", exc)
-            self.index.close()
-            self.unjournaled = pending
-
     def rotate(self, force: bool = False) -> list[Path]:
-        """Close the files that are full or old (all of them if `force`), unless ids are unjournaled."""
+        """Close the files that are full or old (all of them if `force`), once their ids are durable."""
         closed: list[Path] = []
-        if self.unjournaled:
-            if force:
-                self._journal([])
-            if self.unjournaled:
-                return closed
-        for stream in (self.events, self.profiles, self.quarantine):
-            if stream.fd >= 0 and (force or stream.due(self.max_bytes, self.max_age)):
-                try:
-                    path = stream.close()
-                except OSError as exc:
-                    self.rotation_error = f"cannot move {stream.path.name} into {stream.closed_dir}: {exc.strerror}"
-                    log.error("%s; kept open, retried at the next round", self.rotation_error)
-                    continue
-                self.rotation_error = ""
-                if path is not None:
-                    closed.append(path)
-                    self.closed_files += stream is not self.quarantine
+        due = [s for s in (self.events, self.profiles, self.quarantine)
+               if s.fd >= 0 and (force or s.due(self.max_bytes, self.max_age))]
+        if not due or not self.index.durable():
+            return closed
+        for stream in due:
+            try:
+                path = stream.close()
+            except OSError as exc:
+                self.rotation_error = f"cannot move {stream.path.name} into {stream.closed_dir}: {exc.strerror}"
+                log.error("%s; kept open, retried at the next round", self.rotation_error)
+                continue
+            self.rotation_error = ""
+            if path is not None:
+                closed.append(path)
+                self.closed_files += stream is not self.quarantine
         return closed
 
     def probe(self, min_free_bytes: int) -> tuple[int, str]:

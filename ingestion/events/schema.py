@@ -110,6 +110,8 @@ def properties_fault(event_type: str, properties: dict) -> EventError | None:
     """The first required property of `event_type` missing from `properties` or of the wrong type."""
     for name, types in EVENT_PROPERTIES[event_type].items():
         value = properties.get(name)
+        if type(value) in types:  # the common case (a bool is not an int here: its type is bool)
+            continue
         if value is None:
             return EventError(f"properties.{name}", f"required for {event_type} events")
         if isinstance(value, bool) or not isinstance(value, types):

@@ -23,17 +23,32 @@ Mapping version 1 (`MAPPING_VERSION`, stamped into every record as `context.segm
   message or the batch), `timestamp = receivedAt - (sentAt - timestamp)`; the original and `sentAt`
   stay in `context.segment`. `context.device` becomes its `type` (the marts read a device name) and
   `context.location.country` becomes `country`; the rest of `context` and `integrations` is kept.
+
+The collector maps every event it receives here, so this runs per event at up to 10M events a
+minute: messages are decoded straight into `Message` structs (msgspec skips the fields the mapping
+does not read), what a request's messages share is computed once (`Arrival`), and times are written
+by msgspec's encoder rather than `isoformat` (about 10x faster here). The checks stay in Python, in
+the spec's words, as the first fault of a message is what its sender reads.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from ingestion.events.schema import EVENT_TYPES, EventError, parse_timestamp, properties_fault, timestamp_fault
+import msgspec
+from msgspec import UNSET
+
+from ingestion.events.schema import (
+    EVENT_TYPES,
+    MAX_FUTURE_SKEW,
+    EventError,
+    parse_timestamp,
+    properties_fault,
+    timestamp_fault,
+)
 
 MAPPING_VERSION = 1
 
@@ -60,8 +75,30 @@ PROPERTY_SOURCES: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
-@dataclass(frozen=True)
-class Mapped:
+class Message(msgspec.Struct):
+    """One call of the tracking API, as decoded: the fields the mapping reads, each `Any` so that the
+    mapping can name a field of the wrong type in its own words (typed fields decoded no faster:
+    about 0.5 microseconds a message either way). UNSET marks an absent field where absent and null
+    mean different things (`type`, `timestamp`, `sentAt`)."""
+
+    type: Any = UNSET
+    messageId: Any = None
+    userId: Any = None
+    anonymousId: Any = None
+    timestamp: Any = UNSET
+    originalTimestamp: Any = None
+    sentAt: Any = UNSET
+    event: Any = None
+    name: Any = None
+    properties: Any = None
+    context: Any = None
+    integrations: Any = None
+    traits: Any = None
+    groupId: Any = None
+    previousId: Any = None
+
+
+class Mapped(msgspec.Struct, frozen=True):
     """A call as our model stores it: an event (`kind` "event") or a profile record ("profile")."""
 
     kind: str
@@ -69,26 +106,14 @@ class Mapped:
     record: dict[str, Any]
 
 
-def _iso(at: datetime) -> str:
-    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+_encode = msgspec.json.encode
 
 
-def _id(value: Any, field: str) -> str | None | EventError:
-    if value is None or type(value) is str and value:
-        return value
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return EventError(field, f"expected a string, got {type(value).__name__}")
-    text = str(value)
-    return text if text else EventError(field, "must not be empty")
-
-
-def _object(message: dict, field: str) -> dict | EventError:
-    value = message.get(field)
-    if type(value) is dict:
-        return value
-    if value is None:
-        return {}
-    return EventError(field, f"expected an object, got {type(value).__name__}")
+def iso(at: datetime) -> str:
+    """A UTC time as `isoformat(timespec="milliseconds")` writes it, with `Z`: from msgspec's RFC 3339
+    text (`"YYYY-MM-DDTHH:MM:SS[.ffffff]Z"`, six digits when there is a fraction), cut to milliseconds."""
+    text = _encode(at)
+    return f"{text[1:24].decode()}Z" if len(text) == 29 else f"{text[1:20].decode()}.000Z"
 
 
 def sent_at_of(value: Any, field: str = "sentAt") -> datetime | None | EventError:
@@ -103,15 +128,54 @@ def sent_at_of(value: Any, field: str = "sentAt") -> datetime | None | EventErro
         return EventError(field, f"not an ISO 8601 timestamp with offset ({exc})")
 
 
-def corrected_timestamp(message: dict, received_at: datetime, batch_sent_at: datetime | None) -> datetime | EventError:
+class Arrival:
+    """What the messages of one request share: the write key's tenant, when the request arrived (the
+    server's clock, UTC), the batch's parsed `sentAt`, and the bounds on event times (`not_before`;
+    at most `MAX_FUTURE_SKEW` ahead of arrival)."""
+
+    __slots__ = ("tenant", "received_at", "received_iso", "sent_at", "skew", "not_before", "latest")
+
+    def __init__(self, tenant: str, received_at: datetime, sent_at: datetime | None = None,
+                 not_before: datetime | None = None):
+        self.tenant, self.received_at, self.sent_at, self.not_before = tenant, received_at, sent_at, not_before
+        self.received_iso = iso(received_at)
+        self.skew = None if sent_at is None else received_at - sent_at  # the client's clock error, by the batch
+        self.latest = received_at + MAX_FUTURE_SKEW
+
+
+def _id(value: Any, field: str) -> str | None | EventError:
+    if value is None or type(value) is str and value:
+        return value
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return EventError(field, f"expected a string, got {type(value).__name__}")
+    text = str(value)
+    return text if text else EventError(field, "must not be empty")
+
+
+def _object(value: Any, field: str) -> dict | EventError:
+    if type(value) is dict:
+        return value
+    if value is None:
+        return {}
+    return EventError(field, f"expected an object, got {type(value).__name__}")
+
+
+def corrected_timestamp(message: Message, arrival: Arrival) -> datetime | EventError:
     """The event's time on the server's clock: `receivedAt - (sentAt - timestamp)` when both are known."""
-    field = "timestamp" if "timestamp" in message else "originalTimestamp"
-    value = message.get(field)
-    sent_at = sent_at_of(message.get("sentAt")) if "sentAt" in message else batch_sent_at
+    value = message.timestamp
+    if type(value) is str and message.sentAt is UNSET:  # the common case: the batch's sentAt, if any
+        try:
+            at = parse_timestamp(value)
+            return at if arrival.skew is None else at + arrival.skew
+        except (ValueError, OverflowError):
+            pass  # told below
+    field, value = ("timestamp", message.timestamp) if message.timestamp is not UNSET else (
+        "originalTimestamp", message.originalTimestamp)
+    sent_at = arrival.sent_at if message.sentAt is UNSET else sent_at_of(message.sentAt)
     if isinstance(sent_at, EventError):
         return sent_at
     if value is None:
-        return received_at
+        return arrival.received_at
     if not isinstance(value, str):
         return EventError(field, f"expected an ISO 8601 string, got {type(value).__name__}")
     try:
@@ -121,35 +185,51 @@ def corrected_timestamp(message: dict, received_at: datetime, batch_sent_at: dat
     if sent_at is None:
         return at
     try:
-        return received_at - (sent_at - at)
+        return arrival.received_at - (sent_at - at)
     except OverflowError:
         return EventError(field, f"{value} with sentAt {sent_at.isoformat()} falls outside the years 1 to 9999")
 
 
-def _page_path(call: str, message: dict, properties: dict, context: dict) -> str | EventError:
+def _page_path(call: str, message: Message, properties: dict, context: dict) -> str | EventError:
+    """The first non-empty string among the candidates, in order; a url is parsed only when reached,
+    and one that cannot be parsed is passed over."""
+    path = properties.get("path")
+    if type(path) is str and path:
+        return path
     page = context.get("page") if isinstance(context.get("page"), dict) else {}
     if call == "screen":
-        candidates = (properties.get("path"), message.get("name"), properties.get("name"))
+        paths, urls = (properties.get("path"), message.name, properties.get("name")), ()
     else:
-        urls = [u for u in (properties.get("url"), page.get("url")) if isinstance(u, str)]
-        candidates = (properties.get("path"), page.get("path"), *(urlsplit(u).path or "/" for u in urls))
-    for value in candidates:
+        paths, urls = (properties.get("path"), page.get("path")), (properties.get("url"), page.get("url"))
+    for value in paths:
         if isinstance(value, str) and value:
             return value
+    for url in urls:
+        if isinstance(url, str):
+            try:
+                return urlsplit(url).path or "/"
+            except ValueError:  # "http://[::1": not a url, so no path from it
+                continue
     where = "properties.path or name" if call == "screen" else "properties.path, context.page.path or a url"
     return EventError("properties.path", f"a {call} call needs {where} (it becomes a page_view)")
 
 
 def _event_properties(event_type: str, properties: dict) -> dict:
+    """The properties without null values, a required one filled from the spec's name for it."""
+    sources = PROPERTY_SOURCES.get(event_type)
+    if sources is None and None not in properties.values():
+        return properties
     filled = dict(properties)
-    for name, sources in PROPERTY_SOURCES.get(event_type, {}).items():
+    for name, names in (sources or {}).items():
         if filled.get(name) is None:
-            filled[name] = next((properties[s] for s in sources if properties.get(s) is not None), None)
+            filled[name] = next((properties[s] for s in names if properties.get(s) is not None), None)
     return {k: v for k, v in filled.items() if v is not None}
 
 
 def _context(context: dict, segment: dict) -> dict:
-    out = dict(context)
+    """The event's context: the message's (its own dict, changed in place), the device as its type,
+    the country, and what came from Segment."""
+    out = context
     device, location = out.pop("device", None), context.get("location")
     if isinstance(device, dict):
         segment["device"] = device
@@ -163,83 +243,116 @@ def _context(context: dict, segment: dict) -> dict:
     return out
 
 
-def map_call(message: Any, call: str | None, tenant: str, received_at: datetime, batch_sent_at: datetime | None,
-             raw: bytes, now: datetime | None = None, not_before: datetime | None = None) -> Mapped | EventError:
+def map_call(message: Message, call: str | None, arrival: Arrival, raw: bytes | msgspec.Raw) -> Mapped | EventError:
     """One Segment call as our model stores it, or the first fault found (naming the message's field).
 
     `call` is the call type given by the route (`/v1/track`); on `/v1/batch` it is None and the
-    message's `type` decides. Events are checked as `validate_event` checks them.
+    message's `type` decides. Events are checked as `validate_event` checks them; `raw` (the message
+    as sent) names a message without `messageId`. Each check tests the common case first (`type(x)
+    is str`) and only then finds out what is wrong: this runs for every event received.
     """
-    if not isinstance(message, dict):
-        return EventError("message", f"expected a JSON object, got {type(message).__name__}")
-    call = call or message.get("type")
+    call = call or (None if message.type is UNSET else message.type)
     if call not in CALLS:
         return EventError("type", f"{call!r} is not a call of the tracking API (one of {', '.join(CALLS)})")
-    message_id = _id(message.get("messageId"), "messageId")
-    if isinstance(message_id, EventError):
-        return message_id
-    if message_id is None:
-        message_id = "digest-" + hashlib.blake2b(tenant.encode() + b"\0" + raw, digest_size=16).hexdigest()
-    user_id, anonymous_id = _id(message.get("userId"), "userId"), _id(message.get("anonymousId"), "anonymousId")
-    for found in (user_id, anonymous_id):
-        if isinstance(found, EventError):
-            return found
-    at = corrected_timestamp(message, received_at, batch_sent_at)
-    if isinstance(at, EventError):
+    message_id, user_id, anonymous_id = message.messageId, message.userId, message.anonymousId
+    if type(message_id) is not str or not message_id:
+        message_id = _id(message_id, "messageId")
+        if isinstance(message_id, EventError):
+            return message_id
+        if message_id is None:
+            key = arrival.tenant.encode() + b"\0" + bytes(raw)
+            message_id = "digest-" + hashlib.blake2b(key, digest_size=16).hexdigest()
+    if user_id is not None and (type(user_id) is not str or not user_id):
+        user_id = _id(user_id, "userId")
+        if isinstance(user_id, EventError):
+            return user_id
+    if anonymous_id is not None and (type(anonymous_id) is not str or not anonymous_id):
+        anonymous_id = _id(anonymous_id, "anonymousId")
+        if isinstance(anonymous_id, EventError):
+            return anonymous_id
+    at = corrected_timestamp(message, arrival)
+    if type(at) is EventError:
         return at
-    objects = {}
-    for field in ("context", "integrations", "properties", "traits"):
-        objects[field] = _object(message, field)
-        if isinstance(objects[field], EventError):
-            return objects[field]
-    context, properties = objects["context"], objects["properties"]
-    segment = {"call": call, "mapping_version": MAPPING_VERSION, "received_at": _iso(received_at),
-               "integrations": objects["integrations"]}
-    for field in ("timestamp", "originalTimestamp", "sentAt"):
-        if isinstance(message.get(field), str):
-            segment[field] = message[field]
-
+    context, integrations, properties, traits = (message.context, message.integrations, message.properties,
+                                                 message.traits)
+    if type(context) is dict and type(properties) is dict and integrations is None and traits is None:
+        integrations, traits = {}, {}  # the common case
+    else:
+        objects = _objects(message)
+        if type(objects) is EventError:
+            return objects
+        context, integrations, properties, traits = objects
+    segment = {"call": call, "mapping_version": MAPPING_VERSION, "received_at": arrival.received_iso,
+               "integrations": integrations}
+    if type(message.timestamp) is str:
+        segment["timestamp"] = message.timestamp
+    if type(message.originalTimestamp) is str:
+        segment["originalTimestamp"] = message.originalTimestamp
+    if type(message.sentAt) is str:
+        segment["sentAt"] = message.sentAt
+    written = iso(at)
     if call in PROFILE_CALLS:
-        return _profile(message, call, message_id, tenant, user_id, anonymous_id, at, objects, segment, now, not_before)
+        return _profile(message, call, message_id, arrival, user_id, anonymous_id, at, written, context, traits,
+                        segment)
 
     if call == "track":
-        name = message.get("event")
-        if not isinstance(name, str) or not name:
-            return EventError("event", "a track call needs the event's name")
-        event_type = TRACK_EVENTS.get(name)
+        name = message.event
+        event_type = TRACK_EVENTS.get(name) if type(name) is str else None
         if event_type is None:
+            if not isinstance(name, str) or not name:
+                return EventError("event", "a track call needs the event's name")
             return EventError("event", f"{name!r} is not in the event catalog: send one of "
                                        f"{', '.join(sorted(TRACK_EVENTS))}")
         segment["event"] = name
         properties = _event_properties(event_type, properties)
     else:
         path = _page_path(call, message, properties, context)
-        if isinstance(path, EventError):
+        if type(path) is EventError:
             return path
-        event_type, properties = "page_view", {**properties, "path": path}
-        if isinstance(message.get("name"), str):
-            segment["name"] = message["name"]
+        event_type = "page_view"
+        properties["path"] = path  # the decoded message's own dict: nothing else holds it
+        if type(message.name) is str:
+            segment["name"] = message.name
     if user_id is None and anonymous_id is None:
         return EventError("userId", "one of userId or anonymousId is required")
     # the envelope is built here, so only what came from the message is checked (as `validate_event` would)
-    fault = timestamp_fault(at, _iso(at), now, not_before) or properties_fault(event_type, properties)
+    fault = _time_fault(at, written, arrival) or properties_fault(event_type, properties)
     if fault is not None:
         return fault
     session = context.get("sessionId") or properties.get("session_id") or user_id or anonymous_id
     event = {
-        "event_id": message_id, "event_type": event_type, "timestamp": _iso(at), "tenant_id": tenant,
-        "user_id": user_id, "anonymous_id": anonymous_id, "session_id": str(session),
+        "event_id": message_id, "event_type": event_type, "timestamp": written, "tenant_id": arrival.tenant,
+        "user_id": user_id, "anonymous_id": anonymous_id,
+        "session_id": session if type(session) is str else str(session),
         "properties": properties, "context": _context(context, segment),
     }
     return Mapped("event", message_id, event)
 
 
-def _profile(message: dict, call: str, message_id: str, tenant: str, user_id: str | None, anonymous_id: str | None,
-             at: datetime, objects: dict, segment: dict, now: datetime | None,
-             not_before: datetime | None) -> Mapped | EventError:
+def _objects(message: Message) -> tuple[dict, dict, dict, dict] | EventError:
+    """`context`, `integrations`, `properties` and `traits`, each an object (absent or null: empty)."""
+    objects = (message.context, message.integrations, message.properties, message.traits)
+    checked = []
+    for value, field in zip(objects, ("context", "integrations", "properties", "traits"), strict=True):
+        checked.append(_object(value, field))
+        if type(checked[-1]) is EventError:
+            return checked[-1]
+    return tuple(checked)
+
+
+def _time_fault(at: datetime, written: str, arrival: Arrival) -> EventError | None:
+    if at > arrival.latest or (arrival.not_before is not None and at < arrival.not_before):
+        return timestamp_fault(at, written, arrival.received_at, arrival.not_before)
+    return None
+
+
+def _profile(message: Message, call: str, message_id: str, arrival: Arrival, user_id: str | None,
+             anonymous_id: str | None, at: datetime, written: str, context: dict, traits: dict,
+             segment: dict) -> Mapped | EventError:
     ids = {}
-    for field, key in (("groupId", "group_id"), ("previousId", "previous_id")):
-        ids[key] = _id(message.get(field), field)
+    for field, key, value in (("groupId", "group_id", message.groupId),
+                              ("previousId", "previous_id", message.previousId)):
+        ids[key] = _id(value, field)
         if isinstance(ids[key], EventError):
             return ids[key]
     if call == "alias" and (user_id is None or ids["previous_id"] is None):
@@ -248,10 +361,10 @@ def _profile(message: dict, call: str, message_id: str, tenant: str, user_id: st
         return EventError("userId", f"an {call} call needs userId or anonymousId")
     if call == "group" and ids["group_id"] is None:
         return EventError("groupId", "a group call needs groupId")
-    fault = timestamp_fault(at, _iso(at), now, not_before)
+    fault = _time_fault(at, written, arrival)
     if fault is not None:
         return fault
-    record = {"message_id": message_id, "call": call, "tenant_id": tenant, "user_id": user_id,
-              "anonymous_id": anonymous_id, **ids, "timestamp": _iso(at), "traits": objects["traits"],
-              "context": objects["context"], "segment": segment}
+    record = {"message_id": message_id, "call": call, "tenant_id": arrival.tenant, "user_id": user_id,
+              "anonymous_id": anonymous_id, **ids, "timestamp": written, "traits": traits,
+              "context": context, "segment": segment}
     return Mapped("profile", message_id, record)

@@ -48,6 +48,14 @@ class Experiment:
     first_day: int
     last_day: int
     lift: float  # relative lift of the purchase propensity in the treatment group
+    # Share of the treatment group whose assignment (and conversion) events say "control": a logging
+    # bug that a sample-ratio-mismatch check must catch. The users still get the treatment.
+    treatment_logged_as_control: float = 0.0
+
+
+# The share of treatment users mislabelled in an experiment with an injected sample-ratio mismatch:
+# 50/50 becomes about 65/35, which a chi-square test flags at p < 0.001 from 150 users on.
+MISLABELLED_SHARE = 0.3
 
 
 # Shares of orders that end refunded and cancelled (the rest complete).
@@ -90,13 +98,18 @@ def plan_anomalies(size: SampleSize, rng: np.random.Generator, holidays: set[int
 
 
 def plan_experiments(size: SampleSize, rng: np.random.Generator) -> list[Experiment]:
+    """The size's experiments; the last `size.sample_ratio_mismatches` of them mislabel part of their
+    treatment group (`MISLABELLED_SHARE`), which draws nothing from `rng`: the rest of the sample
+    is the same with or without them."""
     lifts = [0.0, 0.15, 0.3, -0.1]
     found = []
     for i in range(size.experiments):
         first = int(rng.integers(0, max(1, size.days // 3)))
+        mismatched = i >= size.experiments - size.sample_ratio_mismatches
         found.append(Experiment(f"exp_{i + 1:02d}", tenant=i % size.tenants, first_day=first,
                                 last_day=min(size.days - 1, first + max(14, size.days // 2)),
-                                lift=lifts[(i + 1) % len(lifts)]))
+                                lift=lifts[(i + 1) % len(lifts)],
+                                treatment_logged_as_control=MISLABELLED_SHARE if mismatched else 0.0))
     return found
 
 
@@ -151,11 +164,13 @@ def simulate_sessions(world: World, size: SampleSize, rng: np.random.Generator,
 
 
 def _experiment_columns(sessions: pd.DataFrame, world: World, experiments: list[Experiment],
-                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per session: experiment index (-1 none), treatment flag, and whether it is the assignment."""
+                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per session: experiment index (-1 none), treatment flag, whether it is the assignment, and the
+    treatment flag its experiment events log (see `Experiment.treatment_logged_as_control`)."""
     exp_idx = np.full(len(sessions), -1)
     treated = np.zeros(len(sessions), bool)
     assigned = np.zeros(len(sessions), bool)
+    logged = np.zeros(len(sessions), bool)
     variant_of_user = rng.random(len(world.users)) < 0.5
     user, day, tenant = sessions["user"].to_numpy(), sessions["day"].to_numpy(), sessions["tenant"].to_numpy()
     for e, exp in enumerate(experiments):
@@ -163,9 +178,12 @@ def _experiment_columns(sessions: pd.DataFrame, world: World, experiments: list[
         rows = np.flatnonzero(in_exp)
         exp_idx[rows] = e
         treated[rows] = variant_of_user[user[rows]]
+        # which users a logging bug mislabels: a fixed share of user numbers, independent of the variant
+        mislabelled = user[rows] % 100 < round(100 * exp.treatment_logged_as_control)
+        logged[rows] = treated[rows] & ~mislabelled
         _, first = np.unique(user[rows], return_index=True)
         assigned[rows[first]] = True
-    return exp_idx, treated, assigned
+    return exp_idx, treated, assigned, logged
 
 
 def simulate_events(world: World, size: SampleSize, rng: np.random.Generator, anomalies: list[Anomaly],
@@ -176,7 +194,7 @@ def simulate_events(world: World, size: SampleSize, rng: np.random.Generator, an
     n = len(sessions)
     user, day, tenant = sessions["user"].to_numpy(), sessions["day"].to_numpy(), sessions["tenant"].to_numpy()
     signed_in = user >= 0
-    exp_idx, treated, assigned = _experiment_columns(sessions, world, experiments, rng)
+    exp_idx, treated, assigned, logged = _experiment_columns(sessions, world, experiments, rng)
     lift = np.array([e.lift for e in experiments] + [0.0])[exp_idx]
     paying = signed_in & (world.user_plan[np.maximum(user, 0)] != "free")
     p_buy = signed_in * 0.07 * purchase_factor[day] * mult["orders"][tenant, day] * np.where(paying, 1.3, 1.0)
@@ -228,6 +246,7 @@ def simulate_events(world: World, size: SampleSize, rng: np.random.Generator, an
         "session": session_of,
         "experiment": exp_idx[session_of],
         "treated": treated[session_of],
+        "logged_treated": logged[session_of],
     })
     events["order_id"] = None
     completed = codes == 5

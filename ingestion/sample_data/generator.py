@@ -76,6 +76,10 @@ def truth_of(simulation: Simulation, size: SampleSize, seed: int) -> dict:
             "last_date": (size.start_date + timedelta(days=e.last_day)).isoformat(),
             "true_lift": e.lift,
             "lift_applies_to": "per-session purchase probability of the treatment group",
+            "variants": {"control": 0.5, "treatment": 0.5},
+            # a logging bug: this share of the treatment group's events say "control" (they are still treated)
+            "sample_ratio_mismatch": ({"treatment_logged_as_control": e.treatment_logged_as_control}
+                                      if e.treatment_logged_as_control else None),
         } for e in simulation.experiments],
         "holidays": {d.isoformat(): name for d, name in sorted(simulation.holidays.items())},
     }

@@ -62,9 +62,9 @@ def render_events(activity: Activity, world: World, experiments: list[Experiment
     error_code = [error_codes[i] for i in rng.integers(0, len(error_codes), n)]
 
     columns = zip(ev["event_id"], ev["event_type"], stamps.tolist(), ev["tenant"].tolist(), ev["user"].tolist(),
-                  ev["session"].tolist(), ev["experiment"].tolist(), ev["treated"].tolist(), ev["order_id"],
+                  ev["session"].tolist(), ev["experiment"].tolist(), ev["logged_treated"].tolist(), ev["order_id"],
                   strict=True)
-    for i, (event_id, etype, stamp, t, u, s, e, treated, order_id) in enumerate(columns):
+    for i, (event_id, etype, stamp, t, u, s, e, logged_treated, order_id) in enumerate(columns):
         if etype == "page_view":
             props = {"path": path[i]}
         elif etype == "session_start":
@@ -81,8 +81,9 @@ def render_events(activity: Activity, world: World, experiments: list[Experiment
             props = {"code": error_code[i], "message": ERRORS[error_code[i]]}
         elif etype == "signup":
             props = {"plan": str(plans[u])}
-        else:  # experiment_assigned / experiment_converted
-            props = {"experiment_id": experiments[e].experiment_id, "variant": "treatment" if treated else "control"}
+        else:  # experiment_assigned / experiment_converted, with the variant the app logged
+            props = {"experiment_id": experiments[e].experiment_id,
+                     "variant": "treatment" if logged_treated else "control"}
         if u >= 0:
             country, device = str(u_country[u]), str(u_device[u])
         else:

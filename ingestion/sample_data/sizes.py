@@ -19,6 +19,9 @@ class SampleSize:
     anomalies: int
     experiments: int
     end_date: date = DEFAULT_END_DATE
+    # How many of the experiments (the last ones) mislabel part of their treatment group, a sample-ratio
+    # mismatch for the experiment analysis to flag (activity.plan_experiments).
+    sample_ratio_mismatches: int = 0
 
     @property
     def start_date(self) -> date:
@@ -34,8 +37,8 @@ SIZES: dict[str, SampleSize] = {
     "tiny": SampleSize("tiny", days=35, tenants=3, users=300, products_per_tenant=8, anomalies=2, experiments=1),
     # ~1M events over 90 days: the main job's embedded default.
     "default": SampleSize("default", days=90, tenants=8, users=6000, products_per_tenant=25, anomalies=6,
-                          experiments=3),
+                          experiments=3, sample_ratio_mismatches=1),
     # Tens of millions of events: benchmarks only.
     "large": SampleSize("large", days=120, tenants=20, users=80000, products_per_tenant=40, anomalies=12,
-                        experiments=4),
+                        experiments=4, sample_ratio_mismatches=1),
 }

@@ -7,21 +7,17 @@ location only reads `target/manifest.json`.
 
 import json
 from collections import Counter
-from functools import cached_property
 from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
-from packaging import version
 
 from orchestration.assets.ingestion import WAREHOUSE_POOL
-from orchestration.environment import DBT_PROJECT_DIR, current_environment
+from orchestration.environment import DBT_PROJECT_DIR, current_environment, tool
 
-dbt_project = DbtProject(
-    project_dir=DBT_PROJECT_DIR,
-    profiles_dir=DBT_PROJECT_DIR,
-    target=current_environment().dbt_target,
-)
+# No target here: profiles.yml takes it from DBT_TARGET when dbt runs, as the rest of the run does
+# (`Environment.dbt_target`), so the same definitions serve every target.
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 dbt_project.prepare_if_dev()
 
 
@@ -67,9 +63,10 @@ class DbtBuildConfig(dg.Config):
     unit_tests: bool = True
 
 
-# Marts built from the forecasts sit downstream of ml/forecast_daily, itself downstream of the other
-# marts, so they are a second dbt step in the same run.
-AFTER_FORECASTS = "path:models/marts/forecasting"
+# Marts built from the tables Python assets write (the forecasts, ml/forecast_daily; the experiment
+# analysis, experiment_analysis/*) sit downstream of them, themselves downstream of the other marts,
+# so they are a second dbt step in the same run (named for the first of them, the forecast marts).
+AFTER_FORECASTS = "path:models/marts/forecasting path:models/marts/experiments/analysis"
 
 
 def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
@@ -99,27 +96,6 @@ def dbt_forecast_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, c
     yield from _build(context, dbt, config)
 
 
-# dbt, started from the warm process in runs the warm launcher started (orchestration/warm_dbt.py)
-DBT_EXECUTABLE = Path(__file__).resolve().parents[1] / "bin" / "dbt"
-
-
-class ProjectDbtCliResource(DbtCliResource):
-    """dagster-dbt's dbt CLI resource, without running `dbt --version` in every run.
-
-    dagster-dbt asks the executable for its version once per resource, that is once per run: a
-    whole dbt start-up (about 5 s), most of a micro-batch's dbt step. The platform's executable
-    runs the dbt-core installed in this environment, so that is its version.
-    """
-
-    @cached_property
-    def _cli_version(self) -> version.Version:
-        if Path(self.dbt_executable) == DBT_EXECUTABLE:
-            from dbt.version import __version__
-
-            return version.parse(__version__)
-        return super()._cli_version
-
-
 def dbt_resource() -> DbtCliResource:
-    return ProjectDbtCliResource(project_dir=dbt_project, target=current_environment().dbt_target,
-                                 dbt_executable=str(DBT_EXECUTABLE))
+    """dagster-dbt's dbt CLI resource, running the dbt installed with the platform."""
+    return DbtCliResource(project_dir=dbt_project, dbt_executable=tool("dbt"))

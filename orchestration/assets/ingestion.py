@@ -2,9 +2,16 @@
 
 A fresh dlt source and pipeline are built for every run from the environment of that run (each
 run has its own load time and duplicate tracking); the ones built at import only describe the
-assets. All warehouse writers share the `warehouse` pool: DuckDB takes one writing process per file.
+assets, and keep their dlt state in a directory of their own: dlt wipes a new pipeline's working
+folder, so two processes importing the definitions at once (the code server and the daemon, or two
+test workers) must not share it. All warehouse writers share the `warehouse` pool: DuckDB takes one
+writing process per file.
 """
 
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
 
 import dagster as dg
 from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
@@ -29,6 +36,10 @@ class RawTableTranslator(DagsterDltTranslator):
         )
 
 
+_DESCRIBING_DIR = Path(tempfile.mkdtemp(prefix="platform-dlt-definitions-"))
+atexit.register(shutil.rmtree, _DESCRIBING_DIR, True)
+
+
 def _load_assets(target: pipelines.LoadTarget) -> dg.AssetsDefinition:
     def fresh_source():
         env = current_environment()
@@ -40,7 +51,9 @@ def _load_assets(target: pipelines.LoadTarget) -> dg.AssetsDefinition:
 
     @dlt_assets(
         dlt_source=fresh_source(),
-        dlt_pipeline=fresh_pipeline(),
+        dlt_pipeline=pipelines.make_pipeline(
+            target, current_environment().warehouse_destination(), _DESCRIBING_DIR
+        ),
         name=f"load_{target.pipeline_name}",
         dagster_dlt_translator=RawTableTranslator(),
         pool=WAREHOUSE_POOL,

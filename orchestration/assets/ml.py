@@ -18,10 +18,9 @@ import os
 import dagster as dg
 import pandas as pd
 
-from ml.series import FAMILIES, read_metrics_daily
+from ml.series import FAMILIES, metrics_daily_frame, metrics_daily_sql
 from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.environment import current_environment
-from semantic import snapshots
 
 METRICS_DAILY = dg.AssetKey(["marts", "metrics_daily"])
 EVENTS_CALENDAR = dg.AssetKey(["marts", "events_calendar"])
@@ -32,16 +31,16 @@ DRIFT_TOLERANCE = 1.5  # recent sMAPE above this multiple of the backtest's is d
 
 
 def _metrics_daily(env) -> pd.DataFrame:
-    with env.connect_warehouse() as conn:
-        return read_metrics_daily(conn)
+    with env.warehouse() as warehouse:
+        return metrics_daily_frame(*warehouse.query(metrics_daily_sql()))
 
 
 def _calendar(env, wide: pd.DataFrame) -> pd.DataFrame:
     """The validated events calendar; a bad row is the run's failure, named."""
     from ml import events
 
-    with env.connect_warehouse() as conn:
-        calendar = events.read_warehouse(conn)
+    with env.warehouse() as warehouse:
+        calendar = events.read(warehouse.query)
     try:
         return events.validate(calendar, set(wide["tenant_id"].unique()),
                                source=f"events calendar ({events.SEED.relative_to(events.SEED.parents[2])})")
@@ -173,17 +172,19 @@ weekly_retrain_schedule = dg.ScheduleDefinition(
 def drift(env) -> list[str]:
     """Families whose champion's error over the last week exceeds its backtest error by the tolerance.
 
-    Reads the published snapshot, never the warehouse a run may be writing.
+    Reads the published data, never the warehouse a run may be writing.
     """
     from ml import events, forecasting
 
-    conn, _ = snapshots.connect_current(env.published_dir)
+    publication = env.publication()
+    reader, _ = publication.open()
     try:
-        wide = read_metrics_daily(conn, relation=f"{snapshots.CATALOG}.marts.metrics_daily")
-        calendar = events.validate(events.read_warehouse(conn, f"{snapshots.CATALOG}.{events.RELATION}"),
-                                   set(wide["tenant_id"].unique()))
+        names, rows = reader.run(metrics_daily_sql(publication.qualified("marts", "metrics_daily")))
+        calendar = events.read(reader.run, publication.qualified(*events.RELATION.split(".")))
     finally:
-        conn.close()
+        reader.close()
+    wide = metrics_daily_frame(names, rows)
+    calendar = events.validate(calendar, set(wide["tenant_id"].unique()))
     store = _store(env)
     drifted = []
     for family in FAMILIES:
@@ -212,6 +213,6 @@ def forecast_drift_sensor(context: dg.SensorEvaluationContext):
         return dg.SkipReason(f"cannot check drift yet: {err}")
     if not drifted:
         return dg.SkipReason("no champion has drifted")
-    snapshot = snapshots.current(env.published_dir)
-    return dg.RunRequest(run_key=f"drift-{snapshot.version if snapshot else 'none'}",
+    version = env.publication().current()
+    return dg.RunRequest(run_key=f"drift-{version.version if version else 'none'}",
                          tags={"retrain_reason": "; ".join(drifted)[:1000]})

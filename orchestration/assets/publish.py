@@ -1,8 +1,10 @@
-"""The published read snapshot: the last asset of a batch, after every mart and its gates.
+"""The published data: the last asset of a batch, after every mart and its gates.
 
 Readers (metrics server, reports) only ever see data that passed the quality gates: when a
-blocking check on a mart fails, this asset does not run and the previous snapshot stays current.
+blocking check on a mart fails, this asset does not run and the previous version stays current.
 A run that changed only dbt models (a micro-batch) publishes just those, and the quality results.
+Where it goes depends on the target (`semantic/publication.py`: DuckDB snapshot files, or
+PostgreSQL's published schemas).
 """
 
 
@@ -60,25 +62,21 @@ def _materialized_in_run(context: dg.AssetExecutionContext) -> set[dg.AssetKey]:
     key=PUBLISHED_KEY,
     deps=[*MART_KEYS, FORECAST_KEY, INSIGHTS_KEY],
     group_name="serving",
-    kinds={"duckdb"},
-    description="An immutable copy of the marts, forecasts, insights and quality results that readers open, "
-    "with the metrics server's rollups built from them; swapped in atomically.",
+    kinds={"duckdb", "postgres"},
+    description="A consistent copy of the marts, forecasts, insights and quality results that readers read, "
+    "with the metrics server's rollups built from them, swapped in atomically.",
 )
 def published_warehouse(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     from semantic import rollups  # MetricFlow: imported by the runs that publish, not by every run
 
     env = current_environment()
-    if env.dbt_target != "duckdb":
-        context.log.info(f"target {env.dbt_target} serves readers itself; nothing to publish")
-        return dg.MaterializeResult(metadata={"published": False})
     changes = run_changes(_materialized_in_run(context), dbt_tables(json.loads(dbt_project.manifest_path.read_text())))
-    snapshot = snapshots.publish(env.layout.warehouse, env.published_dir, build=rollups.builder(SEMANTIC_MANIFEST),
-                                 changes=changes)
+    version = env.publication().publish(changes=changes, build=rollups.builder(SEMANTIC_MANIFEST))
     scope = "everything" if changes is None else "changed: " + ", ".join([*changes.tables, *changes.schemas])
-    context.log.info(f"published data version {snapshot.version} ({snapshot.tables} tables; {scope}) "
-                     f"at {snapshot.path}")
+    context.log.info(f"published data version {version.version} ({version.tables} tables; {scope}) "
+                     f"at {version.location}")
     return dg.MaterializeResult(
-        metadata={"published": True, "data_version": snapshot.version, "tables": snapshot.tables, "scope": scope,
-                  "path": dg.MetadataValue.path(str(snapshot.path))},
-        data_version=dg.DataVersion(snapshot.version),
+        metadata={"published": True, "data_version": version.version, "tables": version.tables, "scope": scope,
+                  "location": version.location},
+        data_version=dg.DataVersion(version.version),
     )

@@ -16,6 +16,7 @@ import pytest
 from expectations.runner import Runner
 from expectations.spec import Frame, Incremental
 from expectations.suites.raw_events import SUITE
+from semantic.warehouse import Warehouse
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
 ROW_GATES = {"timestamps_not_in_future", "properties_match_schema"}
@@ -42,7 +43,7 @@ def load(conn, loaded_at: datetime, *events: tuple[str, datetime, str]) -> None:
 
 
 def validate(conn, gx_root, now: datetime, suite=SUITE, run_id: str = "run") -> dict[str, object]:
-    outcomes = Runner(conn, gx_root, run_id, now=now).validate(suite, only=ROW_GATES)
+    outcomes = Runner(Warehouse(conn, "duckdb"), gx_root, run_id, now=now).validate(suite, only=ROW_GATES)
     return {o.check.name: o for o in outcomes}
 
 

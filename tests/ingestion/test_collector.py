@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import gzip
 import shutil
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -182,6 +183,17 @@ def test_a_second_collector_on_the_same_data_directory_refuses_to_start(shared_c
     assert f"another collector is running on {layout.root}" in second.stderr
     assert str(running.process.pid) in second.stderr
     assert httpx.get(f"{running.url}/health").json()["status"] == "ok"  # the first one is untouched
+
+
+def test_a_port_in_use_is_refused_rather_than_shared(layout):
+    """Each worker listens with SO_REUSEPORT: without a check, a second server could share the port."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = subprocess.run([sys.executable, "-m", "ingestion.collector", "--port", str(port)], cwd=REPO_ROOT,
+                                 env=collector_env(layout), capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and f"cannot listen on 127.0.0.1:{port}" in refused.stderr
 
 
 def test_an_unwritable_landing_zone_gets_503_health_says_so_and_nothing_unstored_is_acknowledged(layout):

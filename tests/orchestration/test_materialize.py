@@ -16,7 +16,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 
 from ingestion.paths import DataLayout
 from semantic import snapshots
@@ -116,7 +115,7 @@ def test_forecasts_and_insights_are_written_and_published(main_run):
     assert scalar(layout, "select count(*) from ml.insights where explanation is null") == 0
     assert (data_dir / "mlflow" / "mlflow.db").exists()
     published = snapshots.current(data_dir / "published")
-    with duckdb.connect(str(published.path), read_only=True) as conn:
+    with published.connect() as conn:
         tables = {t for (t,) in conn.execute("select table_name from information_schema.tables "
                                              "where table_schema = 'ml'").fetchall()}
         mart = conn.execute("select count(*), count(distinct tenant_id) from marts.fct_forecasts").fetchone()

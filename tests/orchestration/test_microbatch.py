@@ -18,10 +18,22 @@ import orjson
 import pytest
 
 from ingestion.paths import DataLayout
-from orchestration.microbatch import LandingCursor, closed_files, decide, microbatch_job, runs_in_flight
+from orchestration.definitions import defs
+from orchestration.main import ensure_dagster_home
+from orchestration.microbatch import (
+    ATTEMPTS,
+    BACKOFF_SECONDS,
+    TRIGGER_TAG,
+    LandingCursor,
+    closed_files,
+    decide,
+    landing_files_sensor,
+    microbatch_job,
+    runs_in_flight,
+)
 from semantic import snapshots
 from tests.conftest import NOW, copy_of
-from tests.orchestration.helpers import run_in_process
+from tests.orchestration.helpers import platform_environment, run_in_process
 
 # Events arrive a few minutes before the moment the runs take as now (the suite pins it).
 ARRIVED = datetime.fromisoformat(NOW.replace("Z", "+00:00")).replace(microsecond=0) - timedelta(minutes=5)
@@ -84,17 +96,32 @@ def test_a_file_renamed_out_of_order_is_still_new(tmp_path):
     assert cursor.new_files([older, *newest]) == [older]
 
 
-def test_in_flight_runs_are_read_from_the_instance():
+def test_in_flight_runs_of_any_job_are_read_from_the_instance():
+    """A batch run holds the warehouse as much as a micro-batch does."""
     with dg.instance_for_test() as instance:
         assert runs_in_flight(instance) == []
         run_id = str(uuid.uuid4())
-        instance.add_run(dg.DagsterRun(job_name=microbatch_job.name, run_id=run_id,
-                                       status=dg.DagsterRunStatus.STARTED))
-        instance.add_run(dg.DagsterRun(job_name="batch_job", run_id=str(uuid.uuid4()),
-                                       status=dg.DagsterRunStatus.STARTED))
+        instance.add_run(dg.DagsterRun(job_name="batch_job", run_id=run_id, status=dg.DagsterRunStatus.STARTED))
+        instance.add_run(dg.DagsterRun(job_name=microbatch_job.name, run_id=str(uuid.uuid4()),
+                                       status=dg.DagsterRunStatus.SUCCESS))
         assert runs_in_flight(instance) == [run_id]
         instance.report_run_failed(instance.get_run_by_id(run_id), "gone")
         assert runs_in_flight(instance) == []
+
+
+def test_after_repeated_failures_new_files_wait_before_the_next_attempt(tmp_path):
+    layout = DataLayout(tmp_path)
+    land(layout, "a.jsonl", [])
+    files = closed_files(layout.events_dir)
+    failing = LandingCursor(failures=ATTEMPTS - 1, failed_at=1_000.0)
+    request, _ = decide(failing, files, in_flight=[], now=1_001.0)
+    assert isinstance(request, dg.RunRequest)  # an attempt left
+    given_up = LandingCursor(failures=ATTEMPTS, failed_at=1_000.0)
+    skip, kept = decide(given_up, files, in_flight=[], now=1_000.0 + BACKOFF_SECONDS - 1)
+    assert isinstance(skip, dg.SkipReason) and "failed" in skip.skip_message and kept == given_up
+    request, after = decide(given_up, files, in_flight=[], now=1_000.0 + BACKOFF_SECONDS + 1)
+    assert isinstance(request, dg.RunRequest) and after.failures == 0
+    assert LandingCursor.parse(given_up.serialize()) == given_up
 
 
 # --- the micro-batch job on a built warehouse -------------------------------------------------
@@ -126,12 +153,23 @@ MART = "select metrics_per_minute_key, events, visitors, page_views, last_loaded
 
 
 def test_new_and_late_events_reach_the_published_real_time_mart(platform):
+    """Through the sensor, as the daemon evaluates it: it runs the micro-batch in its own process,
+    recorded on the instance, and advances its cursor once the run succeeded."""
     now = ARRIVED
     three_days_ago = now - timedelta(days=3)
     before = dict(published(platform, "select metrics_per_minute_key, events from marts.metrics_per_minute"))
     land(platform, "collector-a-000001.jsonl", page_views("now", 50, now))
     land(platform, "collector-a-000002.jsonl", page_views("late", 20, three_days_ago, tenant="t002"))
-    microbatch(platform)
+    with platform_environment(platform.root) as env:
+        ensure_dagster_home(env)
+        with dg.DagsterInstance.get() as instance:
+            context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())
+            result = landing_files_sensor(context)
+            [run] = instance.get_run_records(dg.RunsFilter(job_name=microbatch_job.name))
+            assert run.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+            assert run.dagster_run.tags[TRIGGER_TAG] == "landing_files_sensor"
+            assert f"micro-batch run {run.dagster_run.run_id} took 2 new files" in result.skip_message
+            assert LandingCursor.parse(context.cursor).new_files(closed_files(env.layout.events_dir)) == []
 
     rows = published(platform, "select event_id, event_date from marts.fct_events "
                                "where event_id like 'now-%' or event_id like 'late-%'")

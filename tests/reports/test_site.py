@@ -1,7 +1,7 @@
 """The Evidence reports, built for real on the tiny sample and opened in headless Chromium.
 
 The main job runs once as users run it and must end with the site built. The pages are then
-built again by `reports.site` from a copy of its published snapshot that also holds a tenant with
+built again by `reports.site` from an extract of its published snapshot that also holds a tenant with
 no data at all, and no insights for anyone (a quiet day), so that every page can be shown for a
 tenant whose queries return nothing and the site builds when a whole source query does.
 Screenshots of every page are kept in `tests/artifacts/reports/` (git-ignored).
@@ -10,7 +10,6 @@ Screenshots of every page are kept in `tests/artifacts/reports/` (git-ignored).
 from __future__ import annotations
 
 import contextlib
-import shutil
 from pathlib import Path
 
 import duckdb
@@ -32,7 +31,7 @@ def site_with_empty_tenant(main_run, tmp_path_factory):
     day without a single insight."""
     data_dir, _ = main_run
     snapshot = tmp_path_factory.mktemp("snapshot") / "warehouse-with-empty-tenant.duckdb"
-    shutil.copy(snapshots.current(data_dir / "published").path, snapshot)
+    snapshots.extract(data_dir / "published", site.tables_read(), snapshot)
     with duckdb.connect(str(snapshot)) as conn:
         conn.execute("insert into marts.dim_tenants (tenant_id, tenant_name, industry, tenant_country, tenant_tier, "
                      "created_at, user_count) values (?, 'Empty Tenant', 'none', 'NL', 'free', now(), 0)",
@@ -163,7 +162,7 @@ def test_a_source_query_on_a_missing_table_names_the_source_file(tmp_path, main_
     the build with its file named, and the last good site stays."""
     data_dir, _ = main_run
     snapshot = tmp_path / "without-insights.duckdb"
-    shutil.copy(snapshots.current(data_dir / "published").path, snapshot)
+    snapshots.extract(data_dir / "published", site.tables_read(), snapshot)
     with duckdb.connect(str(snapshot)) as conn:
         conn.execute("drop table ml.insights")
     site_dir = data_dir / "reports" / "site"

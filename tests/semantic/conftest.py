@@ -18,8 +18,9 @@ import pytest
 from bench.loopback import free_port
 from ingestion.paths import DataLayout
 from orchestration.environment import SEMANTIC_MANIFEST
-from semantic import rollups, snapshots
+from semantic import rollups
 from semantic.auth import issue_token
+from semantic.publication import DuckDbSnapshots, Version
 from tests.conftest import REPO_ROOT
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
@@ -55,11 +56,11 @@ def _tcp_ready(port: int) -> bool:
 
 
 def start_server(layout: DataLayout, log: Path, module: str = "semantic.server",
-                 continue_wait: float = 10) -> Iterator[Server]:
+                 continue_wait: float = 10, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
     """Run one of the semantic servers (REST or SQL wire) in its own process until the session ends."""
     port = free_port()
     env = {**os.environ, "PLATFORM_DATA_DIR": str(layout.root), "SEMANTIC_API_SECRET": SECRET,
-           "SEMANTIC_CONTINUE_WAIT": str(continue_wait)}
+           "SEMANTIC_CONTINUE_WAIT": str(continue_wait), **(extra_env or {})}
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", module, "--port", str(port)], cwd=REPO_ROOT,
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -77,9 +78,10 @@ def start_server(layout: DataLayout, log: Path, module: str = "semantic.server",
         proc.wait(timeout=30)
 
 
-def publish(layout: DataLayout) -> snapshots.Snapshot:
+def publish(layout: DataLayout) -> Version:
     """Publish the layout's warehouse as the pipeline does: a new snapshot with its rollups."""
-    return snapshots.publish(layout.warehouse, layout.root / "published", build=rollups.builder(SEMANTIC_MANIFEST))
+    publication = DuckDbSnapshots(layout.warehouse, layout.root / "published")
+    return publication.publish(build=rollups.builder(SEMANTIC_MANIFEST))
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,15 @@ from semantic import snapshots
 from semantic.client import MetricsClient
 from semantic.cube_export import export
 from semantic.members import VIEW
+from semantic.publication import DuckDbSnapshots
+from semantic.service import MetricsService
 
 MANIFEST = SEMANTIC_MANIFEST
 
 
 def test_export_is_complete_and_its_references_resolve(tmp_path, server, published):
-    export(MANIFEST, tmp_path)
+    publication = DuckDbSnapshots(published.warehouse, published.root / "published")
+    export(MANIFEST, tmp_path, MetricsService(publication, MANIFEST, workers=1).catalog)
     cubes = {}
     for path in sorted((tmp_path / "model" / "cubes").glob("*.yml")):
         for cube in yaml.safe_load(path.read_text())["cubes"]:
@@ -48,12 +51,15 @@ def test_export_is_complete_and_its_references_resolve(tmp_path, server, publish
         for member in part["includes"]:
             assert (part["join_path"], member["name"]) in members
 
-    # every metric and every dimension the metrics server offers is in the view, under the same name
+    # every metric and dimension of every view the metrics server offers is in that view, under the same name
     with MetricsClient(server.url, server.admin) as client:
-        meta = client.meta()["cubes"][0]
-    offered = {m["name"].removeprefix(f"{VIEW}.") for m in meta["measures"] + meta["dimensions"]
-               if m["type"] != "time"}
-    assert offered <= set(aliases), offered - set(aliases)
+        meta = client.meta()["cubes"]
+    for served in meta:
+        exported = yaml.safe_load((tmp_path / "model" / "views" / f"{served['name']}.yml").read_text())["views"][0]
+        aliases = {m["alias"] for part in exported["cubes"] for m in part["includes"]}
+        offered = {m["name"].removeprefix(f"{served['name']}.") for m in served["measures"] + served["dimensions"]
+                   if m["type"] != "time"}
+        assert offered == aliases, (served["name"], offered ^ aliases)
 
     compose = yaml.safe_load((tmp_path / "docker-compose.yml").read_text())
     service = compose["services"]["cube"]

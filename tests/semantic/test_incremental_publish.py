@@ -21,6 +21,8 @@ from expectations import store
 from orchestration.assets.publish import dbt_tables, run_changes
 from orchestration.environment import SEMANTIC_MANIFEST
 from semantic import rollups, snapshots
+from semantic.publication import DuckDbSnapshots
+from semantic.warehouse import Warehouse
 
 CURSORS = {"marts.fct_events": snapshots.Cursor("event_id", "loaded_at"),
            "marts.metrics_per_minute": snapshots.Cursor("metrics_per_minute_key", "last_loaded_at")}
@@ -35,32 +37,37 @@ def warehouse(published, tmp_path):
 
 
 def publish(warehouse, published_dir, changes=None) -> snapshots.Snapshot:
-    return snapshots.publish(warehouse, published_dir, build=rollups.builder(SEMANTIC_MANIFEST), changes=changes)
+    DuckDbSnapshots(warehouse, published_dir).publish(changes=changes, build=rollups.builder(SEMANTIC_MANIFEST))
+    return snapshots.current(published_dir)
 
 
-def micro_batch(warehouse) -> None:
-    """New events merged into fct_events, a minute recomputed, a row updated in place, a result recorded."""
-    with duckdb.connect(str(warehouse)) as conn:
+def micro_batch(path, tag: str = "new") -> None:
+    """New events merged into fct_events (their ids end in `tag`), a minute recomputed, a row
+    updated in place, a result recorded."""
+    with duckdb.connect(str(path)) as conn:
         newest = "(select max(loaded_at) from marts.fct_events) + interval 1 second"
-        conn.execute("insert into marts.fct_events select * replace (event_id || '-new' as event_id, "
-                     f"{newest} as loaded_at) from marts.fct_events order by event_id limit 50")
+        conn.execute(f"insert into marts.fct_events select * replace (event_id || '-{tag}' as event_id, "
+                     f"{newest} as loaded_at) from marts.fct_events where event_id not like '%-%' "
+                     "order by event_id limit 50")
         conn.execute(f"update marts.fct_events set event_type = 'page_view', loaded_at = {newest} "
                      "where event_id = (select min(event_id) from marts.fct_events where event_type = 'error')")
         conn.execute("update marts.metrics_per_minute set events = events + 50, last_loaded_at = "
                      "(select max(loaded_at) from marts.fct_events) "
                      "where metrics_per_minute_key = "
                      "(select max(metrics_per_minute_key) from marts.metrics_per_minute)")
-        store.ensure_tables(conn)
-        store.record_results(conn, [("new-run", "raw_events", "properties_match_schema", "raw_events/events",
-                                     "critical", True, "0 of 50 rows break the rule", "", 0, 0, datetime.now(UTC))])
+        warehouse = Warehouse(conn, "duckdb")
+        store.ensure_tables(warehouse)
+        store.record_results(warehouse, [(
+            "new-run", "raw_events", "properties_match_schema", "raw_events/events", "critical", True,
+            "0 of 50 rows break the rule", "", 0, 0, datetime.now(UTC))])
 
 
 def differences(left: snapshots.Snapshot, right: snapshots.Snapshot) -> dict[str, int]:
     """Rows in one snapshot's table and not the other's, per table (rollups' build times aside)."""
     found = {}
     with duckdb.connect() as conn:
-        conn.execute(f"attach '{left.path}' as l (read_only)")
-        conn.execute(f"attach '{right.path}' as r (read_only)")
+        snapshots.attach_into(conn, left.published_dir, left.snapshot_id, "l")
+        snapshots.attach_into(conn, right.published_dir, right.snapshot_id, "r")
         tables = {t for db in ("l", "r") for t in conn.execute(
             "select schema_name || '.\"' || table_name || '\"' from duckdb_tables() where database_name = ?",
             [db]).fetchall()}
@@ -79,7 +86,7 @@ def differences(left: snapshots.Snapshot, right: snapshots.Snapshot) -> dict[str
 
 
 def built_at(snapshot: snapshots.Snapshot) -> dict[str, object]:
-    with duckdb.connect(str(snapshot.path), read_only=True) as conn:
+    with snapshot.connect() as conn:
         return dict(conn.execute("select name, built_at from rollups._catalog").fetchall())
 
 
@@ -109,11 +116,12 @@ def test_a_table_whose_columns_changed_is_copied_whole(warehouse, tmp_path):
 def test_a_change_it_cannot_make_leaves_the_current_snapshot(warehouse, tmp_path):
     published_dir = tmp_path / "published"
     first = publish(warehouse, published_dir)
+    files = sorted((published_dir / "lake").rglob("*"))
     bad = snapshots.Changes(tables={"marts.fct_event": None})
     with pytest.raises(ValueError, match=r"changed table marts\.fct_event is not in the warehouse"):
         publish(warehouse, published_dir, bad)
     assert snapshots.current(published_dir).version == first.version
-    assert sorted(p.name for p in published_dir.glob("warehouse-*")) == [first.path.name]
+    assert sorted((published_dir / "lake").rglob("*")) == files
 
 
 def test_without_a_current_snapshot_everything_is_published(warehouse, tmp_path):
@@ -141,3 +149,53 @@ def test_a_publish_cursor_needs_a_single_column_key():
             "config": {"meta": {"publish_cursor": "loaded_at"}, "unique_key": ["a", "b"]}}
     with pytest.raises(ValueError, match="dbt model fct_x: meta.publish_cursor needs a single-column unique_key"):
         dbt_tables({"nodes": {"model.p.fct_x": node}})
+
+
+def lake_files(published_dir) -> dict[str, int]:
+    return {str(p.relative_to(published_dir)): p.stat().st_size
+            for p in (published_dir / "lake").rglob("*.parquet")}
+
+
+def test_a_micro_batch_writes_its_rows_not_the_table(warehouse, tmp_path):
+    """Publishing a micro-batch adds files the size of its rows; the table's files are kept."""
+    published_dir = tmp_path / "published"
+    publish(warehouse, published_dir)
+    before = lake_files(published_dir)
+    micro_batch(warehouse)
+    publish(warehouse, published_dir, MICRO_BATCH)
+    after = lake_files(published_dir)
+    added = {name: size for name, size in after.items() if name not in before}
+    events = sum(size for name, size in before.items() if "/fct_events/" in name)
+    assert set(before) <= set(after)  # a reader of the first snapshot still has its files
+    assert sum(size for name, size in added.items() if "/fct_events/" in name) < events / 20
+
+
+def test_snapshots_no_reader_holds_are_expired_and_small_files_merged(warehouse, tmp_path, monkeypatch):
+    published_dir = tmp_path / "published"
+    first = publish(warehouse, published_dir)
+    reader = first.connect()  # holds the first snapshot while later ones are published
+    with duckdb.connect(str(warehouse)) as conn:
+        first_count = conn.execute("select count(*) from marts.fct_events").fetchone()[0]
+    monkeypatch.setattr(snapshots, "MERGE_AFTER_FILES", 3)
+    for number in range(4):
+        micro_batch(warehouse, f"batch{number}")
+        latest = publish(warehouse, published_dir, MICRO_BATCH)
+    assert reader.execute("select count(*) from marts.fct_events").fetchone()[0] == first_count
+    with latest.connect() as conn:
+        small = conn.execute(f"select count(*) from ducklake_list_files('{snapshots.CATALOG}', 'fct_events', "
+                             "schema => 'marts') where data_file_size_bytes < ?",
+                             [snapshots.SMALL_FILE_BYTES]).fetchone()[0]
+    assert small < 3  # merged once there were three
+
+    monkeypatch.setattr(snapshots, "RETAIN_SECONDS", 0)  # no reader holds an older one any more
+    reader.close()
+    micro_batch(warehouse, "last")
+    previous, latest = latest, publish(warehouse, published_dir, MICRO_BATCH)
+    with latest.connect() as conn:
+        kept = [r[0] for r in conn.execute(
+            f"select snapshot_id from ducklake_snapshots('{snapshots.CATALOG}')").fetchall()]
+        rows = conn.execute("select count(*) from marts.fct_events").fetchone()[0]
+    assert kept == [previous.snapshot_id, latest.snapshot_id]  # the one just superseded may be mid-read
+    assert differences(latest, publish(warehouse, tmp_path / "full")) == {}
+    with duckdb.connect(str(warehouse)) as conn:
+        assert rows == conn.execute("select count(*) from marts.fct_events").fetchone()[0]

@@ -7,11 +7,12 @@ import duckdb
 import pytest
 
 from semantic.metricflow_engine import (
-    DuckDbSqlClient,
     MetricFlowEngine,
     MetricFlowQueryRequest,
+    ReaderSqlClient,
     load_semantic_manifest,
 )
+from semantic.publication import DuckDbReader
 from tests.ingestion.helpers import query
 
 
@@ -21,7 +22,8 @@ def engine(built):
     layout, _ = built
     connection = duckdb.connect(str(layout.warehouse), read_only=True)
     lookup = load_semantic_manifest(layout.root / "dbt-target" / "semantic_manifest.json")
-    yield layout, MetricFlowEngine(semantic_manifest_lookup=lookup, sql_client=DuckDbSqlClient(connection))
+    client = ReaderSqlClient(DuckDbReader(connection))
+    yield layout, MetricFlowEngine(semantic_manifest_lookup=lookup, sql_client=client)
     connection.close()
 
 

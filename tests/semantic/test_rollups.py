@@ -6,13 +6,13 @@ rollup serves must give the same rows as MetricFlow compiling it against the mar
 
 from __future__ import annotations
 
-import duckdb
 import pytest
 
 from orchestration.environment import SEMANTIC_MANIFEST
 from semantic import rollups, snapshots
 from semantic.client import MetricsClient
 from semantic.cube_query import Translator
+from semantic.publication import DuckDbSnapshots
 from semantic.service import MetricsService
 from tests.conftest import sample_day
 
@@ -73,8 +73,9 @@ NOT_SERVED = {
 
 @pytest.fixture(scope="module")
 def services(published):
-    with_rollups = MetricsService(published.root / "published", SEMANTIC_MANIFEST, workers=2)
-    without = MetricsService(published.root / "published", SEMANTIC_MANIFEST, workers=2, use_rollups=False)
+    publication = DuckDbSnapshots(published.warehouse, published.root / "published")
+    with_rollups = MetricsService(publication, SEMANTIC_MANIFEST, workers=2)
+    without = MetricsService(publication, SEMANTIC_MANIFEST, workers=2, use_rollups=False)
     assert [r.name for r in with_rollups.current().rollups] == ["daily_kpis", "orders_by_customer"]
     assert without.current().rollups == ()
     return with_rollups, without
@@ -120,7 +121,7 @@ def test_the_reply_names_the_rollup_used(server):
 
 def test_rollups_are_in_the_snapshot_and_hold_every_tenant_day(published):
     snapshot = snapshots.current(published.root / "published")
-    with duckdb.connect(str(snapshot.path), read_only=True) as conn:
+    with snapshot.connect() as conn:
         rows, tenants, days = conn.execute(
             "select count(*), count(distinct tenant), count(distinct metric_time__day) "
             "from rollups.daily_kpis").fetchone()
@@ -145,12 +146,14 @@ def test_a_rollup_naming_an_unknown_metric_is_refused(tmp_path):
 def test_a_rollup_that_fails_to_build_publishes_nothing(published, tmp_path):
     """The last good snapshot stays current and no half-built file is left behind."""
     published_dir = tmp_path / "published"
-    first = snapshots.publish(published.warehouse, published_dir)
+    publication = DuckDbSnapshots(published.warehouse, published_dir)
+    first = publication.publish()
+    files = sorted((published_dir / "lake").rglob("*"))
 
-    def failing(conn, changed):
+    def failing(warehouse, reader, publication, changed):
         raise RuntimeError("rollup build failed")
 
     with pytest.raises(RuntimeError, match="rollup build failed"):
-        snapshots.publish(published.warehouse, published_dir, build=failing)
+        publication.publish(build=failing)
     assert snapshots.current(published_dir).version == first.version
-    assert sorted(p.name for p in published_dir.glob("warehouse-*")) == [first.path.name]
+    assert sorted((published_dir / "lake").rglob("*")) == files

@@ -59,14 +59,15 @@ def test_sqlalchemy_queries_the_endpoint(sql_endpoint, published, driver):
 
 
 @pytest.mark.parametrize(("statement", "message"), [
-    ("select * from raw_events.events", "raw_events.events is not exposed"),
-    ("select revenue from marts.fct_orders", "marts.fct_orders is not exposed"),
-    ("select sum(order_total) from fct_orders", "fct_orders is not exposed"),
+    ("select * from raw_events.events", 'relation "raw_events.events" does not exist'),
+    ("select revenue from marts.fct_orders", 'relation "marts.fct_orders" does not exist'),
+    ("select sum(order_total) from fct_orders", 'relation "fct_orders" does not exist'),
     ("select revenue from metrics; drop table marts.fct_orders", "only SELECT is allowed here, not DROP"),
-    ("select revenue from metrics union select order_total from marts.fct_orders", "only SELECT is allowed"),
-    ("select revenu from metrics", "unknown dimension 'metrics.revenu'"),
+    ("select revenue from metrics union select order_total from marts.fct_orders",
+     'relation "marts.fct_orders" does not exist'),
+    ("select revenu from metrics", 'column "revenu" of relation "metrics" does not exist; did you mean \'revenue\''),
     ("select tenant from metrics", "select at least one metric"),
-    ("select * from metrics", "SELECT * is not supported"),
+    ("select * from metrics", "SELECT * is not supported on metrics"),
 ])
 def test_raw_tables_injection_and_bad_statements_are_refused(sql_endpoint, published, statement, message):
     before = sql(published, "select count(*) from marts.fct_orders")[0][0]
@@ -80,11 +81,20 @@ def test_a_bad_token_is_refused_at_login(sql_endpoint):
     assert out.returncode != 0 and "password authentication failed" in out.stderr
 
 
-def test_psql_describes_the_metrics_view(sql_endpoint):
-    """`\\d`, `\\d metrics` and `\\d+ metrics` work, listing every member as a typed column."""
-    listed = _psql(sql_endpoint, sql_endpoint.admin, "\\d")
-    assert listed.returncode == 0, listed.stderr
-    assert listed.stdout.strip() == "public|metrics|view|governed"
+def test_psql_describes_the_metrics_table(sql_endpoint):
+    """psql's `\\d` family reads the emulated catalog: the served tables are tables of schema public
+    (`\\dv` finds no view), the database is the one connected to, and `\\d metrics` and `\\d+ metrics`
+    list every member as a typed column."""
+    for command in ("\\d", "\\dt"):
+        listed = _psql(sql_endpoint, sql_endpoint.admin, command)
+        assert listed.returncode == 0, listed.stderr
+        rows = set(listed.stdout.split())
+        assert {f"public|{t}|table|governed" for t in ("metrics", "orders", "events", "sessions", "marketing_spend",
+                                                        "forecasts")} <= rows, rows
+    assert _psql(sql_endpoint, sql_endpoint.admin, "\\dn").stdout.strip() == "public|governed"
+    assert _psql(sql_endpoint, sql_endpoint.admin, "\\l").stdout.split("|")[:3] == ["metrics", "governed", "UTF8"]
+    views = _psql(sql_endpoint, sql_endpoint.admin, "\\dv")
+    assert views.returncode == 0 and "Did not find any relations" in views.stderr + views.stdout
     for command in ("\\d metrics", "\\d+ metrics"):
         described = _psql(sql_endpoint, sql_endpoint.admin, command)
         assert described.returncode == 0, described.stderr

@@ -31,8 +31,10 @@ events as (
 )
 
 select
-    {{ dbt.concat(["cast(events.minute_at as " ~ dbt.type_string() ~ ")", "'|'", 'events.tenant_id']) }}
-        as metrics_per_minute_key,
+    -- cast whole to the contract's varchar: a concatenation (and dbt's string type) is `text` on
+    -- Postgres, which an incremental run would see as a changed column type
+    cast({{ dbt.concat(["cast(events.minute_at as " ~ dbt.type_string() ~ ")", "'|'", 'events.tenant_id']) }}
+        as varchar) as metrics_per_minute_key,
     events.minute_at,
     events.tenant_id,
     cast(count(*) as bigint) as events,
