@@ -28,7 +28,7 @@ from bench.real_series import datasets
 from ingestion.sample_data.calendar import us_holidays
 from ml import backtest, events, insights
 from ml.forecaster import LGBM, prepare
-from ml.series import FAMILIES, read_metrics_daily, to_panel
+from ml.series import FAMILIES, metrics_daily_frame, metrics_daily_sql, to_panel
 from ml.tracking import Store
 from ml.training import OUTER, WINDOWS, train_family, windows_for
 from semantic import snapshots
@@ -39,12 +39,20 @@ pd.set_option("display.width", 200)
 pd.set_option("display.max_columns", 30)
 
 
-def read(data_dir: Path) -> pd.DataFrame:
+def read(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The published sample's metrics and its validated events calendar."""
     conn, _ = snapshots.connect_current(data_dir / "published")
+
+    def run(sql: str) -> tuple[list[str], list[tuple]]:
+        cursor = conn.execute(sql)
+        return [d[0] for d in cursor.description], cursor.fetchall()
+
     try:
-        return read_metrics_daily(conn, relation=f"{snapshots.CATALOG}.marts.metrics_daily")
+        wide = metrics_daily_frame(*run(metrics_daily_sql(f"{snapshots.CATALOG}.marts.metrics_daily")))
+        calendar = events.read(run, f"{snapshots.CATALOG}.{events.RELATION}")
     finally:
         conn.close()
+    return wide, events.validate(calendar, set(wide["tenant_id"].unique()))
 
 
 def table(scores: pd.DataFrame) -> pd.DataFrame:
@@ -163,8 +171,7 @@ def main() -> None:
     args = parser.parse_args()
     wide = calendar = None
     if (args.data_dir / "published").exists():
-        wide = read(args.data_dir)
-        calendar = events.validate(events.read_seed(), set(wide["tenant_id"].unique()))
+        wide, calendar = read(args.data_dir)
     else:
         print(f"no published sample under {args.data_dir}: real series only (`make run` first for the sample)")
     if args.only != "anomalies":
