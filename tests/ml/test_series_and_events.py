@@ -3,6 +3,7 @@ than the declared one, and every bad calendar row."""
 
 from __future__ import annotations
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from ml import events
 from ml.forecaster import clean_events, conformal_quantile
 from ml.series import TOTAL, SeriesFrequencyError, check_frequency, to_panel
+from semantic.warehouse import Warehouse
 from tests.ml.synthetic import calendar, metrics_daily
 
 
@@ -87,6 +89,19 @@ def test_a_bad_calendar_row_is_refused_naming_the_row_field_and_value(row, says)
     with pytest.raises(events.CalendarError) as err:
         events.validate(frame, tenants={"t001"}, source="events_calendar.csv")
     assert str(err.value).startswith("events_calendar.csv line 3") and says in str(err.value)
+
+
+def test_the_calendar_is_read_as_dbt_loaded_it_and_is_empty_before_the_seed_was_loaded():
+    with Warehouse(duckdb.connect(), "duckdb") as warehouse:
+        assert events.read(warehouse.query).empty  # a warehouse built before the seed existed
+        warehouse.execute("create schema marts")
+        warehouse.execute("create table marts.events_calendar as select '2026-11-27' as event_date, "
+                          "'black_friday' as event_id, 'Black Friday' as event_name, "
+                          "'retail_peak' as event_kind, cast(null as varchar) as tenant_id")
+        frame = events.read(warehouse.query)
+    assert frame.to_dict("records") == [{"event_date": "2026-11-27", "event_id": "black_friday",
+                                         "event_name": "Black Friday", "event_kind": "retail_peak", "tenant_id": ""}]
+    assert events.validate(frame, {"t001"})["event_date"].iloc[0] == pd.Timestamp("2026-11-27")
 
 
 def test_tenant_events_reach_that_tenant_only_and_every_tenant_event_everyone():
