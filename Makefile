@@ -136,7 +136,8 @@ bench-live: install manifest $(LIVE_PAGE) $(CHROMIUM)
 bench-reports: install $(REPORTS_JS) $(CHROMIUM)
 	$(RUN) python -m bench.reports
 
-## bench-ml: forecast accuracy against baselines, anomaly detection and its ceiling, training time (after `make run`)
+## bench-ml: forecasts on 30 real series and the sample against AutoETS, AutoTheta and AutoARIMA; anomaly detection on
+##   injected anomalies beside a seasonal robust z-score and the oracle; the sample generator's anomaly ceiling (after `make run`)
 bench-ml: install manifest
 	$(RUN) python -m bench.ml --data-dir data
 	$(RUN) python -m bench.anomaly_ceiling --data-dir data

@@ -13,11 +13,10 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from ml import backtest, features, insights
-from ml.baselines import Baselines
-from ml.model import Forecaster
-from ml.series import FAMILIES, to_series
-from ml.tracking import Store
+from ml import detection, events, insights
+from ml.forecaster import Forecaster, Setup, prepare
+from ml.series import FAMILIES, METRICS, to_panel
+from ml.tracking import OutdatedVersion, Store
 
 FORECAST_COLUMNS = ["forecast_date", "tenant_id", "metric", "prediction", "lower_80", "upper_80", "lower_95",
                     "upper_95", "horizon", "origin_date", "model_name", "model_version", "created_at"]
@@ -37,72 +36,97 @@ class Loaded:
 
 
 def load(store: Store, family: str) -> Loaded | None:
+    """The family's champion (else its newest version); None when there is none this code can read."""
     version = store.champion(family)
     champion = version is not None
     version = version or store.latest_version(family)
     if version is None:
         return None
-    model = Forecaster.restore(*store.load(version))
+    try:
+        model = Forecaster.restore(*store.load(version))
+    except OutdatedVersion:
+        return None
     return Loaded(family, model, version.name, str(version.version), champion)
 
 
-def forecast(loaded: Loaded, wide: pd.DataFrame, horizons: int = features.MAX_HORIZON) -> pd.DataFrame:
-    """Forecasts of every series of the family from its last day, horizons 1..`horizons`."""
-    metrics = FAMILIES[loaded.family]
-    series, _ = to_series(wide, metrics)
-    if series.empty:
+def future_rows(panel: pd.DataFrame, setup: Setup, calendar: pd.DataFrame | None) -> pd.DataFrame:
+    """The periods 1..horizon after each series' last one, with their calendar events."""
+    last = panel.groupby("unique_id").tail(1)
+    offset = pd.tseries.frequencies.to_offset(setup.freq)
+    steps = np.arange(1, setup.horizon + 1)
+    rows = last.loc[last.index.repeat(len(steps)), ["unique_id", "ds", "tenant_id", "metric", "nonneg"]]
+    rows = rows.rename(columns={"ds": "origin"}).reset_index(drop=True)
+    rows["horizon"] = np.tile(steps, len(last))
+    rows["ds"] = [origin + k * offset for origin, k in zip(rows["origin"], rows["horizon"], strict=True)]
+    rows["event"] = ""
+    if calendar is not None and not calendar.empty:
+        for tenant_id, index in rows.groupby("tenant_id").groups.items():
+            days = pd.DatetimeIndex(rows.loc[index, "ds"])
+            rows.loc[index, "event"] = events.for_series(calendar, tenant_id, days)[0]
+    return rows
+
+
+def _panel(family: str, wide: pd.DataFrame, calendar, setup: Setup) -> pd.DataFrame:
+    panel, _ = to_panel(wide, family, calendar)
+    if panel.empty:
+        return panel
+    return panel[panel.groupby("unique_id")["y"].transform("size") >= setup.min_length]
+
+
+def forecast(loaded: Loaded, wide: pd.DataFrame, calendar: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Forecasts of every series of the family from its last day, each metric to its horizon."""
+    setup = loaded.model.setup
+    panel = _panel(loaded.family, wide, calendar, setup)
+    if panel.empty:
         return pd.DataFrame(columns=FORECAST_COLUMNS)
-    last = series["date_day"].max()
-    rows, _ = features.build(series, metrics, horizons, last_origin=last)
-    rows = rows[rows["origin"] == last]
-    if rows.empty:
-        return pd.DataFrame(columns=FORECAST_COLUMNS)
-    out = _shipped(loaded.model, rows, series, horizons)
-    out = out.rename(columns={"target_date": "forecast_date", "origin": "origin_date"})
+    future = future_rows(panel, setup, calendar)
+    out = loaded.model.predict(prepare(panel, setup), future)
+    out = out[out["horizon"] <= out["metric"].map(lambda m: METRICS[m].horizon)]
+    out = out.rename(columns={"ds": "forecast_date", "origin": "origin_date"})
     out["model_name"], out["model_version"] = loaded.name, loaded.label
     out["created_at"] = datetime.now(UTC).replace(tzinfo=None)
     out["forecast_date"], out["origin_date"] = out["forecast_date"].dt.date, out["origin_date"].dt.date
-    return out[FORECAST_COLUMNS]
+    return out[FORECAST_COLUMNS].reset_index(drop=True)
 
 
-def recent_error(loaded: Loaded, wide: pd.DataFrame, days: int = 7) -> tuple[float, int]:
+def recent_error(loaded: Loaded, wide: pd.DataFrame, calendar: pd.DataFrame | None = None,
+                 days: int = 7) -> tuple[float, int]:
     """sMAPE of the model's forecasts of the last `days` days, made from the day before them."""
-    metrics = FAMILIES[loaded.family]
-    series, _ = to_series(wide, metrics)
-    if series.empty:
+    last = wide["date_day"].max() if not wide.empty else None
+    if last is None:
         return float("nan"), 0
-    origin = series["date_day"].max() - pd.Timedelta(days=days)
-    rows, _ = features.build(series, metrics, days, last_origin=origin)
-    rows = rows[(rows["origin"] == origin) & rows["target"].notna()]
-    if rows.empty:
+    origin = last - pd.Timedelta(days=days)
+    known = forecast(loaded, wide[wide["date_day"] <= origin], calendar)
+    if known.empty:
         return float("nan"), 0
-    predicted = _shipped(loaded.model, rows, series, days)["prediction"].to_numpy()
-    actual = rows["target_value"].to_numpy()
-    return backtest.measures(actual, predicted, np.full(len(actual), np.nan))["smape"], len(rows)
+    panel, _ = to_panel(wide, loaded.family, calendar)
+    actual = panel.assign(forecast_date=panel["ds"].dt.date)[["tenant_id", "metric", "forecast_date", "y"]]
+    both = known.merge(actual, on=["tenant_id", "metric", "forecast_date"], how="inner")
+    if both.empty:
+        return float("nan"), 0
+    a, f = both["y"].to_numpy(float), both["prediction"].to_numpy(float)
+    denominator = np.abs(a) + np.abs(f)
+    smape = np.mean(np.where(denominator > 0, 2 * np.abs(a - f) / np.where(denominator > 0, denominator, 1), 0))
+    return float(smape), len(both)
 
 
-def _shipped(model: Forecaster, rows: pd.DataFrame, series: pd.DataFrame, horizons: int) -> pd.DataFrame:
-    """The forecast as it ships: with ETS fitted on `series` up to each origin where the model
-    weighs it in."""
-    ets = Baselines(series, horizons).attach(rows)["ets"] if model.needs_ets else np.full(len(rows), np.nan)
-    return model.forecast(rows, np.asarray(ets, dtype=float))
-
-
-def find_insights(models: dict[str, Loaded | None], wide: pd.DataFrame) -> pd.DataFrame:
-    """Anomalies of every series (forecast residuals, or robust z where no model reaches),
-    trends and change points, for every family."""
+def find_insights(wide: pd.DataFrame, calendar: pd.DataFrame | None = None,
+                  families: tuple[str, ...] = tuple(FAMILIES)) -> pd.DataFrame:
+    """Anomalies (out of sample; robust z where a series is too short), expected events, trends and
+    change points, for every family."""
     found = []
-    covered: set[tuple[str, str]] = set()
-    for family, metrics in FAMILIES.items():
-        series, _ = to_series(wide, metrics)
-        if series.empty:
+    for family in families:
+        panel, _ = to_panel(wide, family, calendar)
+        if panel.empty:
             continue
-        rows, _ = features.build(series, metrics)
-        if models.get(family) is not None and not rows.empty:
-            found.append(insights.anomalies(models[family].model, rows))
-            covered |= set(zip(rows["tenant_id"], rows["metric"], strict=True))
-        short = series[[(t, m) not in covered for t, m in zip(series["tenant_id"], series["metric"], strict=True)]]
-        found += [insights.fallback_anomalies(short), insights.trends(series), insights.change_points(series)]
+        spec = METRICS[FAMILIES[family][0]]
+        setup = Setup(spec.freq, spec.season, spec.season)
+        lengths = panel.groupby("unique_id")["y"].transform("size")
+        judged = detection.judge(panel[lengths > setup.min_length], setup)
+        found.append(insights.anomalies(judged))
+        found.append(insights.fallback_anomalies(panel[lengths <= setup.min_length]))
+        found.append(insights.on_event_days(pd.concat([insights.trends(panel), insights.change_points(panel)]),
+                                            panel))
     frames = [f for f in found if not f.empty]
     if not frames:
         return pd.DataFrame(columns=[*insights.COLUMNS, "created_at"])

@@ -22,19 +22,20 @@ def feature_importance(importance: pd.Series, title: str):
 
 
 def backtest(predictions: pd.DataFrame, title: str):
-    """All-tenants series per metric: actuals, and each fold's forecast with its 95 % interval."""
-    totals = predictions[predictions["tenant_id"] == TOTAL]
-    metrics = sorted(totals["metric"].unique())
-    figure, axes = plt.subplots(len(metrics), 1, figsize=(9, 3 * max(1, len(metrics))), squeeze=False)
-    for axis, metric in zip(axes[:, 0], metrics, strict=True):
-        rows = totals[totals["metric"] == metric]
-        actual = rows.groupby("target_date")["actual"].first()
+    """The all-tenants series (or the first few): actuals, and each origin's forecast with its 95 % interval."""
+    ids = sorted(predictions["unique_id"].unique())
+    shown = [u for u in ids if u.startswith(f"{TOTAL}/")] or ids[:4]
+    figure, axes = plt.subplots(len(shown), 1, figsize=(9, 3 * max(1, len(shown))), squeeze=False)
+    for axis, uid in zip(axes[:, 0], shown, strict=True):
+        rows = predictions[predictions["unique_id"] == uid]
+        actual = rows.groupby("ds")["y"].first()
         axis.plot(actual.index, actual.to_numpy(), color="black", label="actual")
-        for fold, fold_rows in rows.groupby("fold"):
-            fold_rows = fold_rows.sort_values("target_date")
-            axis.plot(fold_rows["target_date"], fold_rows["prediction"], label=f"from {pd.Timestamp(fold).date()}")
-            axis.fill_between(fold_rows["target_date"], fold_rows["lower_95"], fold_rows["upper_95"], alpha=0.15)
-        axis.set_title(f"{metric} (all tenants)")
+        for cutoff, of_origin in rows.groupby("cutoff"):
+            of_origin = of_origin.sort_values("ds")
+            axis.plot(of_origin["ds"], of_origin["forecast"], label=f"from {pd.Timestamp(cutoff).date()}")
+            axis.fill_between(of_origin["ds"], of_origin["forecast-lower_95"], of_origin["forecast-upper_95"],
+                              alpha=0.15)
+        axis.set_title(uid)
     axes[0, 0].legend(fontsize=7)
     figure.suptitle(title)
     figure.tight_layout()

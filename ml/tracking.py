@@ -21,7 +21,7 @@ from pathlib import Path
 
 CHAMPION = "champion"
 DEFAULT_EXPERIMENT_ID = "0"  # MLflow's `Default`, created with every store
-ARTIFACTS = ("calibration.json", "forecast.json", "explainer.txt")  # `Forecaster.artifacts()`, beside the booster
+DOCUMENT = "forecaster.json"  # `Forecaster.document()`, beside the mlforecast model
 
 # A remote store that is down should fail in seconds, not after minutes of retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -36,6 +36,10 @@ from ml import artifact_store  # noqa: E402
 
 class TrackingStoreError(RuntimeError):
     """The tracking store cannot be read or written; the message names it and says why."""
+
+
+class OutdatedVersion(ValueError):
+    """A registered version this code cannot load; the message names it."""
 
 
 def experiment_name(family: str) -> str:
@@ -117,7 +121,8 @@ class Store:
                 client.get_registered_model(name)
             except MlflowException:
                 client.create_registered_model(name, description=f"Global LightGBM forecaster of the {family} "
-                                               "metrics (all tenants and each tenant), horizons 1 to 28 days.")
+                                               "metrics (all tenants and each tenant) combined with AutoETS and "
+                                               "AutoTheta (mlforecast, statsforecast).")
             with using(self.uri):  # the logged model's `models:/` URI resolves through the fluent API
                 version = client.create_model_version(name, model_uri, run_id=run_id)
             if promote:
@@ -131,17 +136,19 @@ class Store:
                                      f"{_first_line(err)}") from err
 
     def load(self, version) -> tuple:
-        """The booster of a registered version and the documents logged beside it (JSON read)."""
+        """The mlforecast model of a registered version and the document logged beside it, or
+        `OutdatedVersion` for a version registered before the forecaster had one (a bare booster)."""
+        present = {f.path for f in self.client.list_artifacts(version.run_id)}
+        if DOCUMENT not in present:
+            raise OutdatedVersion(f"{version.name} version {version.version} was registered by an earlier "
+                                  "forecaster (no forecaster.json); retraining registers one this code can read")
+        import mlforecast.flavor
+
         with using(self.uri):
-            booster = mlflow.lightgbm.load_model(f"models:/{version.name}/{version.version}")
-        documents = {}
+            model = mlforecast.flavor.load_model(f"models:/{version.name}/{version.version}")
         with tempfile.TemporaryDirectory() as tmp:
-            present = {f.path for f in self.client.list_artifacts(version.run_id)}
-            for name in present & set(ARTIFACTS):
-                path = self.client.download_artifacts(version.run_id, name, tmp)
-                text = Path(path).read_text()
-                documents[name] = json.loads(text) if name.endswith(".json") else text
-        return booster, documents
+            document = json.loads(Path(self.client.download_artifacts(version.run_id, DOCUMENT, tmp)).read_text())
+        return model, document
 
 
 @contextlib.contextmanager

@@ -149,7 +149,8 @@ class Warehouse:
             return len(frame)
         import sqlalchemy  # pandas writes to other engines through SQLAlchemy, on this connection
 
-        engine = sqlalchemy.create_engine(f"{self.dialect}+psycopg2://", creator=lambda: self.connection,
+        # sqlglot's dialect is "postgres", SQLAlchemy's "postgresql" (it dropped the alias in 1.4)
+        engine = sqlalchemy.create_engine("postgresql+psycopg2://", creator=lambda: self.connection,
                                           poolclass=sqlalchemy.pool.StaticPool)
         self.connection.autocommit = False  # one transaction for the drop, the create and the rows
         try:

@@ -5,7 +5,9 @@ All three read `marts.metrics_daily` only, and sit downstream of it, so its bloc
 gates stop them on bad data. The tables land in schema `ml` of the warehouse and are published
 with the marts.
 
-The modelling libraries (LightGBM, statsmodels, MLflow) are imported inside the assets: every
+The events calendar (the dbt seed `events_calendar`) is read beside the metrics: a bad row fails
+the asset with the row, field and value. The modelling libraries (mlforecast, statsforecast,
+MLflow) are imported inside the assets: every
 run process imports this code location, and a micro-batch run that never forecasts should not
 spend seconds loading them.
 """
@@ -21,6 +23,7 @@ from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.environment import current_environment
 
 METRICS_DAILY = dg.AssetKey(["marts", "metrics_daily"])
+EVENTS_CALENDAR = dg.AssetKey(["marts", "events_calendar"])
 MODELS_KEY = dg.AssetKey(["ml", "forecast_models"])
 FORECAST_KEY = dg.AssetKey(["ml", "forecast_daily"])
 INSIGHTS_KEY = dg.AssetKey(["ml", "insights"])
@@ -32,26 +35,42 @@ def _metrics_daily(env) -> pd.DataFrame:
         return metrics_daily_frame(*warehouse.query(metrics_daily_sql()))
 
 
+def _calendar(env, wide: pd.DataFrame) -> pd.DataFrame:
+    """The validated events calendar; a bad row is the run's failure, named."""
+    from ml import events
+
+    with env.warehouse() as warehouse:
+        calendar = events.read(warehouse.query)
+    try:
+        return events.validate(calendar, set(wide["tenant_id"].unique()),
+                               source=f"events calendar ({events.SEED.relative_to(events.SEED.parents[2])})")
+    except events.CalendarError as err:
+        raise dg.Failure(description=str(err)) from err
+
+
 def _store(env):
     from ml.tracking import Store
 
     return Store.under(env.data_dir)
 
 
-@dg.asset(key=MODELS_KEY, deps=[METRICS_DAILY], group_name="ml", kinds={"lightgbm", "mlflow"}, pool=WAREHOUSE_POOL,
-          description="One global LightGBM model per metric family, backtested against seasonal naive and ETS, "
-          "logged to MLflow and registered; promoted to champion only if it beats seasonal naive on MASE.")
+@dg.asset(key=MODELS_KEY, deps=[METRICS_DAILY, EVENTS_CALENDAR], group_name="ml", kinds={"lightgbm", "mlflow"},
+          pool=WAREHOUSE_POOL,
+          description="One global LightGBM model per metric family (mlforecast) combined with AutoETS and AutoTheta "
+          "(statsforecast), backtested from rolling origins against AutoETS, AutoTheta and AutoARIMA, logged to MLflow "
+          "and registered; promoted to champion only if it beats the best of them.")
 def forecast_models(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     from ml.tracking import TrackingStoreError
     from ml.training import train_family
 
     env = current_environment()
     wide = _metrics_daily(env)
+    calendar = _calendar(env, wide)
     store = _store(env)
     metadata: dict = {"tracking_uri": store.uri}
     for family in FAMILIES:
         try:
-            report = train_family(family, wide, store)
+            report = train_family(family, wide, store, calendar)
         except TrackingStoreError as err:
             raise dg.Failure(description=str(err), metadata={"tracking_uri": store.uri}) from err
         context.log.info(f"{family}: {report.reason} (version {report.version}, {report.seconds:.1f} s)")
@@ -59,11 +78,10 @@ def forecast_models(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             context.log.warning(f"{family}: {line}")
         metadata[f"{family}_version"] = report.version or "none"
         metadata[f"{family}_promotion"] = report.reason
-        metadata[f"{family}_backtest_mase"] = report.model_mase
-        metadata[f"{family}_seasonal_naive_mase"] = report.naive_mase
-        if not report.scores.empty:
-            headline = report.scores[(report.scores["window"] == "h1-7")].round(4)
-            metadata[f"{family}_scores"] = dg.MetadataValue.md(headline.to_markdown(index=False))
+        metadata[f"{family}_backtest_relative_mase"] = report.model_mase
+        metadata[f"{family}_best_baseline"] = "{} {:.4f}".format(*report.best_baseline)
+        if not report.summary.empty:
+            metadata[f"{family}_scores"] = dg.MetadataValue.md(report.summary.round(4).to_markdown())
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -84,18 +102,19 @@ def _load_models(context, env) -> dict:
     return models
 
 
-@dg.asset(key=FORECAST_KEY, deps=[MODELS_KEY, METRICS_DAILY], group_name="ml", kinds={"duckdb"},
+@dg.asset(key=FORECAST_KEY, deps=[MODELS_KEY, METRICS_DAILY, EVENTS_CALENDAR], group_name="ml", kinds={"duckdb"},
           pool=WAREHOUSE_POOL,
-          description="Forecasts of each metric, tenant and the total for the next 28 days, with 80 % and 95 % "
-          "intervals, from each family's champion (ml.forecast_daily).")
+          description="Forecasts of each metric, tenant and the total to the metric's horizon (28 days), with 80 % "
+          "and 95 % intervals and the calendar's events, from each family's champion (ml.forecast_daily).")
 def forecast_daily(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     from ml import forecasting
     from ml.outputs import replace_table
 
     env = current_environment()
     wide = _metrics_daily(env)
+    calendar = _calendar(env, wide)
     models = _load_models(context, env)
-    frames = [forecasting.forecast(loaded, wide) for loaded in models.values() if loaded is not None]
+    frames = [forecasting.forecast(loaded, wide, calendar) for loaded in models.values() if loaded is not None]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=forecasting.FORECAST_COLUMNS)
     table = table.astype({"prediction": float, "lower_80": float, "upper_80": float, "lower_95": float,
                           "upper_95": float, "horizon": int})
@@ -104,9 +123,10 @@ def forecast_daily(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         "rows": rows, **{f"{f}_model": (m.name + " " + m.label) if m else "none" for f, m in models.items()}})
 
 
-@dg.asset(key=INSIGHTS_KEY, deps=[FORECAST_KEY, METRICS_DAILY], group_name="ml", kinds={"duckdb"},
+@dg.asset(key=INSIGHTS_KEY, deps=[FORECAST_KEY, METRICS_DAILY, EVENTS_CALENDAR], group_name="ml", kinds={"duckdb"},
           pool=WAREHOUSE_POOL,
-          description="Anomalies (forecast residuals; robust z-score for short series), trends and change points, "
+          description="Anomalies (each day against a forecast made without it; robust z-score for short series), "
+          "days of the events calendar that moved a metric (named, never anomalies), trends and change points, "
           "each with severity, confidence and a sentence with the numbers (ml.insights).")
 def insights(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     from ml import forecasting, scoring
@@ -114,7 +134,7 @@ def insights(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
     env = current_environment()
     wide = _metrics_daily(env)
-    table = forecasting.find_insights(_load_models(context, env), wide)
+    table = forecasting.find_insights(wide, _calendar(env, wide))
     rows = replace_table(env, "insights", table)
     metadata: dict = {"rows": rows, **{f"{kind}": int(n) for kind, n in table["insight_type"].value_counts().items()}}
     for line in table[table["severity"] == "high"]["explanation"].head(10):
@@ -154,26 +174,26 @@ def drift(env) -> list[str]:
 
     Reads the published data, never the warehouse a run may be writing.
     """
-    from ml import forecasting
+    from ml import events, forecasting
 
     publication = env.publication()
     reader, _ = publication.open()
     try:
         names, rows = reader.run(metrics_daily_sql(publication.qualified("marts", "metrics_daily")))
+        calendar = events.read(reader.run, publication.qualified(*events.RELATION.split(".")))
     finally:
         reader.close()
     wide = metrics_daily_frame(names, rows)
+    calendar = events.validate(calendar, set(wide["tenant_id"].unique()))
     store = _store(env)
     drifted = []
     for family in FAMILIES:
         champion = store.champion(family)
-        if champion is None:
+        loaded = forecasting.load(store, family) if champion is not None else None
+        if loaded is None:
             continue
-        loaded = forecasting.load(store, family)
-        recent, points = forecasting.recent_error(loaded, wide)
-        logged = store.client.get_run(champion.run_id).data.metrics
-        # versions registered before the combination with ETS logged the booster's error only
-        backtest_smape = logged.get("backtest.smape.forecast", logged.get("backtest.smape.lightgbm"))
+        recent, points = forecasting.recent_error(loaded, wide, calendar)
+        backtest_smape = store.client.get_run(champion.run_id).data.metrics.get("backtest.forecast.smape")
         if points and backtest_smape and recent > DRIFT_TOLERANCE * backtest_smape:
             drifted.append(f"{family} v{champion.version}: recent sMAPE {recent:.3f} > {DRIFT_TOLERANCE} x "
                            f"backtest {backtest_smape:.3f}")
@@ -183,12 +203,13 @@ def drift(env) -> list[str]:
 @dg.sensor(job=retrain_job, minimum_interval_seconds=3600, default_status=dg.DefaultSensorStatus.STOPPED,
            description="Retrains when a champion's error over the last week drifts beyond its backtest error.")
 def forecast_drift_sensor(context: dg.SensorEvaluationContext):
+    from ml.events import CalendarError
     from ml.tracking import TrackingStoreError
 
     env = current_environment()
     try:
         drifted = drift(env)
-    except (FileNotFoundError, TrackingStoreError) as err:
+    except (FileNotFoundError, TrackingStoreError, CalendarError) as err:
         return dg.SkipReason(f"cannot check drift yet: {err}")
     if not drifted:
         return dg.SkipReason("no champion has drifted")

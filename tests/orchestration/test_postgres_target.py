@@ -45,7 +45,8 @@ def test_main_job_runs_every_step_on_postgres(postgres, postgres_run):
     assert "SUCCESS" in out and "FAILED step" not in out
     assert "warehouse (postgres): 127.0.0.1" in out
     assert f"quality gates (Great Expectations): {QUALITY_CHECKS} passed, 0 failed, 0 warned" in out
-    assert "forecasts: 560 rows in ml.forecast_daily" in out and "insights:" in out
+    # 3 tenants and the total; four metrics 28 days ahead, errors 14 (ml/series.py METRICS)
+    assert "forecasts: 504 rows in ml.forecast_daily" in out and "insights:" in out
     assert "published for readers: data version " in out and "(analytics: published_*)" in out
     assert f"reports (Evidence): {data_dir / 'reports' / 'site'}" in out
     truth = json.loads(DataLayout(data_dir).ground_truth.read_text())
@@ -55,7 +56,7 @@ def test_main_job_runs_every_step_on_postgres(postgres, postgres_run):
     assert warehouse(postgres, "select count(*) from marts.metrics_daily") == [
         (truth["size"]["tenants"] * truth["size"]["days"],)]
     results = json.loads((data_dir / "dbt_results" / "dbt_models.json").read_text())
-    assert set(results) == {"model_success", "test_pass", "unit_test_pass"}
+    assert set(results) == {"model_success", "seed_success", "test_pass", "unit_test_pass"}  # the events calendar
     forecast_marts = json.loads((data_dir / "dbt_results" / "dbt_forecast_marts.json").read_text())
     assert set(forecast_marts) == {"model_success", "test_pass"}
     # what readers see is a copy of what passed the gates, beside the rollups built from it

@@ -1,0 +1,227 @@
+"""Anomaly detection out of sample: each period judged against a forecast made without it.
+
+Walking forward a season at a time, the booster is refitted on the history up to the origin
+and AutoTheta forecasts the season ahead; each period of that season is then judged against the
+mean of AutoTheta's forecast and the booster's forecast one step ahead of the (cleaned) period
+before it. No model is fitted on the periods it judges (a model fitted in-sample
+learns the anomaly it is asked about: a drop from 40 orders to 0 was "expected" at 6.8).
+
+A period found anomalous is replaced by its forecast in the history every later origin reads, and
+its residual never enters the noise estimate, so one drop to zero neither drags the next weeks'
+forecasts down nor widens their noise. Three anomalies in a row the same way are a lasting move
+instead (a launch, a lost customer): their days go back into the history, so the forecasts follow
+the new level rather than flag every day after it; the change-point insight reports such moves.
+Calendar events are expected: the forecast carries the
+event's learned effect and the period is never flagged (the insight names the event instead).
+
+Residuals are on a variance-stabilized scale (Anscombe's root for values that cannot be
+negative, the values themselves otherwise), divided by the series' own robust noise: the MAD of
+its earlier residuals, never below the Poisson noise of an event count.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from statsforecast import StatsForecast
+from statsforecast.models import AutoTheta
+
+from ml.forecaster import KEYS, LGBM, Setup, booster, clean_events, combine, from_model_scale, to_model_scale
+from ml.series import TOTAL
+
+MIN_RESIDUALS = 8  # earlier residuals a series needs before its own noise is trusted
+SHARE = 0.5  # the booster's share of the expected value (the rest AutoTheta's)
+MIN_PEERS = 5  # tenants a day needs before their shared movement is taken out
+SHIFT_RUN = 3  # this many anomalies in a row, the same way, are a lasting move (a change point), not anomalies
+DETECTION_PARAMS = {"n_estimators": 100}  # refitted every season: a smaller booster
+RECENT = 8  # seasons of history the booster reads for a one-step forecast
+
+
+def stabilized(values: np.ndarray, nonneg: np.ndarray) -> np.ndarray:
+    """Anscombe's root where values cannot be negative (counts and sums of them), else the values."""
+    return np.where(nonneg, 2.0 * np.sqrt(np.maximum(values, 0.0) + 0.375), values)
+
+
+def _robust_scale(values: np.ndarray) -> float:
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return np.nan
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
+def judge(panel: pd.DataFrame, setup: Setup, first: int | None = None, step: int | None = None,
+          last: int | None = None) -> pd.DataFrame:
+    """One row per judged period (unique_id, ds, y, expected, lower, upper, z, event...): every
+    period after the first `first` (default: the shortest history a model is fitted on), or only
+    the `last` ones."""
+    step = step or setup.season
+    first = first or setup.min_length
+    frame = panel.sort_values(KEYS).reset_index(drop=True)
+    nonneg = frame["nonneg"].to_numpy(bool)
+    counts = frame["counts"].to_numpy(bool) if "counts" in frame else np.zeros(len(frame), bool)
+    is_event = frame["event"].to_numpy(object) != ""
+    y = frame["y"].to_numpy(float)
+    z = to_model_scale(y, nonneg)
+    working = np.empty_like(z)  # the history later origins read: events and anomalies cleaned
+    for _, index in frame.groupby("unique_id", sort=False).indices.items():
+        working[index] = clean_events(z[index], is_event[index], setup.season)
+    effect = np.where(is_event, z - working, np.nan)
+    days = np.sort(frame["ds"].unique())
+    if len(days) <= first:
+        return pd.DataFrame()
+    stab = stabilized(y, nonneg)
+    residuals: dict[str, list[float]] = {}
+    streak: dict[str, list[tuple[int, float]]] = {}  # the series' current run of flagged days
+    shifted: set[int] = set()
+    fallback = _fallback_scales(frame, stab, is_event, setup.season)
+    out = []
+    ahead_setup = Setup(setup.freq, setup.season, step)
+    offset = pd.tseries.frequencies.to_offset(setup.freq) * setup.season
+    position = {d: i for i, d in enumerate(days)}
+    start = first if last is None else max(first, len(days) - last)
+    for origin in days[start - 1:-1:step]:
+        model, theta = _fit(frame, working, origin, first, ahead_setup)
+        if theta is None:
+            continue
+        for target in days[position[origin] + 1: position[origin] + 1 + step]:
+            index = np.flatnonzero((frame["ds"] == target).to_numpy())
+            rows = frame.iloc[index]
+            # the booster reads the recent history only (its lags reach two seasons, its windows three)
+            known = ((frame["ds"] < target) & (frame["ds"] >= target - RECENT * offset)).to_numpy()
+            history = pd.DataFrame({"unique_id": frame["unique_id"][known], "ds": frame["ds"][known],
+                                    "y": working[known]})
+            history = history[history["unique_id"].isin(theta["unique_id"])]  # the series long enough
+            # the booster one step ahead of the (cleaned) day before; AutoTheta from the origin
+            lgbm = model.predict(1, new_df=history).set_index("unique_id")[LGBM] if model is not None \
+                else pd.Series(dtype=float)
+            if not len(lgbm):
+                lgbm = theta.groupby("unique_id")["AutoTheta"].first() * np.nan
+            stats = theta.set_index(KEYS)["AutoTheta"]
+            keep = rows["unique_id"].isin(set(lgbm.index) | set(theta["unique_id"])).to_numpy()
+            index, rows = index[keep], rows[keep]
+            if rows.empty:
+                continue
+            center = combine(lgbm.reindex(rows["unique_id"]).to_numpy(float),
+                             stats.reindex(list(zip(rows["unique_id"], rows["ds"], strict=True))).to_numpy(float),
+                             np.full(len(rows), SHARE))
+            kinds = frame["event"].to_numpy(object)[index]
+            effects = _effects_until(frame, effect, origin)
+            center = center + np.array([effects.get((m, k), 0.0) if k else 0.0
+                                        for m, k in zip(rows["metric"], kinds, strict=True)])
+            predicted = from_model_scale(center, nonneg[index])
+            r = stab[index] - stabilized(predicted, nonneg[index])
+            ids = rows["unique_id"].to_numpy()
+            scale = np.array([_noise(residuals.get(u, []), fallback.get(u, np.nan)) for u in ids])
+            scale = np.where(counts[index], np.maximum(scale, 1.0), np.maximum(scale, 1e-6))
+            center_r = np.array([np.median(residuals[u]) if len(residuals.get(u, [])) >= MIN_RESIDUALS else 0.0
+                                 for u in ids])
+            score = (r - center_r) / scale
+            judged = pd.DataFrame({"unique_id": ids, "ds": rows["ds"].to_numpy(), "index": index, "y": y[index],
+                                   "expected": predicted, "residual": r, "scale": scale, "center": center_r,
+                                   "z": score, "event": kinds, "origin": origin})
+            out.append(judged)
+            # the day just judged: an anomaly leaves the history, an ordinary day feeds the noise estimate
+            flagged = _flagged(judged)
+            working[index[flagged]] = center[flagged]
+            for k, u in enumerate(ids):  # a run of same-sign anomalies is a lasting move, not anomalies
+                run = streak.get(u, []) if flagged[k] else []
+                run = run + [(index[k], np.sign(score[k]))] if not run or run[-1][1] == np.sign(score[k]) \
+                    else [(index[k], np.sign(score[k]))]
+                streak[u] = run if flagged[k] else []
+                if len(run) >= SHIFT_RUN:
+                    for position_, _ in run:  # its days go back into the history, so the models follow it
+                        working[position_] = z[position_]
+                        shifted.add(int(position_))
+                    flagged[k], streak[u] = False, []
+            for u, value, bad, ev in zip(ids, r, flagged, kinds != "", strict=True):
+                if not bad and not ev:
+                    residuals.setdefault(u, []).append(float(value))
+    if not out:
+        return pd.DataFrame()
+    judged = pd.concat(out, ignore_index=True)
+    extra = frame.loc[judged["index"], [c for c in ("tenant_id", "metric", "nonneg", "counts", "event_name")
+                                        if c in frame]].reset_index(drop=True)
+    judged = pd.concat([judged, extra], axis=1)
+    judged["shift"] = judged["index"].isin(shifted).to_numpy()
+    judged = judged.drop(columns="index")
+    judged["score"] = without_shared_movement(judged)
+    band = 1.96 * judged["scale"].to_numpy()
+    center_stab = stabilized(judged["expected"].to_numpy(), judged["nonneg"].to_numpy(bool)) + judged["center"]
+    judged["lower"] = _unstabilize(center_stab - band, judged["nonneg"].to_numpy(bool))
+    judged["upper"] = _unstabilize(center_stab + band, judged["nonneg"].to_numpy(bool))
+    return judged
+
+
+THRESHOLD = 4.5  # |score| from which a period is an anomaly: see `make bench-ml` for the false-alarm rate
+
+
+def _flagged(judged: pd.DataFrame) -> np.ndarray:
+    """Anomalies among freshly judged periods (before the shared movement is known: z alone)."""
+    return (np.abs(judged["z"].to_numpy()) >= THRESHOLD) & (judged["event"].to_numpy(object) == "")
+
+
+def _noise(residuals: list[float], fallback: float) -> float:
+    if len(residuals) >= MIN_RESIDUALS:
+        return _robust_scale(np.asarray(residuals[-8 * 7:]))
+    return fallback
+
+
+def _fallback_scales(frame: pd.DataFrame, stab: np.ndarray, is_event: np.ndarray, season: int) -> dict[str, float]:
+    """Noise before a series has residuals of its own: the robust spread of its seasonal
+    differences (two periods' noise, so divided by the root of two)."""
+    out = {}
+    for u, index in frame.groupby("unique_id", sort=False).indices.items():
+        values = np.where(is_event[index], np.nan, stab[index])
+        diffs = values[season:] - values[:-season] if len(values) > season else np.diff(values)
+        out[u] = _robust_scale(diffs) / np.sqrt(2) if np.isfinite(diffs).any() else 1.0
+    return out
+
+
+def _effects_until(frame: pd.DataFrame, effect: np.ndarray, origin) -> dict[tuple[str, str], float]:
+    known = (frame["ds"] <= origin).to_numpy() & np.isfinite(effect)
+    if not known.any():
+        return {}
+    rows = pd.DataFrame({"metric": frame["metric"][known], "event": frame["event"][known], "effect": effect[known]})
+    return {(m, k): float(v) for (m, k), v in rows.groupby(["metric", "event"])["effect"].median().items()}
+
+
+def _fit(frame: pd.DataFrame, working: np.ndarray, origin, first: int, setup: Setup):
+    """The booster refitted on the cleaned history up to `origin`, and AutoTheta's forecasts of the
+    season after it (model scale); (None, None) when no series is long enough yet, and no booster
+    while no series has a row with every lag."""
+    known = (frame["ds"] <= origin).to_numpy()
+    history = pd.DataFrame({"unique_id": frame["unique_id"][known], "ds": frame["ds"][known], "y": working[known]})
+    history = history[history.groupby("unique_id")["y"].transform("size") >= first]
+    if history.empty:
+        return None, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            model = booster(setup, DETECTION_PARAMS).fit(history, static_features=[])
+        except (ValueError, lgb.basic.LightGBMError):  # no row with every lag yet: AutoTheta alone
+            model = None
+        theta = StatsForecast(models=[AutoTheta(season_length=setup.season)], freq=setup.freq, n_jobs=1).forecast(
+            df=history, h=setup.horizon)
+    return model, theta
+
+
+def _unstabilize(values: np.ndarray, nonneg: np.ndarray) -> np.ndarray:
+    return np.where(nonneg, np.maximum(np.maximum(values, 0.0) ** 2 / 4 - 0.375, 0.0), values)
+
+
+def without_shared_movement(judged: pd.DataFrame) -> pd.Series:
+    """Each tenant's z minus the median z of every tenant on the same metric and period.
+
+    An outage or a holiday the calendar does not know moves every tenant at once; that is not an
+    anomaly of one tenant. The all-tenants total, other series, and periods with fewer than
+    `MIN_PEERS` tenants keep their z.
+    """
+    if "tenant_id" not in judged or "metric" not in judged:
+        return judged["z"]
+    tenants = judged[judged["tenant_id"] != TOTAL]
+    grouped = tenants.groupby(["metric", "ds"])["z"]
+    shared = grouped.transform("median").where(grouped.transform("size") >= MIN_PEERS, 0.0)
+    return judged["z"] - shared.reindex(judged.index).fillna(0.0)

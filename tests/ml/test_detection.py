@@ -1,0 +1,79 @@
+"""Anomaly detection out of sample: no day explains itself, an anomaly does not widen the noise of
+the days after it, and a calendar event is expected and named, never flagged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml import detection, events
+from ml.forecaster import Setup
+from ml.forecasting import find_insights
+from ml.series import to_panel
+from tests.ml.synthetic import calendar, metrics_daily
+
+SETUP = Setup("D", 7, 7)
+DAYS = 84
+
+
+def judged(wide: pd.DataFrame, calendar_: pd.DataFrame | None = None) -> pd.DataFrame:
+    panel, _ = to_panel(wide, "commerce", calendar_)
+    return detection.judge(panel[panel["metric"] == "orders"], SETUP).set_index(["unique_id", "ds"])
+
+
+@pytest.fixture(scope="module")
+def clean() -> pd.DataFrame:
+    return judged(metrics_daily(days=DAYS))
+
+
+def day(index: int) -> pd.Timestamp:
+    return pd.date_range(end="2026-10-31", periods=DAYS, freq="D")[index]
+
+
+def test_a_day_is_judged_against_a_forecast_made_without_it(clean):
+    """Multiplying one day by ten changes nothing that was expected of it."""
+    spiked = judged(metrics_daily(days=DAYS, anomalies=(("t002", 60, "orders", 10.0),)))
+    key = ("t002/orders", day(60))
+    assert spiked.loc[key, "expected"] == pytest.approx(clean.loc[key, "expected"])
+    assert spiked.loc[key, "z"] > 8 and abs(clean.loc[key, "z"]) < detection.THRESHOLD
+
+
+def test_spikes_and_drops_are_flagged_and_ordinary_days_are_not(clean):
+    found = judged(metrics_daily(days=DAYS, anomalies=(("t001", 50, "orders", 2.8), ("t003", 70, "orders", 0.25))))
+    flagged = found[found["score"].abs() >= detection.THRESHOLD]
+    assert {("t001/orders", day(50)), ("t003/orders", day(70))} <= set(flagged.index)
+    assert set(flagged.index.get_level_values("ds")) == {day(50), day(70)}  # the total may move with its tenant
+    assert (clean["score"].abs() < detection.THRESHOLD).all()  # 4 series x 55 days: no false alarm
+
+
+def test_a_drop_to_zero_neither_widens_the_noise_nor_lowers_the_forecasts_after_it(clean):
+    dropped = judged(metrics_daily(days=DAYS, anomalies=(("t001", 45, "orders", 0.0),)))
+    later = [("t001/orders", day(i)) for i in range(53, DAYS)]
+    assert dropped.loc[("t001/orders", day(45)), "score"] < -detection.THRESHOLD
+    # as if the day had been ordinary (refits on a history that differs by one day move them a little)
+    ratio = dropped.loc[later, "scale"] / clean.loc[later, "scale"]
+    assert abs(ratio.median() - 1) < 0.1 and ratio.max() < 1.25
+    assert np.allclose(dropped.loc[later, "expected"], clean.loc[later, "expected"], rtol=0.05)
+
+
+def test_a_calendar_event_is_expected_named_and_never_an_anomaly():
+    wide = metrics_daily(days=DAYS, events={day(40).date().isoformat(): 2.5, day(75).date().isoformat(): 2.5})
+    promotions = calendar({day(40).date().isoformat(): "Autumn sale", day(75).date().isoformat(): "Winter sale"})
+    found = find_insights(wide, events.validate(promotions, {"t001", "t002", "t003"}), families=("commerce",))
+    on_sale = found[pd.to_datetime(found["date_day"]).isin([day(40), day(75)])]
+    assert not on_sale["insight_type"].str.startswith("anomaly").any()
+    named = on_sale[on_sale["insight_type"] == "expected_event"]
+    assert not named.empty and named["explanation"].str.contains("Winter sale|Autumn sale").all()
+    assert (named["severity"] == "low").all()
+    without = find_insights(wide, families=("commerce",))  # the same days, without the calendar, are anomalies
+    assert pd.to_datetime(without[without["insight_type"] == "anomaly_spike"]["date_day"]).isin([day(75)]).any()
+
+
+def test_series_too_short_for_a_model_fall_back_to_a_robust_z_score():
+    wide = metrics_daily(days=21, tenants=2, anomalies=(("t002", 15, "orders", 4.0),))
+    found = find_insights(wide)
+    spike = found[found["insight_type"].str.startswith("anomaly") & (found["tenant_id"] == "t002")
+                  & (found["metric"] == "orders")].iloc[0]
+    assert spike["method"] == "robust_zscore" and spike["insight_type"] == "anomaly_spike"
+    assert str(spike["date_day"]) == str(pd.date_range(end="2026-10-31", periods=21)[15].date())

@@ -1,0 +1,81 @@
+"""The forecaster on its own: any frequency and season, negative values where allowed, and the
+events calendar as learned effects (Black Friday teaches Cyber Monday; no later Friday inherits it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml import events
+from ml.forecaster import Forecaster, Setup, prepare, rolling_origins
+from ml.forecasting import future_rows
+from ml.series import to_panel
+from tests.ml.synthetic import metrics_daily
+
+
+def panel_of(freq: str, season: int, periods: int, nonneg: bool, level: float) -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    ds = pd.date_range("2024-01-01", periods=periods, freq=freq)
+    cycle = np.sin(2 * np.pi * np.arange(periods) / season)
+    return pd.concat([pd.DataFrame({"unique_id": f"s{i}", "ds": ds, "y": level + 10 * (i + 1) * cycle
+                                    + rng.normal(0, 1, periods), "metric": "m", "nonneg": nonneg, "event": ""})
+                      for i in range(2)], ignore_index=True)
+
+
+def fitted(panel: pd.DataFrame, setup: Setup, windows: int = 3) -> tuple[Forecaster, pd.DataFrame]:
+    prepared = prepare(panel, setup)
+    model = Forecaster(setup).fit(prepared, rolling_origins(prepared, setup, windows, setup.season))
+    last = panel.groupby("unique_id").tail(1)
+    offset = pd.tseries.frequencies.to_offset(setup.freq)
+    future = pd.DataFrame([{"unique_id": r.unique_id, "ds": r.ds + k * offset, "horizon": k, "metric": r.metric,
+                            "nonneg": r.nonneg, "event": ""} for r in last.itertuples() for k in
+                           range(1, setup.horizon + 1)])
+    return model, model.predict(prepared, future)
+
+
+@pytest.mark.parametrize(("freq", "season", "periods", "horizon", "level"), [
+    ("h", 24, 24 * 16, 24, 0.0),  # hourly, around zero: half the values negative
+    ("MS", 12, 72, 6, -20.0),  # monthly, all negative
+])
+def test_any_frequency_and_negative_values_where_the_metric_allows_them(freq, season, periods, horizon, level):
+    setup = Setup(freq, season, horizon)
+    panel = panel_of(freq, season, periods, nonneg=False, level=level)
+    model, out = fitted(panel, setup)
+    assert len(out) == 2 * horizon and out["prediction"].notna().all()
+    assert (out["prediction"] < 0).any()  # negatives kept, not clipped
+    expected = level + 10 * np.sin(2 * np.pi * np.arange(periods, periods + horizon) / season)
+    s0 = out[out["unique_id"] == "s0"].sort_values("ds")
+    assert np.mean(np.abs(s0["prediction"].to_numpy() - expected)) < 3.0  # learned the season
+    assert (s0["ds"].diff().dropna() == pd.tseries.frequencies.to_offset(freq) * 1).all() if freq == "h" else True
+    assert (out["lower_95"] <= out["lower_80"]).all() and (out["lower_80"] <= out["prediction"]).all()
+    assert (out["prediction"] <= out["upper_80"]).all() and (out["upper_80"] <= out["upper_95"]).all()
+    assert model.calibration  # intervals from its own past forecasts
+
+
+def test_a_retail_peak_in_history_lifts_the_next_one_and_no_later_friday():
+    """Black Friday 2026 in the history, 2.5 times a normal Friday: Cyber Monday (the same kind of
+    event) is forecast with an uplift, and the Fridays after it are not."""
+    wide = metrics_daily(days=98, tenants=3, end="2026-11-28", events={"2026-11-27": 2.5})
+    calendar = events.validate(events.read_seed(), {"t001", "t002", "t003"})
+    panel, _ = to_panel(wide, "commerce", calendar)
+    setup = Setup("D", 7, 14)
+    prepared = prepare(panel, setup)
+    model = Forecaster(setup).fit(prepared)
+    out = model.predict(prepared, future_rows(panel, setup, calendar))
+    orders = out[out["unique_id"] == "all/orders"].set_index("ds")["prediction"]
+    cyber_monday, next_monday = orders[pd.Timestamp("2026-11-30")], orders[pd.Timestamp("2026-12-07")]
+    assert cyber_monday > 1.8 * next_monday
+    fridays = orders[[pd.Timestamp("2026-12-04"), pd.Timestamp("2026-12-11")]]
+    thursdays = orders[[pd.Timestamp("2026-12-03"), pd.Timestamp("2026-12-10")]]
+    assert (fridays.to_numpy() < 1.1 * thursdays.to_numpy()).all()  # the weekly shape, no Black Friday echo
+    assert model.effects[("orders", "retail_peak")] == pytest.approx(np.log(2.5), abs=0.25)
+
+
+def test_a_constant_series_forecasts_its_constant():
+    ds = pd.date_range("2026-01-01", periods=84, freq="D")
+    panel = pd.concat([pd.DataFrame({"unique_id": f"s{i}", "ds": ds, "y": 10.0, "metric": "orders", "nonneg": True,
+                                     "event": ""}) for i in range(3)], ignore_index=True)
+    _, out = fitted(panel, Setup("D", 7, 14))
+    assert np.allclose(out["prediction"], 10.0) and np.allclose(out["lower_95"], 10.0)
+    assert np.allclose(out["upper_95"], 10.0)
