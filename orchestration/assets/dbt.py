@@ -41,6 +41,8 @@ class Translator(DagsterDbtTranslator):
         path = Path(dbt_resource_props["original_file_path"]).parts
         if dbt_resource_props["resource_type"] == "model" and len(path) > 2 and path[0] == "models":
             return path[1]
+        if dbt_resource_props["resource_type"] == "seed":  # a seed sits with the layer it is built into
+            return dbt_resource_props["schema"]
         return super().get_group_name(dbt_resource_props)
 
     def get_description(self, dbt_resource_props):
