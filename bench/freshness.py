@@ -105,7 +105,7 @@ class LivePage(threading.Thread):
         with browser.chromium() as chromium:
             page = chromium.new_page(viewport=browser.VIEWPORT)
             page.goto(f"{self.url}/live#token={self.token}")
-            page.wait_for_function(f"{live.EVENTS_TILE}.textContent !== '–'", timeout=120_000)
+            live.wait(page, f"{live.EVENTS_TILE}.textContent !== '–'", 120)  # the page's CSP forbids wait_for_function
             self.ready.set()
             while not self.stop.wait(0.02):
                 shown, drawn = page.evaluate(f"[{live.EVENTS_TILE}.textContent, {live.EVENTS_TILE}.dataset.updatedAt]")

@@ -95,7 +95,7 @@ def _percentiles(values: list[float]) -> str:
     return f"p50 {statistics.median(values):.2f} s, p95 {p95:.2f} s, max {max(values):.2f} s"
 
 
-def _wait(page, expression: str, timeout: float) -> None:
+def wait(page, expression: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not page.evaluate(expression):
         if time.monotonic() > deadline:
@@ -139,7 +139,7 @@ def main() -> int:
             with browser.chromium() as chromium:
                 page = chromium.new_page(viewport=browser.VIEWPORT)
                 page.goto(f"{url}/live#token={token}")
-                _wait(page, f"{EVENTS_TILE}.textContent !== '–'", 60)
+                wait(page, f"{EVENTS_TILE}.textContent !== '–'", 60)
                 poller.start()
                 print(f"live page and a REST poller (every {POLL_SECONDS * 1000:.0f} ms) as tenant {TENANT}; "
                       f"{args.rounds} publishes of the real-time mart")
@@ -153,7 +153,7 @@ def main() -> int:
                     write_minute(layout.warehouse, TENANT, before + 7, minute=minute)
                     publish(layout, SEMANTIC_MANIFEST, PER_MINUTE)
                     moved = (layout.root / "published" / snapshots.POINTER).stat().st_mtime
-                    _wait(page, f"{EVENTS_TILE}.textContent !== '{shown}'", 30)
+                    wait(page, f"{EVENTS_TILE}.textContent !== '{shown}'", 30)
                     pushed.append(float(page.evaluate(f"{EVENTS_TILE}.dataset.updatedAt")) / 1000 - moved)
                     deadline = time.monotonic() + 30
                     while total + 7 not in poller.seen and time.monotonic() < deadline:
