@@ -178,9 +178,12 @@ def main_run(tmp_path_factory) -> tuple[Path, str]:
     return path / "data", (path / "output.txt").read_text()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
-    """Debian's Chromium, headless (reports/browser.py), for the pages people look at."""
+    """Debian's Chromium, headless (reports/browser.py), for the pages people look at. One per
+    module: Playwright's sync API runs an event loop in the worker's thread while it is open, and
+    a test later in the session that starts its own (asyncio.run: asyncpg, the collector's harness)
+    must not find one running."""
     from reports import browser
 
     with browser.chromium() as chromium:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 from reports import browser
-from tests.reports.conftest import chromium  # noqa: F401 (the reports' Chromium, for this page too)
 from tests.semantic.test_questions import answer
 
 
@@ -19,7 +18,7 @@ def _ask(page, question: str, status: str) -> str:
     return page.inner_text(".question-answer")
 
 
-def test_a_person_asks_and_sees_the_answer_its_query_and_a_chart(main_run, server, chromium):  # noqa: F811
+def test_a_person_asks_and_sees_the_answer_its_query_and_a_chart(main_run, server, chromium):
     data_dir, _ = main_run
     with browser.serving(data_dir / "reports" / "site") as base, browser.opened(chromium, f"{base}/ask") as opened:
         page = opened.page

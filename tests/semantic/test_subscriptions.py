@@ -50,11 +50,12 @@ class NodeSubscriber:
         for line in self.proc.stdout:
             self.lines.put(json.loads(line))
 
-    def next(self, timeout: float = 15) -> dict:
+    def next(self, timeout: float = 60) -> dict:
         try:
             return self.lines.get(timeout=timeout)
         except queue.Empty:
-            raise AssertionError(f"no result within {timeout} s; node said: {self.proc.stderr.read1()!r}") from None
+            self.proc.kill()
+            raise AssertionError(f"no result within {timeout} s; node said: {self.proc.stderr.read()[-3000:]!r}") from None
 
     def first(self, count: int) -> dict[str, dict]:
         lines = [self.next() for _ in range(count)]
