@@ -1,8 +1,8 @@
 """Superset's configuration for the platform (SUPERSET_CONFIG_PATH points here; `make bi` sets it).
 
 Read by Superset's own process, in its own environment (`bi/pyproject.toml`): it imports only the
-project's `semantic.superset.tenancy` (and through it `semantic.auth`), which need nothing Superset
-does not install.
+project's `semantic.superset.tenancy`, which needs nothing Superset does not install (pyjwt; not
+`semantic.auth`, whose key sets need httpx).
 
 - State under the platform's data directory (`PLATFORM_DATA_DIR`, default `data/`; SUPERSET_STATE_DIR
   overrides): the metadata database `superset/superset.db` (SQLite) and the session secret

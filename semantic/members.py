@@ -246,8 +246,8 @@ def _dimensions(engine: MetricFlowEngine, metrics: list[str], view: str,
         if any(name.endswith(f"__{shorter}") for shorter in direct if shorter != name and "__" in shorter):
             continue  # user__tenant__industry when tenant__industry is there: the same, the long way
         model = dim.semantic_model_reference.semantic_model_name
-        found.setdefault(name, Dimension(f"{view}.{name}", name, dim.label or _title(name), dim.description or "",
-                                         column_type(model, dim.expr or dim.name)))
+        found.setdefault(name, Dimension(f"{view}.{name}", name, dim.label or _title(name),
+                                         (dim.description or "").strip(), column_type(model, dim.expr or dim.name)))
     return found
 
 
@@ -304,7 +304,10 @@ def build_catalog(engine: MetricFlowEngine, lookup: SemanticManifestLookup, prob
                                                       "time")}
         dims.update({d.member: d for d in sorted(dimensions.values(), key=lambda d: d.member)})
         title = _title(name)
-        description = (model.description if model is not None and model.description else
+        # stripped: a folded YAML description (`description: >`) ends with a newline, which a table's
+        # comment (pg_description, JDBC's REMARKS, Superset's dataset description) should not carry
+        description = (model.description.strip() if model is not None and model.description and
+                       model.description.strip() else
                        "Metrics: " + ", ".join(m.label or _title(m.name) for m in metrics) + ".")
         primary = next((e.name for e in model.entities if e.type.value.lower() == "primary"), None) if model else None
         views[name] = View(name, title, description, view_members, dims, granularities, primary)
@@ -315,7 +318,7 @@ def _measure(member: str, metric, defined: dict, measures: dict, declared: Mappi
     agg_type, cumulative = _agg_type(defined[metric.name], measures, declared)
     meta = dict(defined[metric.name].config.meta or {}) if defined[metric.name].config is not None else {}
     meta.pop(VIEWS_META, None)
-    return Measure(member, metric.name, metric.label or _title(metric.name), metric.description or "",
+    return Measure(member, metric.name, metric.label or _title(metric.name), (metric.description or "").strip(),
                    metric.type.value.lower(), agg_type, cumulative, meta.get("format"), meta)
 
 

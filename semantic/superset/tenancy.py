@@ -6,16 +6,23 @@ connects to the SQL endpoint for each query (`DB_CONNECTION_MUTATOR` in `bi/supe
 the token this module issues for the effective user, so the endpoint, not Superset, decides which
 rows come back. A user with no tenant (or two) gets no token: refused at login and at every query.
 
-Imported by Superset's process, whose environment is not the project's: this module uses only
-`semantic.auth` (pyjwt, which Superset depends on too) and the standard library.
+Imported by Superset's process, whose environment is not the project's (bi/uv.lock): this module uses
+only pyjwt (which Superset depends on too) and the standard library. It does not import `semantic.auth`,
+which reads key sets (JWKS) over HTTP with httpx, a package Superset's environment does not have; the
+token it issues is the one `semantic.auth.issue_token` issues (HS256 with the shared secret: `role`,
+`exp`, `jti` and, but for an admin, `tenant_id`), which tests/semantic/test_superset.py checks.
 """
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from semantic.auth import ADMIN, issue_token
+import jwt
+
+ADMIN = "admin"  # semantic.auth.ADMIN: the role of a token that sees every tenant
 
 TENANT_ROLE_PREFIX = "Tenant "
 ADMIN_ROLE = "Admin"  # Superset's own role of administrators
@@ -39,7 +46,12 @@ class Identity:
         return ADMIN if self.tenant_id is None else "tenant"
 
     def token(self, secret: str, ttl_seconds: int = TOKEN_SECONDS) -> str:
-        return issue_token(secret, self.tenant_id, self.role, ttl_seconds)
+        """The SQL endpoint's token for this user, as `semantic.auth.issue_token(secret, tenant_id, role,
+        ttl_seconds)` issues it."""
+        payload = {"role": self.role, "exp": int(time.time()) + ttl_seconds, "jti": secrets.token_hex(8)}
+        if self.tenant_id is not None:
+            payload["tenant_id"] = self.tenant_id
+        return jwt.encode(payload, secret, algorithm="HS256")
 
 
 def tenant_role(tenant_id: str) -> str:

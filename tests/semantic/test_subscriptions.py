@@ -55,7 +55,8 @@ class NodeSubscriber:
             return self.lines.get(timeout=timeout)
         except queue.Empty:
             self.proc.kill()
-            raise AssertionError(f"no result within {timeout} s; node said: {self.proc.stderr.read()[-3000:]!r}") from None
+            said = self.proc.stderr.read()[-3000:]
+            raise AssertionError(f"no result within {timeout} s; node said: {said!r}") from None
 
     def first(self, count: int) -> dict[str, dict]:
         lines = [self.next() for _ in range(count)]

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -80,6 +81,20 @@ def test_a_user_queries_as_their_one_tenant_or_as_an_admin():
         tenancy.identity(None, [])
 
 
+def test_the_token_of_a_superset_user_is_the_semantic_layers_and_needs_nothing_superset_lacks():
+    import semantic.auth  # the endpoint's side
+
+    ann = tenancy.identity("ann", ["Analyst", "Tenant t001"])
+    context = semantic.auth.authenticate(f"Bearer {ann.token(SECRET)}", SECRET, max_seconds=3600)
+    assert (context.tenant_id, context.role) == ("t001", "tenant") and context.token_id
+    root = semantic.auth.authenticate(f"Bearer {tenancy.identity('root', ['Admin']).token(SECRET)}", SECRET)
+    assert (root.tenant_id, root.role) == (None, semantic.auth.ADMIN) == (None, tenancy.ADMIN)
+    # Superset's environment (bi/uv.lock) has no httpx, which semantic.auth's key sets use
+    probe = ("import sys; sys.modules['httpx'] = None; import semantic.superset.tenancy; "
+             "assert 'semantic.auth' not in sys.modules")
+    subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, check=True)
+
+
 def test_make_bi_names_the_port_of_an_unreachable_sql_endpoint(tmp_path):
     port = free_port()
     env = {**os.environ, "SEMANTIC_API_SECRET": SECRET, "SUPERSET_STATE_DIR": str(tmp_path)}
@@ -112,7 +127,7 @@ def test_make_bi_provisions_a_certified_dataset_per_view_with_the_governed_metri
     assert json.loads(orders["extra"])["certification"]["certified_by"] == definitions.CERTIFIED_BY
     assert orders["main_dttm_col"] == "metric_time"
     metrics = {m["metric_name"]: m for m in orders["metrics"]}
-    assert set(metrics) == {"revenue", "orders", "revenue_orders", "average_order_value"}
+    assert set(metrics) == {"revenue", "gross_revenue", "orders", "revenue_orders", "average_order_value"}
     revenue = metrics["revenue"]
     assert revenue["verbose_name"] == "Revenue" and revenue["expression"] == "MEASURE(revenue)"
     assert revenue["description"].startswith("Net revenue of completed orders")
@@ -219,7 +234,9 @@ def test_a_user_without_a_tenant_is_refused_at_login(superset, browser):
 
 def _drag(page, label: str, target: str) -> None:
     """Drag a metric or column from the dataset panel onto a control's drop zone, as a person does."""
-    source = page.locator("[data-test=DatasourcePanelDragOption]", has_text=label).first
+    # the item labelled exactly so ("Revenue", not "Gross revenue", which a substring match would find first)
+    source = page.locator("[data-test=DatasourcePanelDragOption]").filter(
+        has=page.get_by_text(label, exact=True)).first
     zone = page.locator("[data-test=dnd-labels-container]", has_text=target).first
     dropped = page.locator("[data-test=dnd-labels-container]", has_text=label)
     for _ in range(3):  # react-dnd misses a drop now and then while the panel re-renders
