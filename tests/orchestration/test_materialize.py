@@ -39,12 +39,12 @@ def test_main_job_materializes_every_asset_and_prints_a_summary(main_run):
         assert len(records) == 1 and records[0].dagster_run.is_success
         latest = instance.get_latest_materialization_events(instance.get_asset_keys())
         materialized = {key.to_user_string() for key, event in latest.items() if event}
-    from orchestration.assets.distribution import GROUP
-    from orchestration.definitions import defs
+    from orchestration.definitions import batch_job, defs
 
-    graph = defs.resolve_asset_graph()
-    pipeline = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).group_name != GROUP}
-    assert materialized == pipeline  # every asset but the deliveries, which have their own jobs
+    pipeline = {k.to_user_string() for k in batch_job.selection.resolve(defs.resolve_asset_graph())}
+    # every asset of the batch job's selection: not the deliveries nor the lifecycle (retention, backups),
+    # which have their own jobs and schedules
+    assert materialized == pipeline and "lifecycle/retention" not in pipeline
 
 
 def test_marts_are_full_and_tests_passed(main_run):

@@ -158,12 +158,15 @@ def test_new_and_late_events_reach_the_published_real_time_mart(platform):
     now = ARRIVED
     three_days_ago = now - timedelta(days=3)
     before = dict(published(platform, "select metrics_per_minute_key, events from marts.metrics_per_minute"))
+    # the daemon's sensor has seen the sample's files (the batch job loaded them): its cursor is past them
+    seen = LandingCursor().advanced(closed_files(platform.events_dir))
     land(platform, "collector-a-000001.jsonl", page_views("now", 50, now))
     land(platform, "collector-a-000002.jsonl", page_views("late", 20, three_days_ago, tenant="t002"))
     with platform_environment(platform.root) as env:
         ensure_dagster_home(env)
         with dg.DagsterInstance.get() as instance:
-            context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())
+            context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(),
+                                              cursor=seen.serialize())
             result = landing_files_sensor(context)
             [run] = instance.get_run_records(dg.RunsFilter(job_name=microbatch_job.name))
             assert run.dagster_run.status == dg.DagsterRunStatus.SUCCESS
