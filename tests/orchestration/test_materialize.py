@@ -59,7 +59,7 @@ def test_marts_are_full_and_tests_passed(main_run):
     results = json.loads((data_dir / "dbt_results" / "dbt_models.json").read_text())
     assert set(results) == {"model_success", "seed_success", "test_pass", "unit_test_pass"}  # the events calendar
     forecast_marts = json.loads((data_dir / "dbt_results" / "dbt_forecast_marts.json").read_text())
-    assert set(forecast_marts) == {"model_success", "test_pass"}
+    assert set(forecast_marts) == {"model_success", "test_pass", "unit_test_pass"}  # unit tests on the forecast marts
 
 
 def test_second_run_is_idempotent(tmp_path, main_run):

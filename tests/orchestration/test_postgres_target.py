@@ -58,7 +58,7 @@ def test_main_job_runs_every_step_on_postgres(postgres, postgres_run):
     results = json.loads((data_dir / "dbt_results" / "dbt_models.json").read_text())
     assert set(results) == {"model_success", "seed_success", "test_pass", "unit_test_pass"}  # the events calendar
     forecast_marts = json.loads((data_dir / "dbt_results" / "dbt_forecast_marts.json").read_text())
-    assert set(forecast_marts) == {"model_success", "test_pass"}
+    assert set(forecast_marts) == {"model_success", "test_pass", "unit_test_pass"}  # unit tests on the forecast marts
     # what readers see is a copy of what passed the gates, beside the rollups built from it
     assert warehouse(postgres, "select count(*) from published_marts.metrics_daily") == \
         warehouse(postgres, "select count(*) from marts.metrics_daily")
