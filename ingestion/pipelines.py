@@ -23,12 +23,13 @@ from ingestion.sources.marketing import marketing_source
 @dataclass(frozen=True)
 class LoadTarget:
     pipeline_name: str
-    dataset_name: str
+    dataset_name: str  # the raw schema it loads into
+    dbt_source: str  # the dbt source that reads that schema (named after the system, dbt's convention)
 
 
-APP_DB = LoadTarget("app_db", "raw_app")
-EVENTS = LoadTarget("events", "raw_events")
-MARKETING = LoadTarget("marketing", "raw_marketing")
+APP_DB = LoadTarget("app_db", "raw_app", "app")
+EVENTS = LoadTarget("events", "raw_events", "events")
+MARKETING = LoadTarget("marketing", "raw_marketing", "marketing")
 TARGETS = (APP_DB, EVENTS, MARKETING)
 
 

@@ -175,7 +175,8 @@ def replay(path: Path, layout: DataLayout, at: datetime, work: Path, contract: s
 
 def rebuild(path: Path, datasets: list[str], work: Path) -> None:
     """`dbt build` (models and their tests) of what depends on the raw datasets the replay changed."""
-    selectors = [f"source:{dataset}+" for dataset in datasets]
+    sources = {target.dataset_name: target.dbt_source for target in pipelines.TARGETS}
+    selectors = [f"source:{sources[dataset]}+" for dataset in datasets]
     env = {**os.environ, "PLATFORM_WAREHOUSE": str(path), "DBT_TARGET": "duckdb"}
     proc = subprocess.run(
         [tool("dbt"), "build", "--select", *selectors, "--exclude-resource-type", "unit_test",

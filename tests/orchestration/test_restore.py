@@ -44,7 +44,7 @@ def test_the_warehouse_is_destroyed_and_restored_from_a_backup_and_the_landing_f
     day = datetime.combine(sample_day(1), datetime.min.time(), UTC) + timedelta(hours=9)
     late = land(layout, "events_after_backup.jsonl", page_views("after", 12, day))
     load(layout, pipelines.EVENTS)
-    dbt(layout, "build", "--select", "source:raw_events+", "--exclude-resource-type", "unit_test")
+    dbt(layout, "build", "--select", "source:events+", "--exclude-resource-type", "unit_test")
     original = marts(layout)
     assert sum(row[0].startswith("after-") for row in original["fct_events"]) == 12
 
