@@ -151,6 +151,9 @@ def _build(snapshot: Path, site_dir: Path, timeout: float) -> Site:
     env = {**os.environ, **EVIDENCE_ENV,
            f"EVIDENCE_SOURCE__{SOURCE}__filename": os.path.relpath(snapshot.resolve(), SOURCE_DIR)}
     started = time.monotonic()
+    # Evidence writes nothing for a query without rows: a result left by an earlier build would
+    # be shown as today's, so every build starts from no results.
+    shutil.rmtree(SOURCE_DATA_DIR, ignore_errors=True)
     output = _run(["npx", "--no-install", "evidence", "sources"], "evidence sources", env=env, timeout=timeout)
     failed = FAILED_SOURCE.findall(output)
     if failed:
@@ -173,15 +176,19 @@ def _build(snapshot: Path, site_dir: Path, timeout: float) -> Site:
 def write_empty_results(snapshot: Path, data_dir: Path = SOURCE_DATA_DIR) -> list[str]:
     """Give every source query that returned no rows a valid, empty Parquet file with its columns.
 
-    `evidence sources` writes an empty file (0 bytes) for a query without rows, which the build's
-    DuckDB then refuses ("too small to be a Parquet file", evidence-dev/evidence#2466): a day
-    without insights would fail the whole site. The query is run again with `limit 0` on the
-    snapshot, which gives its columns and types. Returns the queries so mended.
+    For a query without rows, `evidence sources` writes its schema but no Parquet file (or, in
+    older versions, an empty one), which the build's DuckDB then refuses ("too small to be a
+    Parquet file", evidence-dev/evidence#2466): a day without insights would fail the whole site.
+    The query is run again with `limit 0` on the snapshot, which gives its columns and types.
+    Queries Evidence did not run (no schema) are left alone. Returns the queries so mended.
     """
     mended = []
     for query in sorted(SOURCE_DIR.glob("*.sql")):
-        result = data_dir / query.stem / f"{query.stem}.parquet"
-        if not result.exists() or result.stat().st_size >= PARQUET_MIN_BYTES:
+        folder = data_dir / query.stem
+        result = folder / f"{query.stem}.parquet"
+        if not (folder / f"{query.stem}.schema.json").exists():
+            continue
+        if result.exists() and result.stat().st_size >= PARQUET_MIN_BYTES:
             continue
         with duckdb.connect() as conn:
             conn.execute(f"attach '{snapshot}' as snapshot (read_only)")

@@ -124,24 +124,32 @@ def test_a_tenant_with_no_data_gets_a_message_on_every_page(site_with_empty_tena
 
 
 def test_a_source_query_without_rows_gets_an_empty_parquet_file_with_its_columns(tmp_path):
-    """Evidence writes 0 bytes for a query without rows, which its build cannot read: the file is
-    replaced by a valid Parquet file with the query's columns and no rows; other files are left."""
+    """Evidence writes a schema but no Parquet file (older versions: 0 bytes) for a query without
+    rows, which its build cannot read: each gets a valid Parquet file with the query's columns and
+    no rows; results with rows, and queries Evidence did not run, are left alone."""
     snapshot = tmp_path / "warehouse-quiet.duckdb"
     with duckdb.connect(str(snapshot)) as conn:
         conn.execute("create schema ml")
         conn.execute("create table ml.insights (insight_type varchar, metric varchar, tenant_id varchar, "
                      "date_day date, severity varchar, confidence double, value double, expected double, "
                      "lower double, upper double, explanation varchar)")
+        conn.execute("create schema marts")
+        conn.execute("create table marts.dim_tenants (tenant_id varchar, tenant_name varchar)")
     data = tmp_path / "data"
-    for name, content in (("insights", b""), ("kpis_daily", b"PAR1 rows written by Evidence PAR1")):
+    for name, content in (("insights", b""), ("kpis_daily", b"PAR1 rows written by Evidence PAR1"),
+                          ("tenants", None)):
         (data / name).mkdir(parents=True)
-        (data / name / f"{name}.parquet").write_bytes(content)
-    assert site.write_empty_results(snapshot, data) == ["insights"]
+        (data / name / f"{name}.schema.json").write_text("[]")
+        if content is not None:
+            (data / name / f"{name}.parquet").write_bytes(content)
+    assert site.write_empty_results(snapshot, data) == ["insights", "tenants"]
     with duckdb.connect() as conn:
         described = conn.execute(f"describe select * from '{data / 'insights' / 'insights.parquet'}'").fetchall()
         assert conn.execute(f"select count(*) from '{data / 'insights' / 'insights.parquet'}'").fetchone() == (0,)
+        assert conn.execute(f"select count(*) from '{data / 'tenants' / 'tenants.parquet'}'").fetchone() == (0,)
     assert [column for column, *_ in described][:4] == ["insight_type", "metric", "tenant", "day"]
     assert (data / "kpis_daily" / "kpis_daily.parquet").read_bytes().startswith(b"PAR1 rows written")
+    assert not (data / "funnel").exists()
 
 
 def test_a_page_reading_a_missing_table_names_the_page_and_the_query(tmp_path):
