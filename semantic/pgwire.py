@@ -44,7 +44,7 @@ from semantic.auth import AuthError, authenticate
 from semantic.limits import SESSION_CONTROL, TokenLimits
 from semantic.pg_catalog import Catalogs
 from semantic.pg_sql import SqlError, Statement, split
-from semantic.settings import ServingSettings, SettingsError
+from semantic.settings import SHUTDOWN_SECONDS, ServingSettings, SettingsError
 from semantic.sql_session import REPORTED, Prepared, Result, Session
 from semantic.sql_tables import tables
 
@@ -530,7 +530,8 @@ def main() -> None:
         serving = [server.serve_forever()]
         if settings.sql_metrics_port is not None:  # /metrics and /healthz on their own HTTP port
             config = uvicorn.Config(monitoring.ops_app(service), host=args.host, port=settings.sql_metrics_port,
-                                    log_level="warning", **(settings.tls.uvicorn_options() if settings.tls else {}))
+                                    log_level="warning", timeout_graceful_shutdown=SHUTDOWN_SECONDS,
+                                    **(settings.tls.uvicorn_options() if settings.tls else {}))
             serving.append(uvicorn.Server(config).serve())  # a port in use ends the process (uvicorn exits)
             print(f"SQL endpoint metrics on {'https' if settings.tls else 'http'}://{args.host}:"
                   f"{settings.sql_metrics_port}/metrics", flush=True)

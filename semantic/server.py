@@ -50,6 +50,7 @@ from semantic.service import LRU, MetricsService, Result
 from semantic.settings import (
     DEFAULT_TOKEN_MAX_SECONDS,
     LOOPBACK_ORIGINS,
+    SHUTDOWN_SECONDS,
     ServingSettings,
     SettingsError,
     SubscriptionLimits,
@@ -367,7 +368,8 @@ def main() -> None:
                     **(settings.tls.uvicorn_options() if settings.tls else {}),
                     # a worker imports MetricFlow before it answers uvicorn's health pings: more than the
                     # default 5 s on a busy machine, and a worker that does not answer is killed and restarted
-                    timeout_worker_healthcheck=WORKER_START_SECONDS)
+                    timeout_worker_healthcheck=WORKER_START_SECONDS,
+                    timeout_graceful_shutdown=SHUTDOWN_SECONDS)
 
 
 if __name__ == "__main__":

@@ -145,7 +145,10 @@ class MetricsService:
                                         _tenants(reader, self.publication))
                 self.results.clear()  # keyed by version too; clearing just frees the memory now
                 if old is not None:
-                    threading.Timer(60, old.reader.close).start()  # let queries on it finish
+                    # let queries on it finish; a server stopping does not wait for it
+                    closing = threading.Timer(60, old.reader.close)
+                    closing.daemon = True
+                    closing.start()
             return self._current
 
     @property

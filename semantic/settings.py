@@ -52,6 +52,9 @@ from semantic.warehouse import WarehouseTarget
 SEMANTIC_MANIFEST = Path(__file__).resolve().parents[1] / "dbt_project" / "target" / "semantic_manifest.json"
 DEFAULT_TOKEN_MAX_SECONDS = 90 * 24 * 3600
 LOOPBACK_ORIGINS = r"https?://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?"
+# On SIGTERM, how long the HTTP servers let requests in flight (open WebSockets, exports) finish:
+# a deployment's stop must not wait on a client that never hangs up.
+SHUTDOWN_SECONDS = 10
 
 
 class SettingsError(ValueError):

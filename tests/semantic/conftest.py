@@ -89,7 +89,11 @@ def start_server(layout: DataLayout, log: Path, module: str = "semantic.server",
         yield Server(url, layout, port, verify, proc.pid)
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"{module} did not stop within 30 s of SIGTERM:\n{log.read_text()[-3000:]}") from None
 
 
 def publish(layout: DataLayout, changes: snapshots.Changes | None = None) -> Version:
