@@ -49,6 +49,7 @@ from semantic.service import ResultStream
 
 SPOOL_BYTES = 16 * 1024 * 1024  # a Parquet or XLSX file is kept in memory up to this size, then on disk
 CHUNK_BYTES = 1024 * 1024  # what a spooled file is sent in
+PYTHON_ROWS = 4096  # rows turned into Python objects at a time (JSON, XLSX)
 EXCEL_ROWS = 1_048_575  # an Excel sheet's rows, less the header
 CUBE_TIME = "%Y-%m-%dT%H:%M:%S"  # with milliseconds (timestamps cast to ms): as /load writes times
 
@@ -151,6 +152,12 @@ def _mapped(batch: pa.RecordBatch, convert: Callable[[pa.Array], pa.Array]) -> p
     return pa.RecordBatch.from_arrays([convert(column) for column in batch.columns], names=batch.schema.names)
 
 
+def _slices(batch: pa.RecordBatch, rows: int = PYTHON_ROWS) -> Iterator[pa.RecordBatch]:
+    """The batch in slices small enough to turn into Python objects a slice at a time."""
+    for start in range(0, batch.num_rows, rows):
+        yield batch.slice(start, rows)
+
+
 def write_csv(export: Export) -> Iterator[bytes]:
     header = True
     for batch in export.batches():
@@ -170,8 +177,8 @@ def write_json(export: Export) -> Iterator[bytes]:
     yield head[:-1] + b',"data":['
     first = True
     for batch in export.batches():
-        if batch.num_rows:
-            yield (b"" if first else b",") + orjson.dumps(_mapped(batch, _as_json).to_pylist())[1:-1]
+        for part in _slices(batch):
+            yield (b"" if first else b",") + orjson.dumps(_mapped(part, _as_json).to_pylist())[1:-1]
             first = False
     yield b'],"rowCount":' + str(export.rows).encode() + b"}"
 
@@ -201,15 +208,16 @@ def write_xlsx(export: Export) -> Iterator[bytes]:
         data = workbook.add_worksheet("data")
         data.write_row(0, 0, keys, bold)
         row = 1
+        formats = [stamp if pa.types.is_timestamp(f.type) else day if pa.types.is_date(f.type) else None
+                   for f in export.schema()]
         for batch in export.batches():
-            formats = [stamp if pa.types.is_timestamp(f.type) else day if pa.types.is_date(f.type) else None
-                       for f in batch.schema]
-            values = [column.to_pylist() for column in _mapped(batch, _as_excel).columns]
-            for record in zip(*values, strict=True):
-                for col, (value, cell_format) in enumerate(zip(record, formats, strict=True)):
-                    if value is not None:
-                        data.write(row, col, value, cell_format)
-                row += 1
+            for part in _slices(batch):
+                values = [column.to_pylist() for column in _mapped(part, _as_excel).columns]
+                for record in zip(*values, strict=True):
+                    for col, (value, cell_format) in enumerate(zip(record, formats, strict=True)):
+                        if value is not None:
+                            data.write(row, col, value, cell_format)
+                    row += 1
         facts = about.facts()
         sheet = workbook.add_worksheet("query")
         lines = [("query", facts["query"]), ("data version", about.data_version),

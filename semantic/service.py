@@ -265,19 +265,19 @@ class MetricsService:
         return version.reader.run(f"select count(*) from ({base}) as metric_query{_having(plan)}",
                                   timezone=plan.timezone)[1][0][0]
 
-    def stream(self, plan: Plan, context_key: str, max_rows: int | None = None) -> ResultStream:
+    def stream(self, plan: Plan, context_key: str, row_limit: tuple[int, str] | None = None) -> ResultStream:
         """The plan's rows as they are read from the current version, for an export: never cached,
-        never all in memory. With `max_rows`, the rows are counted first and more than that many
-        refused (QueryError) before any is read. Blocking: call it off the event loop."""
+        never all in memory. With a `row_limit` (the most rows, and that limit's name for people),
+        the rows are counted first, and more than that many refused (QueryError) before any is read.
+        Blocking: call it off the event loop."""
         version = self.current()
         base, rollup = self.base_sql(plan, context_key, version)
         rows = None
-        if max_rows is not None:
+        if row_limit is not None:
             rows = min(max(0, self._count(version, base, plan) - plan.offset), plan.limit)
-            if rows > max_rows:
-                raise QueryError(f"export: the query's result has {rows:,} rows, above the limit of {max_rows:,} "
-                                 "rows per export (SEMANTIC_EXPORT_MAX_ROWS); narrow it (filters, dateRange, a "
-                                 "coarser granularity) or pass a limit")
+            if rows > row_limit[0]:
+                raise QueryError(f"export: the query's result has {rows:,} rows, above {row_limit[1]}; narrow it "
+                                 "(filters, a dateRange, a coarser granularity) or pass a limit")
         opened = contextlib.ExitStack()
         try:
             batches = opened.enter_context(version.reader.stream(self.wrapped_sql(plan, base),
