@@ -274,10 +274,12 @@ class MetricsService:
         base, rollup = self.base_sql(plan, context_key, version)
         rows = None
         if row_limit is not None:
-            rows = min(max(0, self._count(version, base, plan) - plan.offset), plan.limit)
-            if rows > row_limit[0]:
+            rows = max(0, self._count(version, base, plan) - plan.offset)
+            # a plan whose limit is the row limit got it by default (a query without one): the rows past it count
+            if (rows if plan.limit <= row_limit[0] else min(rows, plan.limit)) > row_limit[0]:
                 raise QueryError(f"export: the query's result has {rows:,} rows, above {row_limit[1]}; narrow it "
                                  "(filters, a dateRange, a coarser granularity) or pass a limit")
+            rows = min(rows, plan.limit)
         opened = contextlib.ExitStack()
         try:
             batches = opened.enter_context(version.reader.stream(self.wrapped_sql(plan, base),
