@@ -126,6 +126,8 @@ class AuditRequests:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         request_body, reply_body, status = [], [], 0
+        # an export's file is streamed, never held: only its errors are kept, to log them
+        export = scope["path"].endswith("/export")
 
         async def recording_receive():
             message = await receive()
@@ -137,7 +139,7 @@ class AuditRequests:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "http.response.body":
+            elif message["type"] == "http.response.body" and not (export and status == 200):
                 reply_body.append(message.get("body", b""))
             await send(message)
 
@@ -153,6 +155,8 @@ class AuditRequests:
                       "query": _query(scope, b"".join(request_body)), "status": status}
             if status == 200 and scope["path"].endswith("/load"):
                 record["rows"] = _rows(reply)
+            if status == 200 and export and "export" in scope.get("state", {}):
+                record["rows"] = scope["state"]["export"].rows
             if status != 200 or reply.startswith(b'{"error"'):
                 try:
                     record["error"] = orjson.loads(reply).get("error")

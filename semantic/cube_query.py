@@ -294,12 +294,17 @@ def _time_condition(resolved: DateRange, view: View) -> str:
 
 
 class Translator:
-    """Turns one Cube query into a `Plan`, against a catalog, for one security context."""
+    """Turns one Cube query into a `Plan`, against a catalog, for one security context.
 
-    def __init__(self, catalog: Catalog, tenant: str | None):
+    `max_limit` is the largest `limit` a query may ask for and `default_limit` what it gets without
+    one: /load's are Cube's; an export's are its row limit (`ServingSettings.export_max_rows`)."""
+
+    def __init__(self, catalog: Catalog, tenant: str | None, max_limit: int = MAX_LIMIT,
+                 default_limit: int = DEFAULT_LIMIT):
         if tenant is not None and not _SAFE_TENANT.match(tenant):
             raise QueryError(f"security context: tenant id {tenant!r} is not a valid id")
         self.catalog, self.tenant = catalog, tenant
+        self.max_limit, self.default_limit = max_limit, default_limit
         self._terms = 0
 
     def plan(self, query: dict) -> Plan:
@@ -563,15 +568,14 @@ class Translator:
             found.append((column.source, direction == "desc"))
         return found
 
-    @staticmethod
-    def _limit(query: dict) -> int:
-        limit = query.get("limit", DEFAULT_LIMIT)
+    def _limit(self, query: dict) -> int:
+        limit = query.get("limit")
         if limit is None:
-            return DEFAULT_LIMIT
+            return self.default_limit
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise QueryError(f"limit: expected a positive integer, got {limit!r}")
-        if limit > MAX_LIMIT:
-            raise QueryError(f"limit: {limit} is above the maximum of {MAX_LIMIT}")
+        if limit > self.max_limit:
+            raise QueryError(f"limit: {limit} is above the maximum of {self.max_limit}")
         return limit
 
     @staticmethod

@@ -34,12 +34,14 @@ from pathlib import Path
 from typing import Protocol
 
 import duckdb
+import pyarrow as pa
 
 from semantic import snapshots
 from semantic.duckdb_extensions import load_extension
 from semantic.warehouse import Warehouse
 
 PUBLISHED_SCHEMAS = snapshots.PUBLISHED_SCHEMAS
+BATCH_ROWS = 65_536  # rows per record batch a streamed result is read in
 VERSION_FORMAT = "%Y%m%dT%H%M%S%fZ"
 
 
@@ -66,6 +68,11 @@ class Reader(Protocol):
 
     def run(self, sql: str, parameters: Sequence | dict | None = None, timezone: str = "UTC",
             fetch: bool = True) -> tuple[list[str], list[tuple]]: ...
+
+    def stream(self, sql: str, timezone: str = "UTC",
+               batch_rows: int = BATCH_ROWS) -> contextlib.AbstractContextManager[pa.RecordBatchReader]:
+        """The statement's result as Arrow record batches, read from the engine as they are consumed
+        (exports): never the whole result in memory. The statement has run when it is entered."""
 
     def close(self) -> None: ...
 
@@ -134,6 +141,16 @@ class DuckDbReader:
         finally:
             if not self.in_transaction:
                 cursor.close()
+
+    @contextlib.contextmanager
+    def stream(self, sql, timezone="UTC", batch_rows=BATCH_ROWS):
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute("set TimeZone = '" + timezone.replace("'", "''") + "'")
+            cursor.execute(sql)
+            yield cursor.fetch_record_batch(batch_rows)  # DuckDB's streaming result, batch by batch
+        finally:
+            cursor.close()
 
     def close(self) -> None:
         self.connection.close()
@@ -223,8 +240,53 @@ class PostgresReader:
                 return [], []
             return [d[0] for d in cursor.description], cursor.fetchall()
 
+    @contextlib.contextmanager
+    def stream(self, sql, timezone="UTC", batch_rows=BATCH_ROWS):
+        """A server-side cursor (a named one, in a read-only transaction), fetched `batch_rows` at a time."""
+        with self._connection() as connection:
+            connection.autocommit = False
+            try:
+                with connection.cursor() as session:
+                    session.execute("set transaction read only")
+                    session.execute("set local time zone %s", [timezone])
+                with connection.cursor(name="semantic_stream") as cursor:
+                    cursor.execute(sql)
+                    first = cursor.fetchmany(batch_rows)
+                    schema = pa.schema([(d.name, _arrow_type(d.type_code, timezone)) for d in cursor.description])
+
+                    def batches():
+                        rows = first
+                        while rows:
+                            yield pa.record_batch([_arrow_array(column, field.type) for column, field
+                                                   in zip(zip(*rows, strict=True), schema, strict=True)],
+                                                  schema=schema)
+                            rows = cursor.fetchmany(batch_rows)
+
+                    yield pa.RecordBatchReader.from_batches(schema, batches())
+            finally:
+                connection.rollback()
+                connection.autocommit = True
+
     def close(self) -> None:
         self._pool.closeall()
+
+
+# PostgreSQL's type OIDs as Arrow types; numeric keeps 9 decimals (an aggregate's numeric has no
+# declared scale); what is not listed is text
+_PG_ARROW = {16: pa.bool_(), 20: pa.int64(), 21: pa.int64(), 23: pa.int64(), 700: pa.float64(), 701: pa.float64(),
+             1700: pa.decimal128(38, 9), 1082: pa.date32(), 1114: pa.timestamp("us")}
+
+
+def _arrow_type(oid: int, timezone: str) -> pa.DataType:
+    return pa.timestamp("us", tz=timezone) if oid == 1184 else _PG_ARROW.get(oid, pa.string())
+
+
+def _arrow_array(values: tuple, kind: pa.DataType) -> pa.Array:
+    if pa.types.is_decimal(kind):  # whatever scale the values have, cut to the column's
+        return pa.array(values).cast(kind, safe=False)
+    if pa.types.is_string(kind):
+        return pa.array([None if v is None else str(v) for v in values], kind)
+    return pa.array(values, kind)
 
 
 class PostgresSchemas:

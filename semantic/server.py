@@ -7,6 +7,10 @@ Routes, as Cube serves them under `/cubejs-api`:
   seconds (10, as Cube) is answered `{"error": "Continue wait"}`; the client asks again and picks up
   the same execution.
 - `GET /cubejs-api/v1/meta`, `GET|POST /cubejs-api/v1/sql`, `GET|POST /cubejs-api/v1/dry-run`.
+- `GET|POST /cubejs-api/v1/export?format=csv|xlsx|parquet|json`: one query's rows as a file, streamed
+  (`export.py`); the query is taken, checked and scoped to the token's tenant as /load does. Without a
+  `limit` every row is exported, and a result over `SEMANTIC_EXPORT_MAX_ROWS` rows is refused (400,
+  the limit named) before anything is sent; it waits for the result (no "Continue wait").
 - `POST /cubejs-api/v1/question`: `{"question": "...", "timezone"?: "..."}` answered with the governed
   metrics for the token's tenant (`semantic/questions/`): the query it ran, the numbers, a sentence.
 - `GET /livez`, `GET /readyz` (ready once a published snapshot can be read).
@@ -25,22 +29,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email.utils
 import functools
 import logging
 import os
 import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
+import anyio
 import orjson
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 
-from semantic import admin, live_page, rollups
+from semantic import admin, export, live_page, rollups
 from semantic.auth import AuthError, SecurityContext, authenticate
 from semantic.cube_query import Plan, QueryError, Translator, date_range, query_now
 from semantic.guards import guarded
@@ -48,6 +55,7 @@ from semantic.members import UnknownMember
 from semantic.questions import Asker
 from semantic.service import LRU, MetricsService, Result
 from semantic.settings import (
+    DEFAULT_EXPORT_MAX_ROWS,
     DEFAULT_TOKEN_MAX_SECONDS,
     LOOPBACK_ORIGINS,
     SHUTDOWN_SECONDS,
@@ -58,6 +66,8 @@ from semantic.settings import (
 from semantic.subscriptions import Subscriptions
 
 DEFAULT_CONTINUE_WAIT = 10.0
+MAX_QUERY_HEADER = 4096  # an export's X-Query header is left out past this many characters
+EXPORT_HEADERS = ["Content-Disposition", "X-Data-Version", "X-Query", "X-Row-Count"]
 log = logging.getLogger(__name__)
 
 
@@ -119,10 +129,30 @@ def cube_errors(handler):
     return answer
 
 
+async def _streamed(chunks: Iterator[bytes], close: Callable[[], None]) -> AsyncIterator[bytes]:
+    """Each chunk made in a thread (reading the engine and writing the file block), and the read
+    ended however the response ends, a client that went away included."""
+    try:
+        while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
+            yield chunk
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_close, chunks, close)
+
+
+def _close(chunks: Iterator[bytes], close: Callable[[], None]) -> None:
+    try:
+        chunks.close()  # type: ignore[attr-defined]  (a generator: its temporary file goes)
+    finally:
+        close()
+
+
 class Api:
     def __init__(self, service: MetricsService, secret: str, continue_wait: float,
-                 max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS, asker: Asker | None = None):
+                 max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS, asker: Asker | None = None,
+                 export_max_rows: int = DEFAULT_EXPORT_MAX_ROWS):
         self.service, self.secret, self.continue_wait = service, secret, continue_wait
+        self.export_max_rows = export_max_rows
         self.asker = asker or Asker(service)
         self.max_token_seconds = max_token_seconds
         self.replies = LRU(4096, "replies")  # finished replies, by request text and security context and data version
@@ -140,9 +170,12 @@ class Api:
             raise AuthError(f"Invalid token: tenant {context.tenant_id!r} is not one the published data knows")
         return context
 
-    def expand(self, query, context: SecurityContext) -> tuple[str, list[tuple[dict, Plan]]]:
-        """One query, a list of queries, or a compareDateRange query, as (queryType, [(query, plan)])."""
-        translator = Translator(self.service.catalog, context.tenant_id)
+    def expand(self, query, context: SecurityContext,
+               max_rows: int | None = None) -> tuple[str, list[tuple[dict, Plan]]]:
+        """One query, a list of queries, or a compareDateRange query, as (queryType, [(query, plan)]);
+        `max_rows`: the largest limit, and the limit without one (exports), instead of Cube's."""
+        translator = (Translator(self.service.catalog, context.tenant_id) if max_rows is None
+                      else Translator(self.service.catalog, context.tenant_id, max_rows, max_rows))
         if isinstance(query, list):
             if not query:
                 raise QueryError("query: an empty list of queries")
@@ -251,6 +284,40 @@ class Api:
             raise
 
     @cube_errors
+    async def export(self, request: Request) -> Response:
+        """One query's rows as a file (`export.py`), streamed; the query parsed, checked and scoped
+        to the token's tenant by the code /load runs."""
+        context = await self._context(request)
+        name = export.format_of(request.query_params.get("format"))
+        form = export.FORMATS[name]
+        query, _ = await _query_of(request)
+        query_type, plans = self.expand(query, context, self.export_max_rows)
+        if query_type != "regularQuery":
+            raise QueryError(f"query: an export holds the rows of one query, not a {query_type}")
+        [(one, plan)] = plans
+        limits = [(self.export_max_rows,
+                   f"the limit of {self.export_max_rows:,} rows per export (SEMANTIC_EXPORT_MAX_ROWS)")]
+        limit = min([*limits, *([form.max_rows] if form.max_rows else [])])
+        # a limit the query set within every maximum needs no count: it bounds the rows itself
+        checked = limit if one.get("limit") is None or plan.limit > limit[0] else None
+        stream = await asyncio.get_running_loop().run_in_executor(
+            self.service.pool, self.service.stream, plan, context.cache_key, checked)
+        about = export.About(self._normalized(one, plan, query_type), stream.data_version, stream.published_at,
+                             context.tenant_id, export.titles(plan, self.service.catalog))
+        running = export.Export(stream, plan, about)
+        request.state.export = running  # its rows, for the audit log
+        facts = about.facts()
+        headers = {"Content-Disposition": f'attachment; filename="{export.file_name(plan, about, name)}"',
+                   "X-Data-Version": about.data_version, "Cache-Control": "no-store",
+                   "Last-Modified": email.utils.format_datetime(about.published_at, usegmt=True)}
+        if len(facts["query"]) <= MAX_QUERY_HEADER:
+            headers["X-Query"] = facts["query"]
+        if stream.rows is not None:
+            headers["X-Row-Count"] = str(stream.rows)
+        return StreamingResponse(_streamed(form.write(running), stream.close), media_type=form.media_type,
+                                 headers=headers)
+
+    @cube_errors
     async def meta(self, request: Request) -> Response:
         await self._context(request)
         return _json(self.service.catalog.meta())
@@ -312,20 +379,23 @@ class Api:
 def create_app(service: MetricsService, secret: str, continue_wait: float = DEFAULT_CONTINUE_WAIT,
                max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS,
                subscription_limits: SubscriptionLimits | None = None, now: datetime | None = None,
-               cors_origins: str = LOOPBACK_ORIGINS, data_dir: Path | None = None) -> Starlette:
+               cors_origins: str = LOOPBACK_ORIGINS, data_dir: Path | None = None,
+               export_max_rows: int = DEFAULT_EXPORT_MAX_ROWS) -> Starlette:
     """The app; `now` is what questions' relative dates count from (None: the clock), `cors_origins`
     (a regular expression) the web origins whose pages may call it from a browser, `data_dir` where
-    erasure requests are queued (the admin routes; none without it)."""
-    api = Api(service, secret, continue_wait, max_token_seconds, Asker(service, now))
+    erasure requests are queued (the admin routes; none without it), `export_max_rows` the most rows
+    an export may have."""
+    api = Api(service, secret, continue_wait, max_token_seconds, Asker(service, now), export_max_rows)
     subscriptions = Subscriptions(api, subscription_limits or SubscriptionLimits())
     base = "/cubejs-api/v1"
     cors = Middleware(CORSMiddleware, allow_origin_regex=cors_origins, allow_methods=["GET", "POST"],
-                      allow_headers=["Authorization", "Content-Type"], max_age=600)
+                      allow_headers=["Authorization", "Content-Type"], expose_headers=EXPORT_HEADERS, max_age=600)
     return Starlette(middleware=[cors], routes=[
         Route(f"{base}/load", api.load, methods=["GET", "POST"]),
         Route(f"{base}/meta", api.meta, methods=["GET"]),
         Route(f"{base}/sql", api.sql, methods=["GET", "POST"]),
         Route(f"{base}/dry-run", api.dry_run, methods=["GET", "POST"]),
+        Route(f"{base}/export", api.export, methods=["GET", "POST"]),
         Route(f"{base}/question", api.question, methods=["POST"]),
         Route("/livez", api.livez, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
@@ -340,7 +410,8 @@ def app_from_environment() -> Starlette:
     settings = ServingSettings.from_environment()
     service = settings.service()
     return guarded(create_app(service, settings.keys, settings.continue_wait, settings.max_token_seconds,
-                              settings.subscriptions, settings.now, settings.cors_origins, settings.data_dir),
+                              settings.subscriptions, settings.now, settings.cors_origins, settings.data_dir,
+                              settings.export_max_rows),
                    service, settings)
 
 

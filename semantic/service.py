@@ -14,9 +14,11 @@ queries in flight share one execution.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -24,6 +26,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 from metricflow.engine.metricflow_engine import MetricFlowEngine, MetricFlowQueryRequest
 
 from semantic import monitoring, rollups
@@ -86,6 +89,20 @@ class Result:
     published_at: datetime
     rollup: str | None  # the rollup that answered, if one did
     engine: str = "duckdb"  # the engine that holds the published data
+
+
+@dataclass(frozen=True)
+class ResultStream:
+    """A plan's rows, read batch by batch as they are consumed (`MetricsService.stream`); `close`
+    ends the read (the engine's cursor) whether or not every batch was read."""
+
+    batches: pa.RecordBatchReader  # the engine's columns (MetricFlow's names: `Plan.columns`' sources)
+    rows: int | None  # counted before the first batch, when a row limit was checked
+    data_version: str
+    published_at: datetime
+    rollup: str | None
+    engine: str
+    close: Callable[[], None]
 
 
 def _cube_value(value):
@@ -234,8 +251,7 @@ class MetricsService:
             started = time.perf_counter()
             names, rows = version.reader.run(sql, timezone=plan.timezone)
             monitoring.record_query(rollup, time.perf_counter() - started)
-            count = version.reader.run(f"select count(*) from ({base}) as metric_query{_having(plan)}",
-                                       timezone=plan.timezone)[1][0][0] if plan.total else None
+            count = self._count(version, base, plan) if plan.total else None
             index = {name: i for i, name in enumerate(names)}
             shaped = [{key_: _cube_value(row[index[c.source]]) for c in plan.columns for key_ in c.keys}
                       for row in rows]
@@ -245,6 +261,37 @@ class MetricsService:
         finally:
             with self._inflight_lock:
                 self._inflight.pop(key, None)
+
+    @staticmethod
+    def _count(version: Version, base: str, plan: Plan) -> int:
+        """The rows the plan's query has, before its limit and offset."""
+        return version.reader.run(f"select count(*) from ({base}) as metric_query{_having(plan)}",
+                                  timezone=plan.timezone)[1][0][0]
+
+    def stream(self, plan: Plan, context_key: str, row_limit: tuple[int, str] | None = None) -> ResultStream:
+        """The plan's rows as they are read from the current version, for an export: never cached,
+        never all in memory. With a `row_limit` (the most rows, and that limit's name for people),
+        the rows are counted first, and more than that many refused (QueryError) before any is read.
+        Blocking: call it off the event loop."""
+        version = self.current()
+        base, rollup = self.base_sql(plan, context_key, version)
+        rows = None
+        if row_limit is not None:
+            rows = max(0, self._count(version, base, plan) - plan.offset)
+            # a plan whose limit is the row limit got it by default (a query without one): the rows past it count
+            if (rows if plan.limit <= row_limit[0] else min(rows, plan.limit)) > row_limit[0]:
+                raise QueryError(f"export: the query's result has {rows:,} rows, above {row_limit[1]}; narrow it "
+                                 "(filters, a dateRange, a coarser granularity) or pass a limit")
+            rows = min(rows, plan.limit)
+        opened = contextlib.ExitStack()
+        try:
+            batches = opened.enter_context(version.reader.stream(self.wrapped_sql(plan, base),
+                                                                 timezone=plan.timezone))
+        except BaseException:
+            opened.close()
+            raise
+        return ResultStream(batches, rows, version.version, version.published_at, rollup, version.reader.engine,
+                            opened.close)
 
     def sql(self, plan: Plan, context_key: str) -> tuple[str, str | None]:
         """The statement a load of the plan runs now, and the rollup it reads (None for the marts)."""

@@ -18,6 +18,8 @@ point (the metrics server, the SQL endpoint).
                                without `exp`, or with one further out, is refused
     SEMANTIC_WORKERS           threads that compile and run queries (default 4)
     SEMANTIC_CONTINUE_WAIT     seconds a request waits before Cube's "Continue wait" (default 10)
+    SEMANTIC_EXPORT_MAX_ROWS   the most rows one export (/cubejs-api/v1/export) may have (default 5,000,000):
+                               a larger one is refused, with this limit named, before anything is sent
     SEMANTIC_ROLLUPS           off: every query compiled by MetricFlow (the benchmark's baseline)
     SEMANTIC_WS_CONNECTIONS    WebSocket connections per server process (default 1000)
     SEMANTIC_WS_CONNECTIONS_PER_TOKEN     of them with one token (default 20)
@@ -51,6 +53,7 @@ from semantic.warehouse import WarehouseTarget
 # The governed metric definitions as MetricFlow reads them, written by `dbt parse` (`make manifest`).
 SEMANTIC_MANIFEST = Path(__file__).resolve().parents[1] / "dbt_project" / "target" / "semantic_manifest.json"
 DEFAULT_TOKEN_MAX_SECONDS = 90 * 24 * 3600
+DEFAULT_EXPORT_MAX_ROWS = 5_000_000
 LOOPBACK_ORIGINS = r"https?://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?"
 # On SIGTERM, how long the HTTP servers let requests in flight (open WebSockets, exports) finish:
 # a deployment's stop must not wait on a client that never hangs up.
@@ -157,6 +160,7 @@ class ServingSettings:
     max_token_seconds: int = DEFAULT_TOKEN_MAX_SECONDS
     workers: int = 4
     continue_wait: float = 10.0
+    export_max_rows: int = DEFAULT_EXPORT_MAX_ROWS
     rollups: bool = True
     subscriptions: SubscriptionLimits = field(default_factory=SubscriptionLimits)
     semantic_manifest: Path = SEMANTIC_MANIFEST
@@ -191,6 +195,7 @@ class ServingSettings:
             max_token_seconds=_number(env, "SEMANTIC_TOKEN_MAX_SECONDS", DEFAULT_TOKEN_MAX_SECONDS, int),
             workers=max(1, _number(env, "SEMANTIC_WORKERS", 4, int)),
             continue_wait=_number(env, "SEMANTIC_CONTINUE_WAIT", 10.0),
+            export_max_rows=max(1, _number(env, "SEMANTIC_EXPORT_MAX_ROWS", DEFAULT_EXPORT_MAX_ROWS, int)),
             rollups=env.get("SEMANTIC_ROLLUPS", "on") != "off",
             subscriptions=SubscriptionLimits.from_environment(env),
             now=_now(env),

@@ -97,7 +97,8 @@ def test_the_rest_api_answers_as_its_openapi_description_says(server):
     """Generated queries and bodies with an admin token: 200, or 400 naming the fault; never 5xx."""
     checked = check_conformance(server.url, headers={"Authorization": server.admin})
     assert {"GET /cubejs-api/v1/load", "POST /cubejs-api/v1/load", "GET /cubejs-api/v1/meta",
-            "POST /cubejs-api/v1/dry-run", "GET /readyz", "GET /metrics"} <= set(checked)
+            "POST /cubejs-api/v1/dry-run", "GET /cubejs-api/v1/export", "POST /cubejs-api/v1/export",
+            "GET /readyz", "GET /metrics"} <= set(checked)
 
 
 def test_the_sql_endpoints_http_side_answers_as_its_openapi_description_says(secured):
