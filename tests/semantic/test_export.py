@@ -51,7 +51,7 @@ def load(server: Server, query, token: str | None = None) -> httpx.Response:
                      headers={"Authorization": token or server.admin}, timeout=120)
 
 
-def _cube(value):
+def load_value(value):
     """A value as comparable with /load's: numbers as Decimals, times as Cube's local timestamps."""
     if value is None or (isinstance(value, float) and value != value):
         return None
@@ -78,16 +78,16 @@ def read_back(fmt: str, content: bytes) -> tuple[list[dict], dict[str, str]]:
     """The rows of an exported file, as /load's rows compare, and what the file says about itself."""
     if fmt == "csv":
         frame = pd.read_csv(io.BytesIO(content), dtype=str, keep_default_na=False)
-        return [{k: _cube(v) if v != "" else None for k, v in row.items()} for row in frame.to_dict("records")], {}
+        return [{k: load_value(v) if v != "" else None for k, v in row.items()} for row in frame.to_dict("records")], {}
     if fmt == "json":
         body = orjson.loads(content)
         assert body["rowCount"] == len(body["data"])
         facts = {"query": orjson.dumps(body["query"]).decode(), "data_version": body["dataVersion"]}
-        return [{k: _cube(v) for k, v in row.items()} for row in body["data"]], facts
+        return [{k: load_value(v) for k, v in row.items()} for row in body["data"]], facts
     if fmt == "parquet":
         table = pq.read_table(io.BytesIO(content))
         facts = {k.decode().removeprefix("semantic."): v.decode() for k, v in table.schema.metadata.items()}
-        rows = [{k: _cube(v.replace(tzinfo=None) if isinstance(v, datetime) else v) for k, v in row.items()}
+        rows = [{k: load_value(v.replace(tzinfo=None) if isinstance(v, datetime) else v) for k, v in row.items()}
                 for row in table.to_pylist()]
         return rows, facts
     workbook = openpyxl.load_workbook(io.BytesIO(content), read_only=True)
@@ -96,7 +96,7 @@ def read_back(fmt: str, content: bytes) -> tuple[list[dict], dict[str, str]]:
     about = {name: value for name, value, *_ in workbook["query"].values if name}
     assert about["query"] == facts["query"] and about["data version"] == facts["data_version"]
     assert about["rows"] == len(values)
-    return [{k: _cube(v) for k, v in zip(header, row, strict=True)} for row in values], facts
+    return [{k: load_value(v) for k, v in zip(header, row, strict=True)} for row in values], facts
 
 
 @pytest.mark.parametrize(("fmt", "method"), [("csv", "GET"), ("json", "POST"), ("parquet", "GET"),
@@ -107,7 +107,7 @@ def test_every_format_holds_the_rows_load_returns_with_the_query_and_data_versio
     response = export(server, DAILY, fmt, token, method)
     assert response.status_code == 200, response.text
     rows, facts = read_back(fmt, response.content)
-    expected = [{k: _cube(v) for k, v in row.items() if k != "orders.metric_time"} for row in loaded["data"]]
+    expected = [{k: load_value(v) for k, v in row.items() if k != "orders.metric_time"} for row in loaded["data"]]
     if fmt == "xlsx":  # a cell holds a double written with 16 digits, which not every double round-trips
         rows, expected = _to_10_places(rows), _to_10_places(expected)
     assert rows == expected and len(rows) > 20
@@ -133,7 +133,7 @@ def test_types_survive_in_parquet_and_time_zones_as_load_shows_them(server):
     assert str(table.schema.field("live.live_gross_revenue").type).startswith("decimal128")
     assert str(table.schema.field("live.metric_time.minute").type) == "timestamp[us, tz=America/New_York]"
     loaded = load(server, query).json()["data"]
-    assert [_cube(t.replace(tzinfo=None)) for t in table.column("live.metric_time.minute").to_pylist()] == \
+    assert [load_value(t.replace(tzinfo=None)) for t in table.column("live.metric_time.minute").to_pylist()] == \
         [row["live.metric_time.minute"] for row in loaded]
     csv = pd.read_csv(io.BytesIO(export(server, query, "csv").content), dtype=str)
     assert list(csv["live.metric_time.minute"]) == [row["live.metric_time.minute"] for row in loaded]
@@ -141,7 +141,7 @@ def test_types_survive_in_parquet_and_time_zones_as_load_shows_them(server):
 
 def test_a_tenants_export_holds_its_own_rows_only(server):
     by_tenant = {"measures": ["orders.revenue"], "dimensions": ["orders.tenant"]}
-    everyone = {r["orders.tenant"]: _cube(r["orders.revenue"]) for r in load(server, by_tenant).json()["data"]}
+    everyone = {r["orders.tenant"]: load_value(r["orders.revenue"]) for r in load(server, by_tenant).json()["data"]}
     assert len(everyone) > 1
     for tenant in everyone:
         for fmt in ("csv", "parquet"):
