@@ -57,8 +57,6 @@ class Settings:
     landing_writers: int = 2
     max_pending_bytes: int = 256 << 20
     retry_after_seconds: int = 1
-    # how long a request waits for another request that is storing the same event ids
-    wait_for_claims_seconds: float = 5.0
     # a batch is validated this many events at a time, other requests being served in between (a
     # thread would hold the GIL against the event loop for the whole batch: a 20,000-event batch
     # takes about 60 ms)
