@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 
 import dagster as dg
 import pytest
+from syrupy.extensions.json import JSONSnapshotExtension
 
 from orchestration.environment import tool
 from tests.conftest import REPO_ROOT
-
-SNAPSHOT = REPO_ROOT / "tests" / "orchestration" / "definitions_snapshot.json"
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +38,15 @@ def graph_snapshot(defs: dg.Definitions) -> dict:
     }
 
 
-def test_graph_matches_the_reviewed_snapshot(defs):
-    """A change to the asset graph shows up in review: regenerate with UPDATE_SNAPSHOTS=1."""
-    current = json.loads(json.dumps(graph_snapshot(defs)))
-    if os.environ.get("UPDATE_SNAPSHOTS"):
-        SNAPSHOT.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
-    assert current == json.loads(SNAPSHOT.read_text())
+@pytest.fixture
+def snapshot_json(snapshot):
+    """syrupy's snapshot, stored as JSON (`__snapshots__/test_definitions/<test>.json`), readable in review."""
+    return snapshot.with_defaults(extension_class=JSONSnapshotExtension)
+
+
+def test_graph_matches_the_reviewed_snapshot(defs, snapshot_json):
+    """A change to the asset graph shows up in review (syrupy): accept it with `pytest --snapshot-update`."""
+    assert graph_snapshot(defs) == snapshot_json
 
 
 def test_raw_tables_connect_loads_to_models(defs):
