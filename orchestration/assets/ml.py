@@ -51,7 +51,7 @@ def _calendar(env, wide: pd.DataFrame) -> pd.DataFrame:
 def _store(env):
     from ml.tracking import Store
 
-    return Store.under(env.data_dir)
+    return Store.under(env.data_dir, env.mlflow_tracking_uri)
 
 
 @dg.asset(key=MODELS_KEY, deps=[METRICS_DAILY, EVENTS_CALENDAR], group_name="ml", kinds={"lightgbm", "mlflow"},
