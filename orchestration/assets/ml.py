@@ -13,7 +13,6 @@ spend seconds loading them.
 """
 
 import json
-import os
 
 import dagster as dg
 import pandas as pd
@@ -151,9 +150,8 @@ def _queue_alerts(context: dg.AssetExecutionContext, env, table: pd.DataFrame) -
     """Queue new high-severity insights for the alert webhook; `insight_alerts_sensor` sends them.
     Only a file is written here, so a slow webhook cannot hold up the pipeline."""
     from reports.alerts import Outbox
-    from reports.delivery import Settings
 
-    if not Settings.from_env(os.environ).alert_webhook_url:
+    if not env.delivery.alert_webhook_url:
         context.log.info("REPORTS_ALERT_WEBHOOK_URL is not set: no alerts queued for high-severity insights")
         return 0
     queued = Outbox(env.alerts_dir).enqueue(table)

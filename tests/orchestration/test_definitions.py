@@ -124,6 +124,7 @@ def test_dbt_arguments_and_result_summary():
 
 def test_environment_is_decided_in_one_place(tmp_path):
     from orchestration.environment import environment_from
+    from reports.delivery import Settings as DeliverySettings
 
     env = environment_from({"PLATFORM_DATA_DIR": str(tmp_path), "DBT_TARGET": "postgres"})
     assert env.dbt_target == "postgres"
@@ -131,6 +132,13 @@ def test_environment_is_decided_in_one_place(tmp_path):
     assert env.dagster_home == tmp_path / "dagster"
     default = environment_from({})
     assert default.data_dir == REPO_ROOT / "data" and default.dbt_target == "duckdb"
+    # where reports and alerts go: read here too, once, so the assets, sensors and servers never read os.environ
+    assert default.delivery == DeliverySettings() and default.report_pdf_pages is None
+    reports = environment_from({"REPORTS_ALERT_WEBHOOK_URL": "https://alerts.example.com/x", "REPORTS_PDF_PAGES": "/",
+                                "REPORTS_DELIVERY_ATTEMPTS": "many", "REPORTS_SERVE_LOG": "1"})
+    assert reports.delivery.alert_webhook_url == "https://alerts.example.com/x" and reports.report_pdf_pages == "/"
+    assert reports.delivery.problems["alert"] == "REPORTS_DELIVERY_ATTEMPTS must be a whole number, not 'many'"
+    assert reports.reports_request_log and not default.reports_request_log
 
 
 def test_dagster_validates_the_workspace(tmp_path):
