@@ -164,3 +164,28 @@ def test_readme_names_what_the_schedules_run_and_runs_uv_as_installed(defs):
         if said:
             assert said.group(1) == schedule.job_name, schedule.name
     assert re.search(r"`daily_batch`[^.]*?runs `(\w+)`", readme)
+
+
+def test_plain_dagster_commands_use_the_projects_instance(tmp_path):
+    """`make` prepares data/dagster and writes DAGSTER_HOME into `.env`, which Dagster's commands (`dagster dev`
+    among them) load from the folder they start in: without DAGSTER_HOME set, a plain command runs on the project's
+    instance (the warehouse pool, retries, history), not on a temporary one."""
+    make = ["make", "-s", "-C", str(tmp_path), "-f", str(REPO_ROOT / "Makefile"), "dagster-env",
+            "data/dagster/dagster.yaml"]
+    subprocess.run(make, check=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+
+    def instance_info(environment: dict[str, str]) -> str:
+        proc = subprocess.run([tool("dagster"), "instance", "info"], cwd=tmp_path, env=environment,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    info = instance_info(env)
+    assert f"$DAGSTER_HOME: {tmp_path / 'data' / 'dagster'}\n" in info
+    assert "pools:\n    default_limit: 1" in info and "run_retries:\n  enabled: true" in info
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    assert f"$DAGSTER_HOME: {other}\n" in instance_info({**env, "DAGSTER_HOME": str(other)})  # one set wins
+    subprocess.run(make, check=True, timeout=60)  # again: the `.env` keeps its one line
+    assert (tmp_path / ".env").read_text().count("DAGSTER_HOME=") == 1
