@@ -131,18 +131,23 @@ def test_a_tenant_with_no_data_gets_a_message_on_every_page(site_with_empty_tena
             assert f"tenant {EMPTY_TENANT}" in text, (route, text[:2000])
 
 
+def create_insights_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    """The published tables the insights source reads, empty."""
+    conn.execute("create schema ml")
+    conn.execute("create table ml.insights (insight_type varchar, metric varchar, tenant_id varchar, "
+                 "date_day date, severity varchar, confidence double, value double, expected double, "
+                 "lower double, upper double, explanation varchar)")
+    conn.execute("create schema marts")
+    conn.execute("create table marts.dim_tenants (tenant_id varchar, tenant_name varchar)")
+
+
 def test_a_source_query_without_rows_gets_an_empty_parquet_file_with_its_columns(tmp_path):
     """Evidence writes a schema but no Parquet file (older versions: 0 bytes) for a query without
     rows, which its build cannot read: each gets a valid Parquet file with the query's columns and
     no rows; results with rows, and queries Evidence did not run, are left alone."""
     snapshot = tmp_path / "warehouse-quiet.duckdb"
     with duckdb.connect(str(snapshot)) as conn:
-        conn.execute("create schema ml")
-        conn.execute("create table ml.insights (insight_type varchar, metric varchar, tenant_id varchar, "
-                     "date_day date, severity varchar, confidence double, value double, expected double, "
-                     "lower double, upper double, explanation varchar)")
-        conn.execute("create schema marts")
-        conn.execute("create table marts.dim_tenants (tenant_id varchar, tenant_name varchar)")
+        create_insights_tables(conn)
     data = tmp_path / "data"
     for name, content in (("insights", b""), ("kpis_daily", b"PAR1 rows written by Evidence PAR1"),
                           ("tenants", None)):
@@ -164,12 +169,7 @@ def test_the_insights_source_says_kinds_metrics_and_tenants_in_words():
     """The insights page shows what a reader understands: the kind of insight and the metric in words and the
     tenant by name (its id where the tenant has no name); the page still filters on the id."""
     with duckdb.connect() as conn:
-        conn.execute("create schema ml")
-        conn.execute("create table ml.insights (insight_type varchar, metric varchar, tenant_id varchar, "
-                     "date_day date, severity varchar, confidence double, value double, expected double, "
-                     "lower double, upper double, explanation varchar)")
-        conn.execute("create schema marts")
-        conn.execute("create table marts.dim_tenants (tenant_id varchar, tenant_name varchar)")
+        create_insights_tables(conn)
         conn.execute("insert into marts.dim_tenants values ('t001', 'Acme Retail')")
         conn.execute("""insert into ml.insights values
             ('anomaly_spike', 'revenue', 't001', '2026-11-20', 'high', 0.9, 1, 1, 0, 2, 'x'),
