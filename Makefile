@@ -2,6 +2,7 @@
 # installs what is missing first (uv, the locked environment, the dbt manifest).
 
 SHELL := /bin/bash
+ROOT := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
 export UV_PYTHON_DOWNLOADS := never
 # uv from PATH, else the one pip installs (`python3 -m uv` works wherever pip put it)
 UV := $(or $(shell command -v uv 2>/dev/null),python3 -m uv)
@@ -24,10 +25,12 @@ POSTGRES := /usr/lib/postgresql
 JDBC := /usr/share/java/postgresql.jar
 # The metrics server's live page: Cube's client (locked npm packages) bundled by esbuild
 LIVE_PAGE := semantic/live/dist/live.js
+# Dagster's instance home, as `make run` and `make dev` use it (data/dagster)
+DAGSTER_INSTANCE := data/dagster/dagster.yaml
 # Apache Superset in its own locked environment (bi/pyproject.toml, bi/uv.lock): `make bi` serves it, the tests drive it
 SUPERSET := bi/.venv/.synced
 
-.PHONY: bi bi-install report serve-reports live-page run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness bench-live mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments bench-questions bench-bi lint manifest install clean retention backup restore erase serve-quality-docs
+.PHONY: dagster-env bi bi-install report serve-reports live-page run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness bench-live mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments bench-questions bench-bi lint manifest install clean retention backup restore erase serve-quality-docs
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest $(REPORTS_JS) $(DATA_DOCS_JS)
@@ -173,7 +176,17 @@ lint: install manifest
 	$(RUN) ruff check .
 	PLATFORM_WAREHOUSE=:memory: $(RUN) sqlfluff lint dbt_project/models
 
-install: .venv/.synced
+install: .venv/.synced $(DAGSTER_INSTANCE) dagster-env
+
+# Dagster's instance (the warehouse pool, retries, run history) under data/dagster, and `.env` naming it:
+# `dagster dev` loads `.env` from the folder it starts in, so plain `dagster dev -w workspace.yaml` uses this
+# instance too, not a temporary one. A DAGSTER_HOME already set (`make dev` sets its data directory's) wins;
+# a `.env` that already names DAGSTER_HOME is left as it is.
+$(DAGSTER_INSTANCE):
+	@mkdir -p $(@D) && cp -n $(ROOT)orchestration/dagster.yaml $@
+
+dagster-env:
+	@grep -qs '^DAGSTER_HOME=' .env || echo 'DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/data/dagster}' >> .env
 
 manifest: $(MANIFEST)
 

@@ -38,7 +38,6 @@ BUCKETS = ((0.0, 3.0, "<3"), (3.0, 4.0, "3-4"), (4.0, 6.0, "4-6"), (6.0, 99.0, "
 SIZES = (2.0, 2.5, 3.2, 3.8, 4.5, 5.5, 7.0, 9.0)
 BUDGET = 1 / 1000
 NATURAL = 4.0  # noise units beyond which a day was anomalous before injection
-GOALS = {">=6": 0.9, "4-6": 0.5}
 
 
 def _two_sided(stab: np.ndarray, event: np.ndarray, season: int = 7) -> np.ndarray:

@@ -7,6 +7,7 @@ first run still shows something and nobody mistakes it for a vetted model.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -111,9 +112,11 @@ def recent_error(loaded: Loaded, wide: pd.DataFrame, calendar: pd.DataFrame | No
 
 
 def find_insights(wide: pd.DataFrame, calendar: pd.DataFrame | None = None,
-                  families: tuple[str, ...] = tuple(FAMILIES)) -> pd.DataFrame:
+                  families: tuple[str, ...] = tuple(FAMILIES),
+                  tenant_names: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Anomalies (out of sample; robust z where a series is too short), expected events, trends and
-    change points, for every family."""
+    change points, for every family; the explanations name tenants by `tenant_names` (id -> name)."""
+    names = tenant_names or {}
     found = []
     for family in families:
         panel, _ = to_panel(wide, family, calendar)
@@ -123,10 +126,10 @@ def find_insights(wide: pd.DataFrame, calendar: pd.DataFrame | None = None,
         setup = Setup(spec.freq, spec.season, spec.season)
         lengths = panel.groupby("unique_id")["y"].transform("size")
         judged = detection.judge(panel[lengths > setup.min_length], setup)
-        found.append(insights.anomalies(judged))
-        found.append(insights.fallback_anomalies(panel[lengths <= setup.min_length]))
-        found.append(insights.on_event_days(pd.concat([insights.trends(panel), insights.change_points(panel)]),
-                                            panel))
+        found.append(insights.anomalies(judged, names))
+        found.append(insights.fallback_anomalies(panel[lengths <= setup.min_length], names))
+        found.append(insights.on_event_days(pd.concat([insights.trends(panel, names),
+                                                       insights.change_points(panel, names)]), panel))
     frames = [f for f in found if not f.empty]
     if not frames:
         return pd.DataFrame(columns=[*insights.COLUMNS, "created_at"])

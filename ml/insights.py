@@ -5,10 +5,13 @@ the days before it, in units of the series' own noise, less the movement every t
 day. A day of the events calendar is never an anomaly: when it moved the metric beyond the noise,
 the insight is an `expected_event` that names the event. Series too short for a model fall back
 to a robust z-score of the values themselves. Every insight carries a one-sentence explanation with
-the numbers (and the event, on an event day).
+the numbers (and the event, on an event day), written for a business reader: the tenant's name, the
+metric's label, money in dollars, and no statistic (the score and method are columns of their own).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -32,12 +35,41 @@ LABELS = {"revenue": "Revenue", "orders": "Orders", "active_users": "Active user
           "errors": "Errors"}
 
 
-def _who(tenant_id: str) -> str:
-    return "all tenants" if tenant_id == TOTAL else f"tenant {tenant_id}"
+PLURAL = {"orders", "active_users", "sessions", "errors"}  # "Orders were", "Revenue was"
+MONEY = {"revenue"}
+NO_NAMES: Mapping[str, str] = {}
+
+
+def _who(tenant_id: str, names: Mapping[str, str]) -> str:
+    """All tenants, a tenant by its name (`marts.dim_tenants`), or by its id when it has none."""
+    return "all tenants" if tenant_id == TOTAL else names.get(tenant_id) or f"tenant {tenant_id}"
 
 
 def _fmt(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.1f}"
+
+
+def _amount(metric: str, x: float) -> str:
+    return f"${x:,.0f}" if metric in MONEY and abs(x) >= 100 else f"${x:,.2f}" if metric in MONEY else _fmt(x)
+
+
+def _subject(metric: str, tenant_id: str, names: Mapping[str, str]) -> str:
+    return f"{LABELS.get(metric, metric)} for {_who(tenant_id, names)}"
+
+
+def _was(metric: str) -> str:
+    return "were" if metric in PLURAL else "was"
+
+
+def _against(metric: str, actual: float, expected: float, word: str) -> str:
+    """How far a value is from what was expected, in words: 35 % above, 2.4 times, 60 % below."""
+    if expected <= 0:
+        return f"against {word} {_amount(metric, expected)}"
+    ratio = actual / expected
+    if ratio >= 2:
+        return f"{ratio:.1f} times {word} {_amount(metric, expected)}"
+    side = "above" if ratio >= 1 else "below"
+    return f"{abs(ratio - 1):.0%} {side} {word} {_amount(metric, expected)}"
 
 
 def robust_z(values: np.ndarray, floor: float = 0.0) -> np.ndarray:
@@ -62,8 +94,8 @@ def severity_of(z: float, actual: float, expected: float) -> str:
     return "medium" if abs(z) >= 6 or not 2 / 3 < ratio < 1.5 else "low"
 
 
-def anomalies(judged: pd.DataFrame) -> pd.DataFrame:
-    """Anomalies and expected events among the days `detection.judge` judged."""
+def anomalies(judged: pd.DataFrame, names: Mapping[str, str] = NO_NAMES) -> pd.DataFrame:
+    """Anomalies and expected events among the days `detection.judge` judged (`names`: tenant names)."""
     found = []
     if judged.empty:
         return pd.DataFrame(columns=COLUMNS)
@@ -71,14 +103,14 @@ def anomalies(judged: pd.DataFrame) -> pd.DataFrame:
         confidence = min(0.99, abs(day.score) / (2 * ANOMALY_Z))
         if day.event:
             found.append(_expected_event(day.tenant_id, day.metric, day.ds, day.y, day.expected, day.lower,
-                                         day.upper, day.score, confidence, day.event_name))
+                                         day.upper, day.score, confidence, day.event_name, names))
         else:
             found.append(_anomaly(day.tenant_id, day.metric, day.ds, day.y, day.expected, day.lower, day.upper,
-                                  day.score, confidence=confidence, method="forecast_residual"))
+                                  day.score, confidence=confidence, method="forecast_residual", names=names))
     return pd.DataFrame(found, columns=COLUMNS)
 
 
-def fallback_anomalies(series: pd.DataFrame) -> pd.DataFrame:
+def fallback_anomalies(series: pd.DataFrame, names: Mapping[str, str] = NO_NAMES) -> pd.DataFrame:
     """Robust z-scores of the (root-scaled) values, for series the model could not cover (too short);
     calendar event days are left out, as expected."""
     found = []
@@ -91,17 +123,21 @@ def fallback_anomalies(series: pd.DataFrame) -> pd.DataFrame:
         for day, value, score, event in zip(rows["ds"], values, z, rows["event"], strict=True):
             if abs(score) >= FALLBACK_Z and not event:
                 found.append(_anomaly(tenant_id, metric, day, value, median, np.nan, np.nan, score,
-                                      confidence=min(0.99, abs(score) / (2 * FALLBACK_Z)), method="robust_zscore"))
+                                      confidence=min(0.99, abs(score) / (2 * FALLBACK_Z)), method="robust_zscore",
+                                      names=names))
     return pd.DataFrame(found, columns=COLUMNS)
 
 
-def _anomaly(tenant_id, metric, day, actual, expected, lower, upper, score, confidence, method) -> dict:
+def _anomaly(tenant_id, metric, day, actual, expected, lower, upper, score, confidence, method,
+             names: Mapping[str, str] = NO_NAMES) -> dict:
     direction = "spike" if score > 0 else "drop"
-    against = f"{actual / expected:.2f}x the expected" if expected > 0 else "against an expected"
-    band = f" (95 % range {_fmt(lower)} to {_fmt(upper)})" if np.isfinite(lower) else ""
-    explanation = (f"{LABELS.get(metric, metric)} for {_who(tenant_id)} on {pd.Timestamp(day).date()} were "
-                   f"{_fmt(actual)}, {against} {_fmt(expected)}{band}: a {direction} "
-                   f"with robust z-score {score:+.1f}.")
+    # the fallback has no forecast: its reference is the series' typical (median) value
+    word = "the typical" if method == "robust_zscore" else "the expected"
+    band = (f" (expected range {_amount(metric, lower)} to {_amount(metric, upper)})"
+            if np.isfinite(lower) else "")
+    explanation = (f"{_subject(metric, tenant_id, names)} on {pd.Timestamp(day).date()} {_was(metric)} "
+                   f"{_amount(metric, actual)}, {_against(metric, actual, expected, word)}{band}: an unusual "
+                   f"{'rise' if score > 0 else 'drop'}, beyond the day-to-day ups and downs of this series.")
     return {"insight_type": f"anomaly_{direction}", "metric": metric, "tenant_id": tenant_id,
             "date_day": pd.Timestamp(day), "severity": severity_of(score, actual, expected),
             "confidence": round(float(confidence), 3), "value": float(actual), "expected": float(expected),
@@ -109,15 +145,15 @@ def _anomaly(tenant_id, metric, day, actual, expected, lower, upper, score, conf
             "score": round(float(score), 2), "method": method, "explanation": explanation}
 
 
-def _expected_event(tenant_id, metric, day, actual, expected, lower, upper, score, confidence, event) -> dict:
-    against = f"{actual / expected:.2f}x the usual" if expected > 0 else "against a usual"
+def _expected_event(tenant_id, metric, day, actual, expected, lower, upper, score, confidence, event,
+                    names: Mapping[str, str] = NO_NAMES) -> dict:
     return {"insight_type": "expected_event", "metric": metric, "tenant_id": tenant_id,
             "date_day": pd.Timestamp(day), "severity": "low", "confidence": round(float(confidence), 3),
             "value": float(actual), "expected": float(expected), "lower": float(lower), "upper": float(upper),
             "score": round(float(score), 2), "method": "events_calendar",
-            "explanation": (f"{LABELS.get(metric, metric)} for {_who(tenant_id)} on {pd.Timestamp(day).date()} were "
-                            f"{_fmt(actual)}, {against} {_fmt(expected)}: {event}, a day of the events calendar "
-                            f"(robust z-score {score:+.1f}), expected and not an anomaly.")}
+            "explanation": (f"{_subject(metric, tenant_id, names)} on {pd.Timestamp(day).date()} {_was(metric)} "
+                            f"{_amount(metric, actual)}, {_against(metric, actual, expected, 'the usual')}: "
+                            f"{event}, a day of the events calendar, so expected and not an anomaly.")}
 
 
 def on_event_days(found: pd.DataFrame, series: pd.DataFrame) -> pd.DataFrame:
@@ -133,7 +169,7 @@ def on_event_days(found: pd.DataFrame, series: pd.DataFrame) -> pd.DataFrame:
     return found
 
 
-def trends(series: pd.DataFrame) -> pd.DataFrame:
+def trends(series: pd.DataFrame, names: Mapping[str, str] = NO_NAMES) -> pd.DataFrame:
     """Series whose last four weeks differ clearly from the four before.
 
     Welch's t on log values with each weekday's mean removed: the weekly cycle is not noise,
@@ -165,14 +201,14 @@ def trends(series: pd.DataFrame) -> pd.DataFrame:
             "confidence": round(float(min(0.99, abs(t) / 10)), 3), "value": float(recent.mean()),
             "expected": float(before.mean()), "lower": np.nan, "upper": np.nan, "score": round(float(t), 2),
             "method": "welch_t_28d",
-            "explanation": (f"{LABELS.get(metric, metric)} for {_who(tenant_id)} {word} {abs(change):.1%} over the "
-                            f"last {TREND_DAYS} days: {_fmt(recent.mean())} a day against {_fmt(before.mean())} "
-                            f"in the {TREND_DAYS} days before (t = {t:+.1f})."),
+            "explanation": (f"{_subject(metric, tenant_id, names)} {word} {abs(change):.1%} over the "
+                            f"last {TREND_DAYS} days: {_amount(metric, recent.mean())} a day against "
+                            f"{_amount(metric, before.mean())} in the {TREND_DAYS} days before."),
         })
     return pd.DataFrame(found, columns=COLUMNS)
 
 
-def change_points(series: pd.DataFrame) -> pd.DataFrame:
+def change_points(series: pd.DataFrame, names: Mapping[str, str] = NO_NAMES) -> pd.DataFrame:
     """The strongest lasting level shift of each series beyond its linear trend and weekly cycle.
 
     The log values lose their weekday means and linear trend; the split that best separates the
@@ -207,8 +243,8 @@ def change_points(series: pd.DataFrame) -> pd.DataFrame:
             "severity": "medium", "confidence": round(float(min(0.99, abs(t) / 12)), 3),
             "value": float(np.expm1(shift)),
             "expected": 0.0, "lower": np.nan, "upper": np.nan, "score": round(float(t), 2), "method": "mean_shift",
-            "explanation": (f"{LABELS.get(metric, metric)} for {_who(tenant_id)} shifted {word} by "
-                            f"{abs(np.expm1(shift)):.1%} from {pd.Timestamp(day).date()} onwards, beyond the trend and "
-                            f"weekly cycle (t = {t:+.1f})."),
+            "explanation": (f"{_subject(metric, tenant_id, names)} shifted {word} by "
+                            f"{abs(np.expm1(shift)):.1%} from {pd.Timestamp(day).date()} onwards and stayed there, "
+                            "beyond its usual trend and weekly pattern."),
         })
     return pd.DataFrame(found, columns=COLUMNS)

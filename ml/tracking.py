@@ -1,7 +1,8 @@
 """The MLflow tracking store and model registry: experiments, runs, versions and the champion.
 
-The store is SQLite under `data/mlflow/` with a local artifact store beside it, unless
-`MLFLOW_TRACKING_URI` points elsewhere (a team's tracking server). A SQLite store's artifact locations
+The store is SQLite under `data/mlflow/` with a local artifact store beside it, unless the pipeline's
+environment names a tracking server (`MLFLOW_TRACKING_URI`, read by `orchestration/environment.py` and
+passed to `Store.under`). A SQLite store's artifact locations
 are relative to it (`ml/artifact_store.py`), so the data directory can move, and MLflow's empty `Default`
 experiment is deleted (every run goes to its family's experiment). Every write path checks the
 store first and fails with the URI and the cause; a model version is only created after its run
@@ -19,19 +20,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from ml import artifact_store
+
 CHAMPION = "champion"
 DEFAULT_EXPERIMENT_ID = "0"  # MLflow's `Default`, created with every store
 DOCUMENT = "forecaster.json"  # `Forecaster.document()`, beside the mlforecast model
 
-# A remote store that is down should fail in seconds, not after minutes of retries.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-
-import mlflow  # noqa: E402  (reads the variables above when imported)
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-
-from ml import artifact_store  # noqa: E402
+# A tracking server that is down should fail in seconds, not after minutes of retries. MLflow reads
+# these from the environment at each request (`mlflow.environment_variables`) and its client takes
+# no such argument: `Store.client` sets them, where a client of a server is made, unless already set.
+FAIL_FAST_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
 class TrackingStoreError(RuntimeError):
@@ -50,8 +52,9 @@ def model_name(family: str) -> str:
     return f"forecast_{family}"
 
 
-def default_uri(data_dir: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(data_dir / 'mlflow' / 'mlflow.db').resolve()}"
+def local_uri(data_dir: Path) -> str:
+    """The platform's own store under the data directory."""
+    return f"sqlite:///{(data_dir / 'mlflow' / 'mlflow.db').resolve()}"
 
 
 @dataclass
@@ -60,14 +63,19 @@ class Store:
     artifact_root: Path
 
     @classmethod
-    def under(cls, data_dir: Path) -> Store:
+    def under(cls, data_dir: Path, tracking_uri: str | None = None) -> Store:
+        """The store of a data directory: `tracking_uri` (a team's tracking server), else the local one."""
         root = data_dir / "mlflow"
-        if default_uri(data_dir).startswith("sqlite:///"):
+        uri = tracking_uri or local_uri(data_dir)
+        if uri.startswith("sqlite:///"):
             root.mkdir(parents=True, exist_ok=True)
-        return cls(default_uri(data_dir), (root / "artifacts").resolve())
+        return cls(uri, (root / "artifacts").resolve())
 
     @property
     def client(self) -> MlflowClient:
+        if self.uri.startswith(("http://", "https://")):
+            for name, value in FAIL_FAST_HTTP.items():
+                os.environ.setdefault(name, value)
         return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
     def experiment(self, family: str) -> str:

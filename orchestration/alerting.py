@@ -11,13 +11,12 @@ after newer data was published and went stale in its turn.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 
 import dagster as dg
 
 from orchestration.environment import current_environment
-from reports.delivery import Delivery, Settings, post_webhook
+from reports.delivery import Delivery, post_webhook
 from semantic.publication import Version
 
 FRESHNESS_INTERVAL_SECONDS = 300
@@ -53,7 +52,7 @@ def freshness_breach(version: Version | None, now: datetime, limit: timedelta, a
 
 def post_alert(payload: dict, log) -> Delivery | None:
     """POST to the alert webhook; None when none is configured. AlertNotSent when it is not taken."""
-    settings = Settings.from_env(os.environ)
+    settings = current_environment().delivery
     if not settings.alert_webhook_url:
         return None
     if "alert" in settings.problems or "retry" in settings.problems:

@@ -1,5 +1,5 @@
 """The one place that decides the pipeline's environment: data directory, dbt target, sample size,
-contracts, the clock.
+contracts, the clock, where the reports and alerts are delivered.
 
 Everything is read from environment variables with defaults for the embedded default (DuckDB
 and the sample data under `data/`). Moving to a bigger warehouse means setting `DBT_TARGET` and
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ingestion.paths import DataLayout, data_dir_from, pinned_now_from
 from ingestion.privacy import PrivacySettings, privacy_settings_from
+from reports.delivery import Settings as DeliverySettings
 from semantic.publication import Publication
 from semantic.settings import SEMANTIC_MANIFEST, freshness_limit_from
 from semantic.warehouse import Warehouse, WarehouseTarget
@@ -53,6 +54,14 @@ class Environment:
     # How old the published data may get before a freshness breach is alerted (`alerting.py`):
     # PLATFORM_FRESHNESS_MAX_HOURS, parsed as the servers parse it (`semantic.settings`).
     freshness_limit: timedelta = timedelta(hours=26)
+    # Where reports and alerts go (REPORTS_SMTP_*, REPORTS_EMAIL_*, REPORTS_*WEBHOOK_URL, REPORTS_SITE_URL,
+    # REPORTS_DELIVERY_*; `reports.delivery.Settings.from_env` lists them): a wrong one is kept as a problem
+    # of its channel, which reports it at delivery, so it never stops the data pipeline.
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    # REPORTS_PDF_PAGES: the report pages rendered to PDF (None: `reports.distribution.DEFAULT_PDF_PAGES`)
+    report_pdf_pages: str | None = None
+    # REPORTS_SERVE_LOG: `make serve-reports` logs every request
+    reports_request_log: bool = False
 
     def now(self) -> datetime:
         return self.pinned_now or datetime.now(UTC)
@@ -168,6 +177,9 @@ def environment_from(env: dict[str, str]) -> Environment:
         privacy=privacy_settings_from(env),
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
         freshness_limit=freshness_limit_from(env),
+        delivery=DeliverySettings.from_env(env),
+        report_pdf_pages=env.get("REPORTS_PDF_PAGES") or None,
+        reports_request_log=bool(env.get("REPORTS_SERVE_LOG")),
     )
 
 

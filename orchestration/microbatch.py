@@ -15,11 +15,15 @@ micro-batch exists for (NOTES: 7-12 s for a trivial asset); faster launchers exi
 Dagster's private APIs. A run that fails leaves its files unloaded and the cursor where it was,
 so the next tick tries again, up to `ATTEMPTS` times; then the sensor waits `BACKOFF_SECONDS`
 before trying again, so a lasting fault does not spin.
+
+New files that the loader's ledger already holds (a batch run, `make run`, loaded them: the sensor's
+cursor never saw them) are passed over, so the first `make dev` after `make run` launches nothing.
 """
 
 import json
 import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 import dagster as dg
@@ -111,22 +115,39 @@ class LandingCursor:
         return LandingCursor(watermark, frozenset(f.name for f in files if f.changed_ns > floor))
 
 
+def loaded_files(env) -> frozenset[str]:
+    """The landing files of events the loader's ledger holds (dlt's state, committed with the rows);
+    none while a load is pending, so that the run which finishes it is not passed over."""
+    from ingestion import archive, pipelines
+    from ingestion.sources.landing import ledger
+
+    pipeline = pipelines.make_pipeline(pipelines.EVENTS, env.warehouse_destination(), env.layout.dlt_dir)
+    if pipeline.has_pending_data:
+        return frozenset()
+    return frozenset(ledger(pipeline, archive.EVENTS.pipeline, archive.EVENTS.resource))
+
+
 def runs_in_flight(instance: dg.DagsterInstance) -> list[str]:
     """Runs queued or running, of any job: they may hold the warehouse, which one process writes at a time."""
     runs = instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT), limit=5)
     return [record.dagster_run.run_id for record in runs]
 
 
-def decide(cursor: LandingCursor, files: list[LandingFile], in_flight: list[str],
-           now: float | None = None) -> tuple[dg.RunRequest | dg.SkipReason, LandingCursor]:
+def decide(cursor: LandingCursor, files: list[LandingFile], in_flight: list[str], now: float | None = None,
+           loaded: Collection[str] = ()) -> tuple[dg.RunRequest | dg.SkipReason, LandingCursor]:
     """What the sensor does with a listing: run a micro-batch (the request's tags name what it takes)
     and advance the cursor once it succeeded, or skip and keep the cursor.
 
     While a run is in flight, or after `ATTEMPTS` failures until `BACKOFF_SECONDS` have passed, the
     cursor stays put, so the files that arrived meanwhile are still new next time and one run takes them all.
+    Files named in `loaded` (the loader's ledger) are not new: when only they are, the cursor moves past them.
     """
-    new = cursor.new_files(files)
+    unseen = cursor.new_files(files)
+    new = [f for f in unseen if f.name not in loaded]
     if not new:
+        if unseen:
+            return (dg.SkipReason(f"{len(unseen)} landing files the sensor had not seen were loaded by an earlier run"),
+                    cursor.advanced(files))
         return dg.SkipReason("no new closed landing files"), cursor
     if in_flight:
         return dg.SkipReason(f"{len(new)} new files wait: run {in_flight[0]} is in flight"), cursor
@@ -146,10 +167,14 @@ def decide(cursor: LandingCursor, files: list[LandingFile], in_flight: list[str]
            "run takes them all.")
 def landing_files_sensor(context: dg.SensorEvaluationContext):
     cursor = LandingCursor.parse(context.cursor)
-    files = closed_files(current_environment().layout.events_dir)
-    in_flight = runs_in_flight(context.instance) if cursor.new_files(files) else []
-    decision, after = decide(cursor, files, in_flight)
+    env = current_environment()
+    files = closed_files(env.layout.events_dir)
+    unseen = cursor.new_files(files)
+    in_flight = runs_in_flight(context.instance) if unseen else []
+    decision, after = decide(cursor, files, in_flight, loaded=loaded_files(env) if unseen else ())
     if isinstance(decision, dg.SkipReason):
+        if after != cursor:
+            context.update_cursor(after.serialize())
         return decision
     job = context.repository_def.get_job(microbatch_job.name)
     result = job.execute_in_process(instance=context.instance, raise_on_error=False,

@@ -6,8 +6,6 @@ per recipient or webhook and never raise for a failed one (see `reports.delivery
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from reports import alerts, messages, pages
 from reports.delivery import Delivery, Log, Settings, post_webhook, send_email
 from reports.exports import Exported
@@ -15,9 +13,10 @@ from reports.exports import Exported
 DEFAULT_PDF_PAGES = "/,/forecasts,/insights"
 
 
-def pdf_routes(env: Mapping[str, str]) -> list[str]:
-    """REPORTS_PDF_PAGES: the routes rendered to PDF and attached, comma-separated."""
-    routes = [route.strip() for route in env.get("REPORTS_PDF_PAGES", DEFAULT_PDF_PAGES).split(",") if route.strip()]
+def pdf_routes(value: str | None) -> list[str]:
+    """REPORTS_PDF_PAGES (`value`, as the environment read it; None: the default): the routes rendered to
+    PDF and attached, comma-separated."""
+    routes = [route.strip() for route in (value or DEFAULT_PDF_PAGES).split(",") if route.strip()]
     for route in routes:
         try:
             pages.by_route(route)

@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import functools
 import http.server
-import os
 import re
 from pathlib import Path
 
@@ -20,6 +19,10 @@ RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 class SiteHandler(http.server.SimpleHTTPRequestHandler):
     """Static files, with single byte ranges (`Range: bytes=a-b`) answered as 206."""
+
+    def __init__(self, *args, log_requests: bool = False, **kwargs):
+        self.log_requests = log_requests  # before the base class's __init__, which serves the request
+        super().__init__(*args, **kwargs)
 
     def send_head(self):
         match = RANGE.match(self.headers.get("Range", ""))
@@ -62,12 +65,14 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
             super().handle()
 
     def log_message(self, format, *args):
-        if os.environ.get("REPORTS_SERVE_LOG"):
+        if self.log_requests:
             super().log_message(format, *args)
 
 
-def server(site_dir: Path, port: int = 3100, host: str = "127.0.0.1") -> http.server.ThreadingHTTPServer:
-    handler = functools.partial(SiteHandler, directory=str(site_dir))
+def server(site_dir: Path, port: int = 3100, host: str = "127.0.0.1",
+           log_requests: bool = False) -> http.server.ThreadingHTTPServer:
+    """The site's server; `log_requests` prints a line per request (REPORTS_SERVE_LOG, read by the environment)."""
+    handler = functools.partial(SiteHandler, directory=str(site_dir), log_requests=log_requests)
     return http.server.ThreadingHTTPServer((host, port), handler)
 
 
@@ -77,10 +82,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=3100)
     args = parser.parse_args()
-    site_dir = current_environment().reports_site_dir
+    env = current_environment()
+    site_dir = env.reports_site_dir
     if not (site_dir / "index.html").exists():
         raise SystemExit(f"no site in {site_dir}: run the main job (`make run`) first")
-    httpd = server(site_dir, args.port)
+    httpd = server(site_dir, args.port, log_requests=env.reports_request_log)
     print(f"reports on http://127.0.0.1:{args.port}/ (from {site_dir}); Ctrl-C stops")
     with contextlib.suppress(KeyboardInterrupt):
         httpd.serve_forever()

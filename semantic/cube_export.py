@@ -239,20 +239,17 @@ def export(manifest_path: Path, out: Path, catalog: Catalog | None = None) -> li
 
 
 def main() -> None:
-    import os
-
-    from ingestion.paths import data_dir_from
-    from semantic.service import MetricsService
-    from semantic.settings import SEMANTIC_MANIFEST
-    from semantic.warehouse import WarehouseTarget
+    from semantic.settings import ServingSettings, SettingsError
 
     parser = argparse.ArgumentParser(description="Write the governed metrics as a Cube data model, with the "
                                                  "views the metrics server offers on the published data.")
     parser.add_argument("--out", type=Path, default=Path("cube"))
     args = parser.parse_args()
-    data_dir = data_dir_from(os.environ)
-    publication = WarehouseTarget.from_environment(os.environ, data_dir).publication(data_dir / "published")
-    for path in export(SEMANTIC_MANIFEST, args.out, MetricsService(publication, SEMANTIC_MANIFEST).catalog):
+    try:
+        settings = ServingSettings.from_environment(require_secret=False)  # no token: it reads what was published
+    except (SettingsError, ValueError) as exc:
+        raise SystemExit(f"semantic.cube_export: {exc}") from None
+    for path in export(settings.semantic_manifest, args.out, settings.service().catalog):
         print(path)
 
 

@@ -275,10 +275,6 @@ def query_now(query: dict) -> datetime:
         raise QueryError(f"timezone: unknown time zone {timezone!r}") from None
 
 
-def query_today(query: dict) -> date:
-    return query_now(query).date()
-
-
 def _time_condition(resolved: DateRange, view: View) -> str:
     """The where-clause for a range: whole days on days; with times, on the view's finest grain
     (days whose start is in the range, where the facts are daily)."""

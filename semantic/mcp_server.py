@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from typing import Annotated, Any, Literal
 
@@ -158,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     transport: Literal["stdio", "streamable-http"] = args.transport
     try:
         settings = ServingSettings.from_environment()
-        token = os.environ.get("SEMANTIC_MCP_TOKEN")
+        token = settings.mcp_token
         if transport == "stdio":
             if not token:
                 raise SettingsError("set SEMANTIC_MCP_TOKEN: the token whose tenant this stdio server answers for")

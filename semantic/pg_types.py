@@ -62,7 +62,6 @@ SCALARS = (BOOL, BYTEA, CHAR, NAME, INT8, INT2, INT4, TEXT, OID, JSON, FLOAT4, F
 BY_OID: dict[int, PgType] = {t.oid: t for t in SCALARS}
 for _t in SCALARS:
     BY_OID[_t.array_oid] = PgType(_t.array_oid, f"_{_t.name}", f"{_t.sql_name}[]", 0, _t.oid)
-BY_NAME: dict[str, PgType] = {t.name: t for t in BY_OID.values()}
 
 # DuckDB's type ids (DuckDBPyType.id) -> the PostgreSQL type of the same values
 _FROM_DUCKDB = {
@@ -73,12 +72,6 @@ _FROM_DUCKDB = {
     "timestamp_s": TIMESTAMP, "timestamp_ms": TIMESTAMP, "timestamp_ns": TIMESTAMP,
     "timestamp with time zone": TIMESTAMPTZ, "interval": INTERVAL, "blob": BYTEA, "uuid": UUID, "json": JSON,
 }
-# The DuckDB type a column of a PostgreSQL type is held in (results of governed queries, parameters)
-TO_DUCKDB = {BOOL.oid: "BOOLEAN", INT2.oid: "SMALLINT", INT4.oid: "INTEGER", INT8.oid: "BIGINT",
-             OID.oid: "UINTEGER", FLOAT4.oid: "FLOAT", FLOAT8.oid: "DOUBLE", NUMERIC.oid: "DECIMAL(38,10)",
-             TEXT.oid: "VARCHAR", VARCHAR.oid: "VARCHAR", NAME.oid: "VARCHAR", CHAR.oid: "VARCHAR",
-             DATE.oid: "DATE", TIME.oid: "TIME", TIMESTAMP.oid: "TIMESTAMP", TIMESTAMPTZ.oid: "TIMESTAMPTZ",
-             INTERVAL.oid: "INTERVAL", BYTEA.oid: "BLOB", UUID.oid: "UUID", JSON.oid: "JSON"}
 
 
 def from_duckdb(dtype: duckdb.DuckDBPyType) -> PgType:

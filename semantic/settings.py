@@ -1,5 +1,5 @@
 """The serving side's settings: one object, read once from the environment by each server's entry
-point (the metrics server, the SQL endpoint).
+point (the metrics server, the SQL endpoint, the MCP server, `semantic.ask` and the Cube export).
 
     PLATFORM_DATA_DIR          the data directory (`ingestion.paths.data_dir_from`)
     DBT_TARGET, PG*            the warehouse the data was published in (`warehouse.WarehouseTarget`)
@@ -30,6 +30,7 @@ point (the metrics server, the SQL endpoint).
                                loopback origin (http://127.0.0.1:<port>, http://localhost:<port>)
     PLATFORM_NOW               the moment the SQL endpoint's now() means, and what questions' relative
                                dates ("last month") count from (`ingestion.paths.pinned_now_from`)
+    SEMANTIC_MCP_TOKEN         the token whose tenant the MCP server answers for over stdio
 
 The variables the pipeline shares with the servers are parsed by the same functions it uses, and
 nothing here imports the pipeline (dlt, Dagster): the servers start without it.
@@ -172,6 +173,7 @@ class ServingSettings:
     status_parts: tuple[tuple[str, str], ...] = ()  # (name, health URL) the status page probes
     freshness_limit: timedelta = timedelta(hours=26)
     cors_origins: str = LOOPBACK_ORIGINS  # a regular expression of the origins allowed
+    mcp_token: str | None = field(default=None, repr=False)  # SEMANTIC_MCP_TOKEN: the stdio MCP server's caller
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None, require_secret: bool = True) -> ServingSettings:
@@ -202,6 +204,7 @@ class ServingSettings:
             cors_origins=_origins(env.get("SEMANTIC_CORS_ORIGINS")),
             status_parts=_status_parts(env),
             freshness_limit=freshness_limit_from(env),
+            mcp_token=env.get("SEMANTIC_MCP_TOKEN") or None,
         )
 
     @property

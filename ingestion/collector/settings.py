@@ -1,6 +1,7 @@
 """The collector's settings: one object, built once from the environment by the entry point.
 
-    PLATFORM_DATA_DIR            data directory (default: the repository's data/)
+    PLATFORM_DATA_DIR            data directory (default: the repository's data/; `ingestion.paths.data_dir_from`,
+                                 as every part of the platform reads it)
     COLLECTOR_WRITE_KEYS         sha256:<hex>=tenant[,...]   or   COLLECTOR_WRITE_KEYS_FILE (`write_keys.py`)
     COLLECTOR_RATE_LIMIT         events per write key, e.g. 1000/second or 50/second;100000/hour (default off)
     COLLECTOR_TLS_CERT_FILE, COLLECTOR_TLS_KEY_FILE   serve HTTPS with this PEM certificate and key
@@ -27,12 +28,10 @@ from pathlib import Path
 
 from ingestion.collector.write_keys import WriteKey, WriteKeys, write_keys_from
 from ingestion.events.schema import parse_timestamp
-from ingestion.paths import DataLayout
+from ingestion.paths import DEFAULT_DATA_DIR, DataLayout, data_dir_from
 from ingestion.privacy import PrivacySettings, privacy_settings_from
 from ingestion.rate_limits import Rates, rates_from
 from ingestion.tls import TlsFiles, tls_from
-
-REPO_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 
 
 class SettingsError(ValueError):
@@ -41,7 +40,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path = REPO_DATA_DIR
+    data_dir: Path = DEFAULT_DATA_DIR
     write_keys: WriteKeys = field(default_factory=lambda: WriteKeys({}))
     rate_limit: Rates = ()  # per write key, in events; a key's own rate_limit replaces it
     tls: TlsFiles | None = None
@@ -57,8 +56,6 @@ class Settings:
     landing_writers: int = 2
     max_pending_bytes: int = 256 << 20
     retry_after_seconds: int = 1
-    # how long a request waits for another request that is storing the same event ids
-    wait_for_claims_seconds: float = 5.0
     # a batch is validated this many events at a time, other requests being served in between (a
     # thread would hold the GIL against the event loop for the whole batch: a 20,000-event batch
     # takes about 60 ms)
@@ -84,7 +81,7 @@ class Settings:
                    "max_batch_events": ("COLLECTOR_MAX_BATCH_EVENTS", int)}
         try:
             # PrivacySettingsError, like the others' errors, is a ValueError naming the variable
-            values: dict = {"data_dir": Path(env.get("PLATFORM_DATA_DIR") or REPO_DATA_DIR).resolve(),
+            values: dict = {"data_dir": data_dir_from(env),
                             "write_keys": write_keys_from(env), "rate_limit": rates_from(env, "COLLECTOR_RATE_LIMIT"),
                             "tls": tls_from(env, "COLLECTOR_TLS_CERT_FILE", "COLLECTOR_TLS_KEY_FILE"),
                             "privacy": privacy_settings_from(env)}

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-SCHEMA_VERSION = 1
-
 # Per event type: the properties it must carry and their Python types. A new version of an
 # event type adds an entry here; old versions stay readable.
 EVENT_PROPERTIES: dict[str, dict[str, tuple[type, ...]]] = {

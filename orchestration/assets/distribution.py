@@ -8,7 +8,6 @@ the run itself succeeds.
 """
 
 import json
-import os
 import time
 
 import dagster as dg
@@ -18,7 +17,7 @@ from orchestration.assets.reports import REPORTS_KEY
 from orchestration.environment import current_environment
 from orchestration.microbatch import runs_in_flight
 from reports import alerts, browser, distribution, exports, pages, site
-from reports.delivery import Delivery, Settings
+from reports.delivery import Delivery
 
 GROUP = "distribution"
 DISTRIBUTION_KEY = dg.AssetKey(["reports", "distribution"])
@@ -50,9 +49,10 @@ def _deliveries_metadata(results: list[Delivery]) -> dict:
 )
 def report_distribution(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     env = current_environment()
-    settings = Settings.from_env(os.environ)
+    settings = env.delivery
     try:
-        exported = exports.export(env.reports_site_dir, env.reports_exports_dir, distribution.pdf_routes(os.environ))
+        exported = exports.export(env.reports_site_dir, env.reports_exports_dir,
+                                  distribution.pdf_routes(env.report_pdf_pages))
     except (site.ReportError, pages.PageError, browser.BrowserError) as error:
         raise dg.Failure(str(error)) from error
     context.log.info(f"exported data version {exported.data_version} to {exported.directory}: "
@@ -78,8 +78,9 @@ def report_distribution(context: dg.AssetExecutionContext) -> dg.MaterializeResu
     "(REPORTS_ALERT_WEBHOOK_URL), once each; failed ones stay queued for the next try.",
 )
 def insight_alerts(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    outbox = alerts.Outbox(current_environment().alerts_dir)
-    results = distribution.deliver_alerts(outbox, Settings.from_env(os.environ), context.log.warning)
+    env = current_environment()
+    outbox = alerts.Outbox(env.alerts_dir)
+    results = distribution.deliver_alerts(outbox, env.delivery, context.log.warning)
     for result in results:
         (context.log.info if result.ok else context.log.warning)(result.line())
     return dg.MaterializeResult(

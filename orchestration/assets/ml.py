@@ -13,7 +13,6 @@ spend seconds loading them.
 """
 
 import json
-import os
 
 import dagster as dg
 import pandas as pd
@@ -24,6 +23,7 @@ from orchestration.environment import current_environment
 
 METRICS_DAILY = dg.AssetKey(["marts", "metrics_daily"])
 EVENTS_CALENDAR = dg.AssetKey(["marts", "events_calendar"])
+TENANTS = dg.AssetKey(["marts", "dim_tenants"])  # the names the insights' sentences use
 MODELS_KEY = dg.AssetKey(["ml", "forecast_models"])
 FORECAST_KEY = dg.AssetKey(["ml", "forecast_daily"])
 INSIGHTS_KEY = dg.AssetKey(["ml", "insights"])
@@ -51,7 +51,7 @@ def _calendar(env, wide: pd.DataFrame) -> pd.DataFrame:
 def _store(env):
     from ml.tracking import Store
 
-    return Store.under(env.data_dir)
+    return Store.under(env.data_dir, env.mlflow_tracking_uri)
 
 
 @dg.asset(key=MODELS_KEY, deps=[METRICS_DAILY, EVENTS_CALENDAR], group_name="ml", kinds={"lightgbm", "mlflow"},
@@ -123,7 +123,8 @@ def forecast_daily(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         "rows": rows, **{f"{f}_model": (m.name + " " + m.label) if m else "none" for f, m in models.items()}})
 
 
-@dg.asset(key=INSIGHTS_KEY, deps=[FORECAST_KEY, METRICS_DAILY, EVENTS_CALENDAR], group_name="ml", kinds={"duckdb"},
+@dg.asset(key=INSIGHTS_KEY, deps=[FORECAST_KEY, METRICS_DAILY, EVENTS_CALENDAR, TENANTS], group_name="ml",
+          kinds={"duckdb"},
           pool=WAREHOUSE_POOL,
           description="Anomalies (each day against a forecast made without it; robust z-score for short series), "
           "days of the events calendar that moved a metric (named, never anomalies), trends and change points, "
@@ -134,7 +135,9 @@ def insights(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
     env = current_environment()
     wide = _metrics_daily(env)
-    table = forecasting.find_insights(wide, _calendar(env, wide))
+    with env.warehouse() as warehouse:
+        names = dict(warehouse.rows("select tenant_id, tenant_name from marts.dim_tenants"))
+    table = forecasting.find_insights(wide, _calendar(env, wide), tenant_names=names)
     rows = replace_table(env, "insights", table)
     metadata: dict = {"rows": rows, **{f"{kind}": int(n) for kind, n in table["insight_type"].value_counts().items()}}
     for line in table[table["severity"] == "high"]["explanation"].head(10):
@@ -151,9 +154,8 @@ def _queue_alerts(context: dg.AssetExecutionContext, env, table: pd.DataFrame) -
     """Queue new high-severity insights for the alert webhook; `insight_alerts_sensor` sends them.
     Only a file is written here, so a slow webhook cannot hold up the pipeline."""
     from reports.alerts import Outbox
-    from reports.delivery import Settings
 
-    if not Settings.from_env(os.environ).alert_webhook_url:
+    if not env.delivery.alert_webhook_url:
         context.log.info("REPORTS_ALERT_WEBHOOK_URL is not set: no alerts queued for high-severity insights")
         return 0
     queued = Outbox(env.alerts_dir).enqueue(table)

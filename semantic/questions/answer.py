@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -31,12 +30,6 @@ from semantic.questions.vocabulary import MAX_VALUES, Phrases, ValueCache, Vocab
 from semantic.service import MetricsService
 
 EVENTS_CALENDAR = ("marts", "events_calendar")  # the dbt seed of named days, once published
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    version: str
-    reader: Reader
 
 
 class Asker:

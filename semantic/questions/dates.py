@@ -32,7 +32,6 @@ MONTHS["sept"] = 9
 NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
            "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "twenty": 20,
            "thirty": 30, "a": 1, "an": 1}
-UNITS = ("day", "week", "month", "quarter", "year")
 # the longest range a question may ask for: a typo'd "last 9999 years" is refused, not run
 MAX_DAYS = 20 * 366
 

@@ -18,9 +18,6 @@ from semantic.sql_tables import Column, Table, tables
 CERTIFIED_BY = "dbt semantic layer"
 # The day column every view has (`metric_time`): Superset's time column; its grains are Superset's
 TIME_COLUMN = "metric_time"
-# Superset's time grains (ISO 8601 durations) for the catalog's granularities
-TIME_GRAINS = {"minute": "PT1M", "hour": "PT1H", "day": "P1D", "week": "P1W", "month": "P1M",
-               "quarter": "P3M", "year": "P1Y"}
 FORMATS = {"currency": ",.2f", "percent": ".2%"}
 COUNT_FORMAT = ",d"
 NUMBER_FORMAT = "SMART_NUMBER"  # Superset's: 18, 1.2k, 0.35

@@ -148,3 +148,14 @@ def test_the_collector_does_not_start_on_a_bad_setting(tmp_path):
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0
     assert "collector: COLLECTOR_RATE_LIMIT='100/fortnight': not a rate limit" in refused.stderr
+
+
+def test_the_collector_uses_the_platforms_data_directory(tmp_path):
+    """PLATFORM_DATA_DIR as the pipeline reads it (`ingestion.paths`), the same default: the collector lands
+    where the loaders look."""
+    from ingestion.paths import data_dir_from
+
+    assert Settings.from_environment({"COLLECTOR_WRITE_KEYS": "key=t001"}).data_dir == data_dir_from({})
+    assert Settings().data_dir == data_dir_from({})
+    relative = Settings.from_environment({"COLLECTOR_WRITE_KEYS": "key=t001", "PLATFORM_DATA_DIR": "data"})
+    assert relative.data_dir == data_dir_from({"PLATFORM_DATA_DIR": "data"}) and relative.data_dir.is_absolute()

@@ -3,6 +3,8 @@ the days after it, and a calendar event is expected and named, never flagged."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -77,3 +79,24 @@ def test_series_too_short_for_a_model_fall_back_to_a_robust_z_score():
                   & (found["metric"] == "orders")].iloc[0]
     assert spike["method"] == "robust_zscore" and spike["insight_type"] == "anomaly_spike"
     assert str(spike["date_day"]) == str(pd.date_range(end="2026-10-31", periods=21)[15].date())
+
+
+JARGON = re.compile(r"z-score|\bt = |anomaly_|trend_|change_point|expected_event|\bt00\d\b|Revenue [^.]*\bwere\b")
+
+
+def test_explanations_read_as_sentences_for_a_business_reader():
+    """Tenants by name, money in dollars, verbs that agree, and no statistic or type code in the sentence."""
+    wide = metrics_daily(days=DAYS, events={day(75).date().isoformat(): 2.5},
+                         anomalies=(("t002", 60, "orders", 4.0), ("t001", 50, "revenue", 0.2)))
+    promotions = events.validate(calendar({day(75).date().isoformat(): "Winter sale"}), {"t001", "t002", "t003"})
+    names = {"t001": "Acme Retail", "t002": "Borealis Books", "t003": "Cobalt Coffee"}
+    found = find_insights(wide, promotions, tenant_names=names)
+    assert {"anomaly_spike", "expected_event"} <= set(found["insight_type"]), found["insight_type"].value_counts()
+    for text in found["explanation"]:
+        assert not JARGON.search(text), text
+        assert any(name in text for name in names.values()) or "all tenants" in text, text
+    revenue = found[found["metric"] == "revenue"]["explanation"]
+    assert revenue.str.contains(r"\$\d").all() and revenue.str.contains(r"Revenue for [^.]* was ").any()
+    assert found[found["metric"] == "orders"]["explanation"].str.contains(r"Orders for [^.]* were ").any()
+    short = find_insights(metrics_daily(days=21, tenants=2, anomalies=(("t002", 15, "orders", 4.0),)))
+    assert short["explanation"].str.contains("tenant t002").any()  # without a name, the id, said as such

@@ -4,7 +4,10 @@ cannot be written. AutoARIMA is left out of these baselines for time; `make benc
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -14,6 +17,8 @@ from mlflow import MlflowClient
 from ml import events, forecasting
 from ml.tracking import Store, TrackingStoreError, model_name
 from ml.training import train_family
+from orchestration.environment import environment_from
+from tests.conftest import REPO_ROOT
 from tests.ml.synthetic import calendar, metrics_daily
 
 BASELINES = ("AutoETS", "AutoTheta")
@@ -136,3 +141,29 @@ def test_short_history_is_skipped_with_the_reason_and_no_run(store):
     report = train("engagement", metrics_daily(days=20), store)
     assert report.version is None and report.reason.startswith("not trained") and "shorter than" in report.reason
     assert len(MlflowClient(store.uri).search_runs([store.experiment("engagement")])) == runs_before
+
+
+def test_importing_the_tracking_module_leaves_the_environment_alone():
+    """No import-time side effect (MLflow itself is imported first: its telemetry id is its own); MLflow's
+    settings are set where a client of a server is made."""
+    code = ("import os, mlflow; before = dict(os.environ); import ml.tracking; "
+            "changed = set(os.environ.items()) ^ set(before.items()); assert not changed, changed")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_the_store_is_the_one_the_environment_names(tmp_path, monkeypatch):
+    """MLFLOW_TRACKING_URI is read by the pipeline's environment, once, and passed to the store; a client of a
+    tracking server fails fast unless the user set MLflow's own HTTP settings."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://not-read-here.invalid")
+    assert Store.under(tmp_path).uri == f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    env = environment_from({"PLATFORM_DATA_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+    server = Store.under(env.data_dir, env.mlflow_tracking_uri)
+    assert server.uri == "http://127.0.0.1:9"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES")  # unset for the test, and unset again after it
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    server.client  # noqa: B018  (making the client is what sets them)
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0" and os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"

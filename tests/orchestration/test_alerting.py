@@ -38,9 +38,9 @@ def failed_run_context(instance: dg.DagsterInstance) -> dg.RunFailureSensorConte
         dagster_event=result.get_run_failure_event()).for_run_failure()
 
 
-def test_a_failed_run_is_posted_to_the_alert_webhook_with_its_job_step_and_error(monkeypatch):
-    with dg.instance_for_test() as instance, WebhookReceiver() as receiver:
-        monkeypatch.setenv("REPORTS_ALERT_WEBHOOK_URL", receiver.url)
+def test_a_failed_run_is_posted_to_the_alert_webhook_with_its_job_step_and_error(tmp_path):
+    with dg.instance_for_test() as instance, WebhookReceiver() as receiver, \
+            platform_environment(tmp_path, {"REPORTS_ALERT_WEBHOOK_URL": receiver.url}):
         context = failed_run_context(instance)
         run_failure_alerts(context)
     [body] = receiver.bodies
@@ -49,11 +49,10 @@ def test_a_failed_run_is_posted_to_the_alert_webhook_with_its_job_step_and_error
     assert body["blocks"][0]["text"]["text"] == "Run failed: orders_job"
 
 
-def test_an_alert_the_webhook_does_not_take_fails_the_tick_so_dagster_evaluates_it_again(monkeypatch):
-    with dg.instance_for_test() as instance, WebhookReceiver(statuses=[503, 503]) as receiver:
-        monkeypatch.setenv("REPORTS_ALERT_WEBHOOK_URL", receiver.url)
-        monkeypatch.setenv("REPORTS_DELIVERY_ATTEMPTS", "2")
-        monkeypatch.setenv("REPORTS_DELIVERY_BACKOFF_SECONDS", "0")
+def test_an_alert_the_webhook_does_not_take_fails_the_tick_so_dagster_evaluates_it_again(tmp_path):
+    with dg.instance_for_test() as instance, WebhookReceiver(statuses=[503, 503]) as receiver, \
+            platform_environment(tmp_path, {"REPORTS_ALERT_WEBHOOK_URL": receiver.url,
+                                            "REPORTS_DELIVERY_ATTEMPTS": "2", "REPORTS_DELIVERY_BACKOFF_SECONDS": "0"}):
         context = failed_run_context(instance)
         with pytest.raises(AlertNotSent, match="HTTP 503"):
             run_failure_alerts(context)
@@ -61,9 +60,10 @@ def test_an_alert_the_webhook_does_not_take_fails_the_tick_so_dagster_evaluates_
     assert receiver.requests == 3 and len(receiver.bodies) == 1
 
 
-def test_without_an_alert_webhook_a_failed_run_is_only_logged(monkeypatch):
+def test_without_an_alert_webhook_a_failed_run_is_only_logged(tmp_path, monkeypatch):
     monkeypatch.delenv("REPORTS_ALERT_WEBHOOK_URL", raising=False)
-    with dg.instance_for_test() as instance:
+    with dg.instance_for_test() as instance, platform_environment(tmp_path) as env:
+        assert not env.delivery.alert_webhook_url
         run_failure_alerts(failed_run_context(instance))  # no error: nothing to post to
 
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 
 import dagster as dg
 import pytest
+from syrupy.extensions.json import JSONSnapshotExtension
 
 from orchestration.environment import tool
 from tests.conftest import REPO_ROOT
-
-SNAPSHOT = REPO_ROOT / "tests" / "orchestration" / "definitions_snapshot.json"
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +38,15 @@ def graph_snapshot(defs: dg.Definitions) -> dict:
     }
 
 
-def test_graph_matches_the_reviewed_snapshot(defs):
-    """A change to the asset graph shows up in review: regenerate with UPDATE_SNAPSHOTS=1."""
-    current = json.loads(json.dumps(graph_snapshot(defs)))
-    if os.environ.get("UPDATE_SNAPSHOTS"):
-        SNAPSHOT.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
-    assert current == json.loads(SNAPSHOT.read_text())
+@pytest.fixture
+def snapshot_json(snapshot):
+    """syrupy's snapshot, stored as JSON (`__snapshots__/test_definitions/<test>.json`), readable in review."""
+    return snapshot.with_defaults(extension_class=JSONSnapshotExtension)
+
+
+def test_graph_matches_the_reviewed_snapshot(defs, snapshot_json):
+    """A change to the asset graph shows up in review (syrupy): accept it with `pytest --snapshot-update`."""
+    assert graph_snapshot(defs) == snapshot_json
 
 
 def test_raw_tables_connect_loads_to_models(defs):
@@ -123,6 +124,7 @@ def test_dbt_arguments_and_result_summary():
 
 def test_environment_is_decided_in_one_place(tmp_path):
     from orchestration.environment import environment_from
+    from reports.delivery import Settings as DeliverySettings
 
     env = environment_from({"PLATFORM_DATA_DIR": str(tmp_path), "DBT_TARGET": "postgres"})
     assert env.dbt_target == "postgres"
@@ -130,6 +132,13 @@ def test_environment_is_decided_in_one_place(tmp_path):
     assert env.dagster_home == tmp_path / "dagster"
     default = environment_from({})
     assert default.data_dir == REPO_ROOT / "data" and default.dbt_target == "duckdb"
+    # where reports and alerts go: read here too, once, so the assets, sensors and servers never read os.environ
+    assert default.delivery == DeliverySettings() and default.report_pdf_pages is None
+    reports = environment_from({"REPORTS_ALERT_WEBHOOK_URL": "https://alerts.example.com/x", "REPORTS_PDF_PAGES": "/",
+                                "REPORTS_DELIVERY_ATTEMPTS": "many", "REPORTS_SERVE_LOG": "1"})
+    assert reports.delivery.alert_webhook_url == "https://alerts.example.com/x" and reports.report_pdf_pages == "/"
+    assert reports.delivery.problems["alert"] == "REPORTS_DELIVERY_ATTEMPTS must be a whole number, not 'many'"
+    assert reports.reports_request_log and not default.reports_request_log
 
 
 def test_dagster_validates_the_workspace(tmp_path):
@@ -155,3 +164,28 @@ def test_readme_names_what_the_schedules_run_and_runs_uv_as_installed(defs):
         if said:
             assert said.group(1) == schedule.job_name, schedule.name
     assert re.search(r"`daily_batch`[^.]*?runs `(\w+)`", readme)
+
+
+def test_plain_dagster_commands_use_the_projects_instance(tmp_path):
+    """`make` prepares data/dagster and writes DAGSTER_HOME into `.env`, which Dagster's commands (`dagster dev`
+    among them) load from the folder they start in: without DAGSTER_HOME set, a plain command runs on the project's
+    instance (the warehouse pool, retries, history), not on a temporary one."""
+    make = ["make", "-s", "-C", str(tmp_path), "-f", str(REPO_ROOT / "Makefile"), "dagster-env",
+            "data/dagster/dagster.yaml"]
+    subprocess.run(make, check=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+
+    def instance_info(environment: dict[str, str]) -> str:
+        proc = subprocess.run([tool("dagster"), "instance", "info"], cwd=tmp_path, env=environment,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    info = instance_info(env)
+    assert f"$DAGSTER_HOME: {tmp_path / 'data' / 'dagster'}\n" in info
+    assert "pools:\n    default_limit: 1" in info and "run_retries:\n  enabled: true" in info
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    assert f"$DAGSTER_HOME: {other}\n" in instance_info({**env, "DAGSTER_HOME": str(other)})  # one set wins
+    subprocess.run(make, check=True, timeout=60)  # again: the `.env` keeps its one line
+    assert (tmp_path / ".env").read_text().count("DAGSTER_HOME=") == 1

@@ -96,6 +96,19 @@ def test_a_file_renamed_out_of_order_is_still_new(tmp_path):
     assert cursor.new_files([older, *newest]) == [older]
 
 
+def test_files_the_loaders_ledger_holds_are_not_new_and_the_cursor_moves_past_them(tmp_path):
+    """A batch run (`make run`) loaded them without the sensor seeing them: no micro-batch for them."""
+    layout = DataLayout(tmp_path)
+    land(layout, "loaded.jsonl", [])
+    land(layout, "fresh.jsonl", [])
+    files = closed_files(layout.events_dir)
+    request, _ = decide(LandingCursor(), files, in_flight=[], loaded={"loaded.jsonl"})
+    assert request.tags["landing/new_files"] == "1" and request.tags["landing/first_file"] == "fresh.jsonl"
+    skip, after = decide(LandingCursor(), files, in_flight=["run-1"], loaded={"loaded.jsonl", "fresh.jsonl"})
+    assert "2 landing files the sensor had not seen were loaded by an earlier run" in skip.skip_message
+    assert after.new_files(files) == []
+
+
 def test_in_flight_runs_of_any_job_are_read_from_the_instance():
     """A batch run holds the warehouse as much as a micro-batch does."""
     with dg.instance_for_test() as instance:
@@ -184,6 +197,20 @@ def test_new_and_late_events_reach_the_published_real_time_mart(platform):
     after = dict(published(platform, "select metrics_per_minute_key, events from marts.metrics_per_minute"))
     assert after[late_minute] == before.get(late_minute, 0) + sum(
         1 for e in page_views("late", 20, three_days_ago) if e["timestamp"][:16] == three_days_ago.isoformat()[:16])
+
+
+def test_the_first_evaluation_after_a_batch_run_launches_nothing_for_the_files_it_loaded(platform):
+    """`make dev` after `make run`: the sensor has no cursor yet, the sample's landing files are all in the
+    loader's ledger, so no micro-batch runs and the cursor moves past them."""
+    assert closed_files(platform.events_dir)
+    with platform_environment(platform.root) as env:
+        ensure_dagster_home(env)
+        with dg.DagsterInstance.get() as instance:
+            context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())
+            result = landing_files_sensor(context)
+            assert "loaded by an earlier run" in result.skip_message
+            assert not instance.get_run_records(dg.RunsFilter(job_name=microbatch_job.name))
+            assert LandingCursor.parse(context.cursor).new_files(closed_files(env.layout.events_dir)) == []
 
 
 def test_replaying_a_file_changes_nothing(platform):

@@ -20,6 +20,7 @@ from pypdf import PdfReader
 
 from orchestration.assets.distribution import ALERT_RETRY_SECONDS, ALL_DELIVERED, DISTRIBUTION_KEY, decide_alerts
 from orchestration.assets.ml import INSIGHTS_KEY
+from orchestration.environment import environment_from
 from reports import alerts, distribution, exports, messages
 from reports.delivery import Retry, Settings, Smtp, post_webhook, send_email
 from tests.conftest import copy_of, sample_day
@@ -272,7 +273,7 @@ def test_wrong_settings_name_the_variable_and_leave_the_other_channels_working(t
     [result] = send_email(settings, "s", "b", [], print)
     assert not result.ok and result.attempts == 0 and "REPORTS_SMTP_PORT" in result.error
     with pytest.raises(exports.pages.PageError, match="REPORTS_PDF_PAGES: no page has the route '/sales'"):
-        distribution.pdf_routes({"REPORTS_PDF_PAGES": "/,/sales"})
+        distribution.pdf_routes(environment_from({"REPORTS_PDF_PAGES": "/,/sales"}).report_pdf_pages)
 
 
 def test_headline_numbers_are_formatted_as_the_pages_show_them():

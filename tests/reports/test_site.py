@@ -23,6 +23,9 @@ from tests.conftest import REPO_ROOT
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts" / "reports"
 EMPTY_TENANT = "t999"
 PAGES = ("/", "/engagement", "/forecasts", "/insights", "/quality")
+# what a business reader should never meet on a page: type codes, metric and column codes, statistics
+JARGON = ("anomaly_spike", "anomaly_drop", "expected_event", "trend_up", "trend_down", "change_point", "z-score",
+          "t = ", "active_users", "insight_type", "Revenue for all tenants were")
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +86,11 @@ def test_every_page_draws_its_charts_without_console_errors(main_run, chromium):
             assert charts > 0 or route == "/quality", (route, "no chart drawn")
             assert browser.EVIDENCE_ERROR not in text, route  # how Evidence shows a chart or query that failed
             assert "No data" not in text, route
+            # the quality page names each check's table and column, as the check is written: that is its subject
+            jargon = [word for word in JARGON if word in text and not (route == "/quality" and word == "active_users")]
+            assert not jargon, (route, "internals shown to a business reader", jargon)
+            if route == "/forecasts":  # revenue, the metric first shown, in dollars
+                assert "$" in text, text[:3000]
             # 3.3 MB with reports/vite.build.config.js; 8.1 MB when Simple Icons' 3,000 icons ship again
             assert script_bytes < 4_000_000, (route, f"{script_bytes / 1e6:.1f} MB of JavaScript on first open")
 
@@ -123,18 +131,23 @@ def test_a_tenant_with_no_data_gets_a_message_on_every_page(site_with_empty_tena
             assert f"tenant {EMPTY_TENANT}" in text, (route, text[:2000])
 
 
+def create_insights_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    """The published tables the insights source reads, empty."""
+    conn.execute("create schema ml")
+    conn.execute("create table ml.insights (insight_type varchar, metric varchar, tenant_id varchar, "
+                 "date_day date, severity varchar, confidence double, value double, expected double, "
+                 "lower double, upper double, explanation varchar)")
+    conn.execute("create schema marts")
+    conn.execute("create table marts.dim_tenants (tenant_id varchar, tenant_name varchar)")
+
+
 def test_a_source_query_without_rows_gets_an_empty_parquet_file_with_its_columns(tmp_path):
     """Evidence writes a schema but no Parquet file (older versions: 0 bytes) for a query without
     rows, which its build cannot read: each gets a valid Parquet file with the query's columns and
     no rows; results with rows, and queries Evidence did not run, are left alone."""
     snapshot = tmp_path / "warehouse-quiet.duckdb"
     with duckdb.connect(str(snapshot)) as conn:
-        conn.execute("create schema ml")
-        conn.execute("create table ml.insights (insight_type varchar, metric varchar, tenant_id varchar, "
-                     "date_day date, severity varchar, confidence double, value double, expected double, "
-                     "lower double, upper double, explanation varchar)")
-        conn.execute("create schema marts")
-        conn.execute("create table marts.dim_tenants (tenant_id varchar, tenant_name varchar)")
+        create_insights_tables(conn)
     data = tmp_path / "data"
     for name, content in (("insights", b""), ("kpis_daily", b"PAR1 rows written by Evidence PAR1"),
                           ("tenants", None)):
@@ -147,9 +160,26 @@ def test_a_source_query_without_rows_gets_an_empty_parquet_file_with_its_columns
         described = conn.execute(f"describe select * from '{data / 'insights' / 'insights.parquet'}'").fetchall()
         assert conn.execute(f"select count(*) from '{data / 'insights' / 'insights.parquet'}'").fetchone() == (0,)
         assert conn.execute(f"select count(*) from '{data / 'tenants' / 'tenants.parquet'}'").fetchone() == (0,)
-    assert [column for column, *_ in described][:4] == ["insight_type", "metric", "tenant", "day"]
+    assert [column for column, *_ in described][:5] == ["insight_type", "kind", "metric", "tenant", "tenant_name"]
     assert (data / "kpis_daily" / "kpis_daily.parquet").read_bytes().startswith(b"PAR1 rows written")
     assert not (data / "funnel").exists()
+
+
+def test_the_insights_source_says_kinds_metrics_and_tenants_in_words():
+    """The insights page shows what a reader understands: the kind of insight and the metric in words and the
+    tenant by name (its id where the tenant has no name); the page still filters on the id."""
+    with duckdb.connect() as conn:
+        create_insights_tables(conn)
+        conn.execute("insert into marts.dim_tenants values ('t001', 'Acme Retail')")
+        conn.execute("""insert into ml.insights values
+            ('anomaly_spike', 'revenue', 't001', '2026-11-20', 'high', 0.9, 1, 1, 0, 2, 'x'),
+            ('trend_down', 'active_users', 'all', '2026-11-20', 'low', 0.5, 1, 1, null, null, 'x'),
+            ('change_point', 'orders', 't404', '2026-11-20', 'medium', 0.5, 1, 1, null, null, 'x')""")
+        rows = conn.execute(f"select kind, metric, tenant, tenant_name from "
+                            f"({(site.SOURCE_DIR / 'insights.sql').read_text()}) order by tenant").fetchall()
+    assert rows == [("Falling trend", "Active users", "all", "All tenants"),
+                    ("Unusual rise", "Revenue", "t001", "Acme Retail"),
+                    ("Lasting shift", "Orders", "t404", "t404")]
 
 
 def test_a_page_reading_a_missing_table_names_the_page_and_the_query(tmp_path):

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from prometheus_client import REGISTRY
 
 from semantic.audit import AuditLog
-from semantic.auth import authenticate, token_id
+from semantic.auth import authenticate, issue_token, token_id
 from semantic.client import MetricsClient, MetricsError
 from semantic.keys import KeyRefused, KeySet
 from semantic.settings import ServingSettings, SettingsError
@@ -297,3 +297,10 @@ def test_an_audit_record_that_cannot_be_written_is_counted_and_the_request_still
     AuditLog(blocked).write({"api": "rest", "route": "/cubejs-api/v1/load"})  # does not raise
     assert REGISTRY.get_sample_value("semantic_audit_errors_total") == before + 1
     assert f"audit record not written to {blocked}" in caplog.text
+
+
+def test_the_mcp_servers_token_is_a_setting_read_once_and_never_printed(tmp_path):
+    token = issue_token("a-secret-that-is-long-enough-for-hs256-tokens", "t001")
+    settings = _settings(tmp_path, SEMANTIC_API_SECRET="s" * 32, SEMANTIC_MCP_TOKEN=token)
+    assert settings.mcp_token == token and token not in repr(settings)
+    assert _settings(tmp_path, SEMANTIC_API_SECRET="s" * 32).mcp_token is None
