@@ -11,10 +11,11 @@ import pandas as pd
 from ingestion.sample_data import SIZES
 from ingestion.sample_data.activity import MISLABELLED_SHARE
 from ingestion.sample_data.generator import simulate, streams_for, truth_of
+from tests.conftest import TINY
 
 
 def test_a_sample_ratio_mismatch_mislabels_part_of_the_treatment_and_nothing_else():
-    size = replace(SIZES["tiny"], users=900, experiments=2, sample_ratio_mismatches=1)
+    size = replace(TINY, users=900, experiments=2, sample_ratio_mismatches=1)
     mismatched = simulate(size, streams_for(3))
     clean = simulate(replace(size, sample_ratio_mismatches=0), streams_for(3))
     a, b = mismatched.activity.events, clean.activity.events

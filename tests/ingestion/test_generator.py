@@ -14,6 +14,7 @@ from ingestion.events.schema import validate_event
 from ingestion.paths import DataLayout
 from ingestion.sample_data import SIZES, generate
 from ingestion.sample_data.generator import simulate, streams_for
+from tests.conftest import TINY
 
 
 def _same_tree(a: DataLayout, b: DataLayout) -> bool:
@@ -33,19 +34,19 @@ def _same_tree(a: DataLayout, b: DataLayout) -> bool:
 
 def test_same_seed_same_bytes(tiny_sample, tmp_path):
     again = DataLayout(tmp_path / "again")
-    generate(again, SIZES["tiny"], seed=42)
+    generate(again, TINY, seed=42)
     assert _same_tree(tiny_sample, again)
 
 
 def test_other_seed_other_data(tiny_sample, tmp_path):
     other = DataLayout(tmp_path / "other")
-    generate(other, SIZES["tiny"], seed=7)
+    generate(other, TINY, seed=7)
     assert not _same_tree(tiny_sample, other)
 
 
 def test_ground_truth_describes_the_injections(tiny_sample):
     truth = json.loads(tiny_sample.ground_truth.read_text())
-    size = SIZES["tiny"]
+    size = TINY
     assert len(truth["anomalies"]) == size.anomalies
     assert {a["metric"] for a in truth["anomalies"]} <= {"active_users", "orders", "errors"}
     assert all(size.start_date.isoformat() <= a["date"] <= size.end_date.isoformat() for a in truth["anomalies"])

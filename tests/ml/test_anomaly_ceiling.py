@@ -8,9 +8,9 @@ import duckdb
 import pandas as pd
 
 from bench.anomaly_ceiling import Ceiling, ceiling, counted_as_the_mart
-from ingestion.sample_data import SIZES
 from ingestion.sample_data.generator import simulate, streams_for
 from ml.series import read_metrics_daily
+from tests.conftest import TINY
 
 
 def test_the_frontier_counts_the_granted_anomalies_and_every_ordinary_day_ranked_above_a_find():
@@ -33,7 +33,7 @@ def test_orders_counted_in_memory_are_the_marts(built):
     sample has no cancelled orders, so this checks the tenant and UTC day, not the cancelled filter.)"""
     layout, _ = built
     truth = json.loads(layout.ground_truth.read_text())
-    counted = counted_as_the_mart(simulate(SIZES["tiny"], streams_for(truth["seed"])))
+    counted = counted_as_the_mart(simulate(TINY, streams_for(truth["seed"])))
     mart = _mart_orders(layout)
     mart = mart[mart["orders"] > 0].astype({"orders": int})
     key = ["tenant_id", "date_day"]
