@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 
 import orjson
 
+from ingestion.events.schema import validate_event
 from ingestion.paths import DataLayout, write_atomically
 
 # How much later a client's retry reports a checkout again (`duplicate_order_ids`).
@@ -69,7 +70,8 @@ def duplicate_order_ids(layout: DataLayout, last_day: date) -> dict:
     copies = []
 
     def edit(events):
-        for e in [e for e in events if e.get("event_type") == "checkout_completed"][:5]:
+        # valid checkouts only: a copy of one of the sample's malformed events never lands
+        for e in [e for e in events if e.get("event_type") == "checkout_completed" and validate_event(e) is None][:5]:
             retried = datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) + RETRY_DELAY
             copies.append({**e, "event_id": e["event_id"][:-4] + "d0d0",
                            "timestamp": retried.isoformat().replace("+00:00", "Z")})
@@ -81,11 +83,13 @@ def duplicate_order_ids(layout: DataLayout, last_day: date) -> dict:
 
 
 def future_events(layout: DataLayout, last_day: date) -> dict:
-    """Five events are dated a year later than they happened (a client clock gone wrong)."""
+    """Five events are dated a year later than they happened (a client clock gone wrong). Checkouts
+    are left alone, so that this fault and a duplicated order never meet in one event (the later
+    copy of an order is decided by its timestamp)."""
     moved = []
 
     def edit(events):
-        for e in events[:5]:
+        for e in [e for e in events if e.get("event_type") != "checkout_completed"][:5]:
             e["timestamp"] = str(int(e["timestamp"][:4]) + 1) + e["timestamp"][4:]
             moved.append(e["event_id"])
         return events
