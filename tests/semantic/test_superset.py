@@ -47,7 +47,9 @@ def _login(browser, superset: Superset, username: str, password: str | None = No
     """A new browser context (its own cookies) logged in through Superset's login form."""
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
-    page.set_default_timeout(60_000)
+    # Superset's pages parse megabytes of JavaScript: with the other test worker busy, over a minute
+    # (their speed is `make bench-bi`'s to measure, not a test's)
+    page.set_default_timeout(180_000)
     page.goto(f"{superset.url}/login/")
     page.wait_for_load_state("networkidle")
     page.fill("#username", username)
