@@ -47,9 +47,8 @@ def alert_webhook(insights: Sequence[dict], site_url: str) -> dict:
     title = f"{count} high-severity insight{'s' * (count != 1)}"
     blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": title}}]
     for insight in insights[:ALERTS_PER_MESSAGE]:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": (
-            f"*{insight['insight_type']}* · {insight['metric']} · tenant {insight['tenant_id']} · "
-            f"{insight['date_day']}\n{insight['explanation']}")}})
+        # the explanation names the metric, the tenant and the day in words: no codes or ids beside it
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": insight["explanation"]}})
     if count > ALERTS_PER_MESSAGE:
         blocks.append({"type": "context", "elements": [
             {"type": "mrkdwn", "text": f"and {count - ALERTS_PER_MESSAGE} more on the insights page"}]})
