@@ -33,6 +33,7 @@ import logging
 import secrets
 import ssl
 import struct
+import threading
 import time
 from dataclasses import dataclass
 
@@ -44,7 +45,7 @@ from semantic.auth import AuthError, authenticate
 from semantic.limits import SESSION_CONTROL, TokenLimits
 from semantic.pg_catalog import Catalogs
 from semantic.pg_sql import SqlError, Statement, split
-from semantic.settings import SHUTDOWN_SECONDS, ServingSettings, SettingsError
+from semantic.settings import SHUTDOWN_SECONDS, ServingSettings, SettingsError, stop_on_sigterm
 from semantic.sql_session import REPORTED, Prepared, Result, Session
 from semantic.sql_tables import tables
 
@@ -511,32 +512,49 @@ async def serve(service, settings: ServingSettings, host: str, port: int) -> asy
     return await asyncio.start_server(handle, host, port)
 
 
+def serve_ops(service, settings: ServingSettings, host: str) -> None:
+    """/metrics and /healthz on their own HTTP port, served by uvicorn in a thread of its own.
+
+    Not in the main thread: there uvicorn captures SIGTERM to stop gracefully, and the SQL endpoint's
+    stop would then wait on this port's event loop (seen at over 30 s on a busy machine), where
+    without it SIGTERM ends the endpoint at once. A port that cannot be bound ends the process."""
+    port = settings.sql_metrics_port
+    config = uvicorn.Config(monitoring.ops_app(service), host=host, port=port, log_level="warning",
+                            timeout_graceful_shutdown=SHUTDOWN_SECONDS,
+                            **(settings.tls.uvicorn_options() if settings.tls else {}))
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="sql-endpoint-ops", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise SystemExit(f"SQL endpoint: cannot serve /metrics on {host}:{port} (SEMANTIC_SQL_METRICS_PORT)")
+        time.sleep(0.05)
+    print(f"SQL endpoint metrics on {'https' if settings.tls else 'http'}://{host}:{port}/metrics", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve the governed metrics over PostgreSQL's wire protocol.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=15432)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
+    # our own messages; MetricFlow's INFO lines (several per query) would bury them
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("semantic").setLevel(logging.INFO)
     try:
         settings = ServingSettings.from_environment()
     except (SettingsError, ValueError) as exc:
         raise SystemExit(f"SQL endpoint: {exc}") from None
     service = settings.service()
+    stop_on_sigterm()
+    if settings.sql_metrics_port is not None:
+        serve_ops(service, settings, args.host)
 
     async def run():
         server = await serve(service, settings, args.host, args.port)
         tls = " over TLS" if settings.tls else ""
         print(f"SQL endpoint on {args.host}:{args.port}{tls} (password: an API token)", flush=True)
-        serving = [server.serve_forever()]
-        if settings.sql_metrics_port is not None:  # /metrics and /healthz on their own HTTP port
-            config = uvicorn.Config(monitoring.ops_app(service), host=args.host, port=settings.sql_metrics_port,
-                                    log_level="warning", timeout_graceful_shutdown=SHUTDOWN_SECONDS,
-                                    **(settings.tls.uvicorn_options() if settings.tls else {}))
-            serving.append(uvicorn.Server(config).serve())  # a port in use ends the process (uvicorn exits)
-            print(f"SQL endpoint metrics on {'https' if settings.tls else 'http'}://{args.host}:"
-                  f"{settings.sql_metrics_port}/metrics", flush=True)
         async with server:
-            await asyncio.gather(*serving)
+            await server.serve_forever()
 
     asyncio.run(run())
 

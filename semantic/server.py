@@ -62,6 +62,7 @@ from semantic.settings import (
     ServingSettings,
     SettingsError,
     SubscriptionLimits,
+    stop_on_sigterm,
 )
 from semantic.subscriptions import Subscriptions
 
@@ -431,6 +432,7 @@ def main() -> None:
         settings = ServingSettings.from_environment()  # fail at start, not at the first request, on a bad setting
     except (SettingsError, ValueError) as exc:
         raise SystemExit(f"metrics server: {exc}") from None
+    stop_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="semantic-metrics-") as metrics_dir:
         if args.workers > 1:  # /metrics sums every worker's counters (prometheus-client's multiprocess mode)
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
@@ -59,6 +60,14 @@ LOOPBACK_ORIGINS = r"https?://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?"
 # On SIGTERM, how long the HTTP servers let requests in flight (open WebSockets, exports) finish:
 # a deployment's stop must not wait on a client that never hangs up.
 SHUTDOWN_SECONDS = 10
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM stops the server even when the process that started it ignored the signal (an
+    ignored signal is inherited across exec: seen from test runners and shell background jobs), as
+    process managers (systemd, Docker, Kubernetes) stop servers with it."""
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class SettingsError(ValueError):

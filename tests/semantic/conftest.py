@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -65,16 +66,19 @@ def _tcp_ready(port: int) -> bool:
 
 
 def start_server(layout: DataLayout, log: Path, module: str = "semantic.server",
-                 continue_wait: float = 10, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
-    """Run one of the semantic servers (REST or SQL wire) in its own process until the session ends."""
+                 continue_wait: float = 10, extra_env: dict[str, str] | None = None,
+                 sigterm_ignored: bool = False) -> Iterator[Server]:
+    """Run one of the semantic servers (REST or SQL wire) in its own process until the session ends;
+    `sigterm_ignored`: started as by a parent that ignores SIGTERM (which the server inherits)."""
     port = free_port()
     # the audit log beside the server's log: the shared published data stays as built
     env = {**os.environ, "PLATFORM_DATA_DIR": str(layout.root), "SEMANTIC_API_SECRET": SECRET,
            "SEMANTIC_CONTINUE_WAIT": str(continue_wait), "SEMANTIC_AUDIT_LOG": str(log.with_suffix(".audit")),
            **(extra_env or {})}
     with open(log, "w") as out:
+        ignore = (lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN)) if sigterm_ignored else None
         proc = subprocess.Popen([sys.executable, "-m", module, "--port", str(port)], cwd=REPO_ROOT,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+                                env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=ignore)
     # with a certificate (SEMANTIC_TLS_CERT_FILE), HTTPS trusting it (it signs itself)
     certificate = env.get("SEMANTIC_TLS_CERT_FILE")
     verify = ssl.create_default_context(cafile=certificate) if certificate else True
