@@ -515,9 +515,10 @@ async def serve(service, settings: ServingSettings, host: str, port: int) -> asy
 def serve_ops(service, settings: ServingSettings, host: str) -> None:
     """/metrics and /healthz on their own HTTP port, served by uvicorn in a thread of its own.
 
-    Not in the main thread: there uvicorn captures SIGTERM to stop gracefully, and the SQL endpoint's
-    stop would then wait on this port's event loop (seen at over 30 s on a busy machine), where
-    without it SIGTERM ends the endpoint at once. A port that cannot be bound ends the process."""
+    Not in the main thread: there uvicorn captures SIGTERM for its own graceful stop, and the SQL
+    endpoint would stop only once this port's server had (and not at all if it started with SIGTERM
+    ignored); SIGTERM's default action ends the endpoint at once. A port that cannot be bound ends
+    the process."""
     port = settings.sql_metrics_port
     config = uvicorn.Config(monitoring.ops_app(service), host=host, port=port, log_level="warning",
                             timeout_graceful_shutdown=SHUTDOWN_SECONDS,
