@@ -17,6 +17,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from bench.loopback import free_port
 from reports.browser import chromium
@@ -58,9 +59,22 @@ def _login(browser, superset: Superset, username: str, password: str | None = No
     return page
 
 
-def _logged_in(page) -> None:
-    page.wait_for_url(lambda url: "/login" not in url)
+def _logged_in(browser, superset: Superset, username: str):
+    """A page logged in as `username`. Superset's login page is its React app: a form submitted while
+    a busy machine is still starting the app is not sent, so a page still on /login after a minute,
+    with the form showing no error, is submitted once more (a refusal is never retried)."""
+    page = _login(browser, superset, username)
+    try:
+        page.wait_for_url(lambda url: "/login" not in url, timeout=60_000)
+    except PlaywrightTimeoutError:
+        _shot(page, f"login-not-sent-{username}")
+        assert "invalid" not in page.inner_text("body").lower(), page.inner_text("body")[:1000]
+        page.fill("#username", username)
+        page.fill("#password", superset.password(username))
+        page.click("button[type=submit]")
+        page.wait_for_url(lambda url: "/login" not in url)
     page.wait_for_load_state("networkidle")
+    return page
 
 
 def _shot(page, name: str) -> None:
@@ -279,8 +293,7 @@ def test_an_analyst_shares_a_chart_each_tenant_sees_with_its_own_numbers(superse
     orders_id = api.find("dataset", table_name="orders")[0]["id"]
 
     # the analyst builds a chart by dragging a metric, a dimension and the time column, and picks a grain
-    page = _login(browser, superset, tenants[mine]["analyst"])
-    _logged_in(page)
+    page = _logged_in(browser, superset, tenants[mine]["analyst"])
     page.goto(f"{superset.url}/explore/?datasource_type=table&datasource_id={orders_id}"
               f"&viz_type=echarts_timeseries_bar")
     page.locator("[data-test=DatasourcePanelDragOption]").first.wait_for()
@@ -335,8 +348,7 @@ def test_an_analyst_shares_a_chart_each_tenant_sees_with_its_own_numbers(superse
     page.context.close()
 
     # a viewer of the same tenant opens the permalink and sees the analyst's chart, with the same numbers
-    page = _login(browser, superset, tenants[mine]["viewer"])
-    _logged_in(page)
+    page = _logged_in(browser, superset, tenants[mine]["viewer"])
     with page.expect_response(lambda r: "/api/v1/chart/data" in r.url) as answer:
         page.goto(permalink)
     _drawn(page, "Revenue by country")
@@ -346,8 +358,7 @@ def test_an_analyst_shares_a_chart_each_tenant_sees_with_its_own_numbers(superse
     page.context.close()
 
     # the other tenant's user opens the same dashboard: only their own tenant's numbers
-    page = _login(browser, superset, tenants[other]["viewer"])
-    _logged_in(page)
+    page = _logged_in(browser, superset, tenants[other]["viewer"])
     with page.expect_response(lambda r: "/api/v1/chart/data" in r.url) as answer:
         page.goto(permalink)
     _drawn(page, "Revenue by country")
@@ -376,8 +387,7 @@ def test_each_tenant_sees_its_own_numbers_on_the_starter_dashboard(superset, ser
     tenants = superset.tenant_users()
     shown = {}
     for tenant in sorted(tenants)[:2]:
-        page = _login(browser, superset, tenants[tenant]["viewer"])
-        _logged_in(page)
+        page = _logged_in(browser, superset, tenants[tenant]["viewer"])
         page.goto(f"{superset.url}/superset/dashboard/{definitions.DASHBOARD_SLUG}/")
         revenue = page.locator("[data-test-chart-name=Revenue]").first
         revenue.get_by_text("vs previous week").wait_for()
@@ -403,8 +413,7 @@ def test_superset_shows_a_clear_error_when_the_sql_endpoint_is_unreachable(super
              {"sqlalchemy_uri": provision.endpoint_uri("127.0.0.1", stopped.port)})
     try:
         private.close()  # the endpoint stops
-        page = _login(browser, superset, run.ADMIN_USERNAME)
-        _logged_in(page)
+        page = _logged_in(browser, superset, run.ADMIN_USERNAME)
         page.goto(f"{superset.url}/explore/?slice_id={chart}")
         error = page.get_by_text(re.compile(f"port {stopped.port}", re.IGNORECASE))
         error.first.wait_for()
