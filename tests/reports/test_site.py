@@ -10,6 +10,7 @@ Screenshots of every page are kept in `tests/artifacts/reports/` (git-ignored).
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 
 import duckdb
@@ -119,6 +120,36 @@ def test_charts_are_drawn_into_the_prerendered_html_where_the_canvases_go(main_r
                 hydrated_tops = opened.page.evaluate(CHART_TOPS, ".chart-container")
             assert all(abs(a - b) <= 2 for a, b in zip(static_tops, hydrated_tops, strict=True)), (
                 route, static_tops, hydrated_tops)
+
+
+BAND_FILLS = ("#6baed6", "#c6dbef")  # the 80 % and 95 % ranges' colours (reports/pages/forecasts.md)
+TOOLTIP_RANGES = re.compile(r"(\d{4}-\d{2}-\d{2}).*Forecast: \$([\d,]+).*80 % range: \$([\d,]+) to \$([\d,]+)"
+                            r".*95 % range: \$([\d,]+) to \$([\d,]+)", re.S)
+
+
+def test_forecast_ranges_are_drawn_as_bands_whose_ends_the_tooltip_gives(main_run, chromium):
+    """The 80 % and 95 % ranges are filled bands around the forecast (stacked areas), not four more
+    lines: the prerendered chart has areas in both colours, and hovering a day of the horizon gives
+    the forecast and both ranges' ends, in dollars, equal to the published forecast of that day."""
+    data_dir, _ = main_run
+    site_dir = data_dir / "reports" / "site"
+    static = (site_dir / "forecasts" / "index.html").read_text()
+    assert all(f'fill="{colour}"' in static for colour in BAND_FILLS), "no band drawn in the prerendered chart"
+    with browser.serving(site_dir) as base, browser.opened(chromium, base + "/forecasts") as opened:
+        box = opened.page.locator(".chart-container canvas").first.bounding_box()
+        opened.page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] * 0.5)
+        tooltip = opened.page.get_by_text("80 % range:").first
+        tooltip.wait_for(timeout=10_000)
+        found = TOOLTIP_RANGES.search(tooltip.locator("xpath=..").inner_text())
+    assert found, "the tooltip gives no forecast ranges"
+    day, *dollars = found.groups()
+    with snapshots.current(data_dir / "published").connect() as conn:
+        expected = conn.execute(
+            "select prediction, lower_80, upper_80, lower_95, upper_95 from ml.forecast_daily "
+            "where tenant_id = 'all' and metric = 'revenue' and forecast_date = ?", [day]).fetchone()
+    assert expected is not None, f"the tooltip names {day}, a day without a forecast"
+    shown = [int(value.replace(",", "")) for value in dollars]
+    assert all(abs(a - b) <= 1 for a, b in zip(shown, expected, strict=True)), (day, shown, expected)  # whole dollars
 
 
 def test_a_tenant_with_no_data_gets_a_message_on_every_page(site_with_empty_tenant, chromium):
