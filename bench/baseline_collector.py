@@ -96,7 +96,6 @@ class Baseline:
                                 (b"content-length", str(len(reply)).encode())]})
         await send({"type": "http.response.body", "body": reply})
 
-
     async def through_landing(self, events: list, send) -> None:
         from ingestion.collector.protocol import Stored
 
