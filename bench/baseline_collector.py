@@ -33,6 +33,12 @@ _decoder = msgspec.json.Decoder(Envelope)
 _event = msgspec.json.Decoder()
 
 
+def lines(body: bytes) -> tuple[list, list[bytes]]:
+    """A batch's events, decoded, and each as a JSON line: all the baseline does with a request's body."""
+    events = [_event.decode(raw) for raw in _decoder.decode(body).batch]
+    return events, [orjson.dumps(e) + b"\n" for e in events]
+
+
 class Baseline:
     def __init__(self, directory: Path, landing: Path | None = None):
         self.directory = directory
@@ -83,11 +89,11 @@ class Baseline:
         body = b"".join(chunks)
         status, reply = 200, b'{"success":true}'
         if scope["path"] == "/v1/batch":
-            events = [_event.decode(raw) for raw in _decoder.decode(body).batch]
+            events, encoded = lines(body)
             if self.landing is not None:
-                return await self.through_landing(events, send)
+                return await self.through_landing(events, encoded, send)
             waiter = asyncio.get_running_loop().create_future()
-            self.pending.append(b"".join(orjson.dumps(e) + b"\n" for e in events))
+            self.pending.append(b"".join(encoded))
             self.waiters.append(waiter)
             self.wake.set()
             await waiter
@@ -96,11 +102,10 @@ class Baseline:
                                 (b"content-length", str(len(reply)).encode())]})
         await send({"type": "http.response.body", "body": reply})
 
-    async def through_landing(self, events: list, send) -> None:
+    async def through_landing(self, events: list, encoded: list[bytes], send) -> None:
         from ingestion.collector.protocol import Stored
 
-        reply = await self.landing.store([e["messageId"] for e in events], [orjson.dumps(e) + b"\n" for e in events],
-                                         [], [], [])
+        reply = await self.landing.store([e["messageId"] for e in events], encoded, [], [], [])
         status = 200 if isinstance(reply, Stored) else 503
         body = orjson.dumps({"success": status == 200})
         await send({"type": "http.response.start", "status": status,
