@@ -6,7 +6,10 @@ processes (the collector adds its landing process, which does the writing):
 
 1. throughput: `--clients` connections post batches of `--batch-size` (100) for `--seconds`:
    events acknowledged per minute and the acknowledgement latency (p50, p99), for the collector and
-   for the baseline (`bench/baseline_collector.py`: decode, append, fsync, nothing else);
+   for the baseline (`bench/baseline_collector.py`: decode, append, fsync, nothing else). The servers
+   run side by side and take turns, in `--rounds` windows each, so that a change in what else runs
+   on the machine falls on all of them alike (one 20 s window each, on a shared machine, once gave
+   the baseline half the throughput it had a minute before);
 2. mixed: small batches (10 events) from `--clients` connections while one connection keeps posting
    20,000-event batches: the small batches' p99, next to their p99 without the large ones;
 3. zero loss: every acknowledged event is in the landing zone exactly once;
@@ -186,6 +189,36 @@ async def mixed(port: int, clients: int, small: bytes, large: bytes | None, seco
     return small_load, large_load, generator.next
 
 
+@dataclass
+class Measured:
+    """A server's throughput windows, summed."""
+
+    load: Load = field(default_factory=Load)
+    seconds: float = 0.0
+    first: int = 0  # the next batch number: ids stay unique across windows
+    server_cpu: float = 0.0
+    landing_cpu: float = 0.0
+    client_cpu: float = 0.0
+    loads: list[float] = field(default_factory=list)
+
+    def window(self, server: Server, clients: int, batch: bytes, seconds: float) -> None:
+        pid = server.process.pid
+        self.loads.append(os.getloadavg()[0])
+        server_cpu, landing_cpu = cpu_seconds(pid), cpu_seconds(pid, LANDING)
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
+        load, elapsed, self.first = asyncio.run(throughput(server.port, clients, batch, seconds, self.first))
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        self.server_cpu += cpu_seconds(pid) - server_cpu
+        self.landing_cpu += cpu_seconds(pid, LANDING) - landing_cpu
+        self.client_cpu += used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
+        self.seconds += elapsed
+        self.load.latencies += load.latencies
+        self.load.acknowledged += load.acknowledged
+        for status, n in load.statuses.items():
+            self.load.statuses[status] = self.load.statuses.get(status, 0) + n
+        self.loads.append(os.getloadavg()[0])
+
+
 def stored_ids(server: Server) -> list[str]:
     return [orjson.loads(line)["event_id"] for path in (server.data / "landing" / "events").glob("*.jsonl")
             for line in path.read_bytes().splitlines()]
@@ -220,32 +253,32 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--rounds", type=int, default=5, help="throughput windows per server, taken in turns")
     args = parser.parse_args()
     now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
     batch, small, large = template(args.batch_size, now), template(10, now), template(20_000, now)
     rows, verdicts = [], []
     with tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp:
-        results = {}
-        for name in ("baseline", DEDUP, "collector"):
-            server = start(name, args.workers, Path(tmp))
-            try:
-                load_before, server_cpu = os.getloadavg()[0], cpu_seconds(server.process.pid)
-                landing_cpu = cpu_seconds(server.process.pid, LANDING)
-                cpu = resource.getrusage(resource.RUSAGE_SELF)
-                load, seconds, first = asyncio.run(throughput(server.port, args.clients, batch, args.seconds, 0))
-                used = resource.getrusage(resource.RUSAGE_SELF)
-                batches = max(len(load.latencies), 1)
-                server_cpu = (cpu_seconds(server.process.pid) - server_cpu) / batches
-                landing_cpu = (cpu_seconds(server.process.pid, LANDING) - landing_cpu) / batches
-                client_cpu = (used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime) / seconds
+        results, servers = {}, []
+        try:
+            for name in ("baseline", DEDUP, "collector"):
+                servers.append(start(name, args.workers, Path(tmp)))
+            measured = {server.name: Measured() for server in servers}
+            for _ in range(args.rounds):
+                for server in servers:
+                    measured[server.name].window(server, args.clients, batch, args.seconds / args.rounds)
+            for server in servers:
+                m = measured[server.name]
                 quiet = busy = big = Load()  # the de-dup floor is measured for throughput only
-                if name != DEDUP:
-                    quiet, _, first = asyncio.run(mixed(server.port, 4, small, None, args.seconds / 2, first))
-                    busy, big, first = asyncio.run(mixed(server.port, 4, small, large, args.seconds, first))
-                loads = (load_before, os.getloadavg()[0])
-            finally:
+                if server.name != DEDUP:
+                    quiet, _, m.first = asyncio.run(mixed(server.port, 4, small, None, args.seconds / 2, m.first))
+                    busy, big, m.first = asyncio.run(mixed(server.port, 4, small, large, args.seconds, m.first))
+                batches = max(len(m.load.latencies), 1)
+                results[server.name] = (m.load, m.seconds, m.client_cpu / m.seconds, quiet, busy, big, server,
+                                        (m.loads[0], m.loads[-1]), (m.server_cpu / batches, m.landing_cpu / batches))
+        finally:
+            for server in servers:
                 server.stop()
-            results[name] = (load, seconds, client_cpu, quiet, busy, big, server, loads, (server_cpu, landing_cpu))
         intake = intake_cpu(batch)
         for name, (load, seconds, client_cpu, quiet, busy, big, server, loads, server_cpu) in results.items():
             per_minute = len(load.acknowledged) * args.batch_size / seconds * 60
@@ -262,8 +295,8 @@ def main() -> int:
                 verdicts.append(("zero loss", f"{len(ids):,} stored, {distinct:,} distinct, {expected:,} acknowledged",
                                  len(ids) == distinct and distinct >= expected))
     print(f"collector benchmark: {args.workers} worker processes each, {args.clients} connections, batches of "
-          f"{args.batch_size}, {args.seconds:.0f} s per measurement, on a machine with {os.cpu_count()} cores "
-          "(shared with the load generator)")
+          f"{args.batch_size}, {args.seconds:.0f} s per measurement (throughput: {args.rounds} windows per server, "
+          f"taken in turns), on a machine with {os.cpu_count()} cores (shared with the load generator)")
     print(f"{'server':<10} {'events/min':>14} {'p50 ms':>8} {'p99 ms':>8} {'client cores':>13} "
           f"{'small p99 ms':>13} {'+20k p99 ms':>12} {'20k acked':>10} {'load avg':>12} {'server us/batch':>16}"
           f" {'of it landing':>14}  statuses")
