@@ -4,7 +4,14 @@ as the collector, started the same way (`ingestion.collector.workers`: a listeni
 No validation, no mapping, no de-duplication, no metrics: the floor the collector's own work is
 measured against.
 
+With `--dedup` it hands its lines (and each message's `messageId`) to the collector's own landing
+process instead of writing them itself: the baseline plus the collector's durable de-duplication
+(one process that claims every id, appends, fsyncs and journals the ids, `ingestion/collector/
+id_index.py`), still without validation, mapping or metrics. The benchmark measures it to tell what
+the de-duplication alone costs beside the baseline's whole request.
+
     python -m bench.baseline_collector --port 8101 --workers 2 --dir /tmp/baseline
+    PLATFORM_DATA_DIR=/tmp/dedup COLLECTOR_WRITE_KEYS=k=t001 python -m bench.baseline_collector --port 8102 --dedup
 """
 
 from __future__ import annotations
@@ -26,9 +33,16 @@ _decoder = msgspec.json.Decoder(Envelope)
 _event = msgspec.json.Decoder()
 
 
+def lines(body: bytes) -> tuple[list, list[bytes]]:
+    """A batch's events, decoded, and each as a JSON line: all the baseline does with a request's body."""
+    events = [_event.decode(raw) for raw in _decoder.decode(body).batch]
+    return events, [orjson.dumps(e) + b"\n" for e in events]
+
+
 class Baseline:
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, landing: Path | None = None):
         self.directory = directory
+        self.landing_socket, self.landing = landing, None
         self.fd = -1
         self.pending: list[bytes] = []
         self.waiters: list[asyncio.Future] = []
@@ -53,6 +67,10 @@ class Baseline:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
             message = await receive()
+            if self.landing_socket is not None:
+                from ingestion.collector.landing_client import LandingClient
+
+                self.landing = LandingClient(self.landing_socket)
             self.fd = os.open(self.directory / f"baseline-{os.getpid()}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
             self.wake = asyncio.Event()
             task = asyncio.ensure_future(self.flush_forever())
@@ -71,9 +89,11 @@ class Baseline:
         body = b"".join(chunks)
         status, reply = 200, b'{"success":true}'
         if scope["path"] == "/v1/batch":
-            events = [_event.decode(raw) for raw in _decoder.decode(body).batch]
+            events, encoded = lines(body)
+            if self.landing is not None:
+                return await self.through_landing(events, encoded, send)
             waiter = asyncio.get_running_loop().create_future()
-            self.pending.append(b"".join(orjson.dumps(e) + b"\n" for e in events))
+            self.pending.append(b"".join(encoded))
             self.waiters.append(waiter)
             self.wake.set()
             await waiter
@@ -82,9 +102,20 @@ class Baseline:
                                 (b"content-length", str(len(reply)).encode())]})
         await send({"type": "http.response.body", "body": reply})
 
+    async def through_landing(self, events: list, encoded: list[bytes], send) -> None:
+        from ingestion.collector.protocol import Stored
+
+        reply = await self.landing.store([e["messageId"] for e in events], encoded, [], [], [])
+        status = 200 if isinstance(reply, Stored) else 503
+        body = orjson.dumps({"success": status == 200})
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
 
 def app():
-    return Baseline(Path(os.environ["BASELINE_DIR"]))
+    landing = os.environ.get("BASELINE_LANDING_SOCKET")
+    return Baseline(Path(os.environ["BASELINE_DIR"]), Path(landing) if landing else None)
 
 
 def main() -> None:
@@ -94,10 +125,25 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--dedup", action="store_true", help="store through the collector's landing process "
+                        "(PLATFORM_DATA_DIR, COLLECTOR_WRITE_KEYS as for the collector)")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     os.environ["BASELINE_DIR"] = str(args.dir)
-    serve("bench.baseline_collector:app", "127.0.0.1", args.port, args.workers, factory=True, log_level="warning")
+    landing = None
+    if args.dedup:
+        from ingestion.collector.__main__ import lock_data_dir, settings_from_environment, start_landing
+        from ingestion.collector.landing_service import socket_path
+
+        settings = settings_from_environment()
+        landing = start_landing(lock_data_dir(settings))
+        os.environ["BASELINE_LANDING_SOCKET"] = str(socket_path(settings))
+    try:
+        serve("bench.baseline_collector:app", "127.0.0.1", args.port, args.workers, factory=True, log_level="warning")
+    finally:
+        if landing is not None:
+            landing.terminate()
+            landing.wait(timeout=60)
 
 
 if __name__ == "__main__":

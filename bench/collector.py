@@ -6,10 +6,17 @@ processes (the collector adds its landing process, which does the writing):
 
 1. throughput: `--clients` connections post batches of `--batch-size` (100) for `--seconds`:
    events acknowledged per minute and the acknowledgement latency (p50, p99), for the collector and
-   for the baseline (`bench/baseline_collector.py`: decode, append, fsync, nothing else);
+   for the baseline (`bench/baseline_collector.py`: decode, append, fsync, nothing else). The servers
+   run side by side and take turns, in `--rounds` windows each, so that a change in what else runs
+   on the machine falls on all of them alike (one 20 s window each, on a shared machine, once gave
+   the baseline half the throughput it had a minute before);
 2. mixed: small batches (10 events) from `--clients` connections while one connection keeps posting
    20,000-event batches: the small batches' p99, next to their p99 without the large ones;
-3. zero loss: every acknowledged event is in the landing zone exactly once.
+3. zero loss: every acknowledged event is in the landing zone exactly once;
+4. where the CPU goes: (1) again for the baseline storing through the collector's landing process
+   (`baseline_collector.py --dedup`: the durable de-duplication, without validation or mapping), and
+   the CPU time of validating and mapping one batch in this process (`intake.take_in`), and of the
+   baseline's decoding and encoding of it, beside the CPU per batch a ratio of 0.8x to the baseline allows.
 
 The load generator writes pre-encoded requests on keep-alive connections and reads the status line
 and body, nothing else (measured: its own CPU time is printed), so that it is not what limits. The
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import math
 import os
 import resource
 import statistics
@@ -46,6 +54,8 @@ GOAL_RATIO = 0.8
 GOAL_P99_MS = 50.0
 KEY, TENANT = "bench-key", "t001"
 MARK = b"@@@@@@@@@@"  # replaced by the batch's number: every message id is unique
+DEDUP = "+de-dup"  # the baseline storing through the collector's landing process
+LANDING = b"ingestion.collector.landing_service"
 
 
 def template(size: int, sent_at: str) -> bytes:
@@ -102,22 +112,27 @@ class Generator:
             writer.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process and its descendants, from /proc (Linux)."""
+def cpu_seconds(pid: int, only: bytes | None = None) -> float:
+    """CPU time (user + system) of a process and its descendants, from /proc (Linux); `only`: of those
+    whose command line holds it."""
     tick, total, pids = os.sysconf("SC_CLK_TCK"), 0.0, [pid]
     while pids:
         current = pids.pop()
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
             children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+            command = Path(f"/proc/{current}/cmdline").read_bytes()
         except FileNotFoundError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / tick
+        if only is None or only in command:
+            total += (int(fields[11]) + int(fields[12])) / tick
         pids += [int(child) for child in children]
     return total
 
 
 def quantiles_ms(latencies: list[float]) -> tuple[float, float]:
+    if len(latencies) < 2:
+        return math.nan, math.nan
     q = statistics.quantiles([s * 1000 for s in latencies], n=100, method="inclusive")
     return q[49], q[98]
 
@@ -143,7 +158,7 @@ def start(name: str, workers: int, root: Path) -> Server:
         command = [sys.executable, "-m", "ingestion.collector", "--port", str(port)]
     else:
         command = [sys.executable, "-m", "bench.baseline_collector", "--port", str(port), "--workers", str(workers),
-                   "--dir", str(data)]
+                   "--dir", str(data), *(["--dedup"] if name == DEDUP else [])]
     process = subprocess.Popen(command, env=env)
     deadline = time.time() + 60
     while True:
@@ -174,9 +189,62 @@ async def mixed(port: int, clients: int, small: bytes, large: bytes | None, seco
     return small_load, large_load, generator.next
 
 
+@dataclass
+class Measured:
+    """A server's throughput windows, summed."""
+
+    load: Load = field(default_factory=Load)
+    seconds: float = 0.0
+    first: int = 0  # the next batch number: ids stay unique across windows
+    server_cpu: float = 0.0
+    landing_cpu: float = 0.0
+    client_cpu: float = 0.0
+    loads: list[float] = field(default_factory=list)
+
+    def window(self, server: Server, clients: int, batch: bytes, seconds: float) -> None:
+        pid = server.process.pid
+        self.loads.append(os.getloadavg()[0])
+        server_cpu, landing_cpu = cpu_seconds(pid), cpu_seconds(pid, LANDING)
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
+        load, elapsed, self.first = asyncio.run(throughput(server.port, clients, batch, seconds, self.first))
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        self.server_cpu += cpu_seconds(pid) - server_cpu
+        self.landing_cpu += cpu_seconds(pid, LANDING) - landing_cpu
+        self.client_cpu += used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
+        self.seconds += elapsed
+        self.load.latencies += load.latencies
+        self.load.acknowledged += load.acknowledged
+        for status, n in load.statuses.items():
+            self.load.statuses[status] = self.load.statuses.get(status, 0) + n
+        self.loads.append(os.getloadavg()[0])
+
+
 def stored_ids(server: Server) -> list[str]:
     return [orjson.loads(line)["event_id"] for path in (server.data / "landing" / "events").glob("*.jsonl")
             for line in path.read_bytes().splitlines()]
+
+
+def intake_cpu(body: bytes, repeat: int = 300) -> tuple[float, float]:
+    """CPU seconds, in this process, of splitting, validating and mapping one batch as a collector's
+    worker does (`app.py`), and of decoding and encoding it as the baseline does."""
+    from datetime import UTC, datetime
+
+    from bench.baseline_collector import lines
+    from ingestion.collector.intake import Rules, split_batch, take_in, valid_utf8
+    from ingestion.collector.settings import Settings
+    from ingestion.privacy import Privacy
+
+    settings, body = Settings(), body.replace(MARK, b"%010d" % 0)
+    privacy = Privacy(settings.privacy)
+    started = time.process_time()
+    for _ in range(repeat):
+        raws, envelope = split_batch(body)
+        rules = Rules(TENANT, datetime.now(UTC), settings.min_timestamp, settings.max_event_bytes, privacy)
+        take_in(raws, None, rules, envelope.sentAt, lambda i: f"batch[{i}]", valid_utf8(body))
+    middle = time.process_time()
+    for _ in range(repeat):
+        lines(body)
+    return (middle - started) / repeat, (time.process_time() - middle) / repeat
 
 
 def main() -> int:
@@ -185,27 +253,33 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--rounds", type=int, default=5, help="throughput windows per server, taken in turns")
     args = parser.parse_args()
     now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
     batch, small, large = template(args.batch_size, now), template(10, now), template(20_000, now)
     rows, verdicts = [], []
     with tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp:
-        results = {}
-        for name in ("baseline", "collector"):
-            server = start(name, args.workers, Path(tmp))
-            try:
-                load_before, server_cpu = os.getloadavg()[0], cpu_seconds(server.process.pid)
-                cpu = resource.getrusage(resource.RUSAGE_SELF)
-                load, seconds, first = asyncio.run(throughput(server.port, args.clients, batch, args.seconds, 0))
-                used = resource.getrusage(resource.RUSAGE_SELF)
-                server_cpu = (cpu_seconds(server.process.pid) - server_cpu) / max(len(load.latencies), 1)
-                client_cpu = (used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime) / seconds
-                quiet, _, first = asyncio.run(mixed(server.port, 4, small, None, args.seconds / 2, first))
-                busy, big, first = asyncio.run(mixed(server.port, 4, small, large, args.seconds, first))
-                loads = (load_before, os.getloadavg()[0])
-            finally:
+        results, servers = {}, []
+        try:
+            for name in ("baseline", DEDUP, "collector"):
+                servers.append(start(name, args.workers, Path(tmp)))
+            measured = {server.name: Measured() for server in servers}
+            for _ in range(args.rounds):
+                for server in servers:
+                    measured[server.name].window(server, args.clients, batch, args.seconds / args.rounds)
+            for server in servers:
+                m = measured[server.name]
+                quiet = busy = big = Load()  # the de-dup floor is measured for throughput only
+                if server.name != DEDUP:
+                    quiet, _, m.first = asyncio.run(mixed(server.port, 4, small, None, args.seconds / 2, m.first))
+                    busy, big, m.first = asyncio.run(mixed(server.port, 4, small, large, args.seconds, m.first))
+                batches = max(len(m.load.latencies), 1)
+                results[server.name] = (m.load, m.seconds, m.client_cpu / m.seconds, quiet, busy, big, server,
+                                        (m.loads[0], m.loads[-1]), (m.server_cpu / batches, m.landing_cpu / batches))
+        finally:
+            for server in servers:
                 server.stop()
-            results[name] = (load, seconds, client_cpu, quiet, busy, big, server, loads, server_cpu)
+        intake = intake_cpu(batch)
         for name, (load, seconds, client_cpu, quiet, busy, big, server, loads, server_cpu) in results.items():
             per_minute = len(load.acknowledged) * args.batch_size / seconds * 60
             p50, p99 = quantiles_ms(load.latencies)
@@ -221,18 +295,26 @@ def main() -> int:
                 verdicts.append(("zero loss", f"{len(ids):,} stored, {distinct:,} distinct, {expected:,} acknowledged",
                                  len(ids) == distinct and distinct >= expected))
     print(f"collector benchmark: {args.workers} worker processes each, {args.clients} connections, batches of "
-          f"{args.batch_size}, {args.seconds:.0f} s per measurement, on a machine with {os.cpu_count()} cores "
-          "(shared with the load generator)")
+          f"{args.batch_size}, {args.seconds:.0f} s per measurement (throughput: {args.rounds} windows per server, "
+          f"taken in turns), on a machine with {os.cpu_count()} cores (shared with the load generator)")
     print(f"{'server':<10} {'events/min':>14} {'p50 ms':>8} {'p99 ms':>8} {'client cores':>13} "
           f"{'small p99 ms':>13} {'+20k p99 ms':>12} {'20k acked':>10} {'load avg':>12} {'server us/batch':>16}"
-          "  statuses")
-    for name, per_minute, p50, p99, client_cpu, quiet_p99, busy_p99, big_n, statuses, loads, server_cpu in rows:
+          f" {'of it landing':>14}  statuses")
+    for name, per_minute, p50, p99, client_cpu, quiet_p99, busy_p99, big_n, statuses, loads, (cpu, landing) in rows:
         print(f"{name:<10} {per_minute:>14,.0f} {p50:>8.1f} {p99:>8.1f} {client_cpu:>13.2f} {quiet_p99:>13.1f} "
-              f"{busy_p99:>12.1f} {big_n:>10} {loads[0]:>5.2f}->{loads[1]:<5.2f} {server_cpu * 1e6:>16,.0f}"
-              f"  {statuses}")
-    collector, baseline = rows[1], rows[0]
+              f"{busy_p99:>12.1f} {big_n:>10} {loads[0]:>5.2f}->{loads[1]:<5.2f} {cpu * 1e6:>16,.0f}"
+              f" {landing * 1e6:>14,.0f}  {statuses}")
+    baseline, dedup, collector = rows
     print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     ratio = collector[1] / baseline[1]
+    base_us, dedup_us, collector_us = (row[-1][0] * 1e6 for row in rows)
+    print(f"{DEDUP}: the baseline storing through the collector's landing process (durable de-duplication, no "
+          f"validation or mapping): {dedup[1] / baseline[1]:.2f}x the baseline, {dedup_us - base_us:+,.0f} us/batch")
+    print(f"CPU per batch that 0.8x allows (if throughput follows CPU per batch): {base_us / GOAL_RATIO:,.0f} us, "
+          f"{base_us / GOAL_RATIO - base_us:,.0f} us above the baseline's; the collector's: {collector_us:,.0f} us, of "
+          f"which de-duplication {dedup_us - base_us:,.0f} us (above) and validating and mapping the batch "
+          f"{intake[0] * 1e6:,.0f} us (in this process; the baseline's decoding and encoding of it: "
+          f"{intake[1] * 1e6:,.0f} us)")
     verdicts = [
         ("throughput", f"{collector[1]:,.0f} events/min (goal {GOAL_PER_MINUTE:,})", collector[1] >= GOAL_PER_MINUTE),
         ("against the baseline", f"{ratio:.2f}x (goal {GOAL_RATIO}x)", ratio >= GOAL_RATIO),
