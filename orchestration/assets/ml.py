@@ -13,13 +13,14 @@ spend seconds loading them.
 """
 
 import json
+import time
 
 import dagster as dg
 import pandas as pd
 
 from ml.series import FAMILIES, metrics_daily_frame, metrics_daily_sql
 from orchestration.assets.ingestion import WAREHOUSE_POOL
-from orchestration.environment import current_environment
+from orchestration.environment import SEMANTIC_MANIFEST, current_environment
 
 METRICS_DAILY = dg.AssetKey(["marts", "metrics_daily"])
 EVENTS_CALENDAR = dg.AssetKey(["marts", "events_calendar"])
@@ -137,9 +138,16 @@ def insights(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     wide = _metrics_daily(env)
     with env.warehouse() as warehouse:
         names = dict(warehouse.rows("select tenant_id, tenant_name from marts.dim_tenants"))
+    started = time.perf_counter()
     table = forecasting.find_insights(wide, _calendar(env, wide), tenant_names=names)
+    found_seconds = time.perf_counter() - started
+    table, drivers, queries = _explained(env, table, names)
     rows = replace_table(env, "insights", table)
-    metadata: dict = {"rows": rows, **{f"{kind}": int(n) for kind, n in table["insight_type"].value_counts().items()}}
+    replace_table(env, "insight_drivers", drivers)
+    metadata: dict = {"rows": rows, **{f"{kind}": int(n) for kind, n in table["insight_type"].value_counts().items()},
+                      "driver_rows": len(drivers), "driver_queries": queries,
+                      "seconds_finding": round(found_seconds, 2),
+                      "seconds_explaining": round(time.perf_counter() - started - found_seconds, 2)}
     for line in table[table["severity"] == "high"]["explanation"].head(10):
         context.log.warning(line)
     metadata["alerts_queued"] = _queue_alerts(context, env, table)
@@ -148,6 +156,34 @@ def insights(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         context.log.info(f"anomaly detection against the sample's ground truth: {result}")
         metadata.update({f"ground_truth_{k}": v for k, v in result.items() if not isinstance(v, list)})
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _explained(env, table: pd.DataFrame, names: dict) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """The insights with their drivers (through the governed metrics, on this run's warehouse),
+    recommendations and priorities; the driver rows; the semantic queries it took."""
+    from datetime import timedelta
+
+    from ml import drivers, priorities
+    from semantic.metricflow_engine import WarehouseReader, engine_on
+
+    opened: list = []
+
+    def source():
+        warehouse = env.warehouse()
+        opened.append(warehouse)
+        days = pd.to_datetime(table["date_day"])
+        opened.append(drivers.GovernedMetrics(engine_on(WarehouseReader(warehouse), SEMANTIC_MANIFEST),
+                                              (days.min() - timedelta(days=60)).date(),
+                                              (days.max() + timedelta(days=14)).date()))
+        return opened[-1]
+
+    try:
+        rows, found = drivers.explain_all(table, source)
+    finally:
+        if opened:
+            opened[0].close()
+    ranked = priorities.prioritized(table, found, names)
+    return ranked, rows, opened[1].queries if len(opened) > 1 else 0
 
 
 def _queue_alerts(context: dg.AssetExecutionContext, env, table: pd.DataFrame) -> int:
