@@ -36,6 +36,7 @@ from ml.series import TOTAL
 MIN_SHARE = 0.25  # of the whole change, for a segment to be named
 MIN_EXCESS = 0.15  # its share of the change above its usual share of the metric
 NOISE_Z = 3.0  # its change against its own day-to-day noise
+WHOLE_Z = 4.5  # the whole change against the metric's: the bar an anomaly clears (ml.detection.THRESHOLD)
 WEEKS = 4  # same weekdays the baseline reads
 MOST = 3  # drivers named at most
 OVERLAP = 1.02  # segments summing past this multiple of the whole overlap: not a split of it
@@ -69,6 +70,7 @@ class Change:
     expected: float
     days: tuple[date, ...]
     baseline_days: tuple[date, ...]
+    score: float = np.nan  # the detector's, where it judged the day (an anomaly's): its bar is the one to clear
 
 
 @dataclass
@@ -95,8 +97,9 @@ def change_of(insight: Mapping) -> Change | None:
     else:
         return None
     expected = insight["expected"] if kind != "change_point" else np.nan
+    score = float(insight.get("score", np.nan)) if kind.startswith("anomaly") else np.nan
     return Change(key, insight["tenant_id"], insight["metric"], day, float(insight["value"]), float(expected),
-                  days, baseline)
+                  days, baseline, score)
 
 
 def insight_key(insight: Mapping) -> str:
@@ -125,7 +128,8 @@ def decompose(current: pd.Series, usual: pd.Series, noise: pd.Series, actual: fl
     whole = actual - expected
     share = change / whole if whole != 0 else change * 0.0
     floor = np.sqrt(part.abs() + 1.0)  # a count's noise at least; tiny next to money
-    noise_ratio = change.abs() / np.maximum(noise, floor)
+    # out of proportion: its change against the part of the whole change its usual share would carry
+    noise_ratio = (change - usual_share * whole).abs() / np.maximum(noise, floor)
     return pd.DataFrame({"segment": segments.astype(str), "actual": current.to_numpy(), "expected": part.to_numpy(),
                          "change": change.to_numpy(), "share": share.to_numpy(),
                          "usual_share": usual_share.to_numpy(), "noise_ratio": noise_ratio.to_numpy(),
@@ -152,10 +156,30 @@ def segment_values(daily: pd.DataFrame, change: Change) -> tuple[pd.Series, pd.S
     if len(history) >= 7:
         weekday = pd.Series([d.weekday() for d in history.index], index=history.index)
         rest = history - history.groupby(weekday).transform("mean")
-        noise = 1.4826 * (rest - rest.median()).abs().median() / np.sqrt(len(change.days))
+        # less its linear trend too: a growing segment's growth is not noise
+        x = np.arange(len(rest), dtype=float)
+        rest = rest - np.outer(x - x.mean(), (rest.to_numpy() * (x - x.mean())[:, None]).sum(axis=0)
+                               / ((x - x.mean()) ** 2).sum())
+        # root mean square, not a robust spread: a sparse segment (money on the few days with an
+        # order) has a median deviation of zero, and its noise is the days that are not zero
+        noise = np.sqrt((rest ** 2).mean()) / np.sqrt(len(change.days))
     else:
         noise = baseline * 0.0
     return current, baseline, noise
+
+
+def beyond_noise(daily: pd.DataFrame, change: Change) -> bool:
+    """Whether the whole change is beyond the metric's own day-to-day noise (`WHOLE_Z`), measured as a
+    segment's is: drivers explain a change that is there, never the ups and downs. A day the detector
+    judged (its `score`) is held to the detector's verdict instead."""
+    current, usual, noise = segment_values(daily, change)
+    if usual.empty or current.empty:
+        return True
+    expected = change.expected if np.isfinite(change.expected) else float(usual.iloc[0])
+    scale = float(noise.iloc[0]) if len(noise) else 0.0
+    if not scale > 0:  # a flat history: a count's noise
+        scale = np.sqrt(abs(expected) + 1.0) / np.sqrt(len(change.days))
+    return abs(float(current.iloc[0]) - expected) >= WHOLE_Z * scale
 
 
 def component_shares(values: pd.DataFrame, change: Change, factors: list[tuple[str, int]]) -> pd.DataFrame:
@@ -307,6 +331,22 @@ class GovernedMetrics:
         return self._frames[key]
 
 
+def splitting(source: GovernedMetrics, metric: str, change: Change) -> list[Dimension]:
+    """The metric's dimensions whose segments split it: on the change's days their values add up to
+    the whole (a user with events of several types counts in each type: event type does not split
+    active users)."""
+    days = set(change.days) | set(change.baseline_days)
+    whole = source.daily((metric,))
+    whole = whole[(whole["tenant"] == change.tenant_id) & whole["day"].isin(days)][metric].sum()
+    kept = []
+    for dimension in source.dimensions(metric):
+        daily = source.daily((metric,), dimension.name)
+        summed = daily[(daily["tenant"] == change.tenant_id) & daily["day"].isin(days)][metric].sum()
+        if summed <= OVERLAP * whole + 1e-9:
+            kept.append(dimension)
+    return kept
+
+
 def explain(change: Change, source: GovernedMetrics) -> Explained:
     """The drivers of one change, and the sentence that names them."""
     metric = METRIC_OF_SERIES.get(change.metric, change.metric)
@@ -317,18 +357,18 @@ def explain(change: Change, source: GovernedMetrics) -> Explained:
     whole = change.actual - (change.expected if np.isfinite(change.expected) else 0.0)
     rows: list[dict] = []
     best = None
-    dimensions = source.dimensions(metric)
     whole_days = source.daily((metric,))
-    whole_days = whole_days[(whole_days["tenant"] == change.tenant_id)
-                            & whole_days["day"].isin(set(change.days) | set(change.baseline_days))]
-    for dimension in list(dimensions):
+    whole_days = whole_days[whole_days["tenant"] == change.tenant_id]
+    judged = np.isfinite(change.score)
+    whole_series = whole_days.assign(segment="all").rename(columns={metric: "value"})
+    if (judged and abs(change.score) < WHOLE_Z) or (not judged and not beyond_noise(whole_series, change)):
+        return Explained(pd.DataFrame(columns=DRIVER_COLUMNS),
+                         f"The change is within the usual ups and downs of {label.lower()}: nothing stands out "
+                         "to break down.")
+    dimensions = splitting(source, metric, change)
+    for dimension in dimensions:
         daily = source.daily((metric,), dimension.name)
         mine = daily[daily["tenant"] == change.tenant_id].rename(columns={metric: "value"})
-        summed = mine[mine["day"].isin(set(change.days) | set(change.baseline_days))]["value"].sum()
-        if summed > OVERLAP * whole_days[metric].sum() + 1e-9:
-            # its segments overlap (a user with events of several types): they cannot split the change
-            dimensions.remove(dimension)
-            continue
         current, usual, noise = segment_values(mine, change)
         if current.empty and usual.empty:
             continue

@@ -63,8 +63,8 @@ def priority(insights: pd.DataFrame, today=None) -> pd.Series:
     newest = pd.Timestamp(today) if today is not None else days.max()
     age = (newest - days).dt.days.clip(lower=0).fillna(0)
     recency = 0.5 ** (age / HALF_LIFE_DAYS)
-    weight = insights["insight_type"].map(KIND_WEIGHT).astype(float).fillna(1.0) * np.where(insights["tenant_id"] == TOTAL,
-                                                                               TOTAL_WEIGHT, 1.0)
+    kind = insights["insight_type"].map(KIND_WEIGHT).astype(float).fillna(1.0)
+    weight = kind * np.where(insights["tenant_id"] == TOTAL, TOTAL_WEIGHT, 1.0)
     return (relative * _numbers(insights, "confidence") * recency * weight).astype(float).round(4)
 
 

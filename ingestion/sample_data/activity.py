@@ -91,7 +91,7 @@ def anomaly_window(size: SampleSize) -> range:
 # What each anomaly pushes, how far (the tenant as a whole), and the segment of users it is injected into:
 # drops into segments large enough to carry them, spikes into large and small ones alike.
 ANOMALY_KINDS = [("active_users", "drop", 0.45, "device", "mobile"), ("orders", "spike", 2.6, "device", "desktop"),
-                 ("errors", "spike", 12.0, "country", "DE"), ("orders", "drop", 0.3, "country", "US"),
+                 ("errors", "spike", 12.0, "country", "DE"), ("orders", "drop", 0.3, "device", "mobile"),
                  ("active_users", "spike", 1.7, "country", "US"), ("errors", "spike", 15.0, "device", "tablet")]
 
 

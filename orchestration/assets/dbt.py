@@ -34,7 +34,9 @@ class Translator(DagsterDbtTranslator):
 
     def get_asset_key(self, dbt_resource_props):
         if dbt_resource_props["resource_type"] == "source":
-            return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["name"]])
+            # one asset may write several tables (ml/insights): a source names it in `meta.dagster.asset_key`
+            declared = ((dbt_resource_props.get("meta") or {}).get("dagster") or {}).get("asset_key")
+            return dg.AssetKey(declared or [dbt_resource_props["schema"], dbt_resource_props["name"]])
         return super().get_asset_key(dbt_resource_props)
 
     def get_group_name(self, dbt_resource_props):
@@ -97,10 +99,12 @@ class DbtBuildConfig(dg.Config):
     unit_tests: bool = True
 
 
-# Marts built from the tables Python assets write (the forecasts, ml/forecast_daily; the experiment
-# analysis, experiment_analysis/*) sit downstream of them, themselves downstream of the other marts,
-# so they are a second dbt step in the same run (named for the first of them, the forecast marts).
-AFTER_FORECASTS = "path:models/marts/forecasting path:models/marts/experiments/analysis"
+# Marts built from the tables Python assets write (the forecasts, ml/forecast_daily; the insights,
+# ml/insights; the experiment analysis, experiment_analysis/*) sit downstream of them, themselves
+# downstream of the other marts, so they are a second dbt step in the same run (named for the first
+# of them, the forecast marts).
+AFTER_FORECASTS = ("path:models/marts/forecasting path:models/marts/experiments/analysis "
+                  "path:models/marts/insights")
 
 
 def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):

@@ -129,7 +129,10 @@ def forecast_daily(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
           pool=WAREHOUSE_POOL,
           description="Anomalies (each day against a forecast made without it; robust z-score for short series), "
           "days of the events calendar that moved a metric (named, never anomalies), trends and change points, "
-          "each with severity, confidence and a sentence with the numbers (ml.insights).")
+          "each with severity, confidence and a sentence with the numbers (ml.insights); their drivers over the "
+          "governed dimensions and the metric's components (ml.insight_drivers), impact, priority and a "
+          "recommendation; lead/lag relationships between metrics that hold out of sample "
+          "(ml.insight_correlations).")
 def insights(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     from ml import forecasting, scoring
     from ml.outputs import replace_table
@@ -141,11 +144,12 @@ def insights(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     started = time.perf_counter()
     table = forecasting.find_insights(wide, _calendar(env, wide), tenant_names=names)
     found_seconds = time.perf_counter() - started
-    table, drivers, queries = _explained(env, table, names)
+    table, drivers, related, queries = _explained(env, table, names)
     rows = replace_table(env, "insights", table)
     replace_table(env, "insight_drivers", drivers)
+    replace_table(env, "insight_correlations", related)
     metadata: dict = {"rows": rows, **{f"{kind}": int(n) for kind, n in table["insight_type"].value_counts().items()},
-                      "driver_rows": len(drivers), "driver_queries": queries,
+                      "driver_rows": len(drivers), "correlations": len(related), "semantic_queries": queries,
                       "seconds_finding": round(found_seconds, 2),
                       "seconds_explaining": round(time.perf_counter() - started - found_seconds, 2)}
     for line in table[table["severity"] == "high"]["explanation"].head(10):
@@ -158,32 +162,18 @@ def insights(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=metadata)
 
 
-def _explained(env, table: pd.DataFrame, names: dict) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+def _explained(env, table: pd.DataFrame, names: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
     """The insights with their drivers (through the governed metrics, on this run's warehouse),
-    recommendations and priorities; the driver rows; the semantic queries it took."""
-    from datetime import timedelta
-
-    from ml import drivers, priorities
+    recommendations and priorities; the driver rows; the lead/lag relationships between metrics;
+    the semantic queries it took."""
+    from ml import correlations, drivers, priorities
     from semantic.metricflow_engine import WarehouseReader, engine_on
 
-    opened: list = []
-
-    def source():
-        warehouse = env.warehouse()
-        opened.append(warehouse)
-        days = pd.to_datetime(table["date_day"])
-        opened.append(drivers.GovernedMetrics(engine_on(WarehouseReader(warehouse), SEMANTIC_MANIFEST),
-                                              (days.min() - timedelta(days=60)).date(),
-                                              (days.max() + timedelta(days=14)).date()))
-        return opened[-1]
-
-    try:
-        rows, found = drivers.explain_all(table, source)
-    finally:
-        if opened:
-            opened[0].close()
-    ranked = priorities.prioritized(table, found, names)
-    return ranked, rows, opened[1].queries if len(opened) > 1 else 0
+    with env.warehouse() as warehouse:
+        source = drivers.GovernedMetrics(engine_on(WarehouseReader(warehouse), SEMANTIC_MANIFEST))
+        rows, found = drivers.explain_all(table, lambda: source)
+        related = correlations.correlations(source, names)
+    return priorities.prioritized(table, found, names), rows, related, source.queries
 
 
 def _queue_alerts(context: dg.AssetExecutionContext, env, table: pd.DataFrame) -> int:
