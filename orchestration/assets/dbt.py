@@ -34,9 +34,7 @@ class Translator(DagsterDbtTranslator):
 
     def get_asset_key(self, dbt_resource_props):
         if dbt_resource_props["resource_type"] == "source":
-            # one asset may write several tables (ml/insights): a source names it in `meta.dagster.asset_key`
-            declared = ((dbt_resource_props.get("meta") or {}).get("dagster") or {}).get("asset_key")
-            return dg.AssetKey(declared or [dbt_resource_props["schema"], dbt_resource_props["name"]])
+            return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["name"]])
         return super().get_asset_key(dbt_resource_props)
 
     def get_group_name(self, dbt_resource_props):

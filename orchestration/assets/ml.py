@@ -28,6 +28,14 @@ TENANTS = dg.AssetKey(["marts", "dim_tenants"])  # the names the insights' sente
 MODELS_KEY = dg.AssetKey(["ml", "forecast_models"])
 FORECAST_KEY = dg.AssetKey(["ml", "forecast_daily"])
 INSIGHTS_KEY = dg.AssetKey(["ml", "insights"])
+DRIVERS_KEY = dg.AssetKey(["ml", "insight_drivers"])
+CORRELATIONS_KEY = dg.AssetKey(["ml", "insight_correlations"])
+INSIGHTS_KEYS = (INSIGHTS_KEY, DRIVERS_KEY, CORRELATIONS_KEY)  # one step writes them together
+INSIGHTS_DESCRIPTION = (
+    "Anomalies (each day against a forecast made without it; robust z-score for short series), days of the events "
+    "calendar that moved a metric (named, never anomalies), trends and change points, each with severity, "
+    "confidence, a sentence with the numbers, the sentence naming its drivers, a recommendation, its impact in "
+    "the metric's unit and its priority (ml.insights).")
 DRIFT_TOLERANCE = 1.5  # recent sMAPE above this multiple of the backtest's is drift
 
 
@@ -124,16 +132,17 @@ def forecast_daily(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         "rows": rows, **{f"{f}_model": (m.name + " " + m.label) if m else "none" for f, m in models.items()}})
 
 
-@dg.asset(key=INSIGHTS_KEY, deps=[FORECAST_KEY, METRICS_DAILY, EVENTS_CALENDAR, TENANTS], group_name="ml",
-          kinds={"duckdb"},
-          pool=WAREHOUSE_POOL,
-          description="Anomalies (each day against a forecast made without it; robust z-score for short series), "
-          "days of the events calendar that moved a metric (named, never anomalies), trends and change points, "
-          "each with severity, confidence and a sentence with the numbers (ml.insights); their drivers over the "
-          "governed dimensions and the metric's components (ml.insight_drivers), impact, priority and a "
-          "recommendation; lead/lag relationships between metrics that hold out of sample "
-          "(ml.insight_correlations).")
-def insights(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+@dg.multi_asset(
+    specs=[dg.AssetSpec(INSIGHTS_KEY, deps=[FORECAST_KEY, METRICS_DAILY, EVENTS_CALENDAR, TENANTS], group_name="ml",
+                        kinds={"duckdb"}, description=INSIGHTS_DESCRIPTION),
+           dg.AssetSpec(DRIVERS_KEY, deps=[METRICS_DAILY], group_name="ml", kinds={"duckdb"},
+                        description="What drove each insight: the segments of a governed dimension and the metric's "
+                        "components, with their share of the change (ml/drivers.py, through the semantic layer)."),
+           dg.AssetSpec(CORRELATIONS_KEY, deps=[METRICS_DAILY], group_name="ml", kinds={"duckdb"},
+                        description="Lead/lag relationships between governed metrics per tenant that survive a "
+                        "Benjamini-Hochberg correction and hold out of sample (ml/correlations.py).")],
+    name="ml__insights", pool=WAREHOUSE_POOL, can_subset=False)
+def insights(context: dg.AssetExecutionContext):
     from ml import forecasting, scoring
     from ml.outputs import replace_table
 
@@ -159,7 +168,9 @@ def insights(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         result = scoring.score(table, json.loads(env.layout.ground_truth.read_text())["anomalies"])
         context.log.info(f"anomaly detection against the sample's ground truth: {result}")
         metadata.update({f"ground_truth_{k}": v for k, v in result.items() if not isinstance(v, list)})
-    return dg.MaterializeResult(metadata=metadata)
+    yield dg.MaterializeResult(asset_key=INSIGHTS_KEY, metadata=metadata)
+    yield dg.MaterializeResult(asset_key=DRIVERS_KEY, metadata={"rows": len(drivers)})
+    yield dg.MaterializeResult(asset_key=CORRELATIONS_KEY, metadata={"rows": len(related)})
 
 
 def _explained(env, table: pd.DataFrame, names: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
@@ -190,7 +201,7 @@ def _queue_alerts(context: dg.AssetExecutionContext, env, table: pd.DataFrame) -
 
 
 retrain_job = dg.define_asset_job(
-    "retrain_job", selection=dg.AssetSelection.assets(MODELS_KEY, FORECAST_KEY, INSIGHTS_KEY),
+    "retrain_job", selection=dg.AssetSelection.assets(MODELS_KEY, FORECAST_KEY, *INSIGHTS_KEYS),
     description="Retrain and re-register the forecasting models, then refresh forecasts and insights.")
 
 weekly_retrain_schedule = dg.ScheduleDefinition(
