@@ -176,9 +176,8 @@ def beyond_noise(daily: pd.DataFrame, change: Change) -> bool:
     if usual.empty or current.empty:
         return True
     expected = change.expected if np.isfinite(change.expected) else float(usual.iloc[0])
-    scale = float(noise.iloc[0]) if len(noise) else 0.0
-    if not scale > 0:  # a flat history: a count's noise
-        scale = np.sqrt(abs(expected) + 1.0) / np.sqrt(len(change.days))
+    # at least a count's noise (Poisson): three errors where 0.3 are usual is not beyond it
+    scale = max(float(noise.iloc[0]) if len(noise) else 0.0, np.sqrt(abs(expected) + 1.0) / np.sqrt(len(change.days)))
     return abs(float(current.iloc[0]) - expected) >= WHOLE_Z * scale
 
 
