@@ -95,7 +95,9 @@ def main() -> None:
                          "baseline": largest_segment(change, warm),
                          "baseline_correct": matches(largest_segment(change, warm), anomaly["segment"]),
                          "sentence": explained.sentence})
-        ordinary = _ordinary(insights, daily, truth, warm, connection)
+        judged = _judged(daily, connection)
+        ordinary = _ordinary(insights, judged, truth, warm)
+        undetected = _undetected(judged, [r for r in rows if not r["detected"]], warm)
     finally:
         connection.close()
     found = [r for r in rows if r["detected"]]
@@ -116,6 +118,15 @@ def main() -> None:
               f"({sum(r['baseline_correct'] for r in found)}/{len(found)})")
         print(f"time to explain one anomaly: cold (new engine, its queries) median {np.median(cold_seconds):.2f} s, "
               f"max {max(cold_seconds):.2f} s; warm (queries made) median {np.median(warm_seconds) * 1000:.0f} ms")
+    if undetected:
+        print(f"injected anomalies the detector missed, explained anyway (the decomposition's own bar): "
+              f"{sum(r[2] for r in undetected)}/{len(undetected)} attributed right, "
+              f"{sum(r[1] is not None and not r[2] for r in undetected)} wrong, "
+              f"{sum(r[1] is None for r in undetected)} with no driver named")
+        for anomaly, top, right in undetected:
+            print(f"  {anomaly['tenant_id']} {anomaly['date']} {anomaly['metric']} in "
+                  f"{anomaly['segment']['dimension']}={anomaly['segment']['value']}: {top} "
+                  f"({'right' if right else 'none' if top is None else 'WRONG'})")
     print(f"ordinary days: {ordinary[0]} tenant-day-metrics explained, {ordinary[1]} with a driver named "
           f"({ordinary[2]} by the decomposition's own bar, without the detector's verdict)")
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -142,12 +153,29 @@ def _judged(daily: pd.DataFrame, connection) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _ordinary(insights: pd.DataFrame, daily: pd.DataFrame, truth: dict, source: drivers.GovernedMetrics,
-              connection) -> tuple[int, int]:
+def _undetected(judged: pd.DataFrame, missed: list[dict], source: drivers.GovernedMetrics) -> list[tuple]:
+    """The injected anomalies the detector missed, explained anyway against its expected value for the
+    day (the decomposition's own bar, no verdict to lean on): (anomaly, segment named, right)."""
+    out = []
+    for anomaly in missed:
+        day = pd.Timestamp(anomaly["date"])
+        row = judged[(judged["tenant_id"] == anomaly["tenant_id"]) & (judged["metric"] == anomaly["metric"])
+                     & (pd.to_datetime(judged["ds"]) == day)]
+        if row.empty:
+            continue
+        row = row.iloc[0]
+        insight = {"insight_type": "anomaly_drop", "metric": anomaly["metric"], "tenant_id": anomaly["tenant_id"],
+                   "date_day": day.date(), "value": float(row["y"]), "expected": float(row["expected"])}
+        top = drivers.explain(drivers.change_of(insight), source).top
+        out.append((anomaly, top, matches(top, anomaly["segment"])))
+    return out
+
+
+def _ordinary(insights: pd.DataFrame, judged: pd.DataFrame, truth: dict, source: drivers.GovernedMetrics
+              ) -> tuple[int, int, int]:
     """Tenant-day-metrics of the last days the detector judged ordinary (no injected or detected
     anomaly that day), explained against the detector's expected value as an anomaly would be: how
     many, and how many named a driver."""
-    judged = _judged(daily, connection)
     judged = judged[(judged["tenant_id"] != "all") & ~judged["event"].astype(bool)]
     judged["day"] = pd.to_datetime(judged["ds"]).dt.date
     last = judged["day"].max()

@@ -381,7 +381,9 @@ def explain(change: Change, source: GovernedMetrics) -> Explained:
     if best is not None:
         _, dimension, named, signed = best
         for rank, part in enumerate(named.itertuples(), start=1):
-            rows.append(_row(change, "segment", dimension.name, dimension.label, part, rank))
+            rows.append({**_row(change, "segment", dimension.name, dimension.label, part, rank),
+                         "explanation": segment_sentence(label, fmt, signed, dimension.label,
+                                                         named.iloc[[rank - 1]], per_day)})
         sentence = segment_sentence(label, fmt, signed, dimension.label, named, per_day)
     elif not dimensions:
         sentence = f"{label} has no governed dimension to break the change down by."

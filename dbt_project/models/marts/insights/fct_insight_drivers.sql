@@ -12,7 +12,8 @@ with drivers as (
         cast(null as varchar) as insight_key, cast(null as varchar) as tenant_id, cast(null as varchar) as metric,
         cast(null as date) as date_day, cast(null as varchar) as driver_kind, cast(null as varchar) as dimension,
         cast(null as varchar) as dimension_label, cast(null as varchar) as segment, 0.0 as actual, 0.0 as expected,
-        0.0 as change, 0.0 as share, 0.0 as usual_share, 0.0 as noise_ratio, false as is_new, 0 as rank
+        0.0 as change, 0.0 as share, 0.0 as usual_share, 0.0 as noise_ratio, false as is_new, 0 as rank,
+        cast(null as varchar) as explanation
     where 1 = 0
     {%- endif %}
 )
@@ -34,5 +35,6 @@ select
     cast(usual_share as double precision) as usual_share,
     cast(noise_ratio as double precision) as noise_ratio,
     cast(is_new as boolean) as is_new,
-    cast(rank as bigint) as driver_rank
+    cast(rank as bigint) as driver_rank,
+    cast(explanation as varchar) as explanation
 from drivers
