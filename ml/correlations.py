@@ -52,11 +52,14 @@ def movement(values: pd.Series) -> pd.Series:
 
 def lead_lag(leader: pd.Series, follower: pd.Series, lag: int, rows: slice) -> tuple[float, float, int]:
     """Pearson's r (two-sided p) of the leader `lag` days earlier with the follower, over `rows` of the days."""
-    pair = pd.DataFrame({"x": leader.shift(lag), "y": follower}).iloc[rows].dropna()
-    if len(pair) < 10 or pair["x"].std() == 0 or pair["y"].std() == 0:
-        return 0.0, 1.0, len(pair)
-    r, p = stats.pearsonr(pair["x"], pair["y"])
-    return float(r), float(p), len(pair)
+    x = np.r_[np.full(lag, np.nan), leader.to_numpy(float)[:len(leader) - lag]][rows]
+    y = follower.to_numpy(float)[rows]
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(x) < 10 or x.std() == 0 or y.std() == 0:
+        return 0.0, 1.0, len(x)
+    r, p = stats.pearsonr(x, y)
+    return float(r), float(p), len(x)
 
 
 def find(series: Mapping[tuple[str, str | None], pd.Series], follower_of: Mapping[tuple[str, str | None], str],
