@@ -20,8 +20,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 CANDIDATES: tuple[tuple[str, str | None, str], ...] = (
     ("marketing_spend", "channel", "new_users"),
@@ -58,6 +56,8 @@ def lead_lag(leader: pd.Series, follower: pd.Series, lag: int, rows: slice) -> t
     x, y = x[keep], y[keep]
     if len(x) < 10 or x.std() == 0 or y.std() == 0:
         return 0.0, 1.0, len(x)
+    from scipy import stats  # imported where used: a run with too few days never loads it
+
     r, p = stats.pearsonr(x, y)
     return float(r), float(p), len(x)
 
@@ -80,6 +80,8 @@ def find(series: Mapping[tuple[str, str | None], pd.Series], follower_of: Mappin
             tests.append((key, follower, lag, r, p, n))
     if not tests:
         return pd.DataFrame(columns=COLUMNS)
+    from statsmodels.stats.multitest import multipletests
+
     rejected, adjusted, _, _ = multipletests([t[4] for t in tests], alpha=FDR, method="fdr_bh")
     best: dict[tuple, tuple] = {}
     for test, keep, p_adj in zip(tests, rejected, adjusted, strict=True):

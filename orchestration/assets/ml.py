@@ -153,7 +153,7 @@ def insights(context: dg.AssetExecutionContext):
     started = time.perf_counter()
     table = forecasting.find_insights(wide, _calendar(env, wide), tenant_names=names)
     found_seconds = time.perf_counter() - started
-    table, drivers, related, queries = _explained(env, table, names)
+    table, drivers, related, queries = _explained(env, table, names, wide["date_day"].nunique())
     rows = replace_table(env, "insights", table)
     replace_table(env, "insight_drivers", drivers)
     replace_table(env, "insight_correlations", related)
@@ -173,18 +173,27 @@ def insights(context: dg.AssetExecutionContext):
     yield dg.MaterializeResult(asset_key=CORRELATIONS_KEY, metadata={"rows": len(related)})
 
 
-def _explained(env, table: pd.DataFrame, names: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
+def _explained(env, table: pd.DataFrame, names: dict, days: int
+               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
     """The insights with their drivers (through the governed metrics, on this run's warehouse),
     recommendations and priorities; the driver rows; the lead/lag relationships between metrics;
     the semantic queries it took."""
     from ml import correlations, drivers, priorities
-    from semantic.metricflow_engine import WarehouseReader, engine_on
+
+    opened: list = []  # the engine, built only when something needs it (loading it takes a second)
+
+    def source():
+        if not opened:
+            from semantic.metricflow_engine import WarehouseReader, engine_on
+
+            opened.append(drivers.GovernedMetrics(engine_on(WarehouseReader(warehouse), SEMANTIC_MANIFEST)))
+        return opened[0]
 
     with env.warehouse() as warehouse:
-        source = drivers.GovernedMetrics(engine_on(WarehouseReader(warehouse), SEMANTIC_MANIFEST))
-        rows, found = drivers.explain_all(table, lambda: source)
-        related = correlations.correlations(source, names)
-    return priorities.prioritized(table, found, names), rows, related, source.queries
+        rows, found = drivers.explain_all(table, source)
+        related = (correlations.correlations(source(), names) if days >= correlations.MIN_DAYS
+                   else pd.DataFrame(columns=correlations.COLUMNS))  # too few days to fit and confirm any
+    return priorities.prioritized(table, found, names), rows, related, opened[0].queries if opened else 0
 
 
 def _queue_alerts(context: dg.AssetExecutionContext, env, table: pd.DataFrame) -> int:
