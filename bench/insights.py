@@ -176,7 +176,7 @@ def _ordinary(insights: pd.DataFrame, judged: pd.DataFrame, truth: dict, source:
     """Tenant-day-metrics of the last days the detector judged ordinary (no injected or detected
     anomaly that day), explained against the detector's expected value as an anomaly would be: how
     many, and how many named a driver."""
-    judged = judged[(judged["tenant_id"] != "all") & ~judged["event"].astype(bool)]
+    judged = judged[(judged["tenant_id"] != "all") & ~judged["event"].astype(bool)].copy()
     judged["day"] = pd.to_datetime(judged["ds"]).dt.date
     last = judged["day"].max()
     flagged = {(t, pd.Timestamp(d).date()) for t, d, k in zip(insights["tenant_id"], insights["date_day"],
