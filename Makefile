@@ -30,7 +30,7 @@ DAGSTER_INSTANCE := data/dagster/dagster.yaml
 # Apache Superset in its own locked environment (bi/pyproject.toml, bi/uv.lock): `make bi` serves it, the tests drive it
 SUPERSET := bi/.venv/.synced
 
-.PHONY: dagster-env bi bi-install report serve-reports live-page run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness bench-live mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments bench-questions bench-bi lint manifest install clean retention backup restore erase serve-quality-docs
+.PHONY: dagster-env bi bi-install report serve-reports live-page run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness bench-live mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments bench-questions bench-insights bench-bi lint manifest install clean retention backup restore erase serve-quality-docs
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest $(REPORTS_JS) $(DATA_DOCS_JS)
@@ -150,6 +150,11 @@ bench-ml: install manifest
 ## with `make run` first, also the pipeline's own decisions on the default sample)
 bench-experiments: install manifest
 	$(RUN) python -m bench.experiments --data-dir data
+
+## bench-insights: insight drivers on the sample (after `make run`): attribution accuracy of the detected injected
+## anomalies against attributing to the largest segment, time to explain one anomaly, drivers on ordinary days
+bench-insights: install manifest
+	$(RUN) python -m bench.insights --data-dir data
 
 ## bench-semantic: the metrics server under 100 concurrent clients (after `make run`)
 bench-semantic: install manifest

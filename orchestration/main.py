@@ -158,7 +158,9 @@ def forecasting_lines(env: Environment, result: dg.ExecuteInProcessResult) -> li
     if INSIGHTS_KEY in metadata:
         found = metadata[INSIGHTS_KEY]
         kinds = {k: v for k, v in found.items() if k.startswith(("anomaly", "trend", "change"))}
-        lines.append(f"insights: {found['rows']} in ml.insights {kinds}")
+        lines.append(f"insights: {found['rows']} in ml.insights {kinds}; {found.get('driver_rows', 0)} drivers, "
+                     f"{found.get('correlations', 0)} lead/lag relationships (found in "
+                     f"{found.get('seconds_finding')} s, explained in {found.get('seconds_explaining')} s)")
         if "ground_truth_precision" in found:
             lines.append(f"  anomalies against the sample's ground truth: precision "
                          f"{found['ground_truth_precision']:.2f}, recall {found['ground_truth_recall']:.2f}")

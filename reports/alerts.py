@@ -23,7 +23,8 @@ from reports.exports import python_scalar
 
 HIGH = "high"
 FIELDS = ("insight_type", "metric", "tenant_id", "date_day", "severity", "confidence", "value", "expected",
-          "explanation")
+          "explanation", "drivers", "recommendation", "impact", "priority")
+OPTIONAL = {"drivers", "recommendation", "impact", "priority"}  # an insight table of before they existed lacks them
 
 
 def key(insight: dict) -> str:
@@ -41,7 +42,7 @@ class Outbox:
         """Queue the high-severity insights not alerted or queued before; returns how many."""
         high = insights[insights["severity"] == HIGH]
         known = self.alerted() | {key(row) for path in self.pending() for row in _rows(path)}
-        rows = [_plain(row) for row in high[list(FIELDS)].to_dict("records")]
+        rows = [_plain(row) for row in high[[f for f in FIELDS if f in high or f not in OPTIONAL]].to_dict("records")]
         new = [row for row in rows if key(row) not in known]
         if new:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")

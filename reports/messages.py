@@ -41,17 +41,25 @@ def report_webhook(exported: Exported, site_url: str) -> dict:
     return {"text": f"{report_subject(exported)}: {summary}. Open the reports: {site_url}/", "blocks": blocks}
 
 
+def insight_text(insight: dict, separator: str) -> str:
+    """An insight's explanation, its drivers and its recommendation (those it has), as one text."""
+    parts = [insight["explanation"], insight.get("drivers") or "",
+             f"Recommended: {insight['recommendation']}" if insight.get("recommendation") else ""]
+    return separator.join(part for part in parts if part)
+
+
 def alert_webhook(insights: Sequence[dict], site_url: str) -> dict:
     """One message for a batch of high-severity insights, each with its one-sentence explanation."""
     count = len(insights)
     title = f"{count} high-severity insight{'s' * (count != 1)}"
     blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": title}}]
     for insight in insights[:ALERTS_PER_MESSAGE]:
-        # the explanation names the metric, the tenant and the day in words: no codes or ids beside it
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": insight["explanation"]}})
+        # the explanation names the metric, the tenant and the day in words: no codes or ids beside it;
+        # then what drove it and what to check (ml/drivers.py, ml/priorities.py), where there are
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": insight_text(insight, "\n")}})
     if count > ALERTS_PER_MESSAGE:
         blocks.append({"type": "context", "elements": [
             {"type": "mrkdwn", "text": f"and {count - ALERTS_PER_MESSAGE} more on the insights page"}]})
     blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"<{site_url}/insights|Open the insights>"}})
-    explanations = " ".join(insight["explanation"] for insight in insights[:ALERTS_PER_MESSAGE])
+    explanations = " ".join(insight_text(insight, " ") for insight in insights[:ALERTS_PER_MESSAGE])
     return {"text": f"{title}: {explanations} {site_url}/insights", "blocks": blocks}

@@ -27,7 +27,8 @@ from metricflow_semantics.model.dbt_manifest_parser import parse_manifest_from_d
 from metricflow_semantics.model.semantic_manifest_lookup import SemanticManifestLookup
 from metricflow_semantics.sql.sql_bind_parameters import SqlBindParameterSet
 
-__all__ = ["MetricFlowEngine", "MetricFlowQueryRequest", "ReaderSqlClient", "load_semantic_manifest"]
+__all__ = ["MetricFlowEngine", "MetricFlowQueryRequest", "ReaderSqlClient", "WarehouseReader", "engine_on",
+           "load_semantic_manifest"]
 
 NO_PARAMETERS = SqlBindParameterSet()  # immutable: safe as a shared default
 ENGINES: dict[str, tuple[SqlEngine, type[SqlPlanRenderer]]] = {
@@ -90,3 +91,28 @@ def load_semantic_manifest(path: Path, relations: Relations | None = None) -> Se
             node.update(database=database, schema_name=schema, alias=alias, relation_name=".".join(
                 f'"{part}"' for part in (database, schema, alias) if part is not None))
     return SemanticManifestLookup(parse_manifest_from_dbt_generated_manifest(json.dumps(manifest)))
+
+
+class WarehouseReader:
+    """A run's own warehouse (`semantic.warehouse.Warehouse`) as a reader, for the steps of a run that
+    query governed metrics before their data is published (the insights' drivers, `ml/drivers.py`).
+    MetricFlow's SQL is already the engine's: it runs as it is, never translated."""
+
+    def __init__(self, warehouse) -> None:
+        self.warehouse, self.engine = warehouse, warehouse.dialect
+
+    def run(self, sql, parameters=None, timezone="UTC", fetch=True):
+        connection = self.warehouse.connection
+        cursor = connection if self.engine == "duckdb" else connection.cursor()
+        cursor.execute("set TimeZone = '" + timezone.replace("'", "''") + "'")
+        cursor.execute(sql, parameters)
+        return ([d[0] for d in cursor.description], [tuple(row) for row in cursor.fetchall()]) if fetch else ([], [])
+
+    def close(self) -> None:
+        """The warehouse belongs to whoever opened it."""
+
+
+def engine_on(reader, semantic_manifest: Path) -> MetricFlowEngine:
+    """MetricFlow on a reader (the published data's, or `WarehouseReader`), from the governed definitions."""
+    return MetricFlowEngine(semantic_manifest_lookup=load_semantic_manifest(semantic_manifest),
+                            sql_client=ReaderSqlClient(reader))

@@ -34,11 +34,19 @@ LOCALES = {"US": "en-US", "GB": "en-GB", "DE": "de-DE", "FR": "fr-FR", "CA": "en
 
 @dataclass(frozen=True)
 class Anomaly:
+    """A metric pushed on one tenant's day, inside one segment of its users (`dimension` = `value`,
+    a column of the users: device, country): the segment's users move by `segment_factor`, chosen
+    so the tenant as a whole moves by about `factor` (as far as the segment is large enough; a
+    drop never goes below zero). What drives the change is then known: the ground truth records it."""
+
     tenant: int
     day: int
     metric: str  # active_users | orders | errors
     kind: str  # spike | drop
     factor: float
+    dimension: str = "device"
+    value: str = "mobile"
+    segment_factor: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -80,11 +88,17 @@ def anomaly_window(size: SampleSize) -> range:
     return range(min(28, size.days // 2), size.days - 2)
 
 
-def plan_anomalies(size: SampleSize, rng: np.random.Generator, holidays: set[int]) -> list[Anomaly]:
-    """Spikes and drops on known days of the `anomaly_window`, never on a holiday."""
+# What each anomaly pushes, how far (the tenant as a whole), and the segment of users it is injected into:
+# drops into segments large enough to carry them, spikes into large and small ones alike.
+ANOMALY_KINDS = [("active_users", "drop", 0.45, "device", "mobile"), ("orders", "spike", 2.6, "device", "desktop"),
+                 ("errors", "spike", 12.0, "country", "DE"), ("orders", "drop", 0.3, "device", "mobile"),
+                 ("active_users", "spike", 1.7, "country", "US"), ("errors", "spike", 15.0, "device", "tablet")]
+
+
+def plan_anomalies(size: SampleSize, rng: np.random.Generator, holidays: set[int], world: World) -> list[Anomaly]:
+    """Spikes and drops on known days of the `anomaly_window`, never on a holiday, each in one segment
+    of the tenant's users (`ANOMALY_KINDS`; no random draw picks it, so the other draws stay as they were)."""
     window = anomaly_window(size)
-    kinds = [("active_users", "drop", 0.45), ("orders", "spike", 2.6), ("errors", "spike", 12.0),
-             ("orders", "drop", 0.3), ("active_users", "spike", 1.7), ("errors", "spike", 15.0)]
     chosen: list[Anomaly] = []
     taken: set[tuple[int, int]] = set()
     while len(chosen) < size.anomalies:
@@ -92,8 +106,11 @@ def plan_anomalies(size: SampleSize, rng: np.random.Generator, holidays: set[int
         if (tenant, day) in taken or day in holidays:
             continue
         taken.add((tenant, day))
-        metric, kind, factor = kinds[len(chosen) % len(kinds)]
-        chosen.append(Anomaly(tenant, day, metric, kind, factor))
+        metric, kind, factor, dimension, value = ANOMALY_KINDS[len(chosen) % len(ANOMALY_KINDS)]
+        of_tenant = world.users[dimension].to_numpy()[world.user_tenant == tenant]
+        share = float(np.mean(of_tenant == value)) if len(of_tenant) else 0.0
+        segment_factor = max(0.0, 1.0 + (factor - 1.0) / share) if share > 0 else factor
+        chosen.append(Anomaly(tenant, day, metric, kind, factor, dimension, value, round(segment_factor, 4)))
     return chosen
 
 
@@ -113,10 +130,17 @@ def plan_experiments(size: SampleSize, rng: np.random.Generator) -> list[Experim
     return found
 
 
-def _multipliers(size: SampleSize, anomalies: list[Anomaly]) -> dict[str, np.ndarray]:
-    mult = {m: np.ones((size.tenants, size.days)) for m in ("active_users", "orders", "errors")}
+def _multipliers(world: World, anomalies: list[Anomaly], metric: str, tenant: np.ndarray, day: np.ndarray | int,
+                 user: np.ndarray) -> np.ndarray:
+    """Per row (a user or a session: its tenant, day and user, -1 for anonymous): how far the
+    anomalies of `metric` push it. Anonymous rows belong to no segment and are never pushed."""
+    mult = np.ones(len(tenant))
     for a in anomalies:
-        mult[a.metric][a.tenant, a.day] *= a.factor
+        if a.metric != metric:
+            continue
+        column = world.users[a.dimension].to_numpy()
+        hit = (tenant == a.tenant) & (day == a.day) & (user >= 0) & (column[np.maximum(user, 0)] == a.value)
+        mult[hit] *= a.segment_factor
     return mult
 
 
@@ -130,7 +154,6 @@ def _rank_within(groups: np.ndarray) -> np.ndarray:
 def simulate_sessions(world: World, size: SampleSize, rng: np.random.Generator,
                       anomalies: list[Anomaly]) -> pd.DataFrame:
     activity, _ = day_factors(size.start_date, size.days)
-    mult = _multipliers(size, anomalies)
     hours = np.arange(6, 15)
     hour_p = np.array([2, 4, 6, 7, 7, 6, 5, 4, 3], dtype=float)
     hour_p /= hour_p.sum()
@@ -138,7 +161,8 @@ def simulate_sessions(world: World, size: SampleSize, rng: np.random.Generator,
     for d in range(size.days):
         eligible = np.flatnonzero(world.user_signup_day <= d)
         tenant = world.user_tenant[eligible]
-        p = world.user_engagement[eligible] * activity[d] * mult["active_users"][tenant, d]
+        p = world.user_engagement[eligible] * activity[d] * _multipliers(world, anomalies, "active_users", tenant, d,
+                                                                           eligible)
         active = (rng.random(len(eligible)) < np.clip(p, 0, 0.95)) | (world.user_signup_day[eligible] == d)
         users = eligible[active]
         per_user = 1 + np.minimum(rng.poisson(0.3, len(users)), 2)
@@ -190,17 +214,17 @@ def simulate_events(world: World, size: SampleSize, rng: np.random.Generator, an
                     experiments: list[Experiment]) -> Activity:
     sessions = simulate_sessions(world, size, rng, anomalies)
     _, purchase_factor = day_factors(size.start_date, size.days)
-    mult = _multipliers(size, anomalies)
     n = len(sessions)
     user, day, tenant = sessions["user"].to_numpy(), sessions["day"].to_numpy(), sessions["tenant"].to_numpy()
+    mult = {m: _multipliers(world, anomalies, m, tenant, day, user) for m in ("orders", "errors")}
     signed_in = user >= 0
     exp_idx, treated, assigned, logged = _experiment_columns(sessions, world, experiments, rng)
     lift = np.array([e.lift for e in experiments] + [0.0])[exp_idx]
     paying = signed_in & (world.user_plan[np.maximum(user, 0)] != "free")
-    p_buy = signed_in * 0.07 * purchase_factor[day] * mult["orders"][tenant, day] * np.where(paying, 1.3, 1.0)
-    p_buy = p_buy * np.where(treated, 1.0 + lift, 1.0)
+    usual = signed_in * 0.07 * purchase_factor[day] * np.where(paying, 1.3, 1.0) * np.where(treated, 1.0 + lift, 1.0)
+    p_buy = usual * mult["orders"]
     purchase = rng.random(n) < p_buy
-    expected_orders = (pd.DataFrame({"tenant": tenant, "day": day, "orders": p_buy / mult["orders"][tenant, day]})
+    expected_orders = (pd.DataFrame({"tenant": tenant, "day": day, "orders": usual})
                        .groupby(["tenant", "day"], as_index=False)["orders"].sum())
     cart = np.where(purchase, 1 + rng.poisson(0.5, n), signed_in & (rng.random(n) < 0.12))
     converted = np.zeros(n, bool)
@@ -215,7 +239,7 @@ def simulate_events(world: World, size: SampleSize, rng: np.random.Generator, an
         cart,                                                    # add_to_cart
         purchase | ((cart > 0) & (rng.random(n) < 0.3)),         # checkout_started
         purchase,                                                # checkout_completed
-        rng.poisson(0.02 * mult["errors"][tenant, day]),         # error
+        rng.poisson(0.02 * mult["errors"]),         # error
         signed_in & (world.user_signup_day[np.maximum(user, 0)] == day) & sessions["first_of_day"].to_numpy(),
         assigned,                                                # experiment_assigned
         converted,                                               # experiment_converted

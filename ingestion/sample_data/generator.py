@@ -53,7 +53,7 @@ def simulate(size: SampleSize, streams: list[np.random.Generator]) -> Simulation
     """
     world = build_world(size, streams[0])
     holidays = holidays_between(size.start_date, size.end_date)
-    anomalies = plan_anomalies(size, streams[2], {(d - size.start_date).days for d in holidays})
+    anomalies = plan_anomalies(size, streams[2], {(d - size.start_date).days for d in holidays}, world)
     experiments = plan_experiments(size, streams[2])
     activity = simulate_events(world, size, streams[3], anomalies, experiments)
     return Simulation(world, holidays, anomalies, experiments, activity)
@@ -69,6 +69,8 @@ def truth_of(simulation: Simulation, size: SampleSize, seed: int) -> dict:
             "tenant_id": tenant_ids[a.tenant],
             "date": (size.start_date + timedelta(days=a.day)).isoformat(),
             "metric": a.metric, "kind": a.kind, "factor": a.factor,
+            # the users it was injected into, and how far they moved (drivers: ml/drivers.py)
+            "segment": {"dimension": a.dimension, "value": a.value, "factor": a.segment_factor},
         } for a in simulation.anomalies],
         "experiments": [{
             "experiment_id": e.experiment_id, "tenant_id": tenant_ids[e.tenant],

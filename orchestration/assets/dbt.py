@@ -97,10 +97,12 @@ class DbtBuildConfig(dg.Config):
     unit_tests: bool = True
 
 
-# Marts built from the tables Python assets write (the forecasts, ml/forecast_daily; the experiment
-# analysis, experiment_analysis/*) sit downstream of them, themselves downstream of the other marts,
-# so they are a second dbt step in the same run (named for the first of them, the forecast marts).
-AFTER_FORECASTS = "path:models/marts/forecasting path:models/marts/experiments/analysis"
+# Marts built from the tables Python assets write (the forecasts, ml/forecast_daily; the insights,
+# ml/insights; the experiment analysis, experiment_analysis/*) sit downstream of them, themselves
+# downstream of the other marts, so they are a second dbt step in the same run (named for the first
+# of them, the forecast marts).
+AFTER_FORECASTS = ("path:models/marts/forecasting path:models/marts/experiments/analysis "
+                  "path:models/marts/insights")
 
 
 def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):

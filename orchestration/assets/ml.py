@@ -13,13 +13,14 @@ spend seconds loading them.
 """
 
 import json
+import time
 
 import dagster as dg
 import pandas as pd
 
 from ml.series import FAMILIES, metrics_daily_frame, metrics_daily_sql
 from orchestration.assets.ingestion import WAREHOUSE_POOL
-from orchestration.environment import current_environment
+from orchestration.environment import SEMANTIC_MANIFEST, current_environment
 
 METRICS_DAILY = dg.AssetKey(["marts", "metrics_daily"])
 EVENTS_CALENDAR = dg.AssetKey(["marts", "events_calendar"])
@@ -27,6 +28,14 @@ TENANTS = dg.AssetKey(["marts", "dim_tenants"])  # the names the insights' sente
 MODELS_KEY = dg.AssetKey(["ml", "forecast_models"])
 FORECAST_KEY = dg.AssetKey(["ml", "forecast_daily"])
 INSIGHTS_KEY = dg.AssetKey(["ml", "insights"])
+DRIVERS_KEY = dg.AssetKey(["ml", "insight_drivers"])
+CORRELATIONS_KEY = dg.AssetKey(["ml", "insight_correlations"])
+INSIGHTS_KEYS = (INSIGHTS_KEY, DRIVERS_KEY, CORRELATIONS_KEY)  # one step writes them together
+INSIGHTS_DESCRIPTION = (
+    "Anomalies (each day against a forecast made without it; robust z-score for short series), days of the events "
+    "calendar that moved a metric (named, never anomalies), trends and change points, each with severity, "
+    "confidence, a sentence with the numbers, the sentence naming its drivers, a recommendation, its impact in "
+    "the metric's unit and its priority (ml.insights).")
 DRIFT_TOLERANCE = 1.5  # recent sMAPE above this multiple of the backtest's is drift
 
 
@@ -123,13 +132,17 @@ def forecast_daily(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         "rows": rows, **{f"{f}_model": (m.name + " " + m.label) if m else "none" for f, m in models.items()}})
 
 
-@dg.asset(key=INSIGHTS_KEY, deps=[FORECAST_KEY, METRICS_DAILY, EVENTS_CALENDAR, TENANTS], group_name="ml",
-          kinds={"duckdb"},
-          pool=WAREHOUSE_POOL,
-          description="Anomalies (each day against a forecast made without it; robust z-score for short series), "
-          "days of the events calendar that moved a metric (named, never anomalies), trends and change points, "
-          "each with severity, confidence and a sentence with the numbers (ml.insights).")
-def insights(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+@dg.multi_asset(
+    specs=[dg.AssetSpec(INSIGHTS_KEY, deps=[FORECAST_KEY, METRICS_DAILY, EVENTS_CALENDAR, TENANTS], group_name="ml",
+                        kinds={"duckdb"}, description=INSIGHTS_DESCRIPTION),
+           dg.AssetSpec(DRIVERS_KEY, deps=[METRICS_DAILY], group_name="ml", kinds={"duckdb"},
+                        description="What drove each insight: the segments of a governed dimension and the metric's "
+                        "components, with their share of the change (ml/drivers.py, through the semantic layer)."),
+           dg.AssetSpec(CORRELATIONS_KEY, deps=[METRICS_DAILY], group_name="ml", kinds={"duckdb"},
+                        description="Lead/lag relationships between governed metrics per tenant that survive a "
+                        "Benjamini-Hochberg correction and hold out of sample (ml/correlations.py).")],
+    name="ml__insights", pool=WAREHOUSE_POOL, can_subset=False)
+def insights(context: dg.AssetExecutionContext):
     from ml import forecasting, scoring
     from ml.outputs import replace_table
 
@@ -137,9 +150,17 @@ def insights(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     wide = _metrics_daily(env)
     with env.warehouse() as warehouse:
         names = dict(warehouse.rows("select tenant_id, tenant_name from marts.dim_tenants"))
+    started = time.perf_counter()
     table = forecasting.find_insights(wide, _calendar(env, wide), tenant_names=names)
+    found_seconds = time.perf_counter() - started
+    table, drivers, related, queries = _explained(env, table, names, wide["date_day"].nunique())
     rows = replace_table(env, "insights", table)
-    metadata: dict = {"rows": rows, **{f"{kind}": int(n) for kind, n in table["insight_type"].value_counts().items()}}
+    replace_table(env, "insight_drivers", drivers)
+    replace_table(env, "insight_correlations", related)
+    metadata: dict = {"rows": rows, **{f"{kind}": int(n) for kind, n in table["insight_type"].value_counts().items()},
+                      "driver_rows": len(drivers), "correlations": len(related), "semantic_queries": queries,
+                      "seconds_finding": round(found_seconds, 2),
+                      "seconds_explaining": round(time.perf_counter() - started - found_seconds, 2)}
     for line in table[table["severity"] == "high"]["explanation"].head(10):
         context.log.warning(line)
     metadata["alerts_queued"] = _queue_alerts(context, env, table)
@@ -147,7 +168,32 @@ def insights(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         result = scoring.score(table, json.loads(env.layout.ground_truth.read_text())["anomalies"])
         context.log.info(f"anomaly detection against the sample's ground truth: {result}")
         metadata.update({f"ground_truth_{k}": v for k, v in result.items() if not isinstance(v, list)})
-    return dg.MaterializeResult(metadata=metadata)
+    yield dg.MaterializeResult(asset_key=INSIGHTS_KEY, metadata=metadata)
+    yield dg.MaterializeResult(asset_key=DRIVERS_KEY, metadata={"rows": len(drivers)})
+    yield dg.MaterializeResult(asset_key=CORRELATIONS_KEY, metadata={"rows": len(related)})
+
+
+def _explained(env, table: pd.DataFrame, names: dict, days: int
+               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
+    """The insights with their drivers (through the governed metrics, on this run's warehouse),
+    recommendations and priorities; the driver rows; the lead/lag relationships between metrics;
+    the semantic queries it took."""
+    from ml import correlations, drivers, priorities
+
+    opened: list = []  # the engine, built only when something needs it (loading it takes a second)
+
+    def source():
+        if not opened:
+            from semantic.metricflow_engine import WarehouseReader, engine_on
+
+            opened.append(drivers.GovernedMetrics(engine_on(WarehouseReader(warehouse), SEMANTIC_MANIFEST)))
+        return opened[0]
+
+    with env.warehouse() as warehouse:
+        rows, found = drivers.explain_all(table, source)
+        related = (correlations.correlations(source(), names) if days >= correlations.MIN_DAYS
+                   else pd.DataFrame(columns=correlations.COLUMNS))  # too few days to fit and confirm any
+    return priorities.prioritized(table, found, names), rows, related, opened[0].queries if opened else 0
 
 
 def _queue_alerts(context: dg.AssetExecutionContext, env, table: pd.DataFrame) -> int:
@@ -164,7 +210,7 @@ def _queue_alerts(context: dg.AssetExecutionContext, env, table: pd.DataFrame) -
 
 
 retrain_job = dg.define_asset_job(
-    "retrain_job", selection=dg.AssetSelection.assets(MODELS_KEY, FORECAST_KEY, INSIGHTS_KEY),
+    "retrain_job", selection=dg.AssetSelection.assets(MODELS_KEY, FORECAST_KEY, *INSIGHTS_KEYS),
     description="Retrain and re-register the forecasting models, then refresh forecasts and insights.")
 
 weekly_retrain_schedule = dg.ScheduleDefinition(

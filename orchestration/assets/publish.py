@@ -13,7 +13,7 @@ import json
 import dagster as dg
 
 from orchestration.assets.dbt import dbt_forecast_marts, dbt_models, dbt_project
-from orchestration.assets.ml import FORECAST_KEY, INSIGHTS_KEY
+from orchestration.assets.ml import FORECAST_KEY, INSIGHTS_KEYS
 from orchestration.environment import SEMANTIC_MANIFEST, current_environment
 from semantic import snapshots
 
@@ -60,7 +60,7 @@ def _materialized_in_run(context: dg.AssetExecutionContext) -> set[dg.AssetKey]:
 
 @dg.asset(
     key=PUBLISHED_KEY,
-    deps=[*MART_KEYS, FORECAST_KEY, INSIGHTS_KEY],
+    deps=[*MART_KEYS, FORECAST_KEY, *INSIGHTS_KEYS],
     group_name="serving",
     kinds={"duckdb", "postgres"},
     description="A consistent copy of the marts, forecasts, insights and quality results that readers read, "

@@ -49,10 +49,12 @@ def test_sources_declare_freshness(manifest):
 
 
 # Marts without logic of their own to unit-test (dbt_project/README.md): selections and casts of one
-# model, declarations read from YAML, a generated calendar, and a mart whose SQL depends on whether the
-# forecasting assets' table exists (its tests in tests/dbt/test_dbt_build.py build it both ways).
+# model, declarations read from YAML, a generated calendar, and marts whose SQL depends on whether the
+# forecasting and insights assets' tables exist (tests/dbt/test_dbt_build.py builds the forecasts both
+# ways; tests/ml/test_drivers.py reads the insights marts of the main run, which has them).
 MARTS_WITHOUT_LOGIC = {"fct_events", "fct_marketing_spend", "fct_experiment_decisions", "fct_experiment_results_daily",
-                       "dim_experiments", "dim_experiment_variants", "time_spine_daily", "fct_forecasts"}
+                       "dim_experiments", "dim_experiment_variants", "time_spine_daily", "fct_forecasts",
+                       "fct_insights", "fct_insight_drivers", "fct_insight_correlations"}
 
 
 def test_unit_tests_cover_the_tricky_logic(manifest):

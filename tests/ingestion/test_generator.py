@@ -49,12 +49,33 @@ def test_ground_truth_describes_the_injections(tiny_sample):
     size = TINY
     assert len(truth["anomalies"]) == size.anomalies
     assert {a["metric"] for a in truth["anomalies"]} <= {"active_users", "orders", "errors"}
+    assert all(a["segment"]["dimension"] in {"device", "country"} and a["segment"]["value"]
+               for a in truth["anomalies"])
     assert all(size.start_date.isoformat() <= a["date"] <= size.end_date.isoformat() for a in truth["anomalies"])
     assert len(truth["experiments"]) == size.experiments
     assert all("true_lift" in e for e in truth["experiments"])
     events = truth["events"]
     assert events["late_events"] > 0 and events["duplicate_lines"] > 0
     assert sum(events["malformed_lines"].values()) > 0
+
+
+def test_each_anomaly_moves_only_the_segment_the_truth_records():
+    """The injected anomaly's day: the segment of the tenant's users the ground truth names moved by
+    its factor (mobile users all gone), the tenant's other users as usual (drivers: ml/drivers.py)."""
+    simulation = simulate(TINY, streams_for(42))
+    drop = simulation.anomalies[0]
+    assert (drop.metric, drop.kind, drop.dimension, drop.value, drop.segment_factor) == (
+        "active_users", "drop", "device", "mobile", 0.0)
+    sessions = simulation.activity.sessions
+    users = simulation.world.users
+    signed_in = sessions[(sessions["user"] >= 0) & (sessions["tenant"] == drop.tenant)]
+    device = users["device"].to_numpy()[signed_in["user"].to_numpy()]
+    signup = simulation.world.user_signup_day[signed_in["user"].to_numpy()]
+    that_day = (signed_in["day"] == drop.day).to_numpy()
+    # only users signing up that day (active whatever happens) remain in the segment
+    assert (that_day & (device == "mobile") & (signup != drop.day)).sum() == 0
+    others = [((signed_in["day"] == d).to_numpy() & (device != "mobile")).sum() for d in (drop.day - 7, drop.day)]
+    assert others[1] > 0.6 * others[0]
 
 
 def test_event_files_hold_exactly_what_the_truth_says(tiny_sample):

@@ -19,7 +19,7 @@ import pytest
 from pypdf import PdfReader
 
 from orchestration.assets.distribution import ALERT_RETRY_SECONDS, ALL_DELIVERED, DISTRIBUTION_KEY, decide_alerts
-from orchestration.assets.ml import INSIGHTS_KEY
+from orchestration.assets.ml import INSIGHTS_KEYS
 from orchestration.environment import environment_from
 from reports import alerts, distribution, exports, messages
 from reports.delivery import Retry, Settings, Smtp, post_webhook, send_email
@@ -170,7 +170,7 @@ def test_high_severity_insights_are_alerted_once_by_the_alerts_job(reports_data,
     with duckdb.connect(str(data_dir / "warehouse.duckdb")) as conn:  # an unmistakable day: 20 times the orders
         conn.execute("update marts.metrics_daily set orders = 20 * orders + 20, revenue = 20 * revenue + 2000 "
                      "where tenant_id = 't002' and date_day = ?", [spike_day])
-    run_in_process(data_dir, {"REPORTS_ALERT_WEBHOOK_URL": alert_receiver.url}, assets=[INSIGHTS_KEY])
+    run_in_process(data_dir, {"REPORTS_ALERT_WEBHOOK_URL": alert_receiver.url}, assets=list(INSIGHTS_KEYS))
     with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as conn:
         high = conn.execute("select insight_type, metric, tenant_id, date_day from ml.insights "
                             "where severity = 'high'").fetchall()

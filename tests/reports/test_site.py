@@ -167,7 +167,8 @@ def create_insights_tables(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("create schema ml")
     conn.execute("create table ml.insights (insight_type varchar, metric varchar, tenant_id varchar, "
                  "date_day date, severity varchar, confidence double, value double, expected double, "
-                 "lower double, upper double, explanation varchar)")
+                 "lower double, upper double, explanation varchar, drivers varchar, recommendation varchar, "
+                 "impact double, priority double, priority_rank bigint)")
     conn.execute("create schema marts")
     conn.execute("create table marts.dim_tenants (tenant_id varchar, tenant_name varchar)")
 
@@ -203,9 +204,9 @@ def test_the_insights_source_says_kinds_metrics_and_tenants_in_words():
         create_insights_tables(conn)
         conn.execute("insert into marts.dim_tenants values ('t001', 'Acme Retail')")
         conn.execute("""insert into ml.insights values
-            ('anomaly_spike', 'revenue', 't001', '2026-11-20', 'high', 0.9, 1, 1, 0, 2, 'x'),
-            ('trend_down', 'active_users', 'all', '2026-11-20', 'low', 0.5, 1, 1, null, null, 'x'),
-            ('change_point', 'orders', 't404', '2026-11-20', 'medium', 0.5, 1, 1, null, null, 'x')""")
+            ('anomaly_spike', 'revenue', 't001', '2026-11-20', 'high', 0.9, 1, 1, 0, 2, 'x', '', 'y', 0, 1, 1),
+            ('trend_down', 'active_users', 'all', '2026-11-20', 'low', 0.5, 1, 1, null, null, 'x', '', 'y', 0, 1, 2),
+            ('change_point', 'orders', 't404', '2026-11-20', 'medium', 0.5, 1, 1, null, null, 'x', '', 'y', 0, 1, 3)""")
         rows = conn.execute(f"select kind, metric, tenant, tenant_name from "
                             f"({(site.SOURCE_DIR / 'insights.sql').read_text()}) order by tenant").fetchall()
     assert rows == [("Falling trend", "Active users", "all", "All tenants"),

@@ -174,7 +174,7 @@ def test_a_tenant_token_only_ever_sees_its_own_rows(server, published):
         ]
         for filters in asking_for_others:
             for measure in ("metrics.revenue", "metrics.events", "metrics.mrr", "metrics.new_users",
-                            "metrics.forecast_revenue"):
+                            "metrics.forecast_revenue", "metrics.insights", "metrics.insight_drivers"):
                 rows = client.load({"measures": [measure], "dimensions": ["metrics.tenant"],
                                     "filters": filters}).rows
                 assert {r["metrics.tenant"] for r in rows} <= {"t001"}, (measure, filters, rows)

@@ -1,4 +1,5 @@
--- Anomalies, trends and change points found in the metric series (ml.insights), with explanations; labelled for a
+-- Anomalies, trends and change points found in the metric series (ml.insights), with explanations, the sentence
+-- naming their drivers, a recommendation, impact (in the metric's unit) and priority; labelled for a
 -- reader: the kind of insight and the metric in words, the tenant by name (`tenant` stays the id the filter uses).
 -- The casts: a run that found no insights writes the table without rows, its text columns untyped.
 select cast(i.insight_type as varchar) as insight_type,
@@ -17,6 +18,9 @@ select cast(i.insight_type as varchar) as insight_type,
             else coalesce(t.tenant_name, cast(i.tenant_id as varchar)) end as tenant_name,
        i.date_day as day, i.severity,
        case i.severity when 'high' then 1 when 'medium' then 2 else 3 end as severity_rank,
-       i.confidence, i.value, i.expected, i.lower, i.upper, i.explanation
+       i.confidence, i.value, i.expected, i.lower, i.upper, i.explanation,
+       cast(i.drivers as varchar) as drivers, cast(i.recommendation as varchar) as recommendation,
+       cast(i.impact as double) as impact, cast(i.priority as double) as priority,
+       cast(i.priority_rank as bigint) as priority_rank
 from ml.insights as i
 left join marts.dim_tenants as t on cast(i.tenant_id as varchar) = t.tenant_id

@@ -1,0 +1,198 @@
+"""Insights that explain themselves: drivers (segments and components, through the semantic layer),
+lead/lag relationships that survive a multiple-comparison correction and hold out of sample, and
+priorities with a recommendation. The decomposition's rules on hand-made numbers; the rest on the
+tiny sample's main run (the session's shared one) through MetricFlow on its warehouse.
+
+Attribution accuracy on the default sample, where the injected anomalies are large enough to be
+detected, is `make bench-insights`' (bench/insights.py): the tiny sample's are not detected.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date, timedelta
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from ingestion.paths import DataLayout
+from ml import correlations, drivers, priorities
+from reports import messages
+from semantic.metricflow_engine import engine_on
+from semantic.publication import DuckDbReader
+from semantic.settings import SEMANTIC_MANIFEST
+from tests.ml.test_detection import JARGON
+
+
+def _change(metric="active_users", actual=60.0, expected=100.0, tenant="t001", day=date(2026, 10, 20)):
+    return drivers.Change("k", tenant, metric, day, actual, expected, (day,),
+                          tuple(day - timedelta(days=7 * k) for k in range(1, 5)))
+
+
+def test_a_change_carried_by_one_segment_names_it_with_its_share_and_a_spread_change_names_none():
+    usual = pd.Series({"desktop": 50.0, "mobile": 45.0, "tablet": 5.0})
+    noise = pd.Series(2.0, index=usual.index)
+    # mobile lost everything; the others held
+    parts = drivers.decompose(pd.Series({"desktop": 50.0, "mobile": 0.0, "tablet": 5.0}), usual, noise, 55.0, 100.0)
+    named = drivers.standing_out(parts)
+    assert named["segment"].tolist() == ["mobile"]
+    assert named["share"].iloc[0] == pytest.approx(45 / 45) and named["usual_share"].iloc[0] == pytest.approx(0.45)
+    sentence = drivers.segment_sentence("Active users", None, -45.0, "device", named, per_day=False)
+    assert sentence == "100% of the drop is device mobile, where active users fell from 45 to 0."
+    # every segment down by the same 45 %: nothing stands out
+    spread = drivers.decompose(usual * 0.55, usual, noise, 55.0, 100.0)
+    assert drivers.standing_out(spread).empty
+
+
+def test_a_segment_with_no_volume_before_is_new_and_its_share_needs_no_division_by_it():
+    usual = pd.Series({"US": 80.0, "DE": 20.0, "BR": 0.0})
+    parts = drivers.decompose(pd.Series({"US": 80.0, "DE": 20.0, "BR": 60.0}), usual, pd.Series(dtype=float),
+                              160.0, 100.0)
+    brazil = parts.set_index("segment").loc["BR"]
+    assert bool(brazil["is_new"]) and brazil["usual_share"] == 0.0 and brazil["share"] == pytest.approx(1.0)
+    assert np.isfinite(parts[["share", "usual_share", "noise_ratio"]].to_numpy()).all()
+    sentence = drivers.segment_sentence("Orders", None, 60.0, "country", drivers.standing_out(parts), per_day=False)
+    assert sentence == "100% of the rise is country BR, which is new: none in the weeks before, 60 now."
+    # nothing at all before, in any segment: every part is new, and nothing is divided by zero
+    empty = drivers.decompose(pd.Series({"US": 5.0}), pd.Series({"US": 0.0}), pd.Series(dtype=float), 5.0, 0.0)
+    assert bool(empty["is_new"].iloc[0]) and empty["share"].iloc[0] == pytest.approx(1.0)
+
+
+def test_components_split_a_product_in_logarithms():
+    day = date(2026, 10, 20)
+    change = _change("revenue", day=day)
+    days = [day, *change.baseline_days]
+    values = pd.DataFrame({"day": days, "revenue_orders": [20.0] * 5, "average_order_value": [25.0, 50, 50, 50, 50]})
+    parts = drivers.component_shares(values, change, [("revenue_orders", 1), ("average_order_value", 1)]).set_index(
+        "segment")
+    assert parts.loc["average_order_value", "share"] == pytest.approx(1.0, abs=0.01)
+    assert parts.loc["revenue_orders", "share"] == pytest.approx(0.0, abs=0.01)
+    words = drivers.component_sentence({"revenue_orders": ("Completed orders", None),
+                                        "average_order_value": ("Average order value", "currency")},
+                                       parts.reset_index())
+    assert words == ("Behind it: Average order value fell from $50.00 to $25.00 (100% of the change), while "
+                     "Completed orders held at about 20.")
+
+
+@pytest.fixture(scope="module")
+def governed(main_run):
+    """The governed metrics of the tiny main run, read through MetricFlow on its warehouse."""
+    data_dir, _ = main_run
+    connection = duckdb.connect(str(DataLayout(data_dir).warehouse), read_only=True)
+    yield data_dir, connection, drivers.GovernedMetrics(engine_on(DuckDbReader(connection), SEMANTIC_MANIFEST))
+    connection.close()
+
+
+def test_the_dimensions_and_components_come_from_the_semantic_models(governed):
+    _, _, source = governed
+    assert {"user__device", "user__country", "user__plan"} <= {d.name for d in source.dimensions("sessions")}
+    assert "event__event_type" in {d.name for d in source.dimensions("active_users")}
+    assert source.factors("revenue") == [("revenue_orders", 1), ("average_order_value", 1)]
+    assert source.factors("customer_acquisition_cost") == [("marketing_spend", 1), ("new_users", -1)]
+
+
+def test_a_metric_with_no_dimensions_gets_a_statement_not_a_decomposition(governed):
+    _, connection, source = governed
+    assert source.dimensions("mrr") == []  # the tenant's own attributes aside, MRR has none
+    day = connection.execute("select max(date_day) from marts.metrics_daily").fetchone()[0]
+    actual = connection.execute("select sum(mrr) from marts.metrics_daily where tenant_id = 't001' and date_day = ?",
+                                [day]).fetchone()[0]
+    explained = drivers.explain(_change("mrr", float(actual), 10 * float(actual) + 1000, day=day), source)
+    assert explained.sentence == "MRR has no governed dimension to break the change down by."
+    assert explained.top is None and explained.drivers.empty
+
+
+def test_ordinary_days_name_no_driver(governed):
+    """Every tenant and metric on the sample's last two weeks, injected days aside, explained as if it
+    were an anomaly against its same-weekday baseline: no driver is named."""
+    data_dir, connection, source = governed
+    truth = json.loads(DataLayout(data_dir).ground_truth.read_text())
+    injected = {(a["tenant_id"], date.fromisoformat(a["date"])) for a in truth["anomalies"]}
+    daily = connection.execute("select * from marts.metrics_daily").df()
+    daily["day"] = pd.to_datetime(daily["date_day"]).dt.date
+    last, explained, named = daily["day"].max(), 0, []
+    for tenant_id, rows in daily.groupby("tenant_id"):
+        values = rows.set_index("day")
+        for day in (last - timedelta(days=k) for k in range(14)):
+            if (tenant_id, day) in injected:
+                continue
+            for metric in drivers.METRIC_OF_SERIES:
+                expected = float(values.reindex([day - timedelta(days=7 * k) for k in range(1, 5)])[metric].mean())
+                result = drivers.explain(_change(metric, float(values.loc[day, metric]), expected, tenant_id, day),
+                                         source)
+                explained += 1
+                if result.top is not None:
+                    named.append((tenant_id, day, metric, result.sentence))
+    assert explained >= 150 and named == []
+
+
+def test_the_main_run_writes_insights_drivers_and_relationships_as_marts_and_governed_metrics(governed):
+    data_dir, connection, _ = governed
+    columns = {c for (c,) in connection.execute(
+        "select column_name from information_schema.columns where table_schema = 'ml' and table_name = 'insights'"
+    ).fetchall()}
+    assert {"insight_key", "drivers", "recommendation", "impact", "priority", "priority_rank"} <= columns
+    for mart in ("fct_insights", "fct_insight_drivers", "fct_insight_correlations"):
+        connection.execute(f"select * from marts.{mart} limit 1")
+    engine = drivers.GovernedMetrics(engine_on(DuckDbReader(connection), SEMANTIC_MANIFEST))
+    assert all(engine.known(m) for m in ("insights", "high_severity_insights", "insight_revenue_impact",
+                                         "insight_drivers", "errors"))
+    # the governed errors metric is metrics_daily's errors column
+    errors = engine.daily(("errors",))
+    direct = connection.execute("select tenant_id, date_day, errors from marts.metrics_daily where errors > 0").df()
+    got = {(t, d): v for t, d, v in zip(errors["tenant"], errors["day"], errors["errors"], strict=True)}
+    assert all(got[(t, pd.Timestamp(d).date())] == v for t, d, v in direct.itertuples(index=False))
+
+
+def _moving(n: int, seed: int) -> pd.Series:
+    rng = np.random.default_rng(seed)
+    return pd.Series(rng.normal(0, 1, n))
+
+
+def test_a_lead_that_holds_out_of_sample_is_found_and_noise_is_not():
+    days = list(pd.date_range("2026-05-01", periods=120, freq="D").date)
+    spend = np.exp(5 + 0.3 * _moving(120, 1).to_numpy())
+    signups = np.exp(3 + 0.5 * np.log(np.r_[np.full(3, spend.mean()), spend[:-3]]) + 0.05 * _moving(120, 2).to_numpy())
+    series = {("marketing_spend", "search"): pd.Series(spend, index=days),
+              ("new_users", None): pd.Series(signups, index=days),
+              ("sessions", None): pd.Series(np.exp(4 + 0.2 * _moving(120, 3).to_numpy()), index=days),
+              ("orders", None): pd.Series(np.exp(2 + 0.2 * _moving(120, 4).to_numpy()), index=days)}
+    found = correlations.find(series, {("marketing_spend", "search"): "new_users", ("sessions", None): "orders"}, days)
+    assert found[["leader", "leader_segment", "follower", "lag_days", "direction"]].values.tolist() == [
+        ["marketing_spend", "search", "new_users", 3, "together"]]
+    row = found.iloc[0]
+    assert row["fit_p_adjusted"] < correlations.FDR and row["holdout_p"] < correlations.HOLDOUT_ALPHA
+    assert row["tests"] == 2 * correlations.MAX_LAG
+    text = correlations.sentence(row.to_dict(), "Acme Retail", {"marketing_spend": "Marketing spend",
+                                                                 "new_users": "New users"},
+                                 {"marketing_spend": "channel"})
+    assert "3 days after marketing spend on channel search" in text and "not proof" in text
+    assert not re.search(r"\b(causes?|caused|because|drives? up|leads to)\b", text.replace("drives the other", ""))
+    # too few days to fit and confirm: nothing
+    assert correlations.find(series, {("sessions", None): "orders"}, days[:30]).empty
+
+
+def test_insights_are_ordered_by_impact_confidence_and_recency_with_a_plain_recommendation():
+    insights = pd.DataFrame([
+        {"insight_type": "anomaly_drop", "metric": "revenue", "tenant_id": "t001", "date_day": date(2026, 10, 30),
+         "value": 200.0, "expected": 1000.0, "confidence": 0.9, "explanation": "x"},
+        {"insight_type": "anomaly_spike", "metric": "errors", "tenant_id": "t002", "date_day": date(2026, 10, 2),
+         "value": 90.0, "expected": 10.0, "confidence": 0.9, "explanation": "x"},
+        {"insight_type": "trend_up", "metric": "sessions", "tenant_id": "all", "date_day": date(2026, 10, 30),
+         "value": 120.0, "expected": 100.0, "confidence": 0.5, "explanation": "x"},
+    ])
+    found = {drivers.insight_key(insights.iloc[0]): drivers.Explained(pd.DataFrame(), "", ("device", "mobile"))}
+    ranked = priorities.prioritized(insights, found, {"t001": "Acme Retail", "t002": "Borealis Books"})
+    assert ranked["metric"].tolist() == ["revenue", "errors", "sessions"]  # the old spike is four weeks back
+    assert ranked["impact"].tolist() == [-800.0, 80.0, 20.0 * 28]
+    assert ranked["recommendation"].iloc[0] == ("Check checkout, payments and prices for device mobile at Acme "
+                                                "Retail on 2026-10-30.")
+    assert ranked["recommendation"].iloc[1].startswith("Check the error logs and the latest releases at Borealis Books")
+    for text in ranked["recommendation"]:
+        assert not JARGON.search(text), text
+    alert = messages.alert_webhook([{**ranked.iloc[0].to_dict(), "drivers": "100% of the drop is device mobile."}],
+                                   "http://x")
+    assert "100% of the drop is device mobile." in alert["text"] and "Recommended: Check checkout" in alert["text"]
