@@ -135,9 +135,10 @@ def loaded_files(env) -> frozenset[str]:
     return frozenset(ledger(pipeline, archive.EVENTS.pipeline, archive.EVENTS.resource))
 
 
-def runs_in_flight(instance: dg.DagsterInstance) -> list[str]:
-    """Runs queued or running, of any job: they may hold the warehouse, which one process writes at a time."""
-    runs = instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT), limit=5)
+def runs_in_flight(instance: dg.DagsterInstance, job_name: str | None = None) -> list[str]:
+    """Runs queued or running, of any job (they may hold the warehouse, which one process writes at
+    a time), or of the one job named."""
+    runs = instance.get_run_records(dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=5)
     return [record.dagster_run.run_id for record in runs]
 
 
