@@ -18,6 +18,7 @@ import time
 
 from orchestration.environment import REPO_ROOT, current_environment, tool
 from orchestration.main import ensure_dagster_home
+from orchestration.processes import interruptible_children
 
 
 def dev_write_keys(app_db) -> str:
@@ -43,6 +44,7 @@ def main() -> int:
             print("no tenants yet: run `make run` once, or set COLLECTOR_WRITE_KEYS=key=tenant[,...]")
             return 2
         print(f"collector write keys (Authorization: Bearer <key>): {child_env['COLLECTOR_WRITE_KEYS']}")
+    interruptible_children()
     children = [
         subprocess.Popen([tool("dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(args.ui_port)],
                          cwd=REPO_ROOT, env=child_env, start_new_session=True),

@@ -12,9 +12,13 @@ first run), with `execute_in_process` on the daemon's instance: the run is Dagst
 (recorded, in the job's run history, with its logs and checks). A run launched the usual way
 would start a new process and import all of that again, seconds longer than the freshness a
 micro-batch exists for (NOTES: 7-12 s for a trivial asset); faster launchers exist only on
-Dagster's private APIs. A run that fails leaves its files unloaded and the cursor where it was,
-so the next tick tries again, up to `ATTEMPTS` times; then the sensor waits `BACKOFF_SECONDS`
-before trying again, so a lasting fault does not spin.
+Dagster's private APIs. Its dbt step runs dbt in that process too, reusing the manifest it
+parsed (`orchestration/assets/dbt_in_process.py`), rather than a `dbt` process per run. A run
+that fails leaves its files unloaded and the cursor where it was, so the next tick tries again,
+up to `ATTEMPTS` times; then the sensor waits `BACKOFF_SECONDS` before trying again, so a
+lasting fault does not spin. While files keep closing, one evaluation
+runs micro-batches back to back (up to `DRAIN_SECONDS`), instead of leaving each new file to wait for
+the daemon's next evaluation (at most every 5 s, whatever the sensor's interval).
 
 New files that the loader's ledger already holds (a batch run, `make run`, loaded them: the sensor's
 cursor never saw them) are passed over, so the first `make dev` after `make run` launches nothing.
@@ -48,6 +52,10 @@ REORDER_WINDOW_NS = 60 * 1_000_000_000
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
              dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 ATTEMPTS, BACKOFF_SECONDS = 3, 60
+# After a run, files that closed while it ran are taken by the next run in the same evaluation, for
+# up to this long: the daemon evaluates a sensor at most every 5 s, which a run of a few seconds
+# would otherwise wait for. Other sensors are evaluated after it.
+DRAIN_SECONDS = 20
 SENSOR = "landing_files_sensor"
 TRIGGER_TAG = "platform/trigger"  # on each micro-batch run: the sensor that ran it
 
@@ -57,7 +65,7 @@ microbatch_job = dg.define_asset_job(
     | dg.AssetSelection.checks(*ROW_GATES, *DBT_TESTS),
     description="Load the closed landing files of events with dlt (deduplicated on event_id), merge them into "
     "fct_events and the per-minute real-time mart with their tests and gates, and publish what readers read.",
-    config={"ops": {"dbt_models": {"config": {"unit_tests": False}}}},
+    config={"ops": {"dbt_models": {"config": {"unit_tests": False, "in_process": True}}}},
 )
 
 
@@ -127,9 +135,10 @@ def loaded_files(env) -> frozenset[str]:
     return frozenset(ledger(pipeline, archive.EVENTS.pipeline, archive.EVENTS.resource))
 
 
-def runs_in_flight(instance: dg.DagsterInstance) -> list[str]:
-    """Runs queued or running, of any job: they may hold the warehouse, which one process writes at a time."""
-    runs = instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT), limit=5)
+def runs_in_flight(instance: dg.DagsterInstance, job_name: str | None = None) -> list[str]:
+    """Runs queued or running, of any job (they may hold the warehouse, which one process writes at
+    a time), or of the one job named."""
+    runs = instance.get_run_records(dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=5)
     return [record.dagster_run.run_id for record in runs]
 
 
@@ -162,26 +171,31 @@ def decide(cursor: LandingCursor, files: list[LandingFile], in_flight: list[str]
 
 
 @dg.sensor(name=SENSOR, job=microbatch_job, minimum_interval_seconds=1, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Runs a micro-batch (in the code server, where the code is imported) when closed "
+           description="Runs micro-batches (in the code server, where the code is imported) when closed "
            "event files land in data/landing/events; while a run is in flight, new files wait and the next "
-           "run takes them all.")
+           "run takes them all; files that closed during a run are taken by a run right after it.")
 def landing_files_sensor(context: dg.SensorEvaluationContext):
     cursor = LandingCursor.parse(context.cursor)
     env = current_environment()
-    files = closed_files(env.layout.events_dir)
-    unseen = cursor.new_files(files)
-    in_flight = runs_in_flight(context.instance) if unseen else []
-    decision, after = decide(cursor, files, in_flight, loaded=loaded_files(env) if unseen else ())
-    if isinstance(decision, dg.SkipReason):
-        if after != cursor:
-            context.update_cursor(after.serialize())
-        return decision
     job = context.repository_def.get_job(microbatch_job.name)
-    result = job.execute_in_process(instance=context.instance, raise_on_error=False,
-                                    tags={**decision.tags, TRIGGER_TAG: SENSOR})
-    if result.success:
+    deadline, done = time.monotonic() + DRAIN_SECONDS, []
+    while True:
+        files = closed_files(env.layout.events_dir)
+        unseen = cursor.new_files(files)
+        in_flight = runs_in_flight(context.instance) if unseen else []
+        decision, after = decide(cursor, files, in_flight, loaded=loaded_files(env) if unseen else ())
+        if isinstance(decision, dg.SkipReason):
+            if after != cursor:
+                context.update_cursor(after.serialize())
+            return dg.SkipReason("; ".join(done)) if done else decision
+        result = job.execute_in_process(instance=context.instance, raise_on_error=False,
+                                        tags={**decision.tags, TRIGGER_TAG: SENSOR})
+        if not result.success:
+            context.update_cursor(replace(cursor, failures=cursor.failures + 1, failed_at=time.time()).serialize())
+            return dg.SkipReason("; ".join([*done, f"micro-batch run {result.run_id} failed (attempt "
+                                            f"{cursor.failures + 1}); its files stay unloaded for the next attempt"]))
         context.update_cursor(after.serialize())
-        return dg.SkipReason(f"micro-batch run {result.run_id} took {decision.tags['landing/new_files']} new files")
-    context.update_cursor(replace(cursor, failures=cursor.failures + 1, failed_at=time.time()).serialize())
-    return dg.SkipReason(f"micro-batch run {result.run_id} failed (attempt {cursor.failures + 1}); its files "
-                         "stay unloaded for the next attempt")
+        cursor = after
+        done.append(f"micro-batch run {result.run_id} took {decision.tags['landing/new_files']} new files")
+        if time.monotonic() > deadline:
+            return dg.SkipReason("; ".join(done))

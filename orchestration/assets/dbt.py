@@ -6,12 +6,15 @@ location only reads `target/manifest.json`.
 
 
 import json
+import time
 from collections import Counter
+from functools import cache
 from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
+from orchestration.assets import dbt_in_process
 from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.environment import DBT_PROJECT_DIR, current_environment, tool
 
@@ -95,6 +98,9 @@ class DbtBuildConfig(dg.Config):
     # Unit tests check the models' SQL on fixed inputs, not the data: the batch and CI run them,
     # micro-batches (whose SQL does not change between runs) leave them out.
     unit_tests: bool = True
+    # dbt in the run's own process, reusing its parsed manifest (`dbt_in_process.py`): for
+    # micro-batches, run in the long-lived code server; the batch starts a dbt process per step.
+    in_process: bool = False
 
 
 # Marts built from the tables Python assets write (the forecasts, ml/forecast_daily; the insights,
@@ -107,17 +113,45 @@ AFTER_FORECASTS = ("path:models/marts/forecasting path:models/marts/experiments/
 
 def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
     """`dbt build` of the step's selection; its result counts go to data/dbt_results/<step>.json."""
-    invocation = dbt.cli(dbt_build_args(config.full_refresh, config.unit_tests), context=context, raise_on_error=False,
-                         target_path=_target_path(context.op_def.name))
-    yield from invocation.stream()
-    run_results = invocation.get_artifact("run_results.json")
+    args = dbt_build_args(config.full_refresh, config.unit_tests)
+    target_path = _target_path(context.op_def.name)
+    if config.in_process:
+        run_results, successful = yield from _build_in_process(context, args, target_path)
+    else:
+        invocation = dbt.cli(args, context=context, raise_on_error=False, target_path=target_path)
+        yield from invocation.stream()
+        run_results, successful = invocation.get_artifact("run_results.json"), invocation.is_successful()
     results = summarize_run_results(run_results)
     context.log.info(f"dbt results: {json.dumps(results)}")
     summary_dir = current_environment().dbt_results_dir
     summary_dir.mkdir(parents=True, exist_ok=True)
     (summary_dir / f"{context.op_def.name}.json").write_text(json.dumps(results, indent=2))
-    if not invocation.is_successful():
+    if not successful:
         raise dg.Failure(description="dbt build failed:\n" + "\n".join(failures(run_results)), metadata=results)
+
+
+def _build_in_process(context: dg.AssetExecutionContext, args: list[str], target_path: Path):
+    """The selected models and tests built by dbt in this process (`dbt_in_process.py`); yields their
+    events and returns dbt's run results and whether the build succeeded."""
+    chosen = dbt_in_process.selection(context, _defined_manifest(), TRANSLATOR, dbt_project)
+
+    def log(event) -> None:
+        if event.info.name in ("LogModelResult", "LogTestResult") or event.info.level in ("warn", "error"):
+            context.log.info(f"dbt: {event.info.msg}")
+
+    started = time.perf_counter()
+    invocation = dbt_in_process.runner(dbt_project.project_dir, dbt_project.profiles_dir).build(
+        [*args, *chosen.args()], target_path, on_event=log)
+    context.log.info(f"dbt build in this process took {time.perf_counter() - started:.2f} s"
+                     f"{' (the project was parsed first)' if invocation.parsed else ''}")
+    yield from dbt_in_process.events(invocation.run_results, chosen)
+    return invocation.run_results, invocation.success
+
+
+@cache
+def _defined_manifest() -> dict:
+    """The manifest the dbt assets were defined from (`make manifest`)."""
+    return json.loads(dbt_project.manifest_path.read_text())
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, pool=WAREHOUSE_POOL, name="dbt_models",

@@ -118,6 +118,9 @@ def test_in_flight_runs_of_any_job_are_read_from_the_instance():
         instance.add_run(dg.DagsterRun(job_name=microbatch_job.name, run_id=str(uuid.uuid4()),
                                        status=dg.DagsterRunStatus.SUCCESS))
         assert runs_in_flight(instance) == [run_id]
+        # the insight alerts' sensor waits for its own job's runs only
+        assert runs_in_flight(instance, microbatch_job.name) == []
+        assert runs_in_flight(instance, "batch_job") == [run_id]
         instance.report_run_failed(instance.get_run_by_id(run_id), "gone")
         assert runs_in_flight(instance) == []
 

@@ -18,13 +18,19 @@ import pandas as pd
 import pytest
 from pypdf import PdfReader
 
-from orchestration.assets.distribution import ALERT_RETRY_SECONDS, ALL_DELIVERED, DISTRIBUTION_KEY, decide_alerts
+from orchestration.assets.distribution import (
+    ALERT_RETRY_SECONDS,
+    ALL_DELIVERED,
+    DISTRIBUTION_KEY,
+    decide_alerts,
+    insight_alerts_sensor,
+)
 from orchestration.assets.ml import INSIGHTS_KEYS
 from orchestration.environment import environment_from
 from reports import alerts, distribution, exports, messages
 from reports.delivery import Retry, Settings, Smtp, post_webhook, send_email
 from tests.conftest import copy_of, sample_day
-from tests.orchestration.helpers import run_in_process, run_main_job
+from tests.orchestration.helpers import platform_environment, run_in_process, run_main_job
 from tests.reports.receivers import SmtpReceiver, WebhookReceiver, free_port
 
 FAST = Retry(attempts=3, backoff_seconds=0.01, timeout_seconds=5)
@@ -222,6 +228,14 @@ def test_the_alerts_sensor_sends_new_files_at_once_and_retries_failed_ones_later
     assert "wait for run run-1" in skip.skip_message
     skip, cursor = decide_alerts([], cursor, now=1000.0, in_flight=[])
     assert skip.skip_message == "no alerts queued" and cursor == {}
+
+
+def test_the_alerts_sensor_itself_evaluates_on_an_instance(tmp_path):
+    """The sensor, not only its decision: it asks the instance for its job's runs in flight (a changed
+    signature once made every one of its ticks fail)."""
+    with platform_environment(tmp_path / "data"), dg.instance_for_test() as instance:
+        skip = insight_alerts_sensor(dg.build_sensor_context(instance=instance))
+    assert skip.skip_message == "no alerts queued"
 
 
 def test_a_recipient_the_server_refuses_is_reported_without_retrying_and_the_others_get_the_mail(tmp_path):
