@@ -6,6 +6,7 @@ location only reads `target/manifest.json`.
 
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtC
 
 from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.environment import DBT_PROJECT_DIR, current_environment, tool
+from semantic.warehouse import UnsupportedTarget
 
 # No target here: profiles.yml takes it from DBT_TARGET when dbt runs, as the rest of the run does
 # (`Environment.dbt_target`), so the same definitions serve every target.
@@ -105,17 +107,25 @@ AFTER_FORECASTS = "path:models/marts/forecasting path:models/marts/experiments/a
 
 def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
     """`dbt build` of the step's selection; its result counts go to data/dbt_results/<step>.json."""
+    try:
+        current_environment().warehouse_target.check_engine(os.environ)
+    except UnsupportedTarget as exc:
+        raise dg.Failure(description=str(exc)) from None
     invocation = dbt.cli(dbt_build_args(config.full_refresh, config.unit_tests), context=context, raise_on_error=False,
                          target_path=_target_path(context.op_def.name))
     yield from invocation.stream()
-    run_results = invocation.get_artifact("run_results.json")
+    # none when dbt stopped before running a node (a warehouse that would not start)
+    done = invocation.target_path / "run_results.json"
+    run_results = invocation.get_artifact("run_results.json") if done.exists() else {}
     results = summarize_run_results(run_results)
     context.log.info(f"dbt results: {json.dumps(results)}")
     summary_dir = current_environment().dbt_results_dir
     summary_dir.mkdir(parents=True, exist_ok=True)
     (summary_dir / f"{context.op_def.name}.json").write_text(json.dumps(results, indent=2))
     if not invocation.is_successful():
-        raise dg.Failure(description="dbt build failed:\n" + "\n".join(failures(run_results)), metadata=results)
+        # no failed node when dbt stopped before building any (the warehouse would not start): dbt's own error
+        why = failures(run_results) or [str(invocation.get_error())]
+        raise dg.Failure(description="dbt build failed:\n" + "\n".join(why), metadata=results)
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, pool=WAREHOUSE_POOL, name="dbt_models",
