@@ -209,9 +209,14 @@ class WarehouseTarget:
 
     def check_engine(self, env: Mapping[str, str]) -> None:
         """Fail in one line, before a build starts, when the target's engine cannot run here: Spark
-        needs Java (PySpark starts it from JAVA_HOME, else from PATH)."""
+        needs Java (PySpark starts it from JAVA_HOME, else from PATH) and a master it can parse (the
+        profile's spark.master; Spark's own refusal would end dbt with a traceback)."""
         if self.target != "spark":
             return
+        master = env.get("PLATFORM_SPARK_MASTER", "local[2]")
+        if not (master == "yarn" or master.startswith(("local", "spark://", "k8s://"))):
+            raise UnsupportedTarget(f"PLATFORM_SPARK_MASTER={master!r}: Spark's master is local[N], "
+                                    "spark://host:port, k8s://host:port or yarn")
         java_home = env.get("JAVA_HOME")
         java = Path(java_home, "bin", "java") if java_home else shutil.which("java", path=env.get("PATH"))
         if not java or not Path(java).exists():
