@@ -67,7 +67,7 @@ def test_a_duckdb_only_function_is_named_with_its_model(spark_run, tmp_path):
     data_dir, _ = spark_run
     project = tmp_path / "dbt_project"
     shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
-    (project / "models" / "marts" / "core" / "uses_duckdb.sql").write_text(
+    (project / "models" / "intermediate" / "uses_duckdb.sql").write_text(
         "select json_extract_string('{\"a\": 1}', '$.a') as a\n")
     env = {**os.environ, **SPARK, "PLATFORM_SPARK_DIR": str(data_dir / "spark"),
            "PLATFORM_WAREHOUSE": str(tmp_path / "unused.duckdb")}
