@@ -47,8 +47,7 @@ def test_main_job_builds_and_tests_every_model_on_spark(spark_run):
     tests = sum(node["resource_type"] == "test" for node in manifest["nodes"].values())
     assert built["model_success"] + after["model_success"] == models  # incremental ones included
     assert built["test_pass"] + after.get("test_pass", 0) == tests
-    assert set(built) | set(after) == {"model_success", "operation_success", "seed_success", "test_pass",
-                                       "unit_test_pass"}
+    assert set(built) | set(after) == {"model_success", "seed_success", "test_pass", "unit_test_pass"}
     # what Spark wrote, read back from its Parquet files: every accepted event once
     truth = json.loads(DataLayout(data_dir).ground_truth.read_text())
     with WarehouseTarget.from_environment(SPARK, data_dir).connect() as warehouse:
