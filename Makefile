@@ -23,6 +23,8 @@ DATA_DOCS_JS := expectations/data_docs_assets/node_modules/.installed
 POSTGRES := /usr/lib/postgresql
 # Debian's Java and PostgreSQL JDBC driver (pgjdbc): the tests run a Java program against the SQL endpoint
 JDBC := /usr/share/java/postgresql.jar
+# Debian's Java runtime, which the spark target's local PySpark runs on
+JAVA := /usr/bin/java
 # The metrics server's live page: Cube's client (locked npm packages) bundled by esbuild
 LIVE_PAGE := semantic/live/dist/live.js
 # Dagster's instance home, as `make run` and `make dev` use it (data/dagster)
@@ -30,7 +32,7 @@ DAGSTER_INSTANCE := data/dagster/dagster.yaml
 # Apache Superset in its own locked environment (bi/pyproject.toml, bi/uv.lock): `make bi` serves it, the tests drive it
 SUPERSET := bi/.venv/.synced
 
-.PHONY: dagster-env bi bi-install report serve-reports live-page run test test-durations test-postgres serve serve-sql collect dev microbatch bench-freshness bench-live mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments bench-questions bench-insights bench-bi lint manifest install clean retention backup restore erase serve-quality-docs
+.PHONY: dagster-env bi bi-install report serve-reports live-page run run-spark test test-durations test-postgres test-spark bench-scale serve serve-sql collect dev microbatch bench-freshness bench-live mlflow-ui bench bench-quality bench-semantic bench-ml bench-collector bench-reports bench-experiments bench-questions bench-insights bench-bi lint manifest install clean retention backup restore erase serve-quality-docs
 
 ## run: the main job end to end on the embedded default, then a summary
 run: install manifest $(REPORTS_JS) $(DATA_DOCS_JS)
@@ -38,11 +40,11 @@ run: install manifest $(REPORTS_JS) $(DATA_DOCS_JS)
 
 ## test: the test suite, on every core (pytest-xdist: TEST_WORKERS=1 runs it in one process)
 TEST_WORKERS ?= 2
-test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(DATA_DOCS_JS) $(CHROMIUM) $(POSTGRES) $(JDBC) $(SUPERSET)
+test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(DATA_DOCS_JS) $(CHROMIUM) $(POSTGRES) $(JDBC) $(JAVA) $(SUPERSET)
 	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope
 
 ## test-durations: the test suite as `make test` runs it, then where its time went (per folder, the slowest 25)
-test-durations: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(DATA_DOCS_JS) $(CHROMIUM) $(POSTGRES) $(JDBC) $(SUPERSET)
+test-durations: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(DATA_DOCS_JS) $(CHROMIUM) $(POSTGRES) $(JDBC) $(JAVA) $(SUPERSET)
 	@mkdir -p data
 	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope --junitxml=data/test-durations.xml; status=$$?; \
 		$(RUN) python -m tests.durations data/test-durations.xml; exit $$status
@@ -50,6 +52,14 @@ test-durations: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE
 ## test-postgres: only the tests on a throwaway PostgreSQL cluster (the main job with DBT_TARGET=postgres)
 test-postgres: install manifest $(DATA_DOCS_JS) $(POSTGRES)
 	$(RUN) pytest -m postgres
+
+## test-spark: only the tests on local Apache Spark (the main job with DBT_TARGET=spark)
+test-spark: install manifest $(JAVA)
+	$(RUN) pytest -m spark
+
+## run-spark: the main job end to end on local Apache Spark (DBT_TARGET=spark; docs/scaling.md)
+run-spark: install manifest $(JAVA)
+	DBT_TARGET=spark $(RUN) python -m orchestration.main
 
 ## serve: the metrics server (Cube's REST API and WebSockets, the live page at /live) on http://127.0.0.1:4000
 ##   over the published data
@@ -171,6 +181,11 @@ bench-questions: install manifest
 bench-bi: install manifest $(SUPERSET)
 	$(RUN) python -m bench.superset --data-dir data
 
+## bench-scale: the main job's wall time and peak memory on DuckDB at 1x, 10x, 30x the default sample and on
+##   local Spark at 1x, 10x (hours on a laptop; docs/scaling.md has the figures)
+bench-scale: install manifest $(JAVA)
+	$(RUN) python -m bench.scale
+
 ## bench-quality: the wall time the quality gates add to the main job (default sample)
 bench-quality: install manifest
 	$(RUN) python -m bench.quality
@@ -237,6 +252,9 @@ $(CHROMIUM):
 
 $(POSTGRES):
 	apt-get update -qq && apt-get install -y -qq postgresql
+
+$(JAVA):
+	apt-get update -qq && apt-get install -y -qq default-jre-headless
 
 # the JDK (not only the runtime): the test program runs in source mode, which compiles it
 $(JDBC):

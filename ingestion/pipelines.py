@@ -43,6 +43,14 @@ def postgres_warehouse(dsn: str) -> Destination:
     return dlt.destinations.postgres(credentials=dsn)
 
 
+def parquet_files(folder: Path) -> Destination:
+    """The spark target's sources: dlt's filesystem destination writing Parquet, one folder per table
+    under <dataset>/<table>, which the dbt project registers as Spark tables (macros/spark_sources.sql).
+    Plain files have no MERGE, so dlt appends (it warns so): a row the app database changed after an
+    earlier load gets a second copy, which the app sources' unique tests then report (docs/scaling.md)."""
+    return dlt.destinations.filesystem(bucket_url=str(folder.resolve()), preferred_loader_file_format="parquet")
+
+
 def make_pipeline(target: LoadTarget, warehouse: Destination, pipelines_dir: Path) -> dlt.Pipeline:
     """A pipeline into the warehouse; its state and pending packages live in `pipelines_dir`."""
     return dlt.pipeline(

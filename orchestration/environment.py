@@ -134,6 +134,8 @@ class Environment:
 
         if self.dbt_target == "duckdb":
             return pipelines.duckdb_warehouse(self.layout.warehouse)
+        if self.dbt_target == "spark":
+            return pipelines.parquet_files(self.warehouse_target.spark_sources)
         return pipelines.postgres_warehouse(self.postgres_dsn)
 
     def warehouse(self, read_only: bool = True) -> Warehouse:
@@ -195,13 +197,15 @@ def tool(name: str) -> str:
 def current_environment() -> Environment:
     """The environment of this process; also exports what its subprocesses need.
 
-    The warehouse path that profiles.yml reads is always derived from the data directory (never
+    The warehouse paths that profiles.yml reads are always derived from the data directory (never
     inherited), so a dbt subprocess cannot build against another run's warehouse. The folder of
     this Python's commands goes first on PATH, so that dbt and dagster started by the platform
     (or by dagster-dbt) are the ones installed with it, however this process was started.
     """
     env = environment_from(dict(os.environ))
     os.environ["PLATFORM_WAREHOUSE"] = str(env.layout.warehouse)
+    os.environ["PLATFORM_SPARK_DIR"] = str(env.warehouse_target.spark_dir)  # profiles.yml's spark target
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # a local Spark listens on loopback only
     # dlt keeps the files of a load it completed (the rows, as extracted) unless told not to: they
     # would hold people's data past retention and erasure
     os.environ.setdefault("LOAD__DELETE_COMPLETED_JOBS", "true")

@@ -22,6 +22,7 @@ import dagster as dg
 from expectations.runner import data_docs_index
 from orchestration import processes
 from orchestration.environment import Environment, current_environment
+from semantic.warehouse import UnsupportedTarget
 
 MARTS_SCHEMA = "marts"
 # Tags that let a later run of this runner tell whether a started run's process still lives.
@@ -126,9 +127,15 @@ def summary(env: Environment, result: dg.ExecuteInProcessResult, seconds: float)
             lines.append(f"dbt results by kind ({step_results.stem}): {json.loads(step_results.read_text())}")
     lines += forecasting_lines(env, result)
     lines += distribution_lines(result)
-    published = env.publication().current()
+    from orchestration.definitions import UNSUPPORTED_STEPS
+
+    try:
+        published = env.publication().current()
+    except UnsupportedTarget:
+        published = None
     if published is not None:
         lines.append(f"published for readers: data version {published.version} ({published.location})")
+    lines += [f"not run on {env.dbt_target}: {step}: {why}" for step, why in UNSUPPORTED_STEPS.items()]
     site_index = env.reports_site_dir / "index.html"
     if site_index.exists() and site_index.stat().st_mtime >= time.time() - seconds:  # built by this run
         lines.append(f"reports (Evidence): {env.reports_site_dir}; open them with `make serve-reports`, "
@@ -147,6 +154,8 @@ def forecasting_lines(env: Environment, result: dg.ExecuteInProcessResult) -> li
 
     metadata = {event.asset_key: {k: v.value for k, v in event.materialization.metadata.items()}
                 for event in result.get_asset_materialization_events()}
+    # a step the target does not run is a stand-in that says so (definitions.py): no figures of its own
+    metadata = {key: values for key, values in metadata.items() if "not run" not in values}
     lines = []
     if MODELS_KEY in metadata:
         models = metadata[MODELS_KEY]

@@ -70,6 +70,13 @@ def stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+# MetricFlow compiles for DuckDB, Postgres, Redshift, Snowflake, BigQuery, Databricks, Trino, Athena and
+# Vertica (metricflow.protocols.sql_client.SqlEngine): there is no Spark engine, and dbt-metricflow does
+# not take dbt-spark's adapter. Databricks SQL is Spark SQL on Databricks' own service.
+SPARK_NOT_SERVED = ("DBT_TARGET=spark: the metrics server cannot serve from Spark (MetricFlow has no Spark SQL "
+                    "engine); serve from duckdb or postgres")
+
+
 class SettingsError(ValueError):
     """A setting that cannot be used; the message names the variable."""
 
@@ -197,9 +204,12 @@ class ServingSettings:
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
         metrics_port = _number(env, "SEMANTIC_SQL_METRICS_PORT", None, int)
+        warehouse = WarehouseTarget.from_environment(env, data_dir)
+        if warehouse.target == "spark":
+            raise SettingsError(SPARK_NOT_SERVED)
         return cls(
             data_dir=data_dir,
-            warehouse=WarehouseTarget.from_environment(env, data_dir),
+            warehouse=warehouse,
             keys=keys,
             sql_metrics_port=metrics_port,
             **guards,

@@ -11,6 +11,7 @@ current dbt target; the published data (`publication.py`) uses the same translat
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -171,7 +172,17 @@ class Warehouse:
         self.close()
 
 
-TARGETS = ("duckdb", "postgres")
+TARGETS = ("duckdb", "postgres", "spark")
+# Why the steps that read and write the warehouse through a connection (the quality gates, forecasts,
+# experiment analysis, publishing, the metrics server, the reports) do not run on the spark target:
+# its engine lives inside dbt's process for the length of a build (dbt-spark's session method), and
+# the catalog is an embedded metastore only one process may open.
+SPARK_UNSUPPORTED = ("not supported on the spark target: Spark runs inside dbt's process (dbt-spark's session "
+                     "method), so the platform has no connection to it between builds")
+
+
+class UnsupportedTarget(ValueError):
+    """What the chosen target cannot do, in one line that says why."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +194,8 @@ class WarehouseTarget:
     target: str
     duckdb_path: Path  # the embedded default's file (data/warehouse.duckdb)
     postgres_dsn: str
+    # the spark target's folder (data/spark): dlt's Parquet sources, the tables, the metastore
+    spark_dir: Path | None = None
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str], data_dir: Path) -> WarehouseTarget:
@@ -192,7 +205,34 @@ class WarehouseTarget:
         dsn = "postgresql://{user}:{password}@{host}:{port}/{db}".format(
             user=env.get("PGUSER", "analytics"), password=quote(env.get("PGPASSWORD", ""), safe=""),
             host=env.get("PGHOST", "localhost"), port=env.get("PGPORT", "5432"), db=env.get("PGDATABASE", "analytics"))
-        return cls(target, data_dir / "warehouse.duckdb", dsn)
+        return cls(target, data_dir / "warehouse.duckdb", dsn, data_dir / "spark")
+
+    def check_engine(self, env: Mapping[str, str]) -> None:
+        """Fail in one line, before a build starts, when the target's engine cannot run here: Spark
+        needs Java (PySpark starts it from JAVA_HOME, else from PATH) and a master it can parse (the
+        profile's spark.master; Spark's own refusal would end dbt with a traceback)."""
+        if self.target != "spark":
+            return
+        master = env.get("PLATFORM_SPARK_MASTER", "local[2]")
+        if not (master == "yarn" or master.startswith(("local", "spark://", "k8s://"))):
+            raise UnsupportedTarget(f"PLATFORM_SPARK_MASTER={master!r}: Spark's master is local[N], "
+                                    "spark://host:port, k8s://host:port or yarn")
+        java_home = env.get("JAVA_HOME")
+        java = Path(java_home, "bin", "java") if java_home else shutil.which("java", path=env.get("PATH"))
+        if not java or not Path(java).exists():
+            where = f"JAVA_HOME={java_home} has no bin/java" if java_home else "no java on PATH"
+            raise UnsupportedTarget(f"the spark target needs Java 17 or later ({where}): install Debian's "
+                                    "default-jre-headless (apt-get install default-jre-headless) or set JAVA_HOME")
+
+    @property
+    def spark_sources(self) -> Path:
+        """Where dlt writes the sources for Spark: one folder of Parquet files per table."""
+        return self.spark_dir / "sources"
+
+    @property
+    def spark_tables(self) -> Path:
+        """Spark's warehouse folder: a table is the Parquet files under <schema>.db/<table>."""
+        return self.spark_dir / "warehouse"
 
     def connect(self, read_only: bool = True) -> Warehouse:
         """The warehouse as a connection that speaks its dialect; read-only where the engine has it."""
@@ -200,6 +240,10 @@ class WarehouseTarget:
             import duckdb
 
             return Warehouse(duckdb.connect(str(self.duckdb_path), read_only=read_only), "duckdb")
+        if self.target == "spark":
+            if not read_only:
+                raise UnsupportedTarget(f"writing to the warehouse is {SPARK_UNSUPPORTED}")
+            return spark_tables_reader(self.spark_tables)
         import psycopg2
 
         connection = psycopg2.connect(self.postgres_dsn)
@@ -210,6 +254,8 @@ class WarehouseTarget:
         """Where what readers read is published for this target (`publication.py`)."""
         from semantic.publication import DuckDbSnapshots, PostgresSchemas
 
+        if self.target == "spark":
+            raise UnsupportedTarget(f"publishing for readers is {SPARK_UNSUPPORTED}")
         if self.target == "duckdb":
             return DuckDbSnapshots(self.duckdb_path, published_dir)
         return PostgresSchemas(self.postgres_dsn)
@@ -217,4 +263,22 @@ class WarehouseTarget:
     @property
     def location(self) -> str:
         """Where it is, for people (no password)."""
+        if self.target == "spark":
+            return str(self.spark_tables)
         return str(self.duckdb_path) if self.target == "duckdb" else self.postgres_dsn.split("@")[-1]
+
+
+def spark_tables_reader(tables: Path) -> Warehouse:
+    """The spark target's tables, read: DuckDB in memory with one view per table over the Parquet
+    files Spark wrote (<schema>.db/<table>/part-*.parquet), so the platform's summaries read what a
+    build made without starting a Spark session (seconds) or opening its single-user metastore."""
+    import duckdb
+
+    connection = duckdb.connect()
+    for folder in sorted(tables.glob("*.db/*")):
+        if folder.is_dir() and any(folder.glob("*.parquet")):
+            schema, table = folder.parent.name.removesuffix(".db"), folder.name
+            connection.execute(f'create schema if not exists "{schema}"')
+            files = str(folder / "*.parquet").replace("'", "''")
+            connection.execute(f"create view \"{schema}\".\"{table}\" as select * from read_parquet('{files}')")
+    return Warehouse(connection, "duckdb")

@@ -87,9 +87,9 @@
 
 {#- A SQL literal of a declared value: a quoted string, a number or null, cast to `type`. -#}
 {% macro experiment_literal(value, type) -%}
-    {%- if value is none -%}cast(null as {{ type }})
-    {%- elif value is number -%}cast({{ value }} as {{ type }})
-    {%- else -%}cast('{{ value | string | replace("'", "''") }}' as {{ type }})
+    {%- if value is none -%}cast(null as {{ sql_type(type) }})
+    {%- elif value is number -%}cast({{ value }} as {{ sql_type(type) }})
+    {%- else -%}cast('{{ value | string | replace("'", "''") }}' as {{ sql_type(type) }})
     {%- endif -%}
 {%- endmacro %}
 
@@ -129,9 +129,9 @@
     select
     {%- for name, type in experiment_analysis_columns(table) %}
         {%- if written is not none %}
-        cast({{ adapter.quote(name) }} as {{ type }}) as {{ name }}{{ "," if not loop.last }}
+        cast({{ adapter.quote(name) }} as {{ sql_type(type) }}) as {{ name }}{{ "," if not loop.last }}
         {%- else %}
-        cast(null as {{ type }}) as {{ name }}{{ "," if not loop.last }}
+        cast(null as {{ sql_type(type) }}) as {{ name }}{{ "," if not loop.last }}
         {%- endif %}
     {%- endfor %}
     {%- if written is not none %}

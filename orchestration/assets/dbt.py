@@ -6,6 +6,7 @@ location only reads `target/manifest.json`.
 
 
 import json
+import os
 import time
 from collections import Counter
 from functools import cache
@@ -17,6 +18,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtC
 from orchestration.assets import dbt_in_process
 from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.environment import DBT_PROJECT_DIR, current_environment, tool
+from semantic.warehouse import UnsupportedTarget
 
 # No target here: profiles.yml takes it from DBT_TARGET when dbt runs, as the rest of the run does
 # (`Environment.dbt_target`), so the same definitions serve every target.
@@ -64,11 +66,12 @@ def dbt_build_args(full_refresh: bool = False, unit_tests: bool = True) -> list[
 
 def summarize_run_results(run_results: dict) -> dict[str, int]:
     """Counts of dbt results by kind and status, unit tests included (they are not asset checks);
-    exposures are left out: they are neither built nor tested (dbt reports each as a no-op)."""
+    exposures are left out: they are neither built nor tested (dbt reports each as a no-op), and so
+    are the project's hooks (operations: on Spark, registering the sources)."""
     counts: Counter[str] = Counter()
     for result in run_results.get("results", []):
         kind = result["unique_id"].split(".")[0]
-        if kind != "exposure":
+        if kind not in ("exposure", "operation"):
             counts[f"{kind}_{result['status']}"] += 1
     return dict(sorted(counts.items()))
 
@@ -113,21 +116,32 @@ AFTER_FORECASTS = ("path:models/marts/forecasting path:models/marts/experiments/
 
 def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
     """`dbt build` of the step's selection; its result counts go to data/dbt_results/<step>.json."""
+    try:
+        current_environment().warehouse_target.check_engine(os.environ)
+    except UnsupportedTarget as exc:
+        raise dg.Failure(description=str(exc)) from None
     args = dbt_build_args(config.full_refresh, config.unit_tests)
     target_path = _target_path(context.op_def.name)
     if config.in_process:
         run_results, successful = yield from _build_in_process(context, args, target_path)
+        error = "dbt stopped before building any node (its messages are in the run's log)"
     else:
         invocation = dbt.cli(args, context=context, raise_on_error=False, target_path=target_path)
         yield from invocation.stream()
-        run_results, successful = invocation.get_artifact("run_results.json"), invocation.is_successful()
+        # none when dbt stopped before running a node (a warehouse that would not start)
+        done = invocation.target_path / "run_results.json"
+        run_results = invocation.get_artifact("run_results.json") if done.exists() else {}
+        successful = invocation.is_successful()
+        error = None if successful else str(invocation.get_error())
     results = summarize_run_results(run_results)
     context.log.info(f"dbt results: {json.dumps(results)}")
     summary_dir = current_environment().dbt_results_dir
     summary_dir.mkdir(parents=True, exist_ok=True)
     (summary_dir / f"{context.op_def.name}.json").write_text(json.dumps(results, indent=2))
     if not successful:
-        raise dg.Failure(description="dbt build failed:\n" + "\n".join(failures(run_results)), metadata=results)
+        # no failed node when dbt stopped before building any (the warehouse would not start): dbt's own error
+        why = failures(run_results) or [error]
+        raise dg.Failure(description="dbt build failed:\n" + "\n".join(why), metadata=results)
 
 
 def _build_in_process(context: dg.AssetExecutionContext, args: list[str], target_path: Path):

@@ -6,7 +6,7 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='merge',
+        incremental_strategy=insert_only_strategy(),
         unique_key='event_id',
         on_schema_change='append_new_columns',
         full_refresh=false,
@@ -37,5 +37,5 @@ select
     loaded_at
 from {{ ref('stg_events__events') }}
 {% if is_incremental() %}
-where {{ newer_than('loaded_at') }}
+where {{ newer_than('loaded_at') }} and {{ key_is_new('event_id') }}
 {% endif %}

@@ -57,7 +57,8 @@ select
     cast(coalesce(orders.orders, 0) as bigint) as orders,
     cast(coalesce(orders.revenue, 0) as numeric(18, 2)) as revenue,
     cast(orders.revenue / nullif(orders.revenue_orders, 0) as numeric(18, 2)) as average_order_value,
-    cast(sessions.converted_sessions as double precision) / nullif(sessions.sessions, 0) as conversion_rate,
+    cast(sessions.converted_sessions as {{ sql_type('double precision') }})
+    / nullif(sessions.sessions, 0) as conversion_rate,
     cast(coalesce(subscriptions.mrr, 0) as numeric(18, 2)) as mrr,
     cast(coalesce(subscriptions.active_subscriptions, 0) as bigint) as active_subscriptions,
     cast(coalesce(subscriptions.churned_subscriptions, 0) as bigint) as churned_subscriptions,

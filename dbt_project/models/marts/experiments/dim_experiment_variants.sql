@@ -4,11 +4,11 @@
 {%- set experiments = declared_experiments() -%}
 {%- if experiments | length == 0 %}
 select
-    cast(null as varchar) as experiment_variant_key,
-    cast(null as varchar) as experiment_id,
-    cast(null as varchar) as variant,
+    cast(null as {{ sql_type('varchar') }}) as experiment_variant_key,
+    cast(null as {{ sql_type('varchar') }}) as experiment_id,
+    cast(null as {{ sql_type('varchar') }}) as variant,
     cast(null as boolean) as is_control,
-    cast(null as double precision) as traffic_share
+    cast(null as {{ sql_type('double precision') }}) as traffic_share
 where 1 = 0
 {%- endif %}
 {%- for e in experiments %}

@@ -11,7 +11,7 @@
 {%- if experiments | length == 0 %}
 select
     {%- for name, type in columns %}
-    cast(null as {{ type }}) as {{ name }}{{ "," if not loop.last }}
+    cast(null as {{ sql_type(type) }}) as {{ name }}{{ "," if not loop.last }}
     {%- endfor %}
 where 1 = 0
 {%- endif %}

@@ -14,8 +14,8 @@ with forecasts as (
     {%- else %}
     select
         cast(null as date) as forecast_date,
-        cast(null as varchar) as tenant_id,
-        cast(null as varchar) as metric,
+        cast(null as {{ sql_type('varchar') }}) as tenant_id,
+        cast(null as {{ sql_type('varchar') }}) as metric,
         0.0 as prediction,
         0.0 as lower_80,
         0.0 as upper_80,
@@ -34,14 +34,14 @@ select
         "tenant_id", "'|'", "metric", "'|'", dbt.safe_cast("cast(forecast_date as date)", dbt.type_string())
     ]) }} as forecast_key,
     cast(forecast_date as date) as forecast_date,
-    cast(tenant_id as varchar) as tenant_id,
-    cast(metric as varchar) as metric,
-    cast(prediction as double precision) as prediction,
-    cast(lower_80 as double precision) as lower_80,
-    cast(upper_80 as double precision) as upper_80,
-    cast(lower_95 as double precision) as lower_95,
-    cast(upper_95 as double precision) as upper_95,
+    cast(tenant_id as {{ sql_type('varchar') }}) as tenant_id,
+    cast(metric as {{ sql_type('varchar') }}) as metric,
+    cast(prediction as {{ sql_type('double precision') }}) as prediction,
+    cast(lower_80 as {{ sql_type('double precision') }}) as lower_80,
+    cast(upper_80 as {{ sql_type('double precision') }}) as upper_80,
+    cast(lower_95 as {{ sql_type('double precision') }}) as lower_95,
+    cast(upper_95 as {{ sql_type('double precision') }}) as upper_95,
     cast(horizon as bigint) as horizon,
     cast(origin_date as date) as origin_date,
-    cast({{ dbt.concat(["model_name", "' '", "model_version"]) }} as varchar) as model_version
+    cast({{ dbt.concat(["model_name", "' '", "model_version"]) }} as {{ sql_type('varchar') }}) as model_version
 from forecasts

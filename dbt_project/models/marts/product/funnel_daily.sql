@@ -42,8 +42,8 @@ select
     cast(step_number as integer) as step_number,
     step_name,
     cast(sessions as bigint) as sessions,
-    cast(sessions as double precision) / nullif(first_step, 0) as share_of_first_step,
-    cast(sessions as double precision) / nullif(
+    cast(sessions as {{ sql_type('double precision') }}) / nullif(first_step, 0) as share_of_first_step,
+    cast(sessions as {{ sql_type('double precision') }}) / nullif(
         lag(sessions) over (partition by session_date, tenant_id order by step_number), 0
     ) as share_of_previous_step
 from unpivoted

@@ -48,7 +48,7 @@ select
     retained.week_number,
     cast(cohort_sizes.cohort_size as bigint) as cohort_size,
     cast(retained.active_users as bigint) as active_users,
-    cast(retained.active_users as double precision) / cohort_sizes.cohort_size as retention_rate
+    cast(retained.active_users as {{ sql_type('double precision') }}) / cohort_sizes.cohort_size as retention_rate
 from retained
 inner join cohort_sizes
     on retained.tenant_id = cohort_sizes.tenant_id and retained.cohort_week = cohort_sizes.cohort_week

@@ -6,7 +6,7 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='merge',
+        incremental_strategy=recompute_strategy(),
         unique_key='metrics_per_minute_key',
         on_schema_change='fail',
         meta={'publish_cursor': 'last_loaded_at'},
@@ -18,7 +18,7 @@ with touched as (
         tenant_id,
         {{ dbt.date_trunc('minute', 'event_at') }} as minute_at
     from {{ ref('fct_events') }}
-    {% if is_incremental() %}
+    {% if is_incremental_merge() %}
     where {{ newer_than('loaded_at', 'last_loaded_at') }}
     {% endif %}
 ),
@@ -28,7 +28,7 @@ events as (
         fct_events.*,
         {{ dbt.date_trunc('minute', 'fct_events.event_at') }} as minute_at
     from {{ ref('fct_events') }} as fct_events
-    {% if is_incremental() %}
+    {% if is_incremental_merge() %}
     -- only the days that hold a touched minute, so the join below reads a few days, not all history
     where fct_events.event_date in (select distinct cast(minute_at as date) from touched)
     {% endif %}
@@ -39,7 +39,7 @@ select
     -- Postgres, which an incremental run would see as a changed column type
     cast(
         {{ dbt.concat(["cast(events.minute_at as " ~ dbt.type_string() ~ ")", "'|'", 'events.tenant_id']) }}
-        as varchar
+        as {{ sql_type('varchar') }}
     ) as metrics_per_minute_key,
     events.minute_at,
     events.tenant_id,
