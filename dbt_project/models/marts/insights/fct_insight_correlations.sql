@@ -8,11 +8,22 @@ with related as (
     select * from {{ related }}
     {%- else %}
     select
-        cast(null as varchar) as tenant_id, cast(null as varchar) as leader, cast(null as varchar) as leader_label,
-        cast(null as varchar) as leader_segment, cast(null as varchar) as follower,
-        cast(null as varchar) as follower_label, 0 as lag_days, cast(null as varchar) as direction,
-        0.0 as fit_correlation, 0.0 as fit_p_adjusted, 0.0 as holdout_correlation, 0.0 as holdout_p,
-        0 as fit_days, 0 as holdout_days, 0 as tests, cast(null as varchar) as explanation
+        cast(null as varchar) as tenant_id,
+        cast(null as varchar) as leader,
+        cast(null as varchar) as leader_label,
+        cast(null as varchar) as leader_segment,
+        cast(null as varchar) as follower,
+        cast(null as varchar) as follower_label,
+        0 as lag_days,
+        cast(null as varchar) as direction,
+        0.0 as fit_correlation,
+        0.0 as fit_p_adjusted,
+        0.0 as holdout_correlation,
+        0.0 as holdout_p,
+        0 as fit_days,
+        0 as holdout_days,
+        0 as tests,
+        cast(null as varchar) as explanation
     where 1 = 0
     {%- endif %}
 )

@@ -9,10 +9,22 @@ with drivers as (
     where cast(tenant_id as varchar) <> 'all'
     {%- else %}
     select
-        cast(null as varchar) as insight_key, cast(null as varchar) as tenant_id, cast(null as varchar) as metric,
-        cast(null as date) as date_day, cast(null as varchar) as driver_kind, cast(null as varchar) as dimension,
-        cast(null as varchar) as dimension_label, cast(null as varchar) as segment, 0.0 as actual, 0.0 as expected,
-        0.0 as change, 0.0 as share, 0.0 as usual_share, 0.0 as noise_ratio, false as is_new, 0 as rank,
+        cast(null as varchar) as insight_key,
+        cast(null as varchar) as tenant_id,
+        cast(null as varchar) as metric,
+        cast(null as date) as date_day,
+        cast(null as varchar) as driver_kind,
+        cast(null as varchar) as dimension,
+        cast(null as varchar) as dimension_label,
+        cast(null as varchar) as segment,
+        0.0 as actual,
+        0.0 as expected,
+        0.0 as change,
+        0.0 as share,
+        0.0 as usual_share,
+        0.0 as noise_ratio,
+        false as is_new,
+        0 as rank,
         cast(null as varchar) as explanation
     where 1 = 0
     {%- endif %}

@@ -10,11 +10,23 @@ with insights as (
     where cast(tenant_id as varchar) <> 'all'
     {%- else %}
     select
-        cast(null as varchar) as insight_key, cast(null as varchar) as insight_type, cast(null as varchar) as metric,
-        cast(null as varchar) as tenant_id, cast(null as date) as date_day, cast(null as varchar) as severity,
-        0.0 as confidence, 0.0 as value, 0.0 as expected, 0.0 as impact, 0.0 as priority, 0 as priority_rank,
-        0.0 as score, cast(null as varchar) as method, cast(null as varchar) as explanation,
-        cast(null as varchar) as drivers, cast(null as varchar) as recommendation
+        cast(null as varchar) as insight_key,
+        cast(null as varchar) as insight_type,
+        cast(null as varchar) as metric,
+        cast(null as varchar) as tenant_id,
+        cast(null as date) as date_day,
+        cast(null as varchar) as severity,
+        0.0 as confidence,
+        0.0 as value,
+        0.0 as expected,
+        0.0 as impact,
+        0.0 as priority,
+        0 as priority_rank,
+        0.0 as score,
+        cast(null as varchar) as method,
+        cast(null as varchar) as explanation,
+        cast(null as varchar) as drivers,
+        cast(null as varchar) as recommendation
     where 1 = 0
     {%- endif %}
 )
@@ -23,15 +35,23 @@ select
     cast(insight_key as varchar) as insight_key,
     cast(insight_type as varchar) as insight_type,
     cast(case cast(insight_type as varchar)
-        when 'anomaly_spike' then 'Unusual rise' when 'anomaly_drop' then 'Unusual drop'
-        when 'expected_event' then 'Calendar event' when 'trend_up' then 'Rising trend'
-        when 'trend_down' then 'Falling trend' when 'change_point' then 'Lasting shift'
-        else cast(insight_type as varchar) end as varchar) as insight_kind,
+        when 'anomaly_spike' then 'Unusual rise'
+        when 'anomaly_drop' then 'Unusual drop'
+        when 'expected_event' then 'Calendar event'
+        when 'trend_up' then 'Rising trend'
+        when 'trend_down' then 'Falling trend'
+        when 'change_point' then 'Lasting shift'
+        else cast(insight_type as varchar)
+    end as varchar) as insight_kind,
     cast(metric as varchar) as metric,
     cast(case cast(metric as varchar)
-        when 'revenue' then 'Revenue' when 'orders' then 'Orders' when 'active_users' then 'Active users'
-        when 'sessions' then 'Sessions' when 'errors' then 'Errors' else cast(metric as varchar) end as varchar)
-        as metric_label,
+        when 'revenue' then 'Revenue'
+        when 'orders' then 'Orders'
+        when 'active_users' then 'Active users'
+        when 'sessions' then 'Sessions'
+        when 'errors' then 'Errors'
+        else cast(metric as varchar)
+    end as varchar) as metric_label,
     cast(tenant_id as varchar) as tenant_id,
     cast(date_day as date) as insight_date,
     cast(severity as varchar) as severity,
