@@ -55,7 +55,11 @@ def test_marts_are_full_and_tests_passed(main_run):
     assert counts["fct_events"] == truth["events"]["valid_events"]
     assert counts["fct_sessions"] == truth["app_db"]["sessions"]
     assert counts["fct_orders"] == truth["app_db"]["orders"]
-    assert all(n > 0 for n in counts.values())
+    # the tiny sample's 35 days hold no insight (no day stands out; too short for relationships), so the
+    # insight marts are empty here: tests/ml/test_drivers.py and `make bench-insights` fill them
+    quiet = {"fct_insights", "fct_insight_drivers", "fct_insight_correlations"}
+    assert all(n > 0 for mart, n in counts.items() if mart not in quiet), counts
+    assert quiet <= set(counts)
     results = json.loads((data_dir / "dbt_results" / "dbt_models.json").read_text())
     assert set(results) == {"model_success", "seed_success", "test_pass", "unit_test_pass"}  # the events calendar
     forecast_marts = json.loads((data_dir / "dbt_results" / "dbt_forecast_marts.json").read_text())
@@ -120,7 +124,7 @@ def test_forecasts_and_insights_are_written_and_published(main_run):
                                              "where table_schema = 'ml'").fetchall()}
         mart = conn.execute("select count(*), count(distinct tenant_id) from marts.fct_forecasts").fetchone()
         rollup_forecasts = conn.execute("select count(forecast_revenue) from rollups.daily_kpis").fetchone()[0]
-    assert tables == {"forecast_daily", "insights"}
+    assert tables == {"forecast_daily", "insights", "insight_drivers", "insight_correlations"}
     tenant_rows = scalar(layout, "select count(*) from ml.forecast_daily where tenant_id <> 'all'")
     assert mart == (tenant_rows, scalar(layout, "select count(*) from marts.dim_tenants")) and tenant_rows > 0
     revenue_rows = scalar(layout, "select count(*) from ml.forecast_daily where tenant_id <> 'all' "

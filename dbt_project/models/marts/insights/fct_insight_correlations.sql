@@ -8,14 +8,14 @@ with related as (
     select * from {{ related }}
     {%- else %}
     select
-        cast(null as varchar) as tenant_id,
-        cast(null as varchar) as leader,
-        cast(null as varchar) as leader_label,
-        cast(null as varchar) as leader_segment,
-        cast(null as varchar) as follower,
-        cast(null as varchar) as follower_label,
+        cast(null as {{ sql_type('varchar') }}) as tenant_id,
+        cast(null as {{ sql_type('varchar') }}) as leader,
+        cast(null as {{ sql_type('varchar') }}) as leader_label,
+        cast(null as {{ sql_type('varchar') }}) as leader_segment,
+        cast(null as {{ sql_type('varchar') }}) as follower,
+        cast(null as {{ sql_type('varchar') }}) as follower_label,
         0 as lag_days,
-        cast(null as varchar) as direction,
+        cast(null as {{ sql_type('varchar') }}) as direction,
         0.0 as fit_correlation,
         0.0 as fit_p_adjusted,
         0.0 as holdout_correlation,
@@ -23,7 +23,7 @@ with related as (
         0 as fit_days,
         0 as holdout_days,
         0 as tests,
-        cast(null as varchar) as explanation
+        cast(null as {{ sql_type('varchar') }}) as explanation
     where 1 = 0
     {%- endif %}
 )
@@ -31,20 +31,20 @@ with related as (
 select
     {{ dbt.concat(["tenant_id", "'|'", "leader", "'|'", "coalesce(leader_segment, '')", "'|'", "follower"]) }}
         as correlation_key,
-    cast(tenant_id as varchar) as tenant_id,
-    cast(leader as varchar) as leader_metric,
-    cast(leader_label as varchar) as leader_label,
-    cast(leader_segment as varchar) as leader_segment,
-    cast(follower as varchar) as follower_metric,
-    cast(follower_label as varchar) as follower_label,
+    cast(tenant_id as {{ sql_type('varchar') }}) as tenant_id,
+    cast(leader as {{ sql_type('varchar') }}) as leader_metric,
+    cast(leader_label as {{ sql_type('varchar') }}) as leader_label,
+    cast(leader_segment as {{ sql_type('varchar') }}) as leader_segment,
+    cast(follower as {{ sql_type('varchar') }}) as follower_metric,
+    cast(follower_label as {{ sql_type('varchar') }}) as follower_label,
     cast(lag_days as bigint) as lag_days,
-    cast(direction as varchar) as direction,
-    cast(fit_correlation as double precision) as fit_correlation,
-    cast(fit_p_adjusted as double precision) as fit_p_adjusted,
-    cast(holdout_correlation as double precision) as holdout_correlation,
-    cast(holdout_p as double precision) as holdout_p,
+    cast(direction as {{ sql_type('varchar') }}) as direction,
+    cast(fit_correlation as {{ sql_type('double precision') }}) as fit_correlation,
+    cast(fit_p_adjusted as {{ sql_type('double precision') }}) as fit_p_adjusted,
+    cast(holdout_correlation as {{ sql_type('double precision') }}) as holdout_correlation,
+    cast(holdout_p as {{ sql_type('double precision') }}) as holdout_p,
     cast(fit_days as bigint) as fit_days,
     cast(holdout_days as bigint) as holdout_days,
     cast(tests as bigint) as tests,
-    cast(explanation as varchar) as explanation
+    cast(explanation as {{ sql_type('varchar') }}) as explanation
 from related

@@ -6,17 +6,17 @@
 with drivers as (
     {%- if written is not none %}
     select * from {{ drivers }}
-    where cast(tenant_id as varchar) <> 'all'
+    where cast(tenant_id as {{ sql_type('varchar') }}) <> 'all'
     {%- else %}
     select
-        cast(null as varchar) as insight_key,
-        cast(null as varchar) as tenant_id,
-        cast(null as varchar) as metric,
+        cast(null as {{ sql_type('varchar') }}) as insight_key,
+        cast(null as {{ sql_type('varchar') }}) as tenant_id,
+        cast(null as {{ sql_type('varchar') }}) as metric,
         cast(null as date) as date_day,
-        cast(null as varchar) as driver_kind,
-        cast(null as varchar) as dimension,
-        cast(null as varchar) as dimension_label,
-        cast(null as varchar) as segment,
+        cast(null as {{ sql_type('varchar') }}) as driver_kind,
+        cast(null as {{ sql_type('varchar') }}) as dimension,
+        cast(null as {{ sql_type('varchar') }}) as dimension_label,
+        cast(null as {{ sql_type('varchar') }}) as segment,
         0.0 as actual,
         0.0 as expected,
         0.0 as change,
@@ -25,28 +25,28 @@ with drivers as (
         0.0 as noise_ratio,
         false as is_new,
         0 as rank,
-        cast(null as varchar) as explanation
+        cast(null as {{ sql_type('varchar') }}) as explanation
     where 1 = 0
     {%- endif %}
 )
 
 select
     {{ dbt.concat(["insight_key", "'|'", "driver_kind", "'|'", "dimension", "'|'", "segment"]) }} as driver_key,
-    cast(insight_key as varchar) as insight_key,
-    cast(tenant_id as varchar) as tenant_id,
-    cast(metric as varchar) as metric,
+    cast(insight_key as {{ sql_type('varchar') }}) as insight_key,
+    cast(tenant_id as {{ sql_type('varchar') }}) as tenant_id,
+    cast(metric as {{ sql_type('varchar') }}) as metric,
     cast(date_day as date) as insight_date,
-    cast(driver_kind as varchar) as driver_kind,
-    cast(dimension as varchar) as dimension,
-    cast(dimension_label as varchar) as dimension_label,
-    cast(segment as varchar) as segment,
-    cast(actual as double precision) as actual_value,
-    cast(expected as double precision) as expected_value,
-    cast(change as double precision) as change_value,
-    cast(share as double precision) as share_of_change,
-    cast(usual_share as double precision) as usual_share,
-    cast(noise_ratio as double precision) as noise_ratio,
+    cast(driver_kind as {{ sql_type('varchar') }}) as driver_kind,
+    cast(dimension as {{ sql_type('varchar') }}) as dimension,
+    cast(dimension_label as {{ sql_type('varchar') }}) as dimension_label,
+    cast(segment as {{ sql_type('varchar') }}) as segment,
+    cast(actual as {{ sql_type('double precision') }}) as actual_value,
+    cast(expected as {{ sql_type('double precision') }}) as expected_value,
+    cast(change as {{ sql_type('double precision') }}) as change_value,
+    cast(share as {{ sql_type('double precision') }}) as share_of_change,
+    cast(usual_share as {{ sql_type('double precision') }}) as usual_share,
+    cast(noise_ratio as {{ sql_type('double precision') }}) as noise_ratio,
     cast(is_new as boolean) as is_new,
     cast(rank as bigint) as driver_rank,
-    cast(explanation as varchar) as explanation
+    cast(explanation as {{ sql_type('varchar') }}) as explanation
 from drivers

@@ -7,15 +7,15 @@
 with insights as (
     {%- if written is not none %}
     select * from {{ insights }}
-    where cast(tenant_id as varchar) <> 'all'
+    where cast(tenant_id as {{ sql_type('varchar') }}) <> 'all'
     {%- else %}
     select
-        cast(null as varchar) as insight_key,
-        cast(null as varchar) as insight_type,
-        cast(null as varchar) as metric,
-        cast(null as varchar) as tenant_id,
+        cast(null as {{ sql_type('varchar') }}) as insight_key,
+        cast(null as {{ sql_type('varchar') }}) as insight_type,
+        cast(null as {{ sql_type('varchar') }}) as metric,
+        cast(null as {{ sql_type('varchar') }}) as tenant_id,
         cast(null as date) as date_day,
-        cast(null as varchar) as severity,
+        cast(null as {{ sql_type('varchar') }}) as severity,
         0.0 as confidence,
         0.0 as value,
         0.0 as expected,
@@ -23,47 +23,47 @@ with insights as (
         0.0 as priority,
         0 as priority_rank,
         0.0 as score,
-        cast(null as varchar) as method,
-        cast(null as varchar) as explanation,
-        cast(null as varchar) as drivers,
-        cast(null as varchar) as recommendation
+        cast(null as {{ sql_type('varchar') }}) as method,
+        cast(null as {{ sql_type('varchar') }}) as explanation,
+        cast(null as {{ sql_type('varchar') }}) as drivers,
+        cast(null as {{ sql_type('varchar') }}) as recommendation
     where 1 = 0
     {%- endif %}
 )
 
 select
-    cast(insight_key as varchar) as insight_key,
-    cast(insight_type as varchar) as insight_type,
-    cast(case cast(insight_type as varchar)
+    cast(insight_key as {{ sql_type('varchar') }}) as insight_key,
+    cast(insight_type as {{ sql_type('varchar') }}) as insight_type,
+    cast(case cast(insight_type as {{ sql_type('varchar') }})
         when 'anomaly_spike' then 'Unusual rise'
         when 'anomaly_drop' then 'Unusual drop'
         when 'expected_event' then 'Calendar event'
         when 'trend_up' then 'Rising trend'
         when 'trend_down' then 'Falling trend'
         when 'change_point' then 'Lasting shift'
-        else cast(insight_type as varchar)
-    end as varchar) as insight_kind,
-    cast(metric as varchar) as metric,
-    cast(case cast(metric as varchar)
+        else cast(insight_type as {{ sql_type('varchar') }})
+    end as {{ sql_type('varchar') }}) as insight_kind,
+    cast(metric as {{ sql_type('varchar') }}) as metric,
+    cast(case cast(metric as {{ sql_type('varchar') }})
         when 'revenue' then 'Revenue'
         when 'orders' then 'Orders'
         when 'active_users' then 'Active users'
         when 'sessions' then 'Sessions'
         when 'errors' then 'Errors'
-        else cast(metric as varchar)
-    end as varchar) as metric_label,
-    cast(tenant_id as varchar) as tenant_id,
+        else cast(metric as {{ sql_type('varchar') }})
+    end as {{ sql_type('varchar') }}) as metric_label,
+    cast(tenant_id as {{ sql_type('varchar') }}) as tenant_id,
     cast(date_day as date) as insight_date,
-    cast(severity as varchar) as severity,
-    cast(confidence as double precision) as confidence,
-    cast(value as double precision) as actual_value,
-    cast(expected as double precision) as expected_value,
-    cast(impact as double precision) as impact,
-    cast(priority as double precision) as priority,
+    cast(severity as {{ sql_type('varchar') }}) as severity,
+    cast(confidence as {{ sql_type('double precision') }}) as confidence,
+    cast(value as {{ sql_type('double precision') }}) as actual_value,
+    cast(expected as {{ sql_type('double precision') }}) as expected_value,
+    cast(impact as {{ sql_type('double precision') }}) as impact,
+    cast(priority as {{ sql_type('double precision') }}) as priority,
     cast(priority_rank as bigint) as priority_rank,
-    cast(score as double precision) as score,
-    cast(method as varchar) as method,
-    cast(explanation as varchar) as explanation,
-    cast(drivers as varchar) as drivers,
-    cast(recommendation as varchar) as recommendation
+    cast(score as {{ sql_type('double precision') }}) as score,
+    cast(method as {{ sql_type('varchar') }}) as method,
+    cast(explanation as {{ sql_type('varchar') }}) as explanation,
+    cast(drivers as {{ sql_type('varchar') }}) as drivers,
+    cast(recommendation as {{ sql_type('varchar') }}) as recommendation
 from insights
