@@ -29,6 +29,8 @@ JAVA := /usr/bin/java
 LIVE_PAGE := semantic/live/dist/live.js
 # Dagster's instance home, as `make run` and `make dev` use it (data/dagster)
 DAGSTER_INSTANCE := data/dagster/dagster.yaml
+# Debian's eatmydata: the tests run with fsync a no-op (see TEST_RUN)
+EATMYDATA := /usr/bin/eatmydata
 # Apache Superset in its own locked environment (bi/pyproject.toml, bi/uv.lock): `make bi` serves it, the tests drive it
 SUPERSET := bi/.venv/.synced
 
@@ -40,22 +42,27 @@ run: install manifest $(REPORTS_JS) $(DATA_DOCS_JS)
 
 ## test: the test suite, on every core (pytest-xdist: TEST_WORKERS=1 runs it in one process)
 TEST_WORKERS ?= 2
-test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(DATA_DOCS_JS) $(CHROMIUM) $(POSTGRES) $(JDBC) $(JAVA) $(SUPERSET)
-	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope
+# The suite runs under eatmydata, which makes fsync return at once, as its PostgreSQL clusters run with
+# fsync=off: a write is still written and read back, only not forced to the disk, which no test can tell
+# apart (none cuts the power). Dagster's SQLite event log commits each of a run's ~900 events with an
+# fsync, and with two workers writing, each took ~100 ms: a third of a tiny main run went to waiting on it.
+TEST_RUN := eatmydata $(RUN)
+test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(DATA_DOCS_JS) $(CHROMIUM) $(POSTGRES) $(JDBC) $(JAVA) $(SUPERSET) $(EATMYDATA)
+	$(TEST_RUN) pytest -n $(TEST_WORKERS) --dist loadscope
 
 ## test-durations: the test suite as `make test` runs it, then where its time went (per folder, the slowest 25)
 test-durations: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(DATA_DOCS_JS) $(CHROMIUM) $(POSTGRES) $(JDBC) $(JAVA) $(SUPERSET)
 	@mkdir -p data
-	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope --junitxml=data/test-durations.xml; status=$$?; \
+	$(TEST_RUN) pytest -n $(TEST_WORKERS) --dist loadscope --junitxml=data/test-durations.xml; status=$$?; \
 		$(RUN) python -m tests.durations data/test-durations.xml; exit $$status
 
 ## test-postgres: only the tests on a throwaway PostgreSQL cluster (the main job with DBT_TARGET=postgres)
-test-postgres: install manifest $(DATA_DOCS_JS) $(POSTGRES)
-	$(RUN) pytest -m postgres
+test-postgres: install manifest $(DATA_DOCS_JS) $(POSTGRES) $(EATMYDATA)
+	$(TEST_RUN) pytest -m postgres
 
 ## test-spark: only the tests on local Apache Spark (the main job with DBT_TARGET=spark)
-test-spark: install manifest $(JAVA)
-	$(RUN) pytest -m spark
+test-spark: install manifest $(JAVA) $(EATMYDATA)
+	$(TEST_RUN) pytest -m spark
 
 ## run-spark: the main job end to end on local Apache Spark (DBT_TARGET=spark; docs/scaling.md)
 run-spark: install manifest $(JAVA)
@@ -255,6 +262,9 @@ $(POSTGRES):
 
 $(JAVA):
 	apt-get update -qq && apt-get install -y -qq default-jre-headless
+
+$(EATMYDATA):
+	apt-get update -qq && apt-get install -y -qq eatmydata
 
 # the JDK (not only the runtime): the test program runs in source mode, which compiles it
 $(JDBC):
