@@ -66,6 +66,15 @@ def test_marts_are_full_and_tests_passed(main_run):
     assert set(forecast_marts) == {"model_success", "test_pass", "unit_test_pass"}  # unit tests on the forecast marts
 
 
+def test_the_second_dbt_step_parses_only_what_changed(main_run):
+    """The first dbt step of a new data directory parses the whole project (the project's own parse
+    was made with another warehouse path); the second starts from the first's."""
+    _, out = main_run
+    first, second = out.split(" - dbt_forecast_marts - ", 1)
+    assert "Unable to do partial parsing" in first
+    assert "Unable to do partial parsing" not in second
+
+
 def test_second_run_is_idempotent(tmp_path, main_run):
     data_dir = copy_of(main_run[0], tmp_path)
     layout = DataLayout(data_dir)
