@@ -13,8 +13,8 @@ gets its own residuals and noise, and the period is judged against the one that 
 holidays the weekday median does not; the weekday median follows a weekly schedule exactly
 where the models blur it (flights a day: the models' errors were four times the day's noise).
 Judged against either alone, clean days of one kind of series or the other reached the
-threshold too often (`make bench-ml`: the budget's threshold was 6.6 with the better predictor
-per series, 4.4 with the best per period).
+threshold too often (`make bench-ml`, eight weeks of noise: the threshold keeping 1 false alarm
+per 1,000 clean days was 6.6 with the better predictor per series, 4.4 with the best per period).
 
 A period found anomalous is replaced by its forecast in the history every later origin reads, and
 its residual never enters the noise estimate, so one drop to zero neither drags the next weeks'
