@@ -11,7 +11,7 @@ seasons before (the same weekday of the four weeks before, read from the cleaned
 gets its own residuals and noise, and the period is judged against the one that explains it best
 (the smaller score): an anomaly is a period neither accounts for. The models follow trends and
 holidays the weekday median does not; the weekday median follows a weekly schedule exactly
-where the models blur it (flights a day: the models' errors were four times the day's noise).
+where the models blur it (flights a day: the models' noise was 3.7 times the day's).
 Judged against either alone, clean days of one kind of series or the other reached the
 threshold too often (`make bench-ml`, eight weeks of noise: the threshold keeping 1 false alarm
 per 1,000 clean days was 6.6 with the better predictor per series, 4.4 with the best per period).
@@ -66,7 +66,6 @@ def _robust_scale(values: np.ndarray) -> float:
     if len(values) == 0:
         return np.nan
     return float(1.4826 * np.median(np.abs(values - np.median(values))))
-
 
 
 def judge(panel: pd.DataFrame, setup: Setup, first: int | None = None, step: int | None = None,
