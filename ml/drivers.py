@@ -31,12 +31,13 @@ from datetime import date, datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from ml.detection import THRESHOLD
 from ml.series import TOTAL
 
 MIN_SHARE = 0.25  # of the whole change, for a segment to be named
 MIN_EXCESS = 0.15  # its share of the change above its usual share of the metric
 NOISE_Z = 3.0  # its change against its own day-to-day noise
-WHOLE_Z = 4.5  # the whole change against the metric's: the bar an anomaly clears (ml.detection.THRESHOLD)
+WHOLE_Z = 4.5  # the whole change against the metric's noise, where the detector gave no verdict (a trend, a shift)
 WEEKS = 4  # same weekdays the baseline reads
 MOST = 3  # drivers named at most
 OVERLAP = 1.02  # segments summing past this multiple of the whole overlap: not a split of it
@@ -360,7 +361,7 @@ def explain(change: Change, source: GovernedMetrics) -> Explained:
     whole_days = whole_days[whole_days["tenant"] == change.tenant_id]
     judged = np.isfinite(change.score)
     whole_series = whole_days.assign(segment="all").rename(columns={metric: "value"})
-    if (judged and abs(change.score) < WHOLE_Z) or (not judged and not beyond_noise(whole_series, change)):
+    if (judged and abs(change.score) < THRESHOLD) or (not judged and not beyond_noise(whole_series, change)):
         return Explained(pd.DataFrame(columns=DRIVER_COLUMNS),
                          f"The change is within the usual ups and downs of {label.lower()}: nothing stands out "
                          "to break down.")

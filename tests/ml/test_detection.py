@@ -56,7 +56,8 @@ def test_a_drop_to_zero_neither_widens_the_noise_nor_lowers_the_forecasts_after_
     # as if the day had been ordinary (refits on a history that differs by one day move them a little)
     ratio = dropped.loc[later, "scale"] / clean.loc[later, "scale"]
     assert abs(ratio.median() - 1) < 0.1 and ratio.max() < 1.25
-    assert np.allclose(dropped.loc[later, "expected"], clean.loc[later, "expected"], rtol=0.05)
+    for forecast in ("expected_model", "expected_weekday"):  # both predictions a day can be judged against
+        assert np.allclose(dropped.loc[later, forecast], clean.loc[later, forecast], rtol=0.05)
 
 
 def test_a_calendar_event_is_expected_named_and_never_an_anomaly():
@@ -100,3 +101,27 @@ def test_explanations_read_as_sentences_for_a_business_reader():
     assert found[found["metric"] == "orders"]["explanation"].str.contains(r"Orders for [^.]* were ").any()
     short = find_insights(metrics_daily(days=21, tenants=2, anomalies=(("t002", 15, "orders", 4.0),)))
     assert short["explanation"].str.contains("tenant t002").any()  # without a name, the id, said as such
+
+
+def schedule(days: int = 98, changed_from: int = 63, anomaly: int = 80) -> pd.DataFrame:
+    """Flights a day: the same count every weekday (one more or fewer on a day in three, so the
+    MAD of the errors is zero), Saturdays cut from 270 to 230 for good from `changed_from`, and one
+    day 30 flights short at `anomaly`."""
+    dates = pd.date_range(end="2026-10-31", periods=days, freq="D")
+    y = np.array([300.0, 290, 295, 305, 310, 270, 300])[dates.day_of_week]
+    y += np.random.default_rng(1).choice([-1.0, 0, 0, 0, 0, 1], days)
+    y[(np.arange(days) >= changed_from) & (dates.day_of_week == 5)] -= 40
+    y[anomaly] -= 30
+    return pd.DataFrame({"unique_id": "departures", "ds": dates, "y": y, "metric": "departures", "nonneg": True,
+                         "counts": False, "event": "", "tenant_id": "", "event_name": ""})
+
+
+def test_a_schedule_is_followed_exactly_and_a_changed_weekday_is_a_lasting_move():
+    """A series forecast to the flight for weeks still has a noise (one step of its values), and a
+    weekday cut for good is a new schedule, not an anomaly every week after it."""
+    panel = schedule()
+    found = detection.judge(panel, SETUP).set_index("ds")
+    flagged = found[(found["score"].abs() >= detection.THRESHOLD) & ~found["shift"]]
+    assert list(flagged.index) == [panel["ds"][80]] and flagged["score"].iloc[0] < 0
+    saturdays = found[(found.index >= panel["ds"][63]) & (found.index.day_of_week == 5)]
+    assert saturdays["shift"].iloc[:2].all() and abs(saturdays["score"].iloc[-1]) < detection.THRESHOLD
