@@ -55,10 +55,46 @@ def test_a_segment_with_no_volume_before_is_new_and_its_share_needs_no_division_
     assert bool(brazil["is_new"]) and brazil["usual_share"] == 0.0 and brazil["share"] == pytest.approx(1.0)
     assert np.isfinite(parts[["share", "usual_share", "noise_ratio"]].to_numpy()).all()
     sentence = drivers.segment_sentence("Orders", None, 60.0, "country", drivers.standing_out(parts), per_day=False)
-    assert sentence == "100% of the rise is country BR, which is new: none in the weeks before, 60 now."
+    assert sentence == "100% of the rise is country Brazil, which is new: none in the weeks before, 60 now."
     # nothing at all before, in any segment: every part is new, and nothing is divided by zero
     empty = drivers.decompose(pd.Series({"US": 5.0}), pd.Series({"US": 0.0}), pd.Series(dtype=float), 5.0, 0.0)
     assert bool(empty["is_new"].iloc[0]) and empty["share"].iloc[0] == pytest.approx(1.0)
+
+
+DEVICE_BY_COUNTRY = drivers.Dimension.of(drivers.Dimension("user__device", "device"),
+                                         drivers.Dimension("user__country", "country"))
+
+
+def _cells(changed: dict[str, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Device x country cells of 1,000 a day (mobile half of every country), some of them changed
+    (x their usual value): the decomposition, and the cells a pair of dimensions may name."""
+    usual = pd.Series({f"{d} × {c}": 1000 * p * q for d, p in {"desktop": 0.45, "mobile": 0.47, "tablet": 0.08}.items()
+                       for c, q in {"US": 0.5, "DE": 0.2, "FR": 0.3}.items()})
+    current = usual * pd.Series(changed).reindex(usual.index).fillna(1.0)
+    parts = drivers.decompose(current, usual, np.sqrt(usual), float(current.sum()), float(usual.sum()))
+    return parts, drivers.confined(parts, drivers.standing_out(parts))
+
+
+def test_a_cell_of_two_dimensions_is_named_only_when_it_explains_the_change_far_better_than_either():
+    # mobile users in Germany all gone: the cell, in words, with its share; the statistics in its row
+    parts, named = _cells({"mobile × DE": 0.0})
+    assert named["segment"].tolist() == ["mobile × DE"] and named["share"].iloc[0] == pytest.approx(1.0)
+    assert drivers.segment_sentence("Sessions", None, -94.0, DEVICE_BY_COUNTRY, named, per_day=False) == (
+        "100% of the drop is device mobile in Germany, where sessions fell from 94 to 0.")
+    # a tenth of the tablets in Germany (1.6 % of the whole) ten times over: far out of proportion
+    assert _cells({"tablet × DE": 10.0})[1]["segment"].tolist() == ["tablet × DE"]
+    # all of Germany down alike: mobile in Germany stands out against the whole (47 % of the drop,
+    # 9 % usual), but inside Germany carries only its usual part: "country Germany" says it all
+    parts, named = _cells({"desktop × DE": 0.2, "mobile × DE": 0.2, "tablet × DE": 0.2})
+    assert not drivers.standing_out(parts).empty and named.empty
+    # mobile down in Germany and in France: inside mobile, neither cell carries three quarters
+    assert _cells({"mobile × DE": 0.0, "mobile × FR": 0.0})[1].empty
+    # a cell of 20 a day gone, the rest as usual: named, unless that is within its own ups and downs
+    usual = pd.Series({"a × x": 20.0, "a × y": 480.0, "b × x": 180.0, "b × y": 320.0})
+    current = usual.where(usual.index != "a × x", 0.0)
+    for noise, named in ((2.0, ["a × x"]), (10.0, [])):
+        parts = drivers.decompose(current, usual, pd.Series(noise, index=usual.index), 980.0, 1000.0)
+        assert drivers.confined(parts, parts[parts["segment"] == "a × x"])["segment"].tolist() == named
 
 
 def test_components_split_a_product_in_logarithms():
@@ -127,6 +163,57 @@ def test_ordinary_days_name_no_driver(governed):
                 if result.top is not None:
                     named.append((tenant_id, day, metric, result.sentence))
     assert explained >= 150 and named == []
+
+
+def _more_sessions(connection, tenant: str, day: date, users: str, each: int) -> None:
+    """`each` more sessions on `day` for each user of `tenant` that `users` (a condition on
+    marts.dim_users) selects: copies of one of the tenant's sessions of that day."""
+    connection.execute(f"""
+        insert into marts.fct_sessions by name
+        select s.* replace (s.session_key || '-' || u.user_id || '-' || n.i as session_key, u.user_id as user_id,
+                            false as is_anonymous, u.device as device, u.country as country)
+        from (select * from marts.fct_sessions where tenant_id = $tenant and session_date = $day limit 1) as s,
+             (select * from marts.dim_users where tenant_id = $tenant and {users}) as u, range({each}) as n(i)
+    """, {"tenant": tenant, "day": day})
+
+
+def test_a_change_confined_to_one_device_in_one_country_is_named_through_metricflow_grouped_by_both(
+        main_run, tmp_path):
+    """On a copy of the tiny run's warehouse, sessions pushed up on one day: for the mobile users in
+    Germany of a tenant (the cell is named, in words), then for all its users in Germany alike (the
+    country is named, not a cell). Each inside a transaction rolled back after it."""
+    data_dir, _ = main_run
+    copy = tmp_path / DataLayout(data_dir).warehouse.name  # the catalog MetricFlow's SQL names
+    copy.write_bytes(DataLayout(data_dir).warehouse.read_bytes())
+    connection = duckdb.connect(str(copy))
+    engine = engine_on(DuckDbReader(connection, in_transaction=True), SEMANTIC_MANIFEST)
+    tenant, day = connection.execute("""
+        select tenant_id, max(session_date) from marts.fct_sessions join marts.dim_users as u using (tenant_id, user_id)
+        where u.device = 'mobile' and u.country = 'DE' group by 1 order by count(distinct user_id) desc limit 1
+        """).fetchone()
+    usual = connection.execute("select count(*) from marts.fct_sessions where tenant_id = ? and session_date = ?",
+                               [tenant, day]).fetchone()[0]
+    found = {}
+    for case, users in (("cell", "device = 'mobile' and country = 'DE'"), ("country", "country = 'DE'")):
+        connection.begin()
+        _more_sessions(connection, tenant, day, users, 12)
+        now = connection.execute("select count(*) from marts.fct_sessions where tenant_id = ? and session_date = ?",
+                                 [tenant, day]).fetchone()[0]
+        source = drivers.GovernedMetrics(engine)
+        found[case] = drivers.explain(_change("sessions", float(now), float(usual), tenant, day), source)
+        connection.rollback()
+    assert found["cell"].cell == (("country", "DE"), ("device", "mobile"))  # the dimensions in their names' order
+    assert found["cell"].place == "device mobile in Germany"
+    assert re.match(r"\d+% of the rise is device mobile in Germany, where sessions rose from \d+ to \d+\.",
+                    found["cell"].sentence), found["cell"].sentence
+    row = found["cell"].drivers.iloc[0]
+    assert (row["driver_kind"], row["dimension"], row["dimension_label"], row["segment"]) == (
+        "segment", "user__country × user__device", "country × device", "DE × mobile")
+    assert row["share"] >= drivers.MIN_SHARE and row["noise_ratio"] >= drivers.NOISE_Z
+    # the whole country alike: Germany, and no cell of it
+    assert found["country"].cell == (("country", "DE"),) and found["country"].place == "country Germany"
+    assert "country Germany" in found["country"].sentence and "×" not in found["country"].sentence
+    connection.close()
 
 
 def test_the_main_run_writes_insights_drivers_and_relationships_as_marts_and_governed_metrics(governed):
