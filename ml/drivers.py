@@ -20,7 +20,9 @@ is its part of the change in logarithms (a product's logarithm is the sum of its
 Two dimensions at once: a change confined to one cell of two dimensions of the same semantic model
 (mobile users in Germany) is split over the cells of the pair the same way, and the cell is named
 instead of a single segment only when it explains the change far better than either of its two
-dimensions alone (`confined`, whose docstring says by what margin and why). Only pairs of one
+dimensions alone (`confined`, whose docstring says by what margin and why) and explains at least as
+much beyond its usual size as the best single dimension's segments (a new cell of five errors does
+not displace "device tablet" that carries all the rise). Only pairs of one
 semantic model (the user's device x the user's country, not the user's device x the order's status:
 one join, no fan-out) and of dimensions that split the metric on their own are tried: a few more
 queries per metric, each grouped by the two dimensions, none per anomaly.
@@ -192,18 +194,24 @@ def confined(cells: pd.DataFrame, named: pd.DataFrame) -> pd.DataFrame:
     bar is a single segment's: a small cell moves a lot by chance, and is judged by its own ups and
     downs. A change confined to mobile users in Germany clears the bar in both directions: inside
     Germany it carries nearly all the change against mobile's half, inside mobile nearly all of it
-    against Germany's tenth."""
+    against Germany's tenth. A segment new that day (no volume before) has no usual parts: the cell's
+    part of it is taken as its other value's usual share of the whole, as if the two were independent
+    (so errors new in Germany are "Germany", not "errors of type error in Germany")."""
     values = cells["segment"].str.split(SEPARATOR, regex=False)
     keep = []
     for cell in named.itertuples():
         ok = True
-        for position, value in enumerate(cell.segment.split(SEPARATOR)):
+        pair = cell.segment.split(SEPARATOR)
+        for position, value in enumerate(pair):
             segment = cells[values.str[position] == value]
             change, usual = float(segment["change"].sum()), float(segment["usual_share"].sum())
             if change == 0 or np.sign(change) != np.sign(cell.change):
                 ok = False
                 break
-            part = cell.usual_share / usual if usual > 0 else 0.0  # the cell's usual part of its segment
+            # the cell's usual part of its segment; of a segment new that day, its other value's usual
+            # share of the whole (a new country's errors are not "errors in Germany" by being new)
+            other = float(cells.loc[values.str[1 - position] == pair[1 - position], "usual_share"].sum())
+            part = cell.usual_share / usual if usual > 0 else other
             carried = cell.change / change
             beyond = abs(cell.change - part * change) / cell.noise if cell.noise > 0 else np.inf
             ok = carried >= PAIR_OF_PARENT and carried - part >= PAIR_MARGIN and beyond >= NOISE_Z
@@ -489,14 +497,13 @@ def explain(change: Change, source: GovernedMetrics) -> Explained:
                          f"The change is within the usual ups and downs of {label.lower()}: nothing stands out "
                          "to break down.")
     dimensions = splitting(source, metric, change)
-    # the single dimension that explains most; then a pair of them, which wins only by `confined`'s margin
+    # the single dimension that explains most; then a pair of them, which must explain at least as
+    # much beyond its usual size with cells far narrower than their segments (`confined`)
     for candidates in (dimensions, pairs(dimensions)):
-        found = None
         for dimension in candidates:
             result = _standing_out(change, source, metric, dimension)
-            if result is not None and (found is None or result[0] > found[0]):
-                found = (result[0], dimension, result[1], result[2])
-        best = found or best
+            if result is not None and (best is None or result[0] > best[0]):
+                best = (result[0], dimension, result[1], result[2])
     if best is not None:
         _, dimension, named, signed = best
         for rank, part in enumerate(named.itertuples(), start=1):
