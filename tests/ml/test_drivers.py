@@ -21,9 +21,10 @@ import pytest
 from ingestion.paths import DataLayout
 from ml import correlations, drivers, priorities
 from reports import messages
-from semantic.metricflow_engine import engine_on
+from semantic.metricflow_engine import engine_on, engine_on_warehouse
 from semantic.publication import DuckDbReader
 from semantic.settings import SEMANTIC_MANIFEST
+from semantic.warehouse import Warehouse
 from tests.ml.test_detection import JARGON
 
 
@@ -165,43 +166,50 @@ def test_ordinary_days_name_no_driver(governed):
     assert explained >= 150 and named == []
 
 
-def _more_sessions(connection, tenant: str, day: date, users: str, each: int) -> None:
+SESSION_COLUMNS = ("tenant_id", "visitor_id", "client_session_id", "started_at", "ended_at", "session_date",
+                   "duration_seconds", "event_count", "page_views", "has_add_to_cart", "has_checkout_started",
+                   "is_converted", "orders", "revenue")
+
+
+def more_sessions(warehouse, tenant: str, day: date, users: str, each: int) -> None:
     """`each` more sessions on `day` for each user of `tenant` that `users` (a condition on
-    marts.dim_users) selects: copies of one of the tenant's sessions of that day."""
-    connection.execute(f"""
-        insert into marts.fct_sessions by name
-        select s.* replace (s.session_key || '-' || u.user_id || '-' || n.i as session_key, u.user_id as user_id,
-                            false as is_anonymous, u.device as device, u.country as country)
-        from (select * from marts.fct_sessions where tenant_id = $tenant and session_date = $day limit 1) as s,
-             (select * from marts.dim_users where tenant_id = $tenant and {users}) as u, range({each}) as n(i)
-    """, {"tenant": tenant, "day": day})
+    marts.dim_users) selects: copies of one of the tenant's sessions of that day, on any engine
+    (`semantic.warehouse.Warehouse`)."""
+    numbers = ", ".join(f"({i})" for i in range(each))
+    warehouse.execute(f"""
+        insert into marts.fct_sessions
+            (session_key, user_id, is_anonymous, device, country, {", ".join(SESSION_COLUMNS)})
+        select 'pushed-' || s.session_key || '-' || u.user_id || '-' || cast(n.i as varchar), u.user_id, false,
+               u.device, u.country, {", ".join(f"s.{c}" for c in SESSION_COLUMNS)}
+        from (select * from marts.fct_sessions where tenant_id = ? and session_date = ? limit 1) as s
+        cross join (select * from marts.dim_users where tenant_id = ? and {users}) as u
+        cross join (values {numbers}) as n(i)
+    """, [tenant, day, tenant])
 
 
-def test_a_change_confined_to_one_device_in_one_country_is_named_through_metricflow_grouped_by_both(
-        main_run, tmp_path):
-    """On a copy of the tiny run's warehouse, sessions pushed up on one day: for the mobile users in
-    Germany of a tenant (the cell is named, in words), then for all its users in Germany alike (the
-    country is named, not a cell). Each inside a transaction rolled back after it."""
-    data_dir, _ = main_run
-    copy = tmp_path / DataLayout(data_dir).warehouse.name  # the catalog MetricFlow's SQL names
-    copy.write_bytes(DataLayout(data_dir).warehouse.read_bytes())
-    connection = duckdb.connect(str(copy))
-    engine = engine_on(DuckDbReader(connection, in_transaction=True), SEMANTIC_MANIFEST)
-    tenant, day = connection.execute("""
-        select tenant_id, max(session_date) from marts.fct_sessions join marts.dim_users as u using (tenant_id, user_id)
-        where u.device = 'mobile' and u.country = 'DE' group by 1 order by count(distinct user_id) desc limit 1
-        """).fetchone()
-    usual = connection.execute("select count(*) from marts.fct_sessions where tenant_id = ? and session_date = ?",
-                               [tenant, day]).fetchone()[0]
+def sessions_pushed_into_one_cell(warehouse) -> dict[str, drivers.Explained]:
+    """On a warehouse whose open transaction the caller rolls back: sessions of the tenant with the
+    most mobile users in Germany pushed up on its last day, for those users ("cell"), then (the
+    first undone) for all its users in Germany alike ("country"); each change explained through
+    MetricFlow on the warehouse, as the insights asset does (`engine_on_warehouse`)."""
+    (tenant, day), = warehouse.rows("""
+        select s.tenant_id, max(s.session_date) from marts.fct_sessions as s
+        join marts.dim_users as u on s.tenant_id = u.tenant_id and s.user_id = u.user_id
+        where u.device = 'mobile' and u.country = 'DE' group by 1 order by count(distinct s.user_id) desc, 1 limit 1""")
+    count = "select count(*) from marts.fct_sessions where tenant_id = ? and session_date = ?"
+    (usual,), = warehouse.rows(count, [tenant, day])
+    engine = engine_on_warehouse(warehouse, SEMANTIC_MANIFEST)
     found = {}
     for case, users in (("cell", "device = 'mobile' and country = 'DE'"), ("country", "country = 'DE'")):
-        connection.begin()
-        _more_sessions(connection, tenant, day, users, 12)
-        now = connection.execute("select count(*) from marts.fct_sessions where tenant_id = ? and session_date = ?",
-                                 [tenant, day]).fetchone()[0]
-        source = drivers.GovernedMetrics(engine)
-        found[case] = drivers.explain(_change("sessions", float(now), float(usual), tenant, day), source)
-        connection.rollback()
+        warehouse.execute("delete from marts.fct_sessions where session_key like 'pushed-%'")
+        more_sessions(warehouse, tenant, day, users, 12)
+        (now,), = warehouse.rows(count, [tenant, day])
+        found[case] = drivers.explain(_change("sessions", float(now), float(usual), tenant, day),
+                                      drivers.GovernedMetrics(engine))
+    return found
+
+
+def assert_the_cell_then_the_country(found: dict[str, drivers.Explained]) -> None:
     assert found["cell"].cell == (("country", "DE"), ("device", "mobile"))  # the dimensions in their names' order
     assert found["cell"].place == "device mobile in Germany"
     assert re.match(r"\d+% of the rise is device mobile in Germany, where sessions rose from \d+ to \d+\.",
@@ -213,7 +221,19 @@ def test_a_change_confined_to_one_device_in_one_country_is_named_through_metricf
     # the whole country alike: Germany, and no cell of it
     assert found["country"].cell == (("country", "DE"),) and found["country"].place == "country Germany"
     assert "country Germany" in found["country"].sentence and "×" not in found["country"].sentence
-    connection.close()
+
+
+def test_a_change_confined_to_one_device_in_one_country_is_named_through_metricflow_grouped_by_both(
+        main_run, tmp_path):
+    """On a copy of the tiny run's warehouse, in a transaction rolled back: the mobile users in
+    Germany pushed up are named as that cell, in words; all of Germany pushed up alike, as the country."""
+    data_dir, _ = main_run
+    copy = tmp_path / DataLayout(data_dir).warehouse.name  # the catalog MetricFlow's SQL names
+    copy.write_bytes(DataLayout(data_dir).warehouse.read_bytes())
+    with duckdb.connect(str(copy)) as connection:
+        connection.begin()
+        assert_the_cell_then_the_country(sessions_pushed_into_one_cell(Warehouse(connection, "duckdb")))
+        connection.rollback()
 
 
 def test_the_main_run_writes_insights_drivers_and_relationships_as_marts_and_governed_metrics(governed):
