@@ -20,9 +20,9 @@ is its part of the change in logarithms (a product's logarithm is the sum of its
 Two dimensions at once: a change confined to one cell of two dimensions of the same semantic model
 (mobile users in Germany) is split over the cells of the pair the same way, and the cell is named
 instead of a single segment only when it explains the change far better than either of its two
-dimensions alone (`confined`, whose docstring says by what margin and why) and explains at least as
-much beyond its usual size as the best single dimension's segments (a new cell of five errors does
-not displace "device tablet" that carries all the rise). Only pairs of one
+dimensions alone (`confined`, whose docstring says by what margin and why) and carries at least
+three quarters of what the best single dimension's segments carry (a cell holding 40 % of a rise
+does not displace "device tablet" that carries all of it). Only pairs of one
 semantic model (the user's device x the user's country, not the user's device x the order's status:
 one join, no fan-out) and of dimensions that split the metric on their own are tried: a few more
 queries per metric, each grouped by the two dimensions, none per anomaly.
@@ -55,7 +55,8 @@ WEEKS = 4  # same weekdays the baseline reads
 MOST = 3  # drivers named at most
 OVERLAP = 1.02  # segments summing past this multiple of the whole overlap: not a split of it
 # a cell of two dimensions is named instead of a single segment when, inside each of its two single
-# segments, it carries this much of the segment's change, and this much more than its usual part (`confined`)
+# segments, it carries this much of the segment's change, and this much more than its usual part
+# (`confined`), and this much of what the best single dimension's segments carry of the whole
 PAIR_OF_PARENT = 0.75
 PAIR_MARGIN = 0.25
 SEPARATOR = " × "  # between the two dimensions (and the two values) of a cell
@@ -219,6 +220,12 @@ def confined(cells: pd.DataFrame, named: pd.DataFrame) -> pd.DataFrame:
                 break
         keep.append(ok)
     return named[np.array(keep, dtype=bool)] if len(named) else named
+
+
+def pair_wins(single: pd.DataFrame | None, cells: pd.DataFrame) -> bool:
+    """Whether a pair's named cells (`confined` already) are named instead of the best single
+    dimension's segments: they must carry at least `PAIR_OF_PARENT` of the change those carry."""
+    return single is None or cells["share"].sum() >= PAIR_OF_PARENT * single["share"].sum()
 
 
 def segment_values(daily: pd.DataFrame, change: Change) -> tuple[pd.Series, pd.Series, pd.Series]:
@@ -478,6 +485,14 @@ def _standing_out(change: Change, source: GovernedMetrics, metric: str, dimensio
     return float((named["share"] - named["usual_share"]).sum()), named, signed
 
 
+def _strongest(change: Change, source: GovernedMetrics, metric: str, dimensions: list[Dimension]):
+    """(score, dimension, named segments, signed whole change) of the dimension whose segments stand
+    out most, or None."""
+    found = [(result[0], dimension, result[1], result[2]) for dimension in dimensions
+             if (result := _standing_out(change, source, metric, dimension)) is not None]
+    return max(found, key=lambda one: one[0], default=None)
+
+
 def explain(change: Change, source: GovernedMetrics) -> Explained:
     """The drivers of one change, and the sentence that names them."""
     metric = METRIC_OF_SERIES.get(change.metric, change.metric)
@@ -487,7 +502,6 @@ def explain(change: Change, source: GovernedMetrics) -> Explained:
     per_day = len(change.days) > 1
     whole = change.actual - (change.expected if np.isfinite(change.expected) else 0.0)
     rows: list[dict] = []
-    best = None
     whole_days = source.daily((metric,))
     whole_days = whole_days[whole_days["tenant"] == change.tenant_id]
     judged = np.isfinite(change.score)
@@ -497,13 +511,11 @@ def explain(change: Change, source: GovernedMetrics) -> Explained:
                          f"The change is within the usual ups and downs of {label.lower()}: nothing stands out "
                          "to break down.")
     dimensions = splitting(source, metric, change)
-    # the single dimension that explains most; then a pair of them, which must explain at least as
-    # much beyond its usual size with cells far narrower than their segments (`confined`)
-    for candidates in (dimensions, pairs(dimensions)):
-        for dimension in candidates:
-            result = _standing_out(change, source, metric, dimension)
-            if result is not None and (best is None or result[0] > best[0]):
-                best = (result[0], dimension, result[1], result[2])
+    # the single dimension that explains most, and the pair; the pair's cells are far narrower than
+    # their segments (`confined`), and win if they carry about as much of the change (`PAIR_OF_PARENT`)
+    single, pair = (_strongest(change, source, metric, dimensions),
+                    _strongest(change, source, metric, pairs(dimensions)))
+    best = pair if pair is not None and pair_wins(single[2] if single else None, pair[2]) else single
     if best is not None:
         _, dimension, named, signed = best
         for rank, part in enumerate(named.itertuples(), start=1):

@@ -90,6 +90,21 @@ def test_a_cell_of_two_dimensions_is_named_only_when_it_explains_the_change_far_
     assert not drivers.standing_out(parts).empty and named.empty
     # mobile down in Germany and in France: inside mobile, neither cell carries three quarters
     assert _cells({"mobile × DE": 0.0, "mobile × FR": 0.0})[1].empty
+    # Germany had no errors before: the cell's part of it is mobile's share of the whole (half), so
+    # errors now all from mobile users in Germany are that cell; of a dimension with one value
+    # (errors are all of event type "error"), the cell is the country itself, and not named
+    usual = pd.Series({"US × mobile": 10.0, "US × desktop": 10.0})
+    parts = drivers.decompose(pd.Series({"US × mobile": 10.0, "US × desktop": 10.0, "DE × mobile": 23.0}), usual,
+                              pd.Series(1.0, index=usual.index), 43.0, 20.0)
+    assert drivers.confined(parts, drivers.standing_out(parts))["segment"].tolist() == ["DE × mobile"]
+    parts = drivers.decompose(pd.Series({"US × error": 20.0, "DE × error": 23.0}), pd.Series({"US × error": 20.0}),
+                              pd.Series({"US × error": 1.0}), 43.0, 20.0)
+    assert not drivers.standing_out(parts).empty and drivers.confined(parts, drivers.standing_out(parts)).empty
+    # named only if it carries about as much as the best single dimension: not 43 % of a rise that
+    # "device tablet" carries whole
+    assert not drivers.pair_wins(pd.DataFrame({"share": [0.97]}), pd.DataFrame({"share": [0.43]}))
+    assert drivers.pair_wins(pd.DataFrame({"share": [0.99]}), pd.DataFrame({"share": [0.96]}))
+    assert drivers.pair_wins(None, pd.DataFrame({"share": [0.4]}))
     # a cell of 20 a day gone, the rest as usual: named, unless that is within its own ups and downs
     usual = pd.Series({"a × x": 20.0, "a × y": 480.0, "b × x": 180.0, "b × y": 320.0})
     current = usual.where(usual.index != "a × x", 0.0)
