@@ -227,7 +227,7 @@ def sessions_pushed_into_one_cell(warehouse) -> dict[str, drivers.Explained]:
 def assert_the_cell_then_the_country(found: dict[str, drivers.Explained]) -> None:
     assert found["cell"].cell == (("country", "DE"), ("device", "mobile"))  # the dimensions in their names' order
     assert found["cell"].place == "device mobile in Germany"
-    assert re.match(r"\d+% of the rise is device mobile in Germany, where sessions rose from \d+ to \d+\.",
+    assert re.fullmatch(r"\d+% of the rise is device mobile in Germany, where sessions rose from [\d.,]+ to [\d.,]+\.",
                     found["cell"].sentence), found["cell"].sentence
     row = found["cell"].drivers.iloc[0]
     assert (row["driver_kind"], row["dimension"], row["dimension_label"], row["segment"]) == (
