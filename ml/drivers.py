@@ -465,6 +465,19 @@ def pairs(dimensions: list[Dimension]) -> list[Dimension]:
             if a.name.split("__")[0] == b.name.split("__")[0]]
 
 
+def varied(source: GovernedMetrics, metric: str, change: Change, dimensions: list[Dimension]) -> list[Dimension]:
+    """The dimensions with more than one segment on the change's days for its tenant: a dimension of
+    one value (errors are all of event type "error") adds nothing to a pair but a query."""
+    days = set(change.days) | set(change.baseline_days)
+    kept = []
+    for dimension in dimensions:
+        daily = source.daily((metric,), dimension.name)
+        mine = daily[(daily["tenant"] == change.tenant_id) & daily["day"].isin(days) & (daily[metric] != 0)]
+        if mine["segment"].nunique() > 1:
+            kept.append(dimension)
+    return kept
+
+
 def _standing_out(change: Change, source: GovernedMetrics, metric: str, dimension: Dimension):
     """The segments of one dimension (or cells of a pair) that stand out, their score (how far they
     stand out: their shares above their usual shares) and the signed whole change; None if none."""
@@ -514,7 +527,7 @@ def explain(change: Change, source: GovernedMetrics) -> Explained:
     # the single dimension that explains most, and the pair; the pair's cells are far narrower than
     # their segments (`confined`), and win if they carry about as much of the change (`PAIR_OF_PARENT`)
     single, pair = (_strongest(change, source, metric, dimensions),
-                    _strongest(change, source, metric, pairs(dimensions)))
+                    _strongest(change, source, metric, pairs(varied(source, metric, change, dimensions))))
     best = pair if pair is not None and pair_wins(single[2] if single else None, pair[2]) else single
     if best is not None:
         _, dimension, named, signed = best
