@@ -122,8 +122,7 @@ def main() -> None:
             print(f"  {r['tenant_id']} {r['date']} {r['metric']} {r['kind']} in {where(r['segment'])}: not detected")
             continue
         print(f"  {r['tenant_id']} {r['date']} {r['metric']} {r['kind']} in {where(r['segment'])}: drivers name "
-              f"{r['named']} "
-              f"({'right' if r['correct'] else 'WRONG'}); largest segment {r['baseline']} "
+              f"{r['named']} ({'right' if r['correct'] else 'WRONG'}); largest segment {r['baseline']} "
               f"({'right' if r['baseline_correct'] else 'wrong'})\n      {r['sentence']}")
     if found:
         accuracy = np.mean([r["correct"] for r in found])
@@ -132,7 +131,7 @@ def main() -> None:
               f"{np.mean([r['baseline_correct'] for r in found]):.0%} "
               f"({sum(r['baseline_correct'] for r in found)}/{len(found)})")
         cells = [r for r in found if "within" in r["segment"]]
-        print(f"  of them injected into a cell of two dimensions (device x country): {len(cells)}, named as that "
+        print(f"  of them injected into a cell of two dimensions: {len(cells)}, named as that "
               f"cell by the drivers {sum(r['correct'] for r in cells)}/{len(cells)}, by the baseline "
               f"{sum(r['baseline_correct'] for r in cells)}/{len(cells)}; injected cells the detector missed: "
               f"{sum('within' in r['segment'] for r in rows if not r['detected'])}")
