@@ -17,9 +17,22 @@ semantic model defines it (acquisition cost = spend / new users), or the factors
 in `config.meta.components` (revenue = completed orders x average order value). Each factor's share
 is its part of the change in logarithms (a product's logarithm is the sum of its factors').
 
+Two dimensions at once: a change confined to one cell of two dimensions of the same semantic model
+(mobile users in Germany) is split over the cells of the pair the same way, and the cell is named
+instead of a single segment only when it explains the change far better than either of its two
+dimensions alone (`confined`, whose docstring says by what margin and why) and carries at least
+three quarters of what the best single dimension's segments carry (a cell holding 40 % of a rise
+does not displace "device tablet" that carries all of it). Only pairs of one
+semantic model (the user's device x the user's country, not the user's device x the order's status:
+one join, no fan-out) and of dimensions that split the metric on their own are tried: a few more
+queries per metric, each grouped by the two dimensions, none per anomaly.
+
+Sentences name what a business reader knows: a country by its name (Germany, not DE), the
+dimension beside its value ("device mobile in Germany"); the statistics are in the driver rows.
+
 Every number comes through the semantic layer (MetricFlow on the governed definitions,
-`semantic.metricflow_engine`): one query per metric (or set of components) and dimension, for all
-tenants and days at once, so explaining one more anomaly of the same metric costs no query.
+`semantic.metricflow_engine`): one query per metric (or set of components) and dimension (or pair),
+for all tenants and days at once, so explaining one more anomaly of the same metric costs no query.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from datetime import date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import pycountry
 
 from ml.detection import THRESHOLD
 from ml.series import TOTAL
@@ -41,6 +55,12 @@ WHOLE_Z = 4.5  # the whole change against the metric's noise, where the detector
 WEEKS = 4  # same weekdays the baseline reads
 MOST = 3  # drivers named at most
 OVERLAP = 1.02  # segments summing past this multiple of the whole overlap: not a split of it
+# a cell of two dimensions is named instead of a single segment when, inside each of its two single
+# segments, it carries this much of the segment's change, and this much more than its usual part
+# (`confined`), and this much of what the best single dimension's segments carry of the whole
+PAIR_OF_PARENT = 0.75
+PAIR_MARGIN = 0.25
+SEPARATOR = " × "  # between the two dimensions (and the two values) of a cell
 DAY = "metric_time__day"
 TENANT = "tenant"
 # the governed metric each series of `marts.metrics_daily` (ml.series.METRICS) is
@@ -54,8 +74,18 @@ DRIVER_COLUMNS = ["insight_key", "tenant_id", "metric", "date_day", "driver_kind
 
 @dataclass(frozen=True)
 class Dimension:
-    name: str  # the group-by name (`user__device`)
-    label: str  # for people ("device")
+    name: str  # the group-by name (`user__device`; a pair's: `user__device × user__country`)
+    label: str  # for people ("device"; a pair's: "device × country")
+    pair: tuple[Dimension, ...] = ()  # a pair's two dimensions; empty for one
+
+    @property
+    def group_by(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.pair) if self.pair else (self.name,)
+
+    @staticmethod
+    def of(first: Dimension, second: Dimension) -> Dimension:
+        return Dimension(first.name + SEPARATOR + second.name, first.label + SEPARATOR + second.label,
+                         (first, second))
 
 
 @dataclass(frozen=True)
@@ -80,6 +110,9 @@ class Explained:
     sentence: str  # the segments and components, in words ("" when there is nothing to say)
     top: tuple[str, str] | None = None  # (dimension label, segment) of the first driver
     rows: list[dict] = field(default_factory=list)
+    # the first driver's segment: ((dimension label, value), ...), one pair per dimension, and in words
+    cell: tuple[tuple[str, str], ...] = ()
+    place: str = ""
 
 
 def change_of(insight: Mapping) -> Change | None:
@@ -134,6 +167,7 @@ def decompose(current: pd.Series, usual: pd.Series, noise: pd.Series, actual: fl
     return pd.DataFrame({"segment": segments.astype(str), "actual": current.to_numpy(), "expected": part.to_numpy(),
                          "change": change.to_numpy(), "share": share.to_numpy(),
                          "usual_share": usual_share.to_numpy(), "noise_ratio": noise_ratio.to_numpy(),
+                         "noise": np.maximum(noise, floor).to_numpy(),
                          "is_new": (usual <= 0).to_numpy() & (current > 0).to_numpy()})
 
 
@@ -142,6 +176,57 @@ def standing_out(parts: pd.DataFrame) -> pd.DataFrame:
     keep = ((parts["share"] >= MIN_SHARE) & (parts["share"] - parts["usual_share"] >= MIN_EXCESS)
             & (parts["noise_ratio"] >= NOISE_Z))
     return parts[keep].sort_values("share", ascending=False).head(MOST)
+
+
+def confined(cells: pd.DataFrame, named: pd.DataFrame) -> pd.DataFrame:
+    """The named cells of a pair of dimensions (`named`, from `standing_out(cells)`; `cells` is the
+    pair's whole decomposition, each segment "value × value") that explain the change far better than
+    either dimension alone: inside each of its two single segments (mobile; Germany) the cell carries
+    at least `PAIR_OF_PARENT` of that segment's change, at least `PAIR_MARGIN` more than its usual
+    part of the segment, and that excess is beyond `NOISE_Z` times the cell's own noise.
+
+    Why this margin: a cell inside a segment that stands out stands out too (mobile users in Germany
+    when all of Germany dropped), so standing out is not enough. A change spread over Germany's
+    devices leaves mobile about its usual part of Germany's change (about half: mobile is half of
+    Germany's users), and "Germany" says all there is; the cell would only cut it further at random.
+    The 25 points are `MIN_SHARE`'s quarter, the bar a segment clears against the whole change,
+    applied one level down, against its own segment's change; the three quarters keep a cell from
+    being named while a quarter or more of its segment's change lies elsewhere in the segment
+    (mobile in Germany and in France both dropping is "mobile", not "mobile in Germany"). The noise
+    bar is a single segment's: a small cell moves a lot by chance, and is judged by its own ups and
+    downs. A change confined to mobile users in Germany clears the bar in both directions: inside
+    Germany it carries nearly all the change against mobile's half, inside mobile nearly all of it
+    against Germany's tenth. A segment new that day (no volume before) has no usual parts: the cell's
+    part of it is taken as its other value's usual share of the whole, as if the two were independent
+    (so errors new in Germany are "Germany", not "errors of type error in Germany")."""
+    values = cells["segment"].str.split(SEPARATOR, regex=False)
+    keep = []
+    for cell in named.itertuples():
+        ok = True
+        pair = cell.segment.split(SEPARATOR)
+        for position, value in enumerate(pair):
+            segment = cells[values.str[position] == value]
+            change, usual = float(segment["change"].sum()), float(segment["usual_share"].sum())
+            if change == 0 or np.sign(change) != np.sign(cell.change):
+                ok = False
+                break
+            # the cell's usual part of its segment; of a segment new that day, its other value's usual
+            # share of the whole (a new country's errors are not "errors in Germany" by being new)
+            other = float(cells.loc[values.str[1 - position] == pair[1 - position], "usual_share"].sum())
+            part = cell.usual_share / usual if usual > 0 else other
+            carried = cell.change / change
+            beyond = abs(cell.change - part * change) / cell.noise if cell.noise > 0 else np.inf
+            ok = carried >= PAIR_OF_PARENT and carried - part >= PAIR_MARGIN and beyond >= NOISE_Z
+            if not ok:
+                break
+        keep.append(ok)
+    return named[np.array(keep, dtype=bool)] if len(named) else named
+
+
+def pair_wins(single: pd.DataFrame | None, cells: pd.DataFrame) -> bool:
+    """Whether a pair's named cells (`confined` already) are named instead of the best single
+    dimension's segments: they must carry at least `PAIR_OF_PARENT` of the change those carry."""
+    return single is None or cells["share"].sum() >= PAIR_OF_PARENT * single["share"].sum()
 
 
 def segment_values(daily: pd.DataFrame, change: Change) -> tuple[pd.Series, pd.Series, pd.Series]:
@@ -216,12 +301,36 @@ def _share(share: float, word: str) -> str:
     return f"{share:.0%} of the {word}" if share <= 1.0 else f"more than the whole {word} ({share:.0%})"
 
 
-def segment_sentence(label: str, fmt: str | None, whole: float, dimension: str, parts: pd.DataFrame,
+def value_name(label: str, value: str) -> str:
+    """A dimension's value as a reader knows it: a country by its name (DE is Germany)."""
+    if label.split()[-1] == "country" and len(value) == 2:
+        found = pycountry.countries.get(alpha_2=value.upper())
+        if found is not None:
+            return getattr(found, "common_name", None) or found.name
+    return value
+
+
+def place(dimension: Dimension | str, segment: str) -> str:
+    """A segment in words: "device mobile", "country Germany"; a cell of two dimensions "device
+    mobile in Germany" (a country last, as a place), else "plan pro and channel search"."""
+    if isinstance(dimension, str):
+        dimension = Dimension(dimension, dimension)
+    dimensions = dimension.pair or (dimension,)
+    values = segment.split(SEPARATOR) if dimension.pair else [segment]
+    said = [(d.label, value_name(d.label, v)) for d, v in zip(dimensions, values, strict=True)]
+    countries = [v for label, v in said if label.split()[-1] == "country"]
+    others = [f"{label} {v}" for label, v in said if label.split()[-1] != "country"]
+    if dimension.pair and countries and others:
+        return " and ".join(others) + " in " + " and ".join(countries)
+    return " and ".join(f"{label} {v}" for label, v in said)
+
+
+def segment_sentence(label: str, fmt: str | None, whole: float, dimension: Dimension | str, parts: pd.DataFrame,
                      per_day: bool) -> str:
     word = "rise" if whole > 0 else "drop"
     said = []
     for part in parts.itertuples():
-        where = f"{dimension} {part.segment}"
+        where = place(dimension, part.segment)
         suffix = " a day" if per_day else ""
         if part.is_new:
             said.append(f"{_share(part.share, word)} is {where}, which is new: none in the weeks before, "
@@ -308,11 +417,13 @@ class GovernedMetrics:
             return [(params.numerator.name, 1), (params.denominator.name, -1)]
         return []
 
-    def daily(self, metrics: tuple[str, ...], dimension: str | None = None) -> pd.DataFrame:
-        """Columns day, tenant, [segment], one per metric; every tenant and day of the window."""
-        key = (metrics, dimension)
+    def daily(self, metrics: tuple[str, ...], dimension: str | tuple[str, ...] | None = None) -> pd.DataFrame:
+        """Columns day, tenant, [segment], one per metric; every tenant and day of the window. Grouped
+        by two dimensions (a tuple), a segment is their values joined by `SEPARATOR`."""
+        dimensions = (dimension,) if isinstance(dimension, str) else tuple(dimension or ())
+        key = (metrics, dimensions)
         if key not in self._frames:
-            group_by = [DAY, TENANT] + ([dimension] if dimension else [])
+            group_by = [DAY, TENANT, *dimensions]
             request = self._request(
                 metric_names=list(metrics), group_by_names=group_by,
                 time_constraint_start=datetime.combine(self.start, datetime.min.time()) if self.start else None,
@@ -320,13 +431,14 @@ class GovernedMetrics:
             table = self.engine.query(request).result_df
             self.queries += 1
             frame = pd.DataFrame(list(table.rows), columns=list(table.column_names))
-            names = {DAY: "day", TENANT: "tenant", **({dimension: "segment"} if dimension else {})}
-            frame = frame.rename(columns=names)
+            frame = frame.rename(columns={DAY: "day", TENANT: "tenant"})
             frame["day"] = pd.to_datetime(frame["day"]).dt.date
             for metric in metrics:
                 frame[metric] = pd.to_numeric(frame[metric], errors="coerce").astype(float).fillna(0.0)
-            if dimension:
-                frame["segment"] = frame["segment"].astype(object).where(frame["segment"].notna(), "(none)").astype(str)
+            if dimensions:
+                values = [frame.pop(d).astype(object) for d in dimensions]
+                values = [v.where(v.notna(), "(none)").astype(str) for v in values]
+                frame["segment"] = values[0].str.cat(values[1:], sep=SEPARATOR) if len(values) > 1 else values[0]
             self._frames[key] = frame
         return self._frames[key]
 
@@ -347,6 +459,54 @@ def splitting(source: GovernedMetrics, metric: str, change: Change) -> list[Dime
     return kept
 
 
+def pairs(dimensions: list[Dimension]) -> list[Dimension]:
+    """The pairs of dimensions of one semantic model (the same entity: `user__device` and
+    `user__country`), each once."""
+    return [Dimension.of(a, b) for i, a in enumerate(dimensions) for b in dimensions[i + 1:]
+            if a.name.split("__")[0] == b.name.split("__")[0]]
+
+
+def varied(source: GovernedMetrics, metric: str, change: Change, dimensions: list[Dimension]) -> list[Dimension]:
+    """The dimensions with more than one segment on the change's days for its tenant: a dimension of
+    one value (errors are all of event type "error") adds nothing to a pair but a query."""
+    days = set(change.days) | set(change.baseline_days)
+    kept = []
+    for dimension in dimensions:
+        daily = source.daily((metric,), dimension.name)
+        mine = daily[(daily["tenant"] == change.tenant_id) & daily["day"].isin(days) & (daily[metric] != 0)]
+        if mine["segment"].nunique() > 1:
+            kept.append(dimension)
+    return kept
+
+
+def _standing_out(change: Change, source: GovernedMetrics, metric: str, dimension: Dimension):
+    """The segments of one dimension (or cells of a pair) that stand out, their score (how far they
+    stand out: their shares above their usual shares) and the signed whole change; None if none."""
+    daily = source.daily((metric,), dimension.group_by)
+    mine = daily[daily["tenant"] == change.tenant_id].rename(columns={metric: "value"})
+    current, usual, noise = segment_values(mine, change)
+    if current.empty and usual.empty:
+        return None
+    anomaly = np.isfinite(change.expected)
+    expected = change.expected if anomaly else float(usual.sum())
+    parts = decompose(current, usual, noise, change.actual if anomaly else float(current.sum()), expected)
+    named = standing_out(parts)
+    if dimension.pair:
+        named = confined(parts, named)
+    if named.empty:
+        return None
+    signed = change.actual - change.expected if anomaly else float(current.sum() - expected)
+    return float((named["share"] - named["usual_share"]).sum()), named, signed
+
+
+def _strongest(change: Change, source: GovernedMetrics, metric: str, dimensions: list[Dimension]):
+    """(score, dimension, named segments, signed whole change) of the dimension whose segments stand
+    out most, or None."""
+    found = [(result[0], dimension, result[1], result[2]) for dimension in dimensions
+             if (result := _standing_out(change, source, metric, dimension)) is not None]
+    return max(found, key=lambda one: one[0], default=None)
+
+
 def explain(change: Change, source: GovernedMetrics) -> Explained:
     """The drivers of one change, and the sentence that names them."""
     metric = METRIC_OF_SERIES.get(change.metric, change.metric)
@@ -356,7 +516,6 @@ def explain(change: Change, source: GovernedMetrics) -> Explained:
     per_day = len(change.days) > 1
     whole = change.actual - (change.expected if np.isfinite(change.expected) else 0.0)
     rows: list[dict] = []
-    best = None
     whole_days = source.daily((metric,))
     whole_days = whole_days[whole_days["tenant"] == change.tenant_id]
     judged = np.isfinite(change.score)
@@ -366,26 +525,18 @@ def explain(change: Change, source: GovernedMetrics) -> Explained:
                          f"The change is within the usual ups and downs of {label.lower()}: nothing stands out "
                          "to break down.")
     dimensions = splitting(source, metric, change)
-    for dimension in dimensions:
-        daily = source.daily((metric,), dimension.name)
-        mine = daily[daily["tenant"] == change.tenant_id].rename(columns={metric: "value"})
-        current, usual, noise = segment_values(mine, change)
-        if current.empty and usual.empty:
-            continue
-        expected = change.expected if np.isfinite(change.expected) else float(usual.sum())
-        parts = decompose(current, usual, noise, change.actual if np.isfinite(change.expected) else
-                          float(current.sum()), expected)
-        named = standing_out(parts)
-        score = float((named["share"] - named["usual_share"]).sum()) if not named.empty else 0.0
-        if not named.empty and (best is None or score > best[0]):
-            best = (score, dimension, named, whole if np.isfinite(change.expected) else float(current.sum() - expected))
+    # the single dimension that explains most, and the pair; the pair's cells are far narrower than
+    # their segments (`confined`), and win if they carry about as much of the change (`PAIR_OF_PARENT`)
+    single, pair = (_strongest(change, source, metric, dimensions),
+                    _strongest(change, source, metric, pairs(varied(source, metric, change, dimensions))))
+    best = pair if pair is not None and pair_wins(single[2] if single else None, pair[2]) else single
     if best is not None:
         _, dimension, named, signed = best
         for rank, part in enumerate(named.itertuples(), start=1):
             rows.append({**_row(change, "segment", dimension.name, dimension.label, part, rank),
-                         "explanation": segment_sentence(label, fmt, signed, dimension.label,
+                         "explanation": segment_sentence(label, fmt, signed, dimension,
                                                          named.iloc[[rank - 1]], per_day)})
-        sentence = segment_sentence(label, fmt, signed, dimension.label, named, per_day)
+        sentence = segment_sentence(label, fmt, signed, dimension, named, per_day)
     elif not dimensions:
         sentence = f"{label} has no governed dimension to break the change down by."
     else:
@@ -403,8 +554,12 @@ def explain(change: Change, source: GovernedMetrics) -> Explained:
         words = component_sentence({n: (source.label(n), source.fmt(n)) for n, _ in factors}, parts)
         sentence = f"{sentence} {words}".strip()
     drivers = pd.DataFrame(rows, columns=DRIVER_COLUMNS)
-    top = (best[1].label, str(best[2]["segment"].iloc[0])) if best is not None else None
-    return Explained(drivers, sentence, top, rows)
+    if best is None:
+        return Explained(drivers, sentence, None, rows)
+    dimension, segment = best[1], str(best[2]["segment"].iloc[0])
+    labels = [d.label for d in dimension.pair or (dimension,)]
+    cell = tuple(zip(labels, segment.split(SEPARATOR) if dimension.pair else [segment], strict=True))
+    return Explained(drivers, sentence, (dimension.label, segment), rows, cell, place(dimension, segment))
 
 
 def _row(change: Change, kind: str, dimension: str, label: str, part, rank: int) -> dict:

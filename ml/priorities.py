@@ -72,8 +72,9 @@ def _numbers(insights: pd.DataFrame, column: str) -> pd.Series:
     return pd.to_numeric(insights[column], errors="coerce").astype(float)
 
 
-def recommendation(insight: Mapping, top: tuple[str, str] | None, who: str) -> str:
-    """One sentence: what to check, for whom (the segment the drivers name, else the whole tenant)."""
+def recommendation(insight: Mapping, where: str | None, who: str) -> str:
+    """One sentence: what to check, for whom (`where`: the segment the drivers name in words, as
+    `ml.drivers.place` says it; else the whole tenant)."""
     kind = insight["insight_type"]
     if kind == "expected_event":
         return "Nothing to fix: plan for this event's effect next time it comes round."
@@ -81,7 +82,7 @@ def recommendation(insight: Mapping, top: tuple[str, str] | None, who: str) -> s
     if kind == "change_point":
         direction = "rise" if float(insight["value"]) > 0 else "drop"
     action = WHAT_TO_CHECK.get((insight["metric"], direction), "check what changed")
-    where = f"for {top[0]} {top[1]} at {who}" if top else f"at {who}"
+    where = f"for {where} at {who}" if where else f"at {who}"
     day = pd.Timestamp(insight["date_day"]).date()
     when = (f"on {day}" if kind.startswith("anomaly") else f"since {day}" if kind == "change_point"
             else f"over the four weeks to {day}")
@@ -109,8 +110,15 @@ def prioritized(insights: pd.DataFrame, explained: Mapping, names: Mapping[str, 
     found = [explained.get(k) for k in keys]
     out["drivers"] = [e.sentence if e is not None else "" for e in found]
     out["recommendation"] = [
-        recommendation(row, e.top if e is not None else None,
+        recommendation(row, _where(e),
                        "all tenants" if row["tenant_id"] == TOTAL else names.get(row["tenant_id"]) or
                        f"tenant {row['tenant_id']}")
         for row, e in zip(out.to_dict("records"), found, strict=True)]
     return rank(out, today)
+
+
+def _where(explained) -> str | None:
+    """The first driver's segment in words (`ml.drivers.Explained`), or None."""
+    if explained is None or explained.top is None:
+        return None
+    return explained.place or f"{explained.top[0]} {explained.top[1]}"

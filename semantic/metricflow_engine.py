@@ -28,7 +28,7 @@ from metricflow_semantics.model.semantic_manifest_lookup import SemanticManifest
 from metricflow_semantics.sql.sql_bind_parameters import SqlBindParameterSet
 
 __all__ = ["MetricFlowEngine", "MetricFlowQueryRequest", "ReaderSqlClient", "WarehouseReader", "engine_on",
-           "load_semantic_manifest"]
+           "engine_on_warehouse", "load_semantic_manifest"]
 
 NO_PARAMETERS = SqlBindParameterSet()  # immutable: safe as a shared default
 ENGINES: dict[str, tuple[SqlEngine, type[SqlPlanRenderer]]] = {
@@ -112,7 +112,15 @@ class WarehouseReader:
         """The warehouse belongs to whoever opened it."""
 
 
-def engine_on(reader, semantic_manifest: Path) -> MetricFlowEngine:
+def engine_on(reader, semantic_manifest: Path, relations: Relations | None = None) -> MetricFlowEngine:
     """MetricFlow on a reader (the published data's, or `WarehouseReader`), from the governed definitions."""
-    return MetricFlowEngine(semantic_manifest_lookup=load_semantic_manifest(semantic_manifest),
+    return MetricFlowEngine(semantic_manifest_lookup=load_semantic_manifest(semantic_manifest, relations),
                             sql_client=ReaderSqlClient(reader))
+
+
+def engine_on_warehouse(warehouse, semantic_manifest: Path) -> MetricFlowEngine:
+    """MetricFlow on a run's own warehouse (`semantic.warehouse.Warehouse`, any engine): each semantic
+    model reads its dbt table in the connection's own database. The manifest names the database dbt
+    parsed it for (the DuckDB file's catalog, `warehouse`), which a PostgreSQL database is not: SQL
+    naming it there fails ("cross-database references are not implemented")."""
+    return engine_on(WarehouseReader(warehouse), semantic_manifest, lambda schema, table: (None, schema, table))

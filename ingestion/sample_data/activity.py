@@ -6,7 +6,7 @@ one user on one day start three hours apart, so a 30-minute inactivity rule reco
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -35,9 +35,10 @@ LOCALES = {"US": "en-US", "GB": "en-GB", "DE": "de-DE", "FR": "fr-FR", "CA": "en
 @dataclass(frozen=True)
 class Anomaly:
     """A metric pushed on one tenant's day, inside one segment of its users (`dimension` = `value`,
-    a column of the users: device, country): the segment's users move by `segment_factor`, chosen
-    so the tenant as a whole moves by about `factor` (as far as the segment is large enough; a
-    drop never goes below zero). What drives the change is then known: the ground truth records it."""
+    a column of the users: device, country), or one cell of two columns (`within` adds the second:
+    mobile users in Germany): the segment's users move by `segment_factor`, chosen so the tenant as
+    a whole moves by about `factor` (as far as the segment is large enough; a drop never goes below
+    zero). What drives the change is then known: the ground truth records it."""
 
     tenant: int
     day: int
@@ -47,6 +48,14 @@ class Anomaly:
     dimension: str = "device"
     value: str = "mobile"
     segment_factor: float = 1.0
+    within: tuple[str, str] | None = None  # (dimension, value): the segment narrowed to a cell of two
+
+    def hits(self, users: pd.DataFrame, user: np.ndarray) -> np.ndarray:
+        """Which of `user` (rows of `users`) are in the segment."""
+        hit = users[self.dimension].to_numpy()[user] == self.value
+        if self.within is not None:
+            hit &= users[self.within[0]].to_numpy()[user] == self.within[1]
+        return hit
 
 
 @dataclass(frozen=True)
@@ -89,10 +98,13 @@ def anomaly_window(size: SampleSize) -> range:
 
 
 # What each anomaly pushes, how far (the tenant as a whole), and the segment of users it is injected into:
-# drops into segments large enough to carry them, spikes into large and small ones alike.
-ANOMALY_KINDS = [("active_users", "drop", 0.45, "device", "mobile"), ("orders", "spike", 2.6, "device", "desktop"),
-                 ("errors", "spike", 12.0, "country", "DE"), ("orders", "drop", 0.3, "device", "mobile"),
-                 ("active_users", "spike", 1.7, "country", "US"), ("errors", "spike", 15.0, "device", "tablet")]
+# drops into segments large enough to carry them, spikes into large and small ones alike, and one into a
+# cell of two dimensions (errors of the mobile users in Germany: about 5 % of the users). The tiny sample
+# takes the first two, so changing the others leaves it as it was.
+ANOMALY_KINDS = [("active_users", "drop", 0.45, ("device", "mobile")), ("orders", "spike", 2.6, ("device", "desktop")),
+                 ("errors", "spike", 12.0, ("device", "mobile"), ("country", "DE")),
+                 ("orders", "drop", 0.3, ("device", "mobile")), ("active_users", "spike", 1.7, ("country", "US")),
+                 ("errors", "spike", 15.0, ("device", "tablet"))]
 
 
 def plan_anomalies(size: SampleSize, rng: np.random.Generator, holidays: set[int], world: World) -> list[Anomaly]:
@@ -106,11 +118,12 @@ def plan_anomalies(size: SampleSize, rng: np.random.Generator, holidays: set[int
         if (tenant, day) in taken or day in holidays:
             continue
         taken.add((tenant, day))
-        metric, kind, factor, dimension, value = ANOMALY_KINDS[len(chosen) % len(ANOMALY_KINDS)]
-        of_tenant = world.users[dimension].to_numpy()[world.user_tenant == tenant]
-        share = float(np.mean(of_tenant == value)) if len(of_tenant) else 0.0
+        metric, kind, factor, (dimension, value), *within = ANOMALY_KINDS[len(chosen) % len(ANOMALY_KINDS)]
+        anomaly = Anomaly(tenant, day, metric, kind, factor, dimension, value, within=within[0] if within else None)
+        of_tenant = anomaly.hits(world.users, np.flatnonzero(world.user_tenant == tenant))
+        share = float(np.mean(of_tenant)) if len(of_tenant) else 0.0
         segment_factor = max(0.0, 1.0 + (factor - 1.0) / share) if share > 0 else factor
-        chosen.append(Anomaly(tenant, day, metric, kind, factor, dimension, value, round(segment_factor, 4)))
+        chosen.append(replace(anomaly, segment_factor=round(segment_factor, 4)))
     return chosen
 
 
@@ -138,8 +151,7 @@ def _multipliers(world: World, anomalies: list[Anomaly], metric: str, tenant: np
     for a in anomalies:
         if a.metric != metric:
             continue
-        column = world.users[a.dimension].to_numpy()
-        hit = (tenant == a.tenant) & (day == a.day) & (user >= 0) & (column[np.maximum(user, 0)] == a.value)
+        hit = (tenant == a.tenant) & (day == a.day) & (user >= 0) & a.hits(world.users, np.maximum(user, 0))
         mult[hit] *= a.segment_factor
     return mult
 

@@ -59,19 +59,26 @@ def simulate(size: SampleSize, streams: list[np.random.Generator]) -> Simulation
     return Simulation(world, holidays, anomalies, experiments, activity)
 
 
+def anomaly_truth(a: Anomaly, tenant_ids: list[str], size: SampleSize) -> dict:
+    """An injected anomaly as the ground truth records it."""
+    return {
+        "tenant_id": tenant_ids[a.tenant],
+        "date": (size.start_date + timedelta(days=a.day)).isoformat(),
+        "metric": a.metric, "kind": a.kind, "factor": a.factor,
+        # the users it was injected into (a cell of two dimensions: `within` names the second), and
+        # how far they moved (drivers: ml/drivers.py)
+        "segment": {"dimension": a.dimension, "value": a.value, "factor": a.segment_factor,
+                    **({"within": {"dimension": a.within[0], "value": a.within[1]}} if a.within else {})},
+    }
+
+
 def truth_of(simulation: Simulation, size: SampleSize, seed: int) -> dict:
     """What the simulation injected: the anomalies, experiments and holidays of the ground truth."""
     tenant_ids = simulation.world.tenants["tenant_id"].tolist()
     return {
         "seed": seed,
         "size": {**asdict(size), "start_date": size.start_date.isoformat(), "end_date": size.end_date.isoformat()},
-        "anomalies": [{
-            "tenant_id": tenant_ids[a.tenant],
-            "date": (size.start_date + timedelta(days=a.day)).isoformat(),
-            "metric": a.metric, "kind": a.kind, "factor": a.factor,
-            # the users it was injected into, and how far they moved (drivers: ml/drivers.py)
-            "segment": {"dimension": a.dimension, "value": a.value, "factor": a.segment_factor},
-        } for a in simulation.anomalies],
+        "anomalies": [anomaly_truth(a, tenant_ids, size) for a in simulation.anomalies],
         "experiments": [{
             "experiment_id": e.experiment_id, "tenant_id": tenant_ids[e.tenant],
             "first_date": (size.start_date + timedelta(days=e.first_day)).isoformat(),

@@ -184,9 +184,9 @@ def _explained(env, table: pd.DataFrame, names: dict, days: int
 
     def source():
         if not opened:
-            from semantic.metricflow_engine import WarehouseReader, engine_on
+            from semantic.metricflow_engine import engine_on_warehouse
 
-            opened.append(drivers.GovernedMetrics(engine_on(WarehouseReader(warehouse), SEMANTIC_MANIFEST)))
+            opened.append(drivers.GovernedMetrics(engine_on_warehouse(warehouse, SEMANTIC_MANIFEST)))
         return opened[0]
 
     with env.warehouse() as warehouse:

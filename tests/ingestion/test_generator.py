@@ -9,11 +9,15 @@ import sqlite3
 import numpy as np
 import orjson
 import pandas as pd
+import pytest
 
 from ingestion.events.schema import validate_event
 from ingestion.paths import DataLayout
 from ingestion.sample_data import SIZES, generate
-from ingestion.sample_data.generator import simulate, streams_for
+from ingestion.sample_data.activity import _multipliers, plan_anomalies
+from ingestion.sample_data.calendar import holidays_between
+from ingestion.sample_data.generator import anomaly_truth, simulate, streams_for
+from ingestion.sample_data.world import build_world
 from tests.conftest import TINY
 
 
@@ -149,3 +153,26 @@ def test_expected_orders_are_what_the_sessions_went_on_to_place():
     for tenant_day in injected:
         factor = next(a.factor for a in simulation.anomalies if (a.tenant, a.day) == tenant_day)
         assert abs(placed[tenant_day] - factor * expected[tenant_day]) < 4 * np.sqrt(factor * expected[tenant_day])
+
+
+def test_an_anomaly_confined_to_one_device_in_one_country_moves_that_cell_and_the_truth_records_both():
+    """The default sample's errors spike into the mobile users in Germany of its tenant: only they
+    are pushed, and the ground truth names both dimensions (ml/drivers.py names such a cell)."""
+    size = SIZES["default"]
+    streams = streams_for(42)
+    world = build_world(size, streams[0])
+    holidays = {(d - size.start_date).days for d in holidays_between(size.start_date, size.end_date)}
+    cell = [a for a in plan_anomalies(size, streams[2], holidays, world) if a.within is not None]
+    assert [(a.metric, a.dimension, a.value, a.within) for a in cell] == [("errors", "device", "mobile",
+                                                                            ("country", "DE"))]
+    anomaly = cell[0]
+    users = np.arange(len(world.users))
+    pushed = _multipliers(world, cell, "errors", world.user_tenant, anomaly.day, users) != 1.0
+    of_tenant = world.user_tenant == anomaly.tenant
+    in_cell = (world.users["device"].to_numpy() == "mobile") & (world.users["country"].to_numpy() == "DE")
+    assert pushed.any() and (pushed == (of_tenant & in_cell)).all()
+    # the tenant's errors as a whole about 12x: the cell's factor makes up for its size
+    assert anomaly.segment_factor == pytest.approx(1 + (12.0 - 1) / in_cell[of_tenant].mean(), rel=1e-3)
+    truth = anomaly_truth(anomaly, world.tenants["tenant_id"].tolist(), size)
+    assert truth["segment"]["dimension"] == "device" and truth["segment"]["value"] == "mobile"
+    assert truth["segment"]["within"] == {"dimension": "country", "value": "DE"}

@@ -21,9 +21,10 @@ import pytest
 from ingestion.paths import DataLayout
 from ml import correlations, drivers, priorities
 from reports import messages
-from semantic.metricflow_engine import engine_on
+from semantic.metricflow_engine import engine_on, engine_on_warehouse
 from semantic.publication import DuckDbReader
 from semantic.settings import SEMANTIC_MANIFEST
+from semantic.warehouse import Warehouse
 from tests.ml.test_detection import JARGON
 
 
@@ -55,10 +56,61 @@ def test_a_segment_with_no_volume_before_is_new_and_its_share_needs_no_division_
     assert bool(brazil["is_new"]) and brazil["usual_share"] == 0.0 and brazil["share"] == pytest.approx(1.0)
     assert np.isfinite(parts[["share", "usual_share", "noise_ratio"]].to_numpy()).all()
     sentence = drivers.segment_sentence("Orders", None, 60.0, "country", drivers.standing_out(parts), per_day=False)
-    assert sentence == "100% of the rise is country BR, which is new: none in the weeks before, 60 now."
+    assert sentence == "100% of the rise is country Brazil, which is new: none in the weeks before, 60 now."
     # nothing at all before, in any segment: every part is new, and nothing is divided by zero
     empty = drivers.decompose(pd.Series({"US": 5.0}), pd.Series({"US": 0.0}), pd.Series(dtype=float), 5.0, 0.0)
     assert bool(empty["is_new"].iloc[0]) and empty["share"].iloc[0] == pytest.approx(1.0)
+
+
+DEVICE_BY_COUNTRY = drivers.Dimension.of(drivers.Dimension("user__device", "device"),
+                                         drivers.Dimension("user__country", "country"))
+
+
+def _cells(changed: dict[str, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Device x country cells of 1,000 a day (mobile half of every country), some of them changed
+    (x their usual value): the decomposition, and the cells a pair of dimensions may name."""
+    usual = pd.Series({f"{d} × {c}": 1000 * p * q for d, p in {"desktop": 0.45, "mobile": 0.47, "tablet": 0.08}.items()
+                       for c, q in {"US": 0.5, "DE": 0.2, "FR": 0.3}.items()})
+    current = usual * pd.Series(changed).reindex(usual.index).fillna(1.0)
+    parts = drivers.decompose(current, usual, np.sqrt(usual), float(current.sum()), float(usual.sum()))
+    return parts, drivers.confined(parts, drivers.standing_out(parts))
+
+
+def test_a_cell_of_two_dimensions_is_named_only_when_it_explains_the_change_far_better_than_either():
+    # mobile users in Germany all gone: the cell, in words, with its share; the statistics in its row
+    parts, named = _cells({"mobile × DE": 0.0})
+    assert named["segment"].tolist() == ["mobile × DE"] and named["share"].iloc[0] == pytest.approx(1.0)
+    assert drivers.segment_sentence("Sessions", None, -94.0, DEVICE_BY_COUNTRY, named, per_day=False) == (
+        "100% of the drop is device mobile in Germany, where sessions fell from 94 to 0.")
+    # a tenth of the tablets in Germany (1.6 % of the whole) ten times over: far out of proportion
+    assert _cells({"tablet × DE": 10.0})[1]["segment"].tolist() == ["tablet × DE"]
+    # all of Germany down alike: mobile in Germany stands out against the whole (47 % of the drop,
+    # 9 % usual), but inside Germany carries only its usual part: "country Germany" says it all
+    parts, named = _cells({"desktop × DE": 0.2, "mobile × DE": 0.2, "tablet × DE": 0.2})
+    assert not drivers.standing_out(parts).empty and named.empty
+    # mobile down in Germany and in France: inside mobile, neither cell carries three quarters
+    assert _cells({"mobile × DE": 0.0, "mobile × FR": 0.0})[1].empty
+    # Germany had no errors before: the cell's part of it is mobile's share of the whole (half), so
+    # errors now all from mobile users in Germany are that cell; of a dimension with one value
+    # (errors are all of event type "error"), the cell is the country itself, and not named
+    usual = pd.Series({"US × mobile": 10.0, "US × desktop": 10.0})
+    parts = drivers.decompose(pd.Series({"US × mobile": 10.0, "US × desktop": 10.0, "DE × mobile": 23.0}), usual,
+                              pd.Series(1.0, index=usual.index), 43.0, 20.0)
+    assert drivers.confined(parts, drivers.standing_out(parts))["segment"].tolist() == ["DE × mobile"]
+    parts = drivers.decompose(pd.Series({"US × error": 20.0, "DE × error": 23.0}), pd.Series({"US × error": 20.0}),
+                              pd.Series({"US × error": 1.0}), 43.0, 20.0)
+    assert not drivers.standing_out(parts).empty and drivers.confined(parts, drivers.standing_out(parts)).empty
+    # named only if it carries about as much as the best single dimension: not 43 % of a rise that
+    # "device tablet" carries whole
+    assert not drivers.pair_wins(pd.DataFrame({"share": [0.97]}), pd.DataFrame({"share": [0.43]}))
+    assert drivers.pair_wins(pd.DataFrame({"share": [0.99]}), pd.DataFrame({"share": [0.96]}))
+    assert drivers.pair_wins(None, pd.DataFrame({"share": [0.4]}))
+    # a cell of 20 a day gone, the rest as usual: named, unless that is within its own ups and downs
+    usual = pd.Series({"a × x": 20.0, "a × y": 480.0, "b × x": 180.0, "b × y": 320.0})
+    current = usual.where(usual.index != "a × x", 0.0)
+    for noise, named in ((2.0, ["a × x"]), (10.0, [])):
+        parts = drivers.decompose(current, usual, pd.Series(noise, index=usual.index), 980.0, 1000.0)
+        assert drivers.confined(parts, parts[parts["segment"] == "a × x"])["segment"].tolist() == named
 
 
 def test_components_split_a_product_in_logarithms():
@@ -127,6 +179,76 @@ def test_ordinary_days_name_no_driver(governed):
                 if result.top is not None:
                     named.append((tenant_id, day, metric, result.sentence))
     assert explained >= 150 and named == []
+
+
+SESSION_COLUMNS = ("tenant_id", "visitor_id", "client_session_id", "started_at", "ended_at", "session_date",
+                   "duration_seconds", "event_count", "page_views", "has_add_to_cart", "has_checkout_started",
+                   "is_converted", "orders", "revenue")
+
+
+def more_sessions(warehouse, tenant: str, day: date, users: str, each: int) -> None:
+    """`each` more sessions on `day` for each user of `tenant` that `users` (a condition on
+    marts.dim_users) selects: copies of one of the tenant's sessions of that day, on any engine
+    (`semantic.warehouse.Warehouse`)."""
+    numbers = ", ".join(f"({i})" for i in range(each))
+    warehouse.execute(f"""
+        insert into marts.fct_sessions
+            (session_key, user_id, is_anonymous, device, country, {", ".join(SESSION_COLUMNS)})
+        select 'pushed-' || s.session_key || '-' || u.user_id || '-' || cast(n.i as varchar), u.user_id, false,
+               u.device, u.country, {", ".join(f"s.{c}" for c in SESSION_COLUMNS)}
+        from (select * from marts.fct_sessions where tenant_id = ? and session_date = ? limit 1) as s
+        cross join (select * from marts.dim_users where tenant_id = ? and {users}) as u
+        cross join (values {numbers}) as n(i)
+    """, [tenant, day, tenant])
+
+
+def sessions_pushed_into_one_cell(warehouse) -> dict[str, drivers.Explained]:
+    """On a warehouse whose open transaction the caller rolls back: sessions of the tenant with the
+    most mobile users in Germany pushed up on its last day, for those users ("cell"), then (the
+    first undone) for all its users in Germany alike ("country"); each change explained through
+    MetricFlow on the warehouse, as the insights asset does (`engine_on_warehouse`)."""
+    (tenant, day), = warehouse.rows("""
+        select s.tenant_id, max(s.session_date) from marts.fct_sessions as s
+        join marts.dim_users as u on s.tenant_id = u.tenant_id and s.user_id = u.user_id
+        where u.device = 'mobile' and u.country = 'DE' group by 1 order by count(distinct s.user_id) desc, 1 limit 1""")
+    count = "select count(*) from marts.fct_sessions where tenant_id = ? and session_date = ?"
+    (usual,), = warehouse.rows(count, [tenant, day])
+    engine = engine_on_warehouse(warehouse, SEMANTIC_MANIFEST)
+    found = {}
+    for case, users in (("cell", "device = 'mobile' and country = 'DE'"), ("country", "country = 'DE'")):
+        warehouse.execute("delete from marts.fct_sessions where session_key like 'pushed-%'")
+        more_sessions(warehouse, tenant, day, users, 12)
+        (now,), = warehouse.rows(count, [tenant, day])
+        found[case] = drivers.explain(_change("sessions", float(now), float(usual), tenant, day),
+                                      drivers.GovernedMetrics(engine))
+    return found
+
+
+def assert_the_cell_then_the_country(found: dict[str, drivers.Explained]) -> None:
+    assert found["cell"].cell == (("country", "DE"), ("device", "mobile"))  # the dimensions in their names' order
+    assert found["cell"].place == "device mobile in Germany"
+    assert re.fullmatch(r"\d+% of the rise is device mobile in Germany, where sessions rose from [\d.,]+ to [\d.,]+\.",
+                    found["cell"].sentence), found["cell"].sentence
+    row = found["cell"].drivers.iloc[0]
+    assert (row["driver_kind"], row["dimension"], row["dimension_label"], row["segment"]) == (
+        "segment", "user__country × user__device", "country × device", "DE × mobile")
+    assert row["share"] >= drivers.MIN_SHARE and row["noise_ratio"] >= drivers.NOISE_Z
+    # the whole country alike: Germany, and no cell of it
+    assert found["country"].cell == (("country", "DE"),) and found["country"].place == "country Germany"
+    assert "country Germany" in found["country"].sentence and "×" not in found["country"].sentence
+
+
+def test_a_change_confined_to_one_device_in_one_country_is_named_through_metricflow_grouped_by_both(
+        main_run, tmp_path):
+    """On a copy of the tiny run's warehouse, in a transaction rolled back: the mobile users in
+    Germany pushed up are named as that cell, in words; all of Germany pushed up alike, as the country."""
+    data_dir, _ = main_run
+    copy = tmp_path / DataLayout(data_dir).warehouse.name  # the catalog MetricFlow's SQL names
+    copy.write_bytes(DataLayout(data_dir).warehouse.read_bytes())
+    with duckdb.connect(str(copy)) as connection:
+        connection.begin()
+        assert_the_cell_then_the_country(sessions_pushed_into_one_cell(Warehouse(connection, "duckdb")))
+        connection.rollback()
 
 
 def test_the_main_run_writes_insights_drivers_and_relationships_as_marts_and_governed_metrics(governed):

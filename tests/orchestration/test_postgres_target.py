@@ -16,6 +16,8 @@ import pytest
 
 from ingestion.paths import DataLayout
 from semantic.client import MetricsClient
+from semantic.warehouse import Warehouse
+from tests.ml.test_drivers import assert_the_cell_then_the_country, sessions_pushed_into_one_cell
 from tests.orchestration.helpers import run_in_process, run_main_job
 from tests.orchestration.test_microbatch import ARRIVED, land, page_views
 from tests.postgres_cluster import INSTALL_HINT, ClusterError, cluster
@@ -110,6 +112,19 @@ def test_an_export_streams_what_load_returns_from_postgres(server_on_postgres, f
     # PostgreSQL's numerics come back as Decimals of their own scale: compared to the cent's millionth
     assert [{k: round(v, 6) if isinstance(v, Decimal) else v for k, v in row.items()} for row in rows] == [
         {k: round(v, 6) if isinstance(v, Decimal) else v for k, v in row.items()} for row in expected]
+
+
+def test_the_insights_drivers_are_computed_through_metricflow_on_postgres(postgres, postgres_run):
+    """The drivers step's own path (`engine_on_warehouse` on the run's warehouse) on the PostgreSQL
+    warehouse the main job built. The tiny sample flags no day, so the DuckDB test's changes are
+    made here, in a transaction rolled back: the same cell, then the same country, named, through
+    MetricFlow's SQL for PostgreSQL grouped by one dimension and by two."""
+    connection = psycopg2.connect(host="127.0.0.1", port=postgres["PGPORT"], user="analytics", dbname="analytics")
+    try:
+        assert_the_cell_then_the_country(sessions_pushed_into_one_cell(Warehouse(connection, "postgres")))
+    finally:
+        connection.rollback()
+        connection.close()
 
 
 def test_a_micro_batch_merges_new_events_into_what_readers_see(postgres, postgres_run):

@@ -1,5 +1,6 @@
 -- What drove each insight (marts.fct_insight_drivers): the segments of a governed dimension and the metric's
--- components with their share of the change, in words (a component by its label, a segment as "device mobile").
+-- components with their share of the change, in words (a component by its label, a segment as "device mobile",
+-- a cell of two dimensions as "country × device DE × mobile").
 select d.insight_key,
        cast(d.tenant_id as varchar) as tenant,
        coalesce(t.tenant_name, d.tenant_id) as tenant_name,
