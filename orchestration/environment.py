@@ -35,9 +35,8 @@ __all__ = ["DBT_PROJECT_DIR", "REPO_ROOT", "SEMANTIC_MANIFEST", "Environment", "
 # DuckDB's units for a memory size (`SET memory_limit`): powers of 1000 or of 1024
 _MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
 # The share of the machine's memory each DuckDB database of a run may hold by default (DuckDB's own default
-# is 80% for each). A run can have three open at once, the job's own (dlt's loads, the quality gates, the
-# forecasts), dbt's and the reports' build's, beside the job's pandas frames: at 80% each, a large sample takes
-# the machine down instead of spilling (docs/scaling.md).
+# is 80% for each). dbt's (in a process of its own) is open beside the job process, which holds its own
+# pandas frames: at 80% each, a large sample takes the machine down instead of spilling (docs/scaling.md).
 DUCKDB_MEMORY_SHARE = 0.25
 
 
@@ -99,12 +98,8 @@ class Environment:
     report_pdf_pages: str | None = None
     # REPORTS_SERVE_LOG: `make serve-reports` logs every request
     reports_request_log: bool = False
-    # PLATFORM_DUCKDB_MEMORY_LIMIT, PLATFORM_DUCKDB_THREADS: each DuckDB database of the run (None: the defaults)
-    duckdb: DuckDbLimits | None = None
-
-    @property
-    def duckdb_limits(self) -> DuckDbLimits:
-        return self.duckdb or duckdb_limits_from({})
+    # PLATFORM_DUCKDB_MEMORY_LIMIT, PLATFORM_DUCKDB_THREADS: each DuckDB database of the run
+    duckdb_limits: DuckDbLimits = field(default_factory=lambda: duckdb_limits_from({}))
 
     def now(self) -> datetime:
         return self.pinned_now or datetime.now(UTC)
@@ -230,7 +225,7 @@ def environment_from(env: dict[str, str]) -> Environment:
         delivery=DeliverySettings.from_env(env),
         report_pdf_pages=env.get("REPORTS_PDF_PAGES") or None,
         reports_request_log=bool(env.get("REPORTS_SERVE_LOG")),
-        duckdb=duckdb_limits_from(env),
+        duckdb_limits=duckdb_limits_from(env),
     )
 
 
