@@ -66,61 +66,52 @@ def render_events(activity: Activity, world: World, experiments: list[Experiment
                                                 "experiment", "logged_treated", "order_id")]
     for start in range(0, n, RENDER_CHUNK):
         part = slice(start, start + RENDER_CHUNK)
-        event_id, event_type, ts, tenant, user, session, experiment, logged, order = (f[part] for f in fields)
+        ids, kinds, ts, tenants, users_, sessions_, experiment_ids, logged, orders = (f[part] for f in fields)
         stamps = np.char.add(np.datetime_as_string(ts.astype("datetime64[s]"), unit="s"), "Z")
-        yield from _render_chunk(
-            zip(event_id, event_type.tolist(), stamps.tolist(), tenant.tolist(), user.tolist(), session.tolist(),
-                experiment.tolist(), logged.tolist(), order, strict=True),
-            PATHS[path_drawn[part]].tolist(), FEATURES[feature_drawn[part]].tolist(),
-            products["product_id"].to_numpy()[product_drawn[part]].tolist(),
-            products["price"].to_numpy()[product_drawn[part]].tolist(), quantity_drawn[part].tolist(),
-            cart_drawn[part].tolist(), [error_codes[i] for i in error_drawn[part]],
-            revenue, session_revenue, experiments, plans, (u_country, u_device), (anon_country, anon_device),
-            (tenant_ids, user_ids, session_ids, anonymous_ids))
-
-
-def _render_chunk(columns, path, feature, product_id, product_price, quantity, cart_guess, error_code, revenue,
-                  session_revenue, experiments, plans, user_places, anon_places, ids) -> Iterator[bytes]:
-    """The JSON documents of one chunk of events; the lists hold the chunk's draws, by position."""
-    u_country, u_device = user_places
-    anon_country, anon_device = anon_places
-    tenant_ids, user_ids, session_ids, anonymous_ids = ids
-    for i, (event_id, etype, stamp, t, u, s, e, logged_treated, order_id) in enumerate(columns):
-        if etype == "page_view":
-            props = {"path": path[i]}
-        elif etype == "session_start":
-            props = {"landing_page": path[i]}
-        elif etype == "feature_used":
-            props = {"feature": feature[i]}
-        elif etype == "add_to_cart":
-            props = {"product_id": product_id[i], "quantity": quantity[i], "price": product_price[i]}
-        elif etype == "checkout_started":
-            props = {"cart_value": session_revenue.get(s, cart_guess[i])}
-        elif etype == "checkout_completed":
-            props = {"order_id": order_id, "revenue": revenue[order_id]}
-        elif etype == "error":
-            props = {"code": error_code[i], "message": ERRORS[error_code[i]]}
-        elif etype == "signup":
-            props = {"plan": str(plans[u])}
-        else:  # experiment_assigned / experiment_converted, with the variant the app logged
-            props = {"experiment_id": experiments[e].experiment_id,
-                     "variant": "treatment" if logged_treated else "control"}
-        if u >= 0:
-            country, device = str(u_country[u]), str(u_device[u])
-        else:
-            country, device = str(anon_country[s]), str(anon_device[s])
-        yield orjson.dumps({
-            "event_id": event_id,
-            "event_type": etype,
-            "timestamp": stamp,
-            "tenant_id": str(tenant_ids[t]),
-            "user_id": str(user_ids[u]) if u >= 0 else None,
-            "anonymous_id": anonymous_ids[s] if u < 0 else None,
-            "session_id": str(session_ids[s]),
-            "properties": props,
-            "context": {"schema_version": 1, "device": device, "country": country, "locale": LOCALES[country],
-                        "user_agent": USER_AGENTS[device], "library": "sample-generator"},
-        })
+        columns = zip(ids, kinds.tolist(), stamps.tolist(), tenants.tolist(), users_.tolist(), sessions_.tolist(),
+                      experiment_ids.tolist(), logged.tolist(), orders, strict=True)
+        # the chunk's draws as Python values, by position in the chunk
+        path, feature = PATHS[path_drawn[part]].tolist(), FEATURES[feature_drawn[part]].tolist()
+        product_id = products["product_id"].to_numpy()[product_drawn[part]].tolist()
+        product_price = products["price"].to_numpy()[product_drawn[part]].tolist()
+        quantity, cart_guess = quantity_drawn[part].tolist(), cart_drawn[part].tolist()
+        error_code = [error_codes[i] for i in error_drawn[part]]
+        for i, (event_id, etype, stamp, t, u, s, e, logged_treated, order_id) in enumerate(columns):
+            if etype == "page_view":
+                props = {"path": path[i]}
+            elif etype == "session_start":
+                props = {"landing_page": path[i]}
+            elif etype == "feature_used":
+                props = {"feature": feature[i]}
+            elif etype == "add_to_cart":
+                props = {"product_id": product_id[i], "quantity": quantity[i], "price": product_price[i]}
+            elif etype == "checkout_started":
+                props = {"cart_value": session_revenue.get(s, cart_guess[i])}
+            elif etype == "checkout_completed":
+                props = {"order_id": order_id, "revenue": revenue[order_id]}
+            elif etype == "error":
+                props = {"code": error_code[i], "message": ERRORS[error_code[i]]}
+            elif etype == "signup":
+                props = {"plan": str(plans[u])}
+            else:  # experiment_assigned / experiment_converted, with the variant the app logged
+                props = {"experiment_id": experiments[e].experiment_id,
+                         "variant": "treatment" if logged_treated else "control"}
+            if u >= 0:
+                country, device = str(u_country[u]), str(u_device[u])
+            else:
+                country, device = str(anon_country[s]), str(anon_device[s])
+            yield orjson.dumps({
+                "event_id": event_id,
+                "event_type": etype,
+                "timestamp": stamp,
+                "tenant_id": str(tenant_ids[t]),
+                "user_id": str(user_ids[u]) if u >= 0 else None,
+                "anonymous_id": anonymous_ids[s] if u < 0 else None,
+                "session_id": str(session_ids[s]),
+                "properties": props,
+                "context": {"schema_version": 1, "device": device, "country": country, "locale": LOCALES[country],
+                            "user_agent": USER_AGENTS[device], "library": "sample-generator"},
+            })
 
 
 def _malformed(line: bytes, kind: str, rng: np.random.Generator) -> bytes:
