@@ -188,10 +188,11 @@ bench-questions: install manifest
 bench-bi: install manifest $(SUPERSET)
 	$(RUN) python -m bench.superset --data-dir data
 
-## bench-scale: the main job's wall time and peak memory on DuckDB at 1x, 10x, 30x the default sample and on
-##   local Spark at 1x, 10x (hours on a laptop; docs/scaling.md has the figures)
+## bench-scale: the main job's wall time and peak memory (and each step's) on DuckDB at 1x, 10x, 30x the default
+##   sample and on local Spark at 1x, 10x (hours on a laptop; docs/scaling.md has the figures); pick points with
+##   BENCH_SCALE_ARGS, e.g. make bench-scale BENCH_SCALE_ARGS="--duckdb 30 --spark"
 bench-scale: install manifest $(JAVA)
-	$(RUN) python -m bench.scale
+	$(RUN) python -m bench.scale $(BENCH_SCALE_ARGS)
 
 ## bench-quality: the wall time the quality gates add to the main job (default sample)
 bench-quality: install manifest

@@ -198,6 +198,8 @@ class Runner:
                     store.advance(self.warehouse, suite.name, outcome.check.name, definitions[outcome.check.name],
                                   max(through, since or through), self.run_id, self.now)
             outcomes += frame_outcomes
+            del df  # before the next frame is read: one frame in memory at a time
+            self._let_frames_go()
         store.record_results(self.warehouse, [self._result_row(o) for o in outcomes])
         # Only this validation's pages (and the index): a full rebuild grows with the history.
         started = time.time()
@@ -236,6 +238,15 @@ class Runner:
         by_check = {r.expectation_config.meta["check"]: r
                     for run in result.run_results.values() for r in run.results}
         return [self._outcome(suite, frame, c, by_check[c.name], df, since) for c in checks]
+
+    def _let_frames_go(self) -> None:
+        """Great Expectations' pandas engine keeps every frame it validated (its batch manager's caches)
+        for the life of the context: a suite's frames would all stay in memory together, and after the
+        step too, when some are every row of a table (the raw events at ten times the sample: gigabytes,
+        docs/scaling.md). Each is let go once its outcomes are taken; the results keep what they need."""
+        batches = self.datasource.get_execution_engine().batch_manager
+        batches.batch_data_cache.clear()
+        batches.reset_batch_cache()
 
     def _dataframe_asset(self, name: str):
         try:

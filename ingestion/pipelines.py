@@ -33,9 +33,12 @@ MARKETING = LoadTarget("marketing", "raw_marketing", "marketing")
 TARGETS = (APP_DB, EVENTS, MARKETING)
 
 
-def duckdb_warehouse(path: Path) -> Destination:
-    """The embedded default: one DuckDB file."""
-    return dlt.destinations.duckdb(str(path))
+def duckdb_warehouse(path: Path, settings: dict[str, str] | None = None) -> Destination:
+    """The embedded default: one DuckDB file; `settings` are DuckDB's for the load's database
+    (the run's memory limit and threads: `orchestration.environment.DuckDbLimits`)."""
+    if not settings:
+        return dlt.destinations.duckdb(str(path))
+    return dlt.destinations.duckdb({"database": str(path), "global_config": settings})
 
 
 def postgres_warehouse(dsn: str) -> Destination:

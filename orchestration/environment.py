@@ -12,6 +12,7 @@ in one place.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -29,6 +30,41 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 RETENTION_CONFIG = REPO_ROOT / "orchestration" / "retention.yml"
 __all__ = ["DBT_PROJECT_DIR", "REPO_ROOT", "SEMANTIC_MANIFEST", "Environment", "current_environment", "tool"]
+
+
+# DuckDB's units for a memory size (`SET memory_limit`): powers of 1000 or of 1024
+_MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
+# The share of the machine's memory each DuckDB database of a run may hold by default (DuckDB's own default
+# is 80% for each). dbt's (in a process of its own) is open beside the job process, which holds its own
+# pandas frames: at 80% each, a large sample takes the machine down instead of spilling (docs/scaling.md).
+DUCKDB_MEMORY_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class DuckDbLimits:
+    """What each DuckDB database the run opens on the warehouse may take: dbt's, dlt's and the job's
+    connections. Past `memory_limit` DuckDB spills to a temporary folder beside the warehouse file
+    (`warehouse.duckdb.tmp`); results are the same, only slower. PLATFORM_DUCKDB_MEMORY_LIMIT takes
+    DuckDB's sizes (`6GB`, `4096MiB`), PLATFORM_DUCKDB_THREADS a whole number."""
+
+    memory_limit: str
+    threads: int
+
+    def settings(self) -> dict[str, str]:
+        """As DuckDB's settings (`SET name = value`, dlt's `global_config`, dbt-duckdb's `settings`)."""
+        return {"memory_limit": self.memory_limit, "threads": str(self.threads)}
+
+
+def duckdb_limits_from(env: dict[str, str]) -> DuckDbLimits:
+    memory = env.get("PLATFORM_DUCKDB_MEMORY_LIMIT") or \
+        f"{int(os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') * DUCKDB_MEMORY_SHARE / 2**20)}MiB"
+    if not _MEMORY_SIZE.fullmatch(memory.strip()):
+        raise ValueError(f"PLATFORM_DUCKDB_MEMORY_LIMIT must be a size with DuckDB's units (e.g. 6GB or "
+                         f"4096MiB), not {memory!r}")
+    threads = env.get("PLATFORM_DUCKDB_THREADS") or str(os.cpu_count() or 1)
+    if not threads.isdigit() or int(threads) < 1:
+        raise ValueError(f"PLATFORM_DUCKDB_THREADS must be a whole number of at least 1, not {threads!r}")
+    return DuckDbLimits(memory.strip(), int(threads))
 
 
 @dataclass(frozen=True)
@@ -62,6 +98,8 @@ class Environment:
     report_pdf_pages: str | None = None
     # REPORTS_SERVE_LOG: `make serve-reports` logs every request
     reports_request_log: bool = False
+    # PLATFORM_DUCKDB_MEMORY_LIMIT, PLATFORM_DUCKDB_THREADS: each DuckDB database of the run
+    duckdb_limits: DuckDbLimits = field(default_factory=lambda: duckdb_limits_from({}))
 
     def now(self) -> datetime:
         return self.pinned_now or datetime.now(UTC)
@@ -133,14 +171,19 @@ class Environment:
         from ingestion import pipelines  # dlt: imported by what loads, not by what only reads
 
         if self.dbt_target == "duckdb":
-            return pipelines.duckdb_warehouse(self.layout.warehouse)
+            return pipelines.duckdb_warehouse(self.layout.warehouse, self.duckdb_limits.settings())
         if self.dbt_target == "spark":
             return pipelines.parquet_files(self.warehouse_target.spark_sources)
         return pipelines.postgres_warehouse(self.postgres_dsn)
 
     def warehouse(self, read_only: bool = True) -> Warehouse:
-        """The warehouse of the target, as a connection that speaks its dialect (`semantic/warehouse.py`)."""
-        return self.warehouse_target.connect(read_only)
+        """The warehouse of the target, as a connection that speaks its dialect (`semantic/warehouse.py`);
+        on DuckDB, within the run's limits."""
+        warehouse = self.warehouse_target.connect(read_only)
+        if self.dbt_target == "duckdb":
+            for name, value in self.duckdb_limits.settings().items():
+                warehouse.connection.execute(f"set {name} = '{value}'")
+        return warehouse
 
     def publication(self) -> Publication:
         """Where the data readers read is published for this target (`semantic/publication.py`)."""
@@ -182,6 +225,7 @@ def environment_from(env: dict[str, str]) -> Environment:
         delivery=DeliverySettings.from_env(env),
         report_pdf_pages=env.get("REPORTS_PDF_PAGES") or None,
         reports_request_log=bool(env.get("REPORTS_SERVE_LOG")),
+        duckdb_limits=duckdb_limits_from(env),
     )
 
 
@@ -205,6 +249,9 @@ def current_environment() -> Environment:
     env = environment_from(dict(os.environ))
     os.environ["PLATFORM_WAREHOUSE"] = str(env.layout.warehouse)
     os.environ["PLATFORM_SPARK_DIR"] = str(env.warehouse_target.spark_dir)  # profiles.yml's spark target
+    # profiles.yml's duckdb target: dbt's database within the same limits as the run's others
+    os.environ["PLATFORM_DUCKDB_MEMORY_LIMIT"] = env.duckdb_limits.memory_limit
+    os.environ["PLATFORM_DUCKDB_THREADS"] = str(env.duckdb_limits.threads)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # a local Spark listens on loopback only
     # dlt keeps the files of a load it completed (the rows, as extracted) unless told not to: they
     # would hold people's data past retention and erasure

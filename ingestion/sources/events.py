@@ -34,6 +34,7 @@ EVENT_FIELDS = tuple(ARROW_SCHEMA.names)
 # the events resource's hints (also those of the run that prunes its ledger: `landing.forget_files`)
 HINTS = {"primary_key": "event_id", "write_disposition": {"disposition": "merge", "strategy": "insert-only"}}
 NO_SUPPRESSION = Suppression("", frozenset())
+ALL_FILES = 2**31  # files per page of the listing: the whole load is one page (events_source)
 
 
 @dataclass
@@ -101,12 +102,19 @@ def parse_event_lines(source_file: str, data: bytes, seen: dict[str, str], now: 
 
 @dlt.source(name="events")
 def events_source(events_dir: str | Path, file_glob: str = "*.jsonl", suppression: Suppression = NO_SUPPRESSION):
-    """Closed landing files only: writers rename finished files to `*.jsonl` atomically."""
-    seen: dict[str, str] = {}
+    """Closed landing files only: writers rename finished files to `*.jsonl` atomically.
+
+    The listing gives the transformer every file of the load at once (one page: fsspec lists them all
+    before the first page anyway), so the load's de-duplication index (every accepted event id and
+    where it came from, a few hundred bytes per event) lives in one call of the transformer and goes
+    when the load's extraction ends. Kept beside the source instead, it outlived the load: dlt's
+    extraction keeps the source reachable after the run (docs/scaling.md: gigabytes at 30x).
+    """
     now = datetime.now(UTC)
 
     @dlt.transformer(name="events", **HINTS)
     def events(files):
+        seen: dict[str, str] = {}
         for item in unloaded_files(files):
             parsed = parse_event_lines(item["relative_path"], item.read_bytes(), seen, now, suppression)
             if parsed.accepted:
@@ -114,5 +122,6 @@ def events_source(events_dir: str | Path, file_glob: str = "*.jsonl", suppressio
             if parsed.quarantined:
                 yield quarantine("events_quarantine", parsed.quarantined)
 
-    listing = filesystem(bucket_url=Path(events_dir).resolve().as_uri(), file_glob=file_glob)
+    listing = filesystem(bucket_url=Path(events_dir).resolve().as_uri(), file_glob=file_glob,
+                         files_per_page=ALL_FILES)
     return listing | events

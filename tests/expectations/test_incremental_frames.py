@@ -8,6 +8,7 @@ quarantine are read again until they pass, and a changed rule reads everything a
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -102,3 +103,28 @@ def test_a_changed_rule_reads_every_row_again(conn, gx_root):
 def test_an_incremental_frame_must_say_where_its_rows_are_filtered():
     with pytest.raises(ValueError, match="frame 'events' is incremental but its query has no {rows}"):
         Frame("events", "select event_id, _loaded_at from raw_events.events", incremental=Incremental("_loaded_at"))
+
+
+class RecordingWarehouse(Warehouse):
+    """The warehouse connection, remembering (weakly) each frame it hands out."""
+
+    def __init__(self, conn):
+        super().__init__(conn, "duckdb")
+        self.frames: list[weakref.ref] = []
+
+    def frame(self, statement, parameters=()):
+        frame = super().frame(statement, parameters)
+        self.frames.append(weakref.ref(frame))
+        return frame
+
+
+def test_no_frame_is_kept_once_validated(conn, gx_root):
+    """A frame can be every row of a table: the runner (and Great Expectations' engine under it) lets each
+    go once its outcomes are taken, so a suite never holds its frames together (docs/scaling.md)."""
+    load(conn, T0, ("a", T0, '"/"'), ("b", T0 + timedelta(days=1), '"/"'))
+    warehouse = RecordingWarehouse(conn)
+    runner = Runner(warehouse, gx_root, "run", now=T0 + timedelta(minutes=1))
+    outcomes = runner.validate(SUITE)
+    assert {o.check.name for o in outcomes} == {c.name for c in SUITE.checks}
+    assert len(warehouse.frames) >= 4  # every frame this table's columns can give
+    assert [ref() for ref in warehouse.frames] == [None] * len(warehouse.frames)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ingestion import pipelines
-from ingestion.paths import write_atomically
+from ingestion.paths import DataLayout, write_atomically
 from tests.ingestion.helpers import event_line, load, query, scalar
 
 
@@ -112,3 +112,18 @@ def test_run_that_dies_before_commit_loses_nothing(sample):
     load(sample, pipelines.EVENTS)
     assert scalar(sample, "select count(distinct event_id) from raw_events.events") == truth["valid_events"]
     assert scalar(sample, "select count(*) from raw_events.events") == truth["valid_events"]
+
+
+def test_a_load_of_many_files_is_one_page_and_finds_duplicates_across_all(tmp_path):
+    """The load's de-duplication index lives in one call of the transformer (so that it goes with the load,
+    docs/scaling.md): every file of the load must come in that call, more than dlt's 100 files per page too.
+    Each file repeats the previous file's event, so wherever pages were cut, a duplicate would be missed."""
+    layout = DataLayout(tmp_path)
+    layout.ensure()
+    for n in range(150):
+        lines = [event_line(f"e-{n}"), *([event_line(f"e-{n - 1}")] if n else [])]
+        write_atomically(layout.events_dir / f"events_{n:03d}.jsonl", b"\n".join(lines) + b"\n")
+    load(layout, pipelines.EVENTS)
+    assert scalar(layout, "select count(*) from raw_events.events") == 150
+    assert query(layout, "select count(*), count(distinct reason) from raw_events.events_quarantine "
+                         "where field = 'event_id' and reason like 'duplicate of the event at %'") == [(149, 149)]

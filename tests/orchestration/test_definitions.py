@@ -141,6 +141,25 @@ def test_environment_is_decided_in_one_place(tmp_path):
     assert reports.reports_request_log and not default.reports_request_log
 
 
+def test_duckdb_limits_are_read_once_and_bad_ones_named(tmp_path):
+    """Each DuckDB database of a run (dbt's, dlt's, the job's connections) gets the same memory limit and threads,
+    from PLATFORM_DUCKDB_*; by default a quarter of the machine's memory each, not DuckDB's 80%."""
+    from orchestration.environment import DUCKDB_MEMORY_SHARE, environment_from
+
+    chosen = environment_from({"PLATFORM_DATA_DIR": str(tmp_path), "PLATFORM_DUCKDB_MEMORY_LIMIT": "3GB",
+                               "PLATFORM_DUCKDB_THREADS": "1"})
+    assert chosen.duckdb_limits.settings() == {"memory_limit": "3GB", "threads": "1"}
+    with chosen.warehouse(read_only=False) as warehouse:
+        assert warehouse.rows("select current_setting('memory_limit'), current_setting('threads')") == [
+            ("2.7 GiB", 1)]
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert environment_from({}).duckdb_limits.memory_limit == f"{int(memory * DUCKDB_MEMORY_SHARE / 2**20)}MiB"
+    for name, value in (("PLATFORM_DUCKDB_MEMORY_LIMIT", "lots"), ("PLATFORM_DUCKDB_MEMORY_LIMIT", "80%"),
+                        ("PLATFORM_DUCKDB_THREADS", "0"), ("PLATFORM_DUCKDB_THREADS", "two")):
+        with pytest.raises(ValueError, match=f"{name} must .* not '{value}'"):
+            environment_from({name: value})
+
+
 def test_dagster_validates_the_workspace(tmp_path):
     proc = subprocess.run(
         [tool("dagster"), "definitions", "validate", "-w", "workspace.yaml"],
