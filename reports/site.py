@@ -37,8 +37,11 @@ PROJECT_DIR = pages.PROJECT_DIR
 SOURCE = "warehouse"
 SOURCE_DIR = PROJECT_DIR / "sources" / SOURCE
 NODE_MODULES = PROJECT_DIR / "node_modules"
-# Evidence's own telemetry is off: builds must not reach outside the machine.
-EVIDENCE_ENV = {"SEND_ANONYMOUS_USAGE_STATS": "no", "NODE_OPTIONS": "--max-old-space-size=4096"}
+# Evidence's own telemetry is off: builds must not reach outside the machine. A larger young generation
+# for V8 (semi-space 64 MB): Vite's compile of ~4,400 modules allocates fast, and the build took 39.0 s
+# instead of 42.8 s on the tiny sample (2 cores, quiet).
+EVIDENCE_ENV = {"SEND_ANONYMOUS_USAGE_STATS": "no",
+                "NODE_OPTIONS": "--max-old-space-size=4096 --max-semi-space-size=64"}
 # Evidence's Vite config with our one change (see the file); given relative to where Evidence runs Vite.
 VITE_CONFIG = "../../vite.build.config.js"
 # What a built site was built from, written into it: the exports and deliveries name its data version.

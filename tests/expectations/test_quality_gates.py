@@ -24,7 +24,7 @@ from ingestion.paths import DataLayout
 from semantic import snapshots
 from tests.conftest import SAMPLE_END, copy_of
 from tests.ingestion.helpers import query, scalar
-from tests.orchestration.helpers import mart_counts, run_in_process
+from tests.orchestration.helpers import mart_counts, run_in_process, without_forecasts
 
 ALL_CHECKS = {(suite.name, check.name) for suite in SUITES for check in suite.checks}
 # fault -> (suite, the expectation that must fail, the asset it guards)
@@ -143,25 +143,26 @@ def test_bad_rows_arriving_later_keep_the_warehouse_and_go_through_once_fixed(ma
     held = {k for (k,) in query(layout, "select row_key from quality.quarantined_rows where released_at is null")}
     assert held == set(orders)
 
-    # run again before the fix: the held rows stay out, everything else goes through
-    run_in_process(data_dir)
+    # run again before the fix: the held rows stay out, everything else goes through (to the published
+    # snapshot; the forecasts, which these rows do not reach, are left out of the runs from here)
+    run_in_process(data_dir, assets=without_forecasts())
     assert scalar(layout, "select count(*) from marts.fct_orders where order_id in (?, ?)", *orders) == 0
     assert scalar(layout, "select count(*) from raw_app.orders where order_id in (?, ?)", *orders) == 2
 
     # the source fixes them: released, and back in the marts with their fixed totals
     _set_order_totals(layout.app_db, orders, 1)
-    run_in_process(data_dir)
+    run_in_process(data_dir, assets=without_forecasts())
     assert scalar(layout, "select count(*) from quality.quarantined_rows where released_at is null") == 0
     assert scalar(layout, "select count(*) from marts.fct_orders where order_id in (?, ?) and order_total > 0",
                   *orders) == 2
     assert mart_counts(layout) == before
 
 
-def test_a_failed_warning_is_recorded_but_does_not_block(tmp_path):
+def test_a_failed_warning_is_recorded_but_does_not_block(main_run, tmp_path):
     """A sample that ended weeks ago is stale: the freshness warning fails, and the data is still published."""
-    data_dir = tmp_path / "data"
+    data_dir = copy_of(main_run[0], tmp_path)
     weeks_later = f"{SAMPLE_END + timedelta(days=30)}T06:00:00Z"
-    out = run_in_process(data_dir, {"PLATFORM_NOW": weeks_later})
+    out = run_in_process(data_dir, {"PLATFORM_NOW": weeks_later}, assets=without_forecasts())
     materialized, checks = run_records(data_dir)
     failed = {name: severity for name, (passed, severity, _) in checks.items() if not passed}
     assert failed == {("marts", "newest_event_is_fresh"): "WARN"}
@@ -169,5 +170,7 @@ def test_a_failed_warning_is_recorded_but_does_not_block(tmp_path):
     assert f"{len(ALL_CHECKS) - 1} passed, 0 failed, 1 warned" in out
     assert "marts.newest_event_is_fresh (warning) on marts/fct_events FAILED: observed 1 of 1 rows" in out
     layout = DataLayout(data_dir)
+    # the main job's run passed it; this run's failure is recorded after it
     assert query(layout, "select success, expected from quality.quality_results "
-                         "where expectation = 'newest_event_is_fresh'") == [(False, "data_age_hours <= 48")]
+                         "where expectation = 'newest_event_is_fresh' order by validated_at") == [
+        (True, "data_age_hours <= 48"), (False, "data_age_hours <= 48")]

@@ -19,6 +19,7 @@ from tests.conftest import REPO_ROOT
 from tests.ingestion.helpers import query, scalar
 
 REPORTS_SITE = dg.AssetKey(["reports", "site"])
+PUBLISHED = dg.AssetKey("published_warehouse")
 
 
 def main_job(data_dir: Path, extra_env: dict[str, str] | None = None, job: str = "batch_job",
@@ -71,6 +72,18 @@ def run_in_process(data_dir: Path, extra_env: dict[str, str] | None = None, expe
         out = main.summary(env, result, time.perf_counter() - started)
     assert result.success == expect_success, out[-5000:]
     return out
+
+
+def without_forecasts(job: str = "batch_job") -> list[dg.AssetKey]:
+    """The job's assets but the forecasts and insights (`ml/` and the marts built from them) and the
+    reports site: the part of a run that loaded rows go through, from the sources to the published
+    snapshot, for tests about those rows (a tenth of a tiny run's time is the forecasts')."""
+    from orchestration.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = next(defined for defined in defs.jobs if defined.name == job).selection.resolve(graph)
+    forecasts = dg.AssetSelection.groups("ml").downstream().resolve(graph) - {PUBLISHED}
+    return sorted(keys - forecasts - {REPORTS_SITE}, key=lambda key: key.to_user_string())
 
 
 def mart_counts(layout: DataLayout) -> dict[str, int]:
