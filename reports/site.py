@@ -10,8 +10,10 @@ Before the slow build, every page query is checked against the source queries, s
 reads a table no source provides fails at once, naming the page and the query. The new site is
 built beside the old one and swapped in, so a failed build leaves the last good site in place.
 
-Evidence builds inside the project folder (`.evidence/`, `build/`), so two builds at once would
-overwrite each other's files: a lock beside the project lets one build at a time.
+Evidence builds inside its project folder (`.evidence/`, `build/`), so each build runs in a private
+copy of the project (its pages, sources and settings, with `node_modules` linked) beside the site it
+builds: builds of different sites run side by side instead of waiting for each other (the test
+suite's workers did, for a minute at a time), and two builds of one site take turns (a lock beside it).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,9 +51,11 @@ VITE_CONFIG = "../../vite.build.config.js"
 # What a built site was built from, written into it: the exports and deliveries name its data version.
 BUILD_STAMP = "build.json"
 FAILED_SOURCE = re.compile(r"^\s*(\w+) ✖ (.*)$", re.M)
-# Where `evidence sources` writes each source query's result, as <query>/<query>.parquet.
-SOURCE_DATA_DIR = PROJECT_DIR / ".evidence" / "template" / "static" / "data" / SOURCE
-BUILD_LOCK = PROJECT_DIR / ".evidence.lock"
+# What a build needs of the project, copied into its private folder (node_modules is linked).
+PROJECT_FILES = ("evidence.plugins.yaml", "package.json", "pages", "partials", "server-charts", "simple-icons.js",
+                 "sources", "vite.build.config.js")
+# Where `evidence sources` writes each source query's result, as <query>/<query>.parquet, in a project.
+SOURCE_DATA = Path(".evidence") / "template" / "static" / "data" / SOURCE
 # A Parquet file is at least its two 4-byte magic numbers and a footer length.
 PARQUET_MIN_BYTES = 12
 
@@ -134,14 +140,15 @@ def build(snapshot: Path, site_dir: Path, timeout: float = 900) -> Site:
         raise ReportError(f"no published snapshot at {snapshot}: run the main job (`make run`) first")
     check_pages()
     ensure_installed()
-    with _project_lock():
-        return _build(snapshot, site_dir, timeout)
+    site_dir.parent.mkdir(parents=True, exist_ok=True)
+    with _site_lock(site_dir), _private_project(site_dir.parent) as project:
+        return _build(project, snapshot, site_dir, timeout)
 
 
 @contextlib.contextmanager
-def _project_lock():
-    """One Evidence build at a time in the project folder, across processes."""
-    with open(BUILD_LOCK, "a") as lock:
+def _site_lock(site_dir: Path) -> Iterator[None]:
+    """One build of a site at a time, across processes (the last one started is the one kept)."""
+    with open(site_dir.with_name(f".{site_dir.name}.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -149,25 +156,38 @@ def _project_lock():
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _build(snapshot: Path, site_dir: Path, timeout: float) -> Site:
+@contextlib.contextmanager
+def _private_project(beside: Path) -> Iterator[Path]:
+    """A copy of the Evidence project for one build, removed afterwards (see the module's docstring).
+    It starts without results: Evidence writes nothing for a query without rows, so a result left by
+    an earlier build would be shown as today's."""
+    with tempfile.TemporaryDirectory(prefix=".evidence-build-", dir=beside) as folder:
+        project = Path(folder)
+        for name in PROJECT_FILES:
+            source = PROJECT_DIR / name
+            if source.is_dir():
+                shutil.copytree(source, project / name)
+            else:
+                shutil.copy2(source, project / name)
+        (project / "node_modules").symlink_to(NODE_MODULES)
+        yield project
+
+
+def _build(project: Path, snapshot: Path, site_dir: Path, timeout: float) -> Site:
     # Evidence joins the source's directory to `filename`, so the snapshot is given relative to it.
-    env = {**os.environ, **EVIDENCE_ENV,
-           f"EVIDENCE_SOURCE__{SOURCE}__filename": os.path.relpath(snapshot.resolve(), SOURCE_DIR)}
+    env = {**os.environ, **EVIDENCE_ENV, f"EVIDENCE_SOURCE__{SOURCE}__filename": os.path.relpath(
+        snapshot.resolve(), (project / "sources" / SOURCE).resolve())}
     started = time.monotonic()
-    # Evidence writes nothing for a query without rows: a result left by an earlier build would
-    # be shown as today's, so every build starts from no results.
-    shutil.rmtree(SOURCE_DATA_DIR, ignore_errors=True)
-    output = _run(["npx", "--no-install", "evidence", "sources"], "evidence sources", env=env, timeout=timeout)
+    output = _run(["npx", "--no-install", "evidence", "sources"], "evidence sources", project, env, timeout)
     failed = FAILED_SOURCE.findall(output)
     if failed:
         raise ReportError("source queries failed:\n  " + "\n  ".join(
             f"sources/{SOURCE}/{name}.sql: {why}" for name, why in failed))
-    write_empty_results(snapshot)
+    write_empty_results(snapshot, project / SOURCE_DATA)
     sources_seconds = time.monotonic() - started
-    built = PROJECT_DIR / "build"
-    shutil.rmtree(built, ignore_errors=True)
-    _run(["npx", "--no-install", "evidence", "build:strict", "--config", VITE_CONFIG], "evidence build:strict", env=env,
-         timeout=timeout)
+    built = project / "build"
+    _run(["npx", "--no-install", "evidence", "build:strict", "--config", VITE_CONFIG], "evidence build:strict",
+         project, env, timeout)
     build_seconds = time.monotonic() - started - sources_seconds
     (built / BUILD_STAMP).write_text(json.dumps({
         "data_version": snapshot.stem.removeprefix("warehouse-"), "snapshot": str(snapshot),
@@ -176,7 +196,7 @@ def _build(snapshot: Path, site_dir: Path, timeout: float) -> Site:
     return Site(site_dir, page_routes(), snapshot, sources_seconds, build_seconds)
 
 
-def write_empty_results(snapshot: Path, data_dir: Path = SOURCE_DATA_DIR) -> list[str]:
+def write_empty_results(snapshot: Path, data_dir: Path) -> list[str]:
     """Give every source query that returned no rows a valid, empty Parquet file with its columns.
 
     For a query without rows, `evidence sources` writes its schema but no Parquet file (or, in
@@ -224,10 +244,11 @@ def _swap_in(built: Path, site_dir: Path) -> None:
     shutil.rmtree(outgoing, ignore_errors=True)
 
 
-def _run(command: list[str], what: str, env: dict[str, str] | None = None, timeout: float = 900) -> str:
-    """Run an npm/Evidence command in the project; on failure, the error names the step and its output."""
+def _run(command: list[str], what: str, project: Path = PROJECT_DIR, env: dict[str, str] | None = None,
+         timeout: float = 900) -> str:
+    """Run an npm/Evidence command in a project; on failure, the error names the step and its output."""
     try:
-        proc = subprocess.run(command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as error:
         raise ReportError(f"{what} did not finish in {timeout:.0f} s") from error
     output = proc.stdout + proc.stderr

@@ -8,6 +8,7 @@
 // it, for ServerDrawnECharts.svelte: on the server it renders the same configuration to SVG
 // with ECharts' server-side renderer; in the browser it is Evidence's component, unchanged,
 // which replaces the SVG with the interactive canvas when the page hydrates.
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -15,8 +16,10 @@ import { fileURLToPath } from 'node:url';
 // the component spells it out, since it cannot import this Node-only module.
 const ORIGINAL = 'evidence:echarts-original';
 
-// The package exports only its index (to Svelte), so its files are found where npm installs them.
-const coreComponents = fileURLToPath(new URL('../node_modules/@evidence-dev/core-components/', import.meta.url));
+// The package exports only its index (to Svelte), so its files are found where npm installs them;
+// by their real path, which is how Vite names importers (a build's node_modules is a link: reports/site.py).
+const coreComponents = fs.realpathSync(fileURLToPath(new URL('../node_modules/@evidence-dev/core-components/',
+	import.meta.url))) + path.sep;
 const originalPath = path.join(coreComponents, 'dist', 'unsorted', 'viz', 'core', 'ECharts.svelte');
 const wrapperPath = fileURLToPath(new URL('./ServerDrawnECharts.svelte', import.meta.url));
 
