@@ -51,7 +51,7 @@ test: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(D
 	$(TEST_RUN) pytest -n $(TEST_WORKERS) --dist loadscope
 
 ## test-durations: the test suite as `make test` runs it, then where its time went (per folder, the slowest 25)
-test-durations: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(DATA_DOCS_JS) $(CHROMIUM) $(POSTGRES) $(JDBC) $(JAVA) $(SUPERSET)
+test-durations: install manifest $(CUBE_JS) $(SEGMENT_NODE) $(REPORTS_JS) $(LIVE_PAGE) $(DATA_DOCS_JS) $(CHROMIUM) $(POSTGRES) $(JDBC) $(JAVA) $(SUPERSET) $(EATMYDATA)
 	@mkdir -p data
 	$(TEST_RUN) pytest -n $(TEST_WORKERS) --dist loadscope --junitxml=data/test-durations.xml; status=$$?; \
 		$(RUN) python -m tests.durations data/test-durations.xml; exit $$status
