@@ -60,11 +60,15 @@ def pytest_configure(config):
         os.environ["PLATFORM_DATA_DIR"] = _TEST_DATA_DIR[0]
 
 
-# The longest modules (a minute and more each), first. pytest-xdist's `loadscope` hands modules to the
-# workers in collection order, so when one of them came late the other worker sat idle at the end while it
-# ran (the run of 617 tests: 930 s of wall time for 1,686 s of test time over two workers).
+# The longest modules (a minute and more each, longest first), before the rest. pytest-xdist's `loadscope`
+# hands modules to the workers in collection order, so when one of them came late the other worker sat idle
+# at the end while it ran (the run of 617 tests: 930 s of wall time for 1,686 s of test time over two
+# workers; Superset's module, collected near the end, 168 s). The distribution module builds the shared
+# main run, which the modules after it read.
 LONGEST_FIRST = ("tests/orchestration/test_spark_target.py", "tests/reports/test_distribution.py",
-                 "tests/orchestration/test_postgres_target.py", "tests/orchestration/test_ui_launch.py")
+                 "tests/orchestration/test_postgres_target.py", "tests/semantic/test_superset.py",
+                 "tests/reports/test_site.py", "tests/expectations/test_quality_gates.py",
+                 "tests/orchestration/test_ui_launch.py", "tests/orchestration/test_materialize.py")
 
 
 def pytest_collection_modifyitems(config, items):
