@@ -302,6 +302,9 @@ def test_an_analyst_shares_a_chart_each_tenant_sees_with_its_own_numbers(superse
     _drag(page, "User country", "Drop columns here or click")
     page.locator("[data-test=time_grain_sqla] .ant-select").click()
     page.get_by_role("option", name="Month").click()
+    # Superset sets the grain's default itself once the time column is in (asynchronously): under load
+    # that came after the click, and the chart was built by day; the control must show the month first
+    page.locator("[data-test=time_grain_sqla] .ant-select-selection-item", has_text="Month").wait_for()
     started = time.monotonic()
     with page.expect_response(lambda r: "/api/v1/chart/data" in r.url and r.request.method == "POST") as answer:
         page.get_by_role("button", name="Create chart").click()
