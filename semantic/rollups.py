@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import sqlglot
@@ -41,6 +41,9 @@ SCHEMA = "rollups"
 CATALOG = "_catalog"
 DAY = f"{TIME_DIMENSION}__day"
 ADDITIVE_AGGREGATIONS = {"sum", "count", "sum_boolean"}
+# Where a temporary view lives, per engine: (database, schema) of the relation MetricFlow is given
+# for it. On another engine a refresh reads the changed tables whole.
+TEMPORARY = {"duckdb": ("temp", "main"), "postgres": (None, "pg_temp")}
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ def declared(lookup: SemanticManifestLookup, path: Path = DEFINITIONS) -> list[R
     return rollups
 
 
-def build(warehouse: Warehouse, reader: Reader, publication: Publication, lookup: SemanticManifestLookup,
+def build(warehouse: Warehouse, reader: Reader, publication: Publication, semantic_manifest: Path,
           path: Path = DEFINITIONS, changed: frozenset[str] | None = None,
           merged: Mapping[str, Merged] | None = None) -> int:
     """Create every declared rollup in the version being published (`warehouse` is its connection,
@@ -138,6 +141,7 @@ def build(warehouse: Warehouse, reader: Reader, publication: Publication, lookup
     it touched, not the warehouse's history.
     Days are UTC days, whatever the machine's zone: queries in other zones are not served from here.
     """
+    lookup = load_semantic_manifest(semantic_manifest, publication.relation)
     engine = MetricFlowEngine(semantic_manifest_lookup=lookup, sql_client=ReaderSqlClient(reader))
     catalog = publication.qualified(SCHEMA, CATALOG)
     warehouse.execute(f"create schema if not exists {publication.qualified_schema(SCHEMA)}")
@@ -164,7 +168,10 @@ def build(warehouse: Warehouse, reader: Reader, publication: Publication, lookup
             first = _first_changed_day(warehouse, publication, lookup, changed & set(reads), merged or {})
             if first is not _UNKNOWN:
                 if first is not None:  # no new rows: nothing to recompute
-                    _refresh(engine, warehouse, reader, table, rollup, columns, first)
+                    recent = _recent_rows(lookup, publication, rollup, changed & set(reads) & set(merged or {}),
+                                          reader.engine)
+                    _refresh(engine, semantic_manifest, warehouse, reader, publication, table, rollup, columns,
+                             first, recent)
                 rows = warehouse.rows(f"select count(*) from {table}")[0][0]
                 warehouse.execute(f"insert into {catalog} values (?, ?, ?, ?, ?, ?)",
                                   [rollup.name, definition, rows, datetime.now(UTC), digest, reads])
@@ -222,16 +229,85 @@ def _time_expressions(lookup: SemanticManifestLookup, publication: Publication, 
     return found
 
 
-def _refresh(engine: MetricFlowEngine, warehouse: Warehouse, reader: Reader, table: str, rollup: Rollup,
-             columns: str, first: date) -> None:
+def _recent_rows(lookup: SemanticManifestLookup, publication: Publication, rollup: Rollup, tables: set[str],
+                 engine: str) -> dict[str, str]:
+    """Of the changed `tables` ("schema.table") a rollup reads, those a refresh may read from its
+    first changed day on, each with the column its rows' days come from. A table qualifies when
+    - every metric the rollup stores counts each row on that row's own day: simple and ratio
+      metrics, derived ones without an offset (a cumulative or conversion metric, or an offset,
+      looks back: the tables are read whole);
+    - the measures it is read for aggregate on time dimensions of one column (`event_at at time
+      zone 'UTC'`: `event_at`);
+    - it is not where another model's measures find a dimension or entity the rollup groups by
+      (the users' country for orders): there every row counts, whatever its day."""
+    if engine not in TEMPORARY or not tables:
+        return {}
+    manifest = lookup.semantic_manifest
+    metrics = {metric.name: metric for metric in manifest.metrics}
+    owner = {measure.name: model.name for model in manifest.semantic_models for measure in model.measures}
+    read, pending = set(), list(rollup.stored)
+    while pending:
+        metric = metrics[pending.pop()]
+        kind, params = metric.type.value.lower(), metric.type_params
+        if kind == "simple" and params.measure is not None:
+            read.add(owner[params.measure.name])
+        elif kind == "ratio":
+            pending += [params.numerator.name, params.denominator.name]
+        elif kind == "derived" and not any(i.offset_window or i.offset_to_grain for i in params.metrics or ()):
+            pending += [i.name for i in params.metrics or ()]
+        else:
+            return {}
+    grouped = {name.split("__")[-1] for name in rollup.dimensions}
+    found = {}
+    for model in manifest.semantic_models:
+        table = publication.warehouse_table(model.node_relation.schema_name, model.node_relation.alias)
+        if table not in tables or model.name not in read:
+            continue
+        joined = {d.name for d in model.dimensions} | {e.name for e in model.entities}
+        if read != {model.name} and grouped & joined - {TENANT_ENTITY}:
+            continue
+        columns = {column.name for expression in _time_expressions(lookup, publication, table)
+                   for column in sqlglot.parse_one(expression, dialect=engine).find_all(sqlglot.exp.Column)}
+        if len(columns) == 1:
+            found[table] = columns.pop()
+    return found
+
+
+def _refresh(engine: MetricFlowEngine, semantic_manifest: Path, warehouse: Warehouse, reader: Reader,
+             publication: Publication, table: str, rollup: Rollup, columns: str, first: date,
+             recent: Mapping[str, str]) -> None:
     """Recompute a rollup's days from `first` on: MetricFlow's own query for those days (cumulative
-    metrics look back as far as their window needs) replaces the stored rows."""
-    request = MetricFlowQueryRequest.create(
-        metric_names=rollup.stored, group_by_names=[DAY, *rollup.dimensions],
-        time_constraint_start=datetime.combine(first, datetime.min.time()))
-    sql = engine.explain(request).sql_statement.sql
-    warehouse.execute(f'delete from {table} where "{DAY}" >= ?', [first])
-    reader.run(f"insert into {table} select {columns} from ({sql}) as built", fetch=False)
+    metrics look back as far as their window needs) replaces the stored rows.
+
+    MetricFlow constrains the days on its time dimensions' expressions (`event_at at time zone
+    'UTC'` truncated to the minute), which no engine can match against a table's file or row-group
+    statistics: it would read every row the warehouse ever kept to recompute one day (3.5 s of a
+    micro-batch at 10x the default sample, against 0.9 s at 1x). So each changed table in `recent`
+    (table -> its time column, see `_recent_rows`) is read through a view of its rows from the day
+    before `first` on, filtered on the column itself, which the scan prunes on; MetricFlow compiles
+    the same query over those views."""
+    views = {}
+    if recent:
+        since = first - timedelta(days=1)  # any time dimension's expression moves a row by less than a day
+        for changed_table, column in recent.items():
+            view = "recent__" + changed_table.replace(".", "__")
+            warehouse.execute(f'create or replace temp view "{view}" as select * from '
+                              f'{publication.qualified(*changed_table.split("."))} '
+                              f'where "{column}" >= cast(\'{since.isoformat()}\' as date)')
+            views[changed_table] = (*TEMPORARY[reader.engine], view)
+        lookup = load_semantic_manifest(semantic_manifest, lambda schema, alias: views.get(
+            publication.warehouse_table(*publication.relation(schema, alias)[1:]), publication.relation(schema, alias)))
+        engine = MetricFlowEngine(semantic_manifest_lookup=lookup, sql_client=ReaderSqlClient(reader))
+    try:
+        request = MetricFlowQueryRequest.create(
+            metric_names=rollup.stored, group_by_names=[DAY, *rollup.dimensions],
+            time_constraint_start=datetime.combine(first, datetime.min.time()))
+        sql = engine.explain(request).sql_statement.sql
+        warehouse.execute(f'delete from {table} where "{DAY}" >= ?', [first])
+        reader.run(f"insert into {table} select {columns} from ({sql}) as built", fetch=False)
+    finally:
+        for view in views.values():
+            warehouse.execute("drop view if exists " + ".".join(f'"{part}"' for part in view if part is not None))
 
 
 def tables_read(sql: str, dialect: str = "duckdb") -> list[str]:
@@ -246,15 +322,16 @@ def _built(warehouse: Warehouse, catalog: str) -> dict[str, tuple]:
         rows = warehouse.rows(f"select name, definition, rows, built_at, sql_digest from {catalog}")
     except Exception:  # none yet (the driver's "no such table"): build them all
         return {}
-    return {name: rest for name, *rest in rows}
+    # PostgreSQL's driver hands a json column back parsed: the definition is compared as text
+    return {name: (definition if isinstance(definition, str) else json.dumps(definition), *rest)
+            for name, definition, *rest in rows}
 
 
 def builder(semantic_manifest: Path) -> Build:
     """What a publication calls to add the rollups to a new version."""
     def build_rollups(warehouse: Warehouse, reader: Reader, publication: Publication,
                       changed: frozenset[str] | None = None, merged: Mapping[str, Merged] | None = None) -> int:
-        lookup = load_semantic_manifest(semantic_manifest, publication.relation)
-        return build(warehouse, reader, publication, lookup, changed=changed, merged=merged)
+        return build(warehouse, reader, publication, semantic_manifest, changed=changed, merged=merged)
     return build_rollups
 
 

@@ -130,12 +130,22 @@ def test_the_insights_drivers_are_computed_through_metricflow_on_postgres(postgr
 def test_a_micro_batch_merges_new_events_into_what_readers_see(postgres, postgres_run):
     data_dir, _, target = postgres_run
     before = warehouse(postgres, "select count(*) from published_marts.fct_events")[0][0]
+    built = "select name, built_at from published_rollups._catalog order by name"
+    rollups_before = dict(warehouse(postgres, built))
     land(DataLayout(data_dir), "collector-pg-000001.jsonl", page_views("pg", 40, ARRIVED))
     out = run_in_process(data_dir, target, job="events_microbatch_job")
     assert "events_microbatch_job run" in out and "SUCCESS" in out
     assert warehouse(postgres, "select count(*) from published_marts.fct_events")[0][0] == before + 40
     assert warehouse(postgres, "select count(*) from published_marts.fct_events where event_id like 'pg-%'") == [(40,)]
     assert warehouse(postgres, "select count(*) from published_meta.versions")[0][0] >= 2
+    # the rollup over the orders, which the batch did not change, is kept as it was built
+    rollups_after = dict(warehouse(postgres, built))
+    assert rollups_after["orders_by_customer"] == rollups_before["orders_by_customer"]
+    assert rollups_after["daily_kpis"] > rollups_before["daily_kpis"]
+    # the rollup's days were recomputed from the new events' day on (through a temporary view of
+    # fct_events from that day): its events add up to the published facts', tenant by tenant
+    assert warehouse(postgres, "select tenant, sum(events) from published_rollups.daily_kpis group by 1 except "
+                               "select tenant_id, count(*) from published_marts.fct_events group by 1") == []
 
 
 def test_a_missing_server_is_named_in_one_line(tmp_path):

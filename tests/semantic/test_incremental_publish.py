@@ -21,6 +21,7 @@ from expectations import store
 from orchestration.assets.publish import dbt_tables, run_changes
 from orchestration.environment import SEMANTIC_MANIFEST
 from semantic import rollups, snapshots
+from semantic.metricflow_engine import load_semantic_manifest
 from semantic.publication import DuckDbSnapshots
 from semantic.warehouse import Warehouse
 
@@ -41,12 +42,15 @@ def publish(warehouse, published_dir, changes=None) -> snapshots.Snapshot:
     return snapshots.current(published_dir)
 
 
-def micro_batch(path, tag: str = "new") -> None:
-    """New events merged into fct_events (their ids end in `tag`), a minute recomputed, a row
-    updated in place, a result recorded."""
+def micro_batch(path, tag: str = "new", late: bool = True) -> None:
+    """New events merged into fct_events (their ids end in `tag`; `late`: copies of the first
+    events, on the sample's first days; else events of the last second), a minute recomputed, a
+    row updated in place, a result recorded."""
     with duckdb.connect(str(path)) as conn:
         newest = "(select max(loaded_at) from marts.fct_events) + interval 1 second"
-        conn.execute(f"insert into marts.fct_events select * replace (event_id || '-{tag}' as event_id, "
+        now = "" if late else ("(select max(event_at) from marts.fct_events) as event_at, "
+                               "(select max(event_date) from marts.fct_events) as event_date, ")
+        conn.execute(f"insert into marts.fct_events select * replace (event_id || '-{tag}' as event_id, {now}"
                      f"{newest} as loaded_at) from marts.fct_events where event_id not like '%-%' "
                      "order by event_id limit 50")
         conn.execute(f"update marts.fct_events set event_type = 'page_view', loaded_at = {newest} "
@@ -111,6 +115,34 @@ def test_a_micro_batchs_snapshot_equals_a_full_one(warehouse, tmp_path):
     assert after["daily_kpis"] > before["daily_kpis"]
     # only the days of the new events were recomputed: the rollup's first file is still read
     assert table_files(first, "rollups", "daily_kpis") <= table_files(incremental, "rollups", "daily_kpis")
+
+
+def test_new_events_recompute_their_days_from_those_days_rows(warehouse, tmp_path):
+    """The refresh reads fct_events from the new events' day on (the rows of a view filtered on
+    `event_at`, which the scan prunes on), and still gives a full publish's numbers."""
+    first = publish(warehouse, tmp_path / "published")
+    micro_batch(warehouse, late=False)
+    incremental = publish(warehouse, tmp_path / "published", MICRO_BATCH)
+    assert differences(incremental, publish(warehouse, tmp_path / "full")) == {}
+    assert differences(incremental, first)
+    with incremental.connect() as conn:  # the temporary views are gone with the refresh
+        assert conn.execute("select count(*) from duckdb_views() where view_name like 'recent%'").fetchone() == (0,)
+
+
+def test_a_refresh_reads_whole_the_tables_whose_rows_count_on_other_days(tmp_path):
+    """A table read for a dimension another model's measures are grouped by (the users' country
+    for orders), or by a metric that looks back (weekly active users), is read whole."""
+    publication = DuckDbSnapshots(tmp_path / "warehouse.duckdb", tmp_path / "published")  # names its tables
+    lookup = load_semantic_manifest(SEMANTIC_MANIFEST, publication.relation)
+    by_name = {rollup.name: rollup for rollup in rollups.declared(lookup)}
+    assert rollups._recent_rows(lookup, publication, by_name["daily_kpis"], {"marts.fct_events"}, "duckdb") == {
+        "marts.fct_events": "event_at"}
+    changed = {"marts.dim_users", "marts.fct_orders"}
+    assert rollups._recent_rows(lookup, publication, by_name["orders_by_customer"], changed, "duckdb") == {
+        "marts.fct_orders": "ordered_at"}
+    looking_back = rollups.Rollup("active", ("tenant",), rollups.shapes(lookup, ["weekly_active_users", "events"]))
+    assert rollups._recent_rows(lookup, publication, looking_back, {"marts.fct_events"}, "duckdb") == {}
+    assert rollups._recent_rows(lookup, publication, by_name["daily_kpis"], {"marts.fct_events"}, "trino") == {}
 
 
 def test_a_table_whose_columns_changed_is_copied_whole(warehouse, tmp_path):
