@@ -125,3 +125,23 @@ def test_a_schedule_is_followed_exactly_and_a_changed_weekday_is_a_lasting_move(
     assert list(flagged.index) == [panel["ds"][80]] and flagged["score"].iloc[0] < 0
     saturdays = found[(found.index >= panel["ds"][63]) & (found.index.day_of_week == 5)]
     assert saturdays["shift"].iloc[:2].all() and abs(saturdays["score"].iloc[-1]) < detection.THRESHOLD
+    # from the week after the move, the Saturdays' median reads the new schedule only (four weeks' mixed 250)
+    assert np.allclose(saturdays["expected_weekday"].iloc[2:], 230, atol=1.5)
+
+
+def test_a_lasting_move_is_continued_at_half_the_threshold_and_a_spike_on_top_stays_an_anomaly():
+    """The second and third days of a new level count toward the move from half the threshold; a
+    day twice as far out as the move, and by the threshold, is an anomaly on top of it."""
+    def run(scores: list[float], flagged: list[bool]) -> list[list[int]]:
+        streak: dict = {}
+        return [detection._lasting(streak, "s", f, abs(z) >= detection.CONFIRM * detection.THRESHOLD, i, z,
+                                   detection.SHIFT_RUN, on_top=True)
+                for i, (z, f) in enumerate(zip(scores, flagged, strict=True))]
+
+    t = detection.THRESHOLD
+    assert run([-1.3 * t, -1.1 * t, -0.55 * t], [True, True, False])[-1] == [0, 1, 2]  # a schedule cut from a Tuesday
+    assert not any(run([-0.6 * t, -0.6 * t, -0.6 * t], [False] * 3))  # never started by an anomaly
+    assert not any(run([-1.1 * t, 0.6 * t, 0.6 * t], [True, False, False]))  # the other way: no run
+    assert not any(run([-1.1 * t, -0.4 * t, -1.1 * t], [True, False, True]))  # broken by an ordinary day
+    assert run([1.8 * t, 0.57 * t, 0.55 * t], [True, False, False])[-1] == [1, 2]  # a spike, then busier days
+    assert run([-6.6 * t, -8.7 * t, -7.5 * t], [True] * 3)[-1] == [0, 1, 2]  # one big move, in tiny noise units
