@@ -147,6 +147,7 @@ def _log_run(experiment_id: str, family: str, store: Store, panel: pd.DataFrame,
                 "metrics": ",".join(FAMILIES[family]), "series": panel["unique_id"].nunique(),
                 "history_days": panel["ds"].nunique(), "last_day": str(last_day.date()), "folds": report.folds,
                 "filled_values": report.filled_values, "skipped_series": len(report.skipped),
+                "stat_part": model.stat_part,
                 **{f"share.{bucket}": share for bucket, share in sorted(model.shares.items())},
             })
             if bt is not None and not bt.predictions.empty:
