@@ -319,6 +319,10 @@ class Forecaster:
             else:
                 center = to_model_scale(prediction, nonneg)
                 out[bound] = from_model_scale(center + error * out["scale"].to_numpy(float), nonneg)
+        # each band has its own quantiles and horizon power: at short horizons the 80 % band could reach past
+        # the 95 % one, which is kept at least as wide
+        out["lower_95"] = np.minimum(out["lower_95"], out["lower_80"])
+        out["upper_95"] = np.maximum(out["upper_95"], out["upper_80"])
         return out
 
 
