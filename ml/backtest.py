@@ -1,7 +1,7 @@
 """Rolling-origin backtests: the shipped forecast and the statistical baselines, from the same origins.
 
 The forecast (`ml.forecaster`) is fitted at `windows` origins `step` apart; the last `outer` of them
-are scored. At each scored origin the booster's shares and the intervals come only from forecasts
+are scored. At each scored origin the statistical part, the booster's share and the intervals come only from forecasts
 of earlier origins whose outcomes were known by then, so nothing scored was seen when choosing.
 
 The baselines are statsforecast's AutoETS, AutoTheta and AutoARIMA (and seasonal naive, the MASE
@@ -22,21 +22,21 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from statsforecast import StatsForecast
-from statsforecast.models import AutoARIMA, AutoETS, AutoTheta, SeasonalNaive
+from statsforecast.models import SeasonalNaive
 
 from ml.forecaster import (
     BOUNDS,
     KEYS,
     LGBM,
-    RAW_STATS,
-    STATS,
     Forecaster,
     Prepared,
     Setup,
+    candidate_columns,
     choose,
     from_model_scale,
     rolling_origins,
     scale_of,
+    statistical_model,
 )
 
 FORECAST = "forecast"
@@ -59,12 +59,7 @@ class Backtest:
 def baselines(panel: pd.DataFrame, setup: Setup, windows: int, step: int,
               models: tuple[str, ...] = BASELINES) -> pd.DataFrame:
     """The statistical baselines' rolling-origin forecasts and intervals on the series' own values."""
-    # AutoARIMA approximates its search as R's auto.arima does by default: on long series or long seasons
-    approximate = bool(panel.groupby("unique_id").size().max() > 150 or setup.season > 12)
-    makers = {"AutoETS": lambda: AutoETS(season_length=setup.season),
-              "AutoTheta": lambda: AutoTheta(season_length=setup.season),
-              "AutoARIMA": lambda: AutoARIMA(season_length=setup.season, approximation=approximate)}
-    chosen = [makers[m]() for m in models] + [SeasonalNaive(season_length=setup.season)]
+    chosen = [statistical_model(m, setup, panel) for m in models] + [SeasonalNaive(season_length=setup.season)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = StatsForecast(models=chosen, freq=setup.freq, n_jobs=1).cross_validation(
@@ -75,8 +70,9 @@ def baselines(panel: pd.DataFrame, setup: Setup, windows: int, step: int,
 
 def run(prepared: Prepared, setup: Setup, windows: int, outer: int, step: int,
         models: tuple[str, ...] = BASELINES) -> Backtest:
-    """Score the forecast and the baselines on the last `outer` of `windows` origins."""
-    past = rolling_origins(prepared, setup, windows, step)
+    """Score the forecast and the baselines on the last `outer` of `windows` origins; the forecast's
+    statistical candidates are those of `models` too (the tests leave AutoARIMA out, for speed)."""
+    past = rolling_origins(prepared, setup, windows, step, models)
     # series may end on different days: origins are numbered within each series
     past["window"] = past.groupby("unique_id")["cutoff"].rank(method="dense").astype(int)
     scored, skipped = [], []
@@ -88,7 +84,7 @@ def run(prepared: Prepared, setup: Setup, windows: int, outer: int, step: int,
             skipped.append(f"origin {window} of {windows}: no earlier forecast to calibrate on")
             continue
         model = Forecaster(setup)
-        model.shares, model.calibration, model.stat_scale = choose(known, setup)
+        model.shares, model.calibration, model.stat_part = choose(known, setup)
         scored.append(model.finish(ahead))
     if not scored:
         return Backtest(pd.DataFrame(), skipped, past)
@@ -97,7 +93,7 @@ def run(prepared: Prepared, setup: Setup, windows: int, outer: int, step: int,
     # the parts of the forecast, in the series' units (the booster alone is scored beside it)
     nonneg = ours["nonneg"].to_numpy(bool)
     ours[LGBM] = from_model_scale(ours[LGBM].to_numpy(float) + ours["effect"].to_numpy(float), nonneg)
-    ours = ours.drop(columns=[*STATS, *RAW_STATS])
+    ours = ours.drop(columns=[c for c in candidate_columns() if c in ours])
     raw = prepared.frame[["unique_id", "ds", "y"]]
     base = baselines(raw, setup, outer, step, models)
     merged = ours.merge(base, on=[*KEYS, "cutoff"], how="inner", suffixes=("", "_raw"))

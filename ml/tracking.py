@@ -129,8 +129,8 @@ class Store:
                 client.get_registered_model(name)
             except MlflowException:
                 client.create_registered_model(name, description=f"Global LightGBM forecaster of the {family} "
-                                               "metrics (all tenants and each tenant) combined with AutoETS and "
-                                               "AutoTheta (mlforecast, statsforecast).")
+                                               "metrics (all tenants and each tenant) combined with AutoETS, "
+                                               "AutoTheta or AutoARIMA (mlforecast, statsforecast).")
             with using(self.uri):  # the logged model's `models:/` URI resolves through the fluent API
                 version = client.create_model_version(name, model_uri, run_id=run_id)
             if promote:

@@ -65,9 +65,9 @@ def _store(env):
 
 @dg.asset(key=MODELS_KEY, deps=[METRICS_DAILY, EVENTS_CALENDAR], group_name="ml", kinds={"lightgbm", "mlflow"},
           pool=WAREHOUSE_POOL,
-          description="One global LightGBM model per metric family (mlforecast) combined with AutoETS and AutoTheta "
-          "(statsforecast), backtested from rolling origins against AutoETS, AutoTheta and AutoARIMA, logged to MLflow "
-          "and registered; promoted to champion only if it beats the best of them.")
+          description="One global LightGBM model per metric family (mlforecast) combined with AutoETS, AutoTheta or "
+          "AutoARIMA (statsforecast), backtested from rolling origins against AutoETS, AutoTheta and AutoARIMA, "
+          "logged to MLflow and registered; promoted to champion only if it beats the best of them.")
 def forecast_models(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     from ml.tracking import TrackingStoreError
     from ml.training import train_family

@@ -120,6 +120,7 @@ def test_forecasts_have_every_series_and_horizon_with_ordered_intervals(store, t
     assert (table["prediction"] <= table["upper_80"]).all() and (table["upper_80"] <= table["upper_95"]).all()
     assert str(table["forecast_date"].min()) == "2026-11-01" and (table["model_version"] == loaded.version).all()
     assert loaded.model.shares == trained.shares  # the registered version forecasts as it was scored
+    assert loaded.model.stat_part == trained.stat_part
 
 
 @pytest.mark.parametrize("uri", ["http://127.0.0.1:9", "readonly"])
