@@ -409,9 +409,9 @@ class PostgresSchemas:
                 continue
             past = f'from {schema}."{name}" where "{cursor.column}" > ?'
             delete, earliest = cursor.replaced(target, past)
-            since = warehouse.rows(earliest, [newest])[0][0] if earliest else None
-            if not earliest or since is not None:  # (a batch without new rows replaces nothing)
-                warehouse.execute(delete, [since, newest] if earliest else [newest])
+            first = warehouse.rows(earliest, [newest])[0][0] if earliest else None
+            if not earliest or first is not None:  # (a batch without new rows replaces nothing)
+                warehouse.execute(delete, [first, newest] if earliest else [newest])
             warehouse.execute(f"insert into {target} select * {past}", [newest])
             since[table] = snapshots.Merged(cursor.column, newest)
         if changes is None:  # a table the warehouse no longer has is no longer published

@@ -294,9 +294,9 @@ def _apply(conn: duckdb.DuckDBPyConnection, changes: Changes) -> tuple[frozenset
         else:
             past = f'from {source} where "{cursor.column}" > ?'
             delete, earliest = cursor.replaced(target, past)
-            since = conn.execute(earliest, [newest]).fetchone()[0] if earliest else None
-            if not earliest or since is not None:  # (a batch without new rows replaces nothing)
-                conn.execute(delete, [since, newest] if earliest else [newest])
+            first = conn.execute(earliest, [newest]).fetchone()[0] if earliest else None
+            if not earliest or first is not None:  # (a batch without new rows replaces nothing)
+                conn.execute(delete, [first, newest] if earliest else [newest])
             conn.execute(f"insert into {target} select * {past}", [newest])
             merged[table] = Merged(cursor.column, newest)
         changed.append(table)
