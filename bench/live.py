@@ -43,8 +43,8 @@ TENANT = "t001"
 GOAL_SECONDS = 1.0
 POLL_SECONDS = 0.1
 # what a micro-batch publishes of the real-time mart (its dbt model's publish cursor)
-PER_MINUTE = snapshots.Changes(tables={"marts.metrics_per_minute": snapshots.Cursor("metrics_per_minute_key",
-                                                                                    "last_loaded_at")})
+PER_MINUTE = snapshots.Changes(tables={"marts.metrics_per_minute": snapshots.Cursor(
+    "metrics_per_minute_key", "last_loaded_at", "minute_at")})
 EVENTS_TILE = "document.getElementById('live.live_events')"
 TODAY = orjson.dumps({"measures": ["live.live_events"], "timezone": "UTC",
                       "timeDimensions": [{"dimension": "live.metric_time", "dateRange": "today"}]}).decode()

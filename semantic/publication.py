@@ -408,7 +408,10 @@ class PostgresSchemas:
                 warehouse.execute(f'insert into {target} select * from {schema}."{name}"')
                 continue
             past = f'from {schema}."{name}" where "{cursor.column}" > ?'
-            warehouse.execute(f'delete from {target} where "{cursor.key}" in (select "{cursor.key}" {past})', [newest])
+            delete, earliest = cursor.replaced(target, past)
+            first = warehouse.rows(earliest, [newest])[0][0] if earliest else None
+            if not earliest or first is not None:  # (a batch without new rows replaces nothing)
+                warehouse.execute(delete, [first, newest] if earliest else [newest])
             warehouse.execute(f"insert into {target} select * {past}", [newest])
             since[table] = snapshots.Merged(cursor.column, newest)
         if changes is None:  # a table the warehouse no longer has is no longer published

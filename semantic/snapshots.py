@@ -86,10 +86,26 @@ class Snapshot:
 class Cursor:
     """How an incremental table changes: rows are added or replaced on `key`, each stamped with a
     `column` value (never null) newer than any row already there, so the rows past a snapshot's
-    newest value are exactly what changed since."""
+    newest value are exactly what changed since.
+
+    `row_time`, where a table declares one, is a time a row keeps for life: a row that replaces
+    another has the same (an event re-sent keeps the time it happened; a minute's row its minute).
+    The rows a batch replaces are then looked for from its new rows' earliest `row_time` on, which
+    the scan prunes to the recent files, instead of among every key the table ever held."""
 
     key: str
     column: str
+    row_time: str | None = None
+
+    def replaced(self, target: str, new_rows: str) -> tuple[str, str]:
+        """The statement that deletes the rows of `target` the rows of `new_rows` (a subquery
+        selecting them, with one `?` for the cursor) replace, and the query of their earliest row
+        time (its answer is the statement's second parameter); no such query without `row_time`."""
+        keys = f'"{self.key}" in (select "{self.key}" {new_rows})'
+        if self.row_time is None:
+            return f"delete from {target} where {keys}", ""
+        return (f'delete from {target} where "{self.row_time}" >= ? and {keys}',
+                f'select min("{self.row_time}") {new_rows}')
 
 
 @dataclass(frozen=True)
@@ -277,7 +293,10 @@ def _apply(conn: duckdb.DuckDBPyConnection, changes: Changes) -> tuple[frozenset
             conn.execute(f"create or replace table {target} as select * from {source}")
         else:
             past = f'from {source} where "{cursor.column}" > ?'
-            conn.execute(f'delete from {target} where "{cursor.key}" in (select "{cursor.key}" {past})', [newest])
+            delete, earliest = cursor.replaced(target, past)
+            first = conn.execute(earliest, [newest]).fetchone()[0] if earliest else None
+            if not earliest or first is not None:  # (a batch without new rows replaces nothing)
+                conn.execute(delete, [first, newest] if earliest else [newest])
             conn.execute(f"insert into {target} select * {past}", [newest])
             merged[table] = Merged(cursor.column, newest)
         changed.append(table)

@@ -21,8 +21,9 @@ PUBLISHED_KEY = dg.AssetKey("published_warehouse")
 MART_KEYS = sorted((key for dbt_step in (dbt_models, dbt_forecast_marts) for key in dbt_step.keys
                     if key.path[0] == "marts"), key=lambda k: k.to_user_string())
 # dbt models declare how the snapshot takes their new rows: `meta: {publish_cursor: <column>}`
-# beside an incremental `unique_key` (see snapshots.Cursor).
-CURSOR_META = "publish_cursor"
+# beside an incremental `unique_key`, and `publish_row_time: <column>` where a replaced row keeps
+# that time (see snapshots.Cursor).
+CURSOR_META, ROW_TIME_META = "publish_cursor", "publish_row_time"
 
 
 def dbt_tables(manifest: dict) -> dict[str, snapshots.Cursor | None]:
@@ -32,11 +33,15 @@ def dbt_tables(manifest: dict) -> dict[str, snapshots.Cursor | None]:
         if node["resource_type"] != "model":
             continue
         config = node["config"]
-        column, key = (config.get("meta") or {}).get(CURSOR_META), config.get("unique_key")
+        meta = config.get("meta") or {}
+        column, key, row_time = meta.get(CURSOR_META), config.get("unique_key"), meta.get(ROW_TIME_META)
         if column is not None and not isinstance(key, str):
             raise ValueError(f"dbt model {node['name']}: meta.{CURSOR_META} needs a single-column unique_key, "
                              f"got {key!r}")
-        tables[f"{node['schema']}.{node['alias']}"] = None if column is None else snapshots.Cursor(key, column)
+        if row_time is not None and column is None:
+            raise ValueError(f"dbt model {node['name']}: meta.{ROW_TIME_META} needs meta.{CURSOR_META}")
+        tables[f"{node['schema']}.{node['alias']}"] = None if column is None else \
+            snapshots.Cursor(key, column, row_time)
     return tables
 
 

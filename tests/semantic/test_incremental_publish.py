@@ -25,8 +25,8 @@ from semantic.metricflow_engine import load_semantic_manifest
 from semantic.publication import DuckDbSnapshots
 from semantic.warehouse import Warehouse
 
-CURSORS = {"marts.fct_events": snapshots.Cursor("event_id", "loaded_at"),
-           "marts.metrics_per_minute": snapshots.Cursor("metrics_per_minute_key", "last_loaded_at")}
+CURSORS = {"marts.fct_events": snapshots.Cursor("event_id", "loaded_at", "event_at"),
+           "marts.metrics_per_minute": snapshots.Cursor("metrics_per_minute_key", "last_loaded_at", "minute_at")}
 MICRO_BATCH = snapshots.Changes(tables=CURSORS, schemas=("quality",))
 
 
@@ -188,6 +188,9 @@ def test_a_publish_cursor_needs_a_single_column_key():
     node = {"resource_type": "model", "name": "fct_x", "schema": "marts", "alias": "fct_x",
             "config": {"meta": {"publish_cursor": "loaded_at"}, "unique_key": ["a", "b"]}}
     with pytest.raises(ValueError, match="dbt model fct_x: meta.publish_cursor needs a single-column unique_key"):
+        dbt_tables({"nodes": {"model.p.fct_x": node}})
+    node["config"] = {"meta": {"publish_row_time": "event_at"}, "unique_key": "a"}
+    with pytest.raises(ValueError, match="dbt model fct_x: meta.publish_row_time needs meta.publish_cursor"):
         dbt_tables({"nodes": {"model.p.fct_x": node}})
 
 

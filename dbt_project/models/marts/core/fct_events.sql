@@ -2,7 +2,9 @@
     one and merges them on event_id, so a replay changes nothing. Late events carry their own
     event_date, so they land in the day they happened, not the day they arrived. This is where the
     events' history lives: raw events are kept for less (orchestration/retention.yml), so a full
-    refresh never rebuilds it (full_refresh=false; drop the table by hand to start again). -#}
+    refresh never rebuilds it (full_refresh=false; drop the table by hand to start again). An event
+    keeps its event_at for life (publish_row_time): publishing a micro-batch looks for the rows it
+    replaces only from its earliest event on. -#}
 {{
     config(
         materialized='incremental',
@@ -10,7 +12,7 @@
         unique_key='event_id',
         on_schema_change='append_new_columns',
         full_refresh=false,
-        meta={'publish_cursor': 'loaded_at'},
+        meta={'publish_cursor': 'loaded_at', 'publish_row_time': 'event_at'},
     )
 }}
 

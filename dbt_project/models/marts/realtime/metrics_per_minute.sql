@@ -2,14 +2,14 @@
     Each run recomputes only the (tenant, minute) pairs that received events since the last
     run, from all of that minute's events, and merges them on the key: a late event updates
     the minute it happened in, and a replayed file (already deduplicated upstream) changes
-    nothing. -#}
+    nothing. A row keeps its minute (publish_row_time). -#}
 {{
     config(
         materialized='incremental',
         incremental_strategy=recompute_strategy(),
         unique_key='metrics_per_minute_key',
         on_schema_change='fail',
-        meta={'publish_cursor': 'last_loaded_at'},
+        meta={'publish_cursor': 'last_loaded_at', 'publish_row_time': 'minute_at'},
     )
 }}
 
