@@ -23,10 +23,15 @@ neither as clean nor as injected, and no anomaly is injected next to it. The ben
 many such days each panel had.
 
 Every detector is read at the threshold that keeps false alarms within 1 per 1,000 clean
-series-days (the budget), and `ml.detection` also at its shipped threshold.
+series-days (the budget), and `ml.detection` also at its shipped threshold. `ml.detection` has two
+verdicts, each read at its own budget: as of the day (provisional) on every judged day, and once
+the two weeks after the day are known (confirmed, `detection.CONFIRM_SEASONS`) on the days that
+have them, beside the baseline and the oracle on those same days.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -90,7 +95,9 @@ def seasonal_robust_z(panel: pd.DataFrame, season: int = 7, weeks: int = 4, wind
     for _, rows in panel.groupby("unique_id", sort=False):
         stab = pd.Series(detection.stabilized(rows["y"].to_numpy(float), rows["nonneg"].to_numpy(bool)))
         lags = np.column_stack([stab.shift(season * k) for k in range(1, weeks + 1)])
-        residual = stab - np.nanmedian(lags, axis=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the first weeks: no same weekday before
+            residual = stab - np.nanmedian(lags, axis=1)
         mad = residual.shift(1).rolling(window, min_periods=14).apply(
             lambda r: 1.4826 * np.median(np.abs(r - np.median(r))), raw=True)
         if rows["counts"].any():
@@ -104,11 +111,14 @@ DAILY = Setup("D", 7, 7)
 
 def judge_all(injected: pd.DataFrame, setup: Setup = DAILY, last: int | None = None) -> tuple[pd.DataFrame,
                                                                                               pd.DataFrame]:
-    """Our score and the baseline's for every judged day of `injected` (the `last` days), and our judgments."""
+    """Our scores and the baseline's for every judged day of `injected` (the `last` days), and our
+    judgments: `ours` as of the day (the provisional verdict), `confirmed` once the weeks after it
+    are known (NaN for the last days, which have no confirmed verdict yet)."""
     ours = detection.judge(injected.drop(columns=["size", "noise", "oracle", "natural"]), setup, last=last)
     scored = injected.assign(baseline=seasonal_robust_z(injected))
-    ours = ours.assign(ours=ours["score"].where(~ours["shift"], 0.0))  # a lasting move is not flagged
-    scored = scored.merge(ours[["unique_id", "ds", "ours"]], on=["unique_id", "ds"], how="inner")
+    ours = ours.assign(ours=ours["score"].where(~ours["shift"], 0.0),  # a lasting move is not flagged
+                       confirmed=ours["score_confirmed"])
+    scored = scored.merge(ours[["unique_id", "ds", "ours", "confirmed"]], on=["unique_id", "ds"], how="inner")
     return scored.dropna(subset=["baseline", "ours", "oracle"]), ours
 
 
@@ -119,29 +129,35 @@ def threshold_at_budget(clean: np.ndarray, budget: float = BUDGET) -> float:
     return float(ranked[allowed] + 1e-9) if allowed < len(ranked) else 0.0
 
 
-def evaluate(scored: pd.DataFrame, shipped: float = detection.THRESHOLD) -> dict[str, pd.DataFrame]:
-    """Recall by size bucket and direction at the budget, the precision-recall curve, and false alarms."""
+def evaluate(scored: pd.DataFrame, ours: tuple[str, ...] = ("ours",),
+             shipped: dict[str, float] | None = None) -> dict[str, pd.DataFrame]:
+    """Recall by size bucket and direction at the budget, the precision-recall curve, and false
+    alarms, of our verdicts `ours` (columns of `scored`: "ours" as of the day, "confirmed" once
+    confirmed) beside the baseline and the oracle, on the days every one of them judged; `shipped`:
+    each verdict's shipped threshold (as of the day: `detection.THRESHOLD`)."""
+    shipped = shipped or {"ours": detection.THRESHOLD}
+    detectors = (*ours, "baseline", "oracle")
+    scored = scored.dropna(subset=list(ours))
     clean = scored[(scored["size"] == 0) & (scored["event"] == "") & ~scored["natural"]]
     anomalies = scored[scored["size"] != 0]
-    thresholds = {name: threshold_at_budget(clean[name].to_numpy()) for name in ("ours", "baseline", "oracle")}
+    thresholds = {name: threshold_at_budget(clean[name].to_numpy()) for name in detectors}
+
+    def recall(of: pd.DataFrame) -> dict:
+        return {**{n: float((of[n].abs() >= t).mean()) for n, t in thresholds.items()},
+                **{f"{n}_shipped": float((of[n].abs() >= t).mean()) for n, t in shipped.items()}}
+
     bucket = pd.cut(anomalies["size"].abs(), [b[0] for b in BUCKETS] + [99.0], labels=[b[2] for b in BUCKETS],
                     right=False)
     direction = np.where(anomalies["size"] > 0, "spike", "drop")
-    rows = []
-    for (name_bucket, kind), of_bucket in anomalies.groupby([bucket, direction], observed=True):
-        row = {"size": name_bucket, "kind": kind, "injected": len(of_bucket)}
-        for name, threshold in thresholds.items():
-            row[name] = float((of_bucket[name].abs() >= threshold).mean())
-        row["ours_shipped"] = float((of_bucket["ours"].abs() >= shipped).mean())
-        rows.append(row)
-    by_bucket = pd.DataFrame(rows)
-    overall = anomalies.groupby(bucket, observed=True).apply(
-        lambda b: pd.Series({"injected": len(b), **{n: float((b[n].abs() >= t).mean()) for n, t in thresholds.items()},
-                             "ours_shipped": float((b["ours"].abs() >= shipped).mean())}))
+    by_bucket = pd.DataFrame([{"size": name_bucket, "kind": kind, "injected": len(of_bucket), **recall(of_bucket)}
+                              for (name_bucket, kind), of_bucket in anomalies.groupby([bucket, direction],
+                                                                                      observed=True)])
+    overall = pd.DataFrame({name: {"injected": len(of), **recall(of)}
+                            for name, of in anomalies.groupby(bucket, observed=True)}).T
     curve = []
     for threshold in (3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 8.0):
         row = {"threshold": threshold}
-        for name in ("ours", "baseline", "oracle"):
+        for name in detectors:
             flagged_clean = int((clean[name].abs() >= threshold).sum())
             found = int((anomalies[name].abs() >= threshold).sum())
             row[f"{name}_precision"] = found / (found + flagged_clean) if found + flagged_clean else np.nan
@@ -150,10 +166,14 @@ def evaluate(scored: pd.DataFrame, shipped: float = detection.THRESHOLD) -> dict
         curve.append(row)
     events_ = scored[scored["event"] != ""]
     summary = pd.DataFrame([{
-        "clean_days": len(clean), "anomalies": len(anomalies), "event_days": len(events_),
+        "days": len(scored), "clean_days": len(clean), "anomalies": len(anomalies), "event_days": len(events_),
         "natural_anomaly_days": int(scored["natural"].sum()),
         **{f"{n}_threshold_at_budget": t for n, t in thresholds.items()},
-        "ours_false_per_1000_at_shipped": 1000 * float((clean["ours"].abs() >= shipped).mean()),
-        "event_days_beyond_shipped": int((events_["ours"].abs() >= shipped).sum()),
+        **{f"{n}_false_per_1000_at_shipped": 1000 * float((clean[n].abs() >= t).mean()) for n, t in shipped.items()},
+        **{f"{n}_event_days_beyond_shipped": int((events_[n].abs() >= t).sum()) for n, t in shipped.items()},
     }])
-    return {"by_bucket": by_bucket, "overall": overall, "curve": pd.DataFrame(curve), "summary": summary}
+    big = anomalies[anomalies["size"].abs() >= BUCKETS[-1][0]]
+    panels = pd.DataFrame({name: {"injected": len(of), **recall(of)} for name, of in big.groupby("panel")}).T \
+        if "panel" in big else pd.DataFrame()
+    return {"by_bucket": by_bucket, "overall": overall, "curve": pd.DataFrame(curve), "summary": summary,
+            "panels": panels}

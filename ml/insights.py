@@ -29,7 +29,7 @@ CHANGE_MIN_SHIFT = 0.15
 CHANGE_MIN_T = 6.0
 
 COLUMNS = ["insight_type", "metric", "tenant_id", "date_day", "severity", "confidence", "value", "expected",
-           "lower", "upper", "score", "method", "explanation"]
+           "lower", "upper", "score", "method", "explanation", "verdict"]
 
 LABELS = {"revenue": "Revenue", "orders": "Orders", "active_users": "Active users", "sessions": "Sessions",
           "errors": "Errors"}
@@ -95,19 +95,62 @@ def severity_of(z: float, actual: float, expected: float) -> str:
 
 
 def anomalies(judged: pd.DataFrame, names: Mapping[str, str] = NO_NAMES) -> pd.DataFrame:
-    """Anomalies and expected events among the days `detection.judge` judged (`names`: tenant names)."""
+    """Anomalies, expected events and withdrawn anomalies among the days `detection.judge` judged
+    (`names`: tenant names), each with its verdict.
+
+    A day's verdict is provisional until the two weeks after it are known, then confirmed (see
+    `ml.detection`): a provisional anomaly is judged against the days before it only; a confirmed
+    one against the same weekday of the weeks before and after it. A day flagged as of the day
+    that its confirmed verdict no longer holds anomalous (the first days of a new schedule, which
+    the weeks after it follow) is published as a `withdrawn_anomaly` insight, so a reader who saw
+    the provisional one learns why it went."""
     found = []
     if judged.empty:
         return pd.DataFrame(columns=COLUMNS)
-    for day in judged[(judged["score"].abs() >= ANOMALY_Z) & ~judged["shift"]].itertuples(index=False):
-        confidence = min(0.99, abs(day.score) / (2 * ANOMALY_Z))
+    judged = judged.assign(current=detection.anomalous(judged), withdrawn=detection.withdrawn(judged))
+    confirmed = judged["verdict"] == detection.CONFIRMED
+    for name in ("score", "expected", "lower", "upper"):  # the figures of the verdict that stands
+        judged[f"{name}_now"] = judged[f"{name}_confirmed"].where(confirmed, judged[name])
+    threshold = np.where(confirmed, detection.CONFIRMED_THRESHOLD, ANOMALY_Z)
+    events_ = (judged["event"] != "") & (judged["score_now"].abs() >= threshold) & (confirmed | ~judged["shift"])
+    for day in judged[judged["current"] | judged["withdrawn"] | events_].itertuples(index=False):
+        bar = detection.CONFIRMED_THRESHOLD if day.verdict == detection.CONFIRMED else ANOMALY_Z
+        confidence = min(0.99, abs(day.score_now) / (2 * bar))
         if day.event:
-            found.append(_expected_event(day.tenant_id, day.metric, day.ds, day.y, day.expected, day.lower,
-                                         day.upper, day.score, confidence, day.event_name, names))
+            found.append(_expected_event(day.tenant_id, day.metric, day.ds, day.y, day.expected_now, day.lower_now,
+                                         day.upper_now, day.score_now, confidence, day.event_name, names))
+        elif day.withdrawn:
+            found.append(_withdrawn(day, names))
         else:
-            found.append(_anomaly(day.tenant_id, day.metric, day.ds, day.y, day.expected, day.lower, day.upper,
-                                  day.score, confidence=confidence, method="forecast_residual", names=names))
-    return pd.DataFrame(found, columns=COLUMNS)
+            found.append(_anomaly(day.tenant_id, day.metric, day.ds, day.y, day.expected_now, day.lower_now,
+                                  day.upper_now, day.score_now, confidence=confidence, method="forecast_residual",
+                                  names=names))
+        found[-1]["verdict"] = day.verdict
+        if day.verdict == detection.PROVISIONAL and not day.event:
+            found[-1]["explanation"] += (f" Provisional: the {detection.CONFIRM_SEASONS} weeks after it will confirm "
+                                         "or withdraw it.")
+    return _frame(found)
+
+
+def _frame(found: list[dict]) -> pd.DataFrame:
+    """Insights as a frame of `COLUMNS`; `verdict` (an anomaly's provisional or confirmed) is text, null
+    for trends and change points, which are not a day's verdict."""
+    return pd.DataFrame(found, columns=COLUMNS).astype({"verdict": object})
+
+
+def _withdrawn(day, names: Mapping[str, str]) -> dict:
+    """A provisional anomaly its confirmed verdict withdrew: what it was, and what the weeks after showed."""
+    direction = "rise" if day.score > 0 else "drop"
+    explanation = (f"{_subject(day.metric, day.tenant_id, names)} on {pd.Timestamp(day.ds).date()} {_was(day.metric)} "
+                   f"{_amount(day.metric, day.y)}, first reported as an unusual {direction} "
+                   f"({_against(day.metric, day.y, day.expected, 'the expected')}); the weeks after it show it was "
+                   f"in line with the same weekday around it ({_amount(day.metric, day.expected_confirmed)}), so it "
+                   "is no longer an anomaly.")
+    return {"insight_type": "withdrawn_anomaly", "metric": day.metric, "tenant_id": day.tenant_id,
+            "date_day": pd.Timestamp(day.ds), "severity": "low", "confidence": 0.0, "value": float(day.y),
+            "expected": float(day.expected_confirmed), "lower": float(day.lower_confirmed),
+            "upper": float(day.upper_confirmed), "score": round(float(day.score_confirmed), 2),
+            "method": "forecast_residual", "explanation": explanation}
 
 
 def fallback_anomalies(series: pd.DataFrame, names: Mapping[str, str] = NO_NAMES) -> pd.DataFrame:
@@ -124,8 +167,8 @@ def fallback_anomalies(series: pd.DataFrame, names: Mapping[str, str] = NO_NAMES
             if abs(score) >= FALLBACK_Z and not event:
                 found.append(_anomaly(tenant_id, metric, day, value, median, np.nan, np.nan, score,
                                       confidence=min(0.99, abs(score) / (2 * FALLBACK_Z)), method="robust_zscore",
-                                      names=names))
-    return pd.DataFrame(found, columns=COLUMNS)
+                                      names=names) | {"verdict": detection.PROVISIONAL})  # until a model judges it
+    return _frame(found)
 
 
 def _anomaly(tenant_id, metric, day, actual, expected, lower, upper, score, confidence, method,
@@ -205,7 +248,7 @@ def trends(series: pd.DataFrame, names: Mapping[str, str] = NO_NAMES) -> pd.Data
                             f"last {TREND_DAYS} days: {_amount(metric, recent.mean())} a day against "
                             f"{_amount(metric, before.mean())} in the {TREND_DAYS} days before."),
         })
-    return pd.DataFrame(found, columns=COLUMNS)
+    return _frame(found)
 
 
 def change_points(series: pd.DataFrame, names: Mapping[str, str] = NO_NAMES) -> pd.DataFrame:
@@ -247,4 +290,4 @@ def change_points(series: pd.DataFrame, names: Mapping[str, str] = NO_NAMES) -> 
                             f"{abs(np.expm1(shift)):.1%} from {pd.Timestamp(day).date()} onwards and stayed there, "
                             "beyond its usual trend and weekly pattern."),
         })
-    return pd.DataFrame(found, columns=COLUMNS)
+    return _frame(found)

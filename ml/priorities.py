@@ -24,7 +24,7 @@ from ml.series import TOTAL
 HALF_LIFE_DAYS = 7.0
 MAX_RELATIVE = 3.0
 DAYS_COVERED = {"trend_up": 28, "trend_down": 28, "change_point": 14}
-KIND_WEIGHT = {"expected_event": 0.2, "correlation": 0.3}
+KIND_WEIGHT = {"expected_event": 0.2, "correlation": 0.3, "withdrawn_anomaly": 0.1}
 TOTAL_WEIGHT = 0.5  # the all-tenants series repeat what the tenants' own insights say
 
 # What to check, by metric and direction: the place a person looks first.
@@ -78,6 +78,8 @@ def recommendation(insight: Mapping, where: str | None, who: str) -> str:
     kind = insight["insight_type"]
     if kind == "expected_event":
         return "Nothing to fix: plan for this event's effect next time it comes round."
+    if kind == "withdrawn_anomaly":
+        return "Nothing to fix: the weeks after this day showed it was not unusual."
     direction = "rise" if float(insight["value"]) >= float(insight["expected"] or 0) else "drop"
     if kind == "change_point":
         direction = "rise" if float(insight["value"]) > 0 else "drop"

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml import detection, events
+from ml import detection, events, insights
 from ml.forecaster import Setup
 from ml.forecasting import find_insights
 from ml.series import to_panel
@@ -145,3 +145,30 @@ def test_a_lasting_move_is_continued_at_half_the_threshold_and_a_spike_on_top_st
     assert not any(run([-1.1 * t, -0.4 * t, -1.1 * t], [True, False, True]))  # broken by an ordinary day
     assert run([1.8 * t, 0.57 * t, 0.55 * t], [True, False, False])[-1] == [1, 2]  # a spike, then busier days
     assert run([-6.6 * t, -8.7 * t, -7.5 * t], [True] * 3)[-1] == [0, 1, 2]  # one big move, in tiny noise units
+
+
+def test_a_new_schedule_is_withdrawn_once_confirmed_and_a_real_drop_stays_confirmed():
+    """As of the day, the first Tuesday and Wednesday of a new schedule (30 flights fewer for good)
+    are anomalies, published as provisional; two weeks later the weeks after them say they were the
+    new schedule: the confirmed verdict withdraws them, and keeps the drop of `schedule()`'s day 80."""
+    panel = schedule(days=105, changed_from=200)
+    change = [i for i in range(56, 63) if panel["ds"][i].day_of_week in (1, 2)]  # that week's Tuesday, Wednesday
+    panel.loc[(panel.index >= change[0]) & panel["ds"].dt.day_of_week.isin([1, 2]), "y"] -= 30
+    days = panel["ds"][change].tolist()
+    that_week = insights.anomalies(detection.judge(panel.iloc[:change[1] + 2], SETUP))  # the run of that Thursday
+    on_the_day = that_week[that_week["date_day"].isin(days)]
+    assert list(on_the_day["insight_type"]) == ["anomaly_drop"] * 2 and (on_the_day["verdict"] == "provisional").all()
+    assert on_the_day["explanation"].str.contains("Provisional").all()
+    judged = detection.judge(panel, SETUP)
+    found = insights.anomalies(judged).set_index("date_day")
+    assert list(found.loc[days, "insight_type"]) == ["withdrawn_anomaly"] * 2
+    assert (found.loc[days, "verdict"] == "confirmed").all() and (found.loc[days, "severity"] == "low").all()
+    assert found.loc[days, "explanation"].str.contains("no longer an anomaly").all()
+    assert np.allclose(found.loc[days, "expected"], panel["y"][change], atol=1.5)  # the weeks after: the new schedule
+    drop = found.loc[panel["ds"][80]]
+    assert drop["insight_type"] == "anomaly_drop" and drop["verdict"] == "confirmed"
+    assert drop["score"] <= -detection.CONFIRMED_THRESHOLD
+    others = found.drop(index=[*days, panel["ds"][80]])
+    assert not others["insight_type"].str.startswith("anomaly").any(), others  # the later Tuesdays: a lasting move
+    last = judged.set_index("ds")["verdict"]
+    assert (last.iloc[-14:] == "provisional").all() and (last.iloc[:-14] == "confirmed").all()

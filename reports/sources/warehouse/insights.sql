@@ -5,7 +5,8 @@
 select cast(i.insight_type as varchar) as insight_type,
        case cast(i.insight_type as varchar)
            when 'anomaly_spike' then 'Unusual rise' when 'anomaly_drop' then 'Unusual drop'
-           when 'expected_event' then 'Calendar event' when 'trend_up' then 'Rising trend'
+           when 'expected_event' then 'Calendar event' when 'withdrawn_anomaly' then 'Withdrawn anomaly'
+           when 'trend_up' then 'Rising trend'
            when 'trend_down' then 'Falling trend' when 'change_point' then 'Lasting shift'
            else cast(i.insight_type as varchar)
        end as kind,
@@ -21,6 +22,6 @@ select cast(i.insight_type as varchar) as insight_type,
        i.confidence, i.value, i.expected, i.lower, i.upper, i.explanation,
        cast(i.drivers as varchar) as drivers, cast(i.recommendation as varchar) as recommendation,
        cast(i.impact as double) as impact, cast(i.priority as double) as priority,
-       cast(i.priority_rank as bigint) as priority_rank
+       cast(i.priority_rank as bigint) as priority_rank, cast(i.verdict as varchar) as verdict
 from ml.insights as i
 left join marts.dim_tenants as t on cast(i.tenant_id as varchar) = t.tenant_id

@@ -26,7 +26,8 @@ with insights as (
         cast(null as {{ sql_type('varchar') }}) as method,
         cast(null as {{ sql_type('varchar') }}) as explanation,
         cast(null as {{ sql_type('varchar') }}) as drivers,
-        cast(null as {{ sql_type('varchar') }}) as recommendation
+        cast(null as {{ sql_type('varchar') }}) as recommendation,
+        cast(null as {{ sql_type('varchar') }}) as verdict
     where 1 = 0
     {%- endif %}
 )
@@ -38,6 +39,7 @@ select
         when 'anomaly_spike' then 'Unusual rise'
         when 'anomaly_drop' then 'Unusual drop'
         when 'expected_event' then 'Calendar event'
+        when 'withdrawn_anomaly' then 'Withdrawn anomaly'
         when 'trend_up' then 'Rising trend'
         when 'trend_down' then 'Falling trend'
         when 'change_point' then 'Lasting shift'
@@ -65,5 +67,6 @@ select
     cast(method as {{ sql_type('varchar') }}) as method,
     cast(explanation as {{ sql_type('varchar') }}) as explanation,
     cast(drivers as {{ sql_type('varchar') }}) as drivers,
-    cast(recommendation as {{ sql_type('varchar') }}) as recommendation
+    cast(recommendation as {{ sql_type('varchar') }}) as recommendation,
+    cast(verdict as {{ sql_type('varchar') }}) as verdict
 from insights
