@@ -22,6 +22,6 @@ select cast(i.insight_type as varchar) as insight_type,
        i.confidence, i.value, i.expected, i.lower, i.upper, i.explanation,
        cast(i.drivers as varchar) as drivers, cast(i.recommendation as varchar) as recommendation,
        cast(i.impact as double) as impact, cast(i.priority as double) as priority,
-       cast(i.priority_rank as bigint) as priority_rank, cast(i.verdict as varchar) as verdict
+       cast(i.priority_rank as bigint) as priority_rank
 from ml.insights as i
 left join marts.dim_tenants as t on cast(i.tenant_id as varchar) = t.tenant_id
