@@ -139,6 +139,7 @@ def detection_panels(wide: pd.DataFrame | None, calendar: pd.DataFrame | None) -
 def anomalies(wide: pd.DataFrame | None, calendar: pd.DataFrame | None, replicates: int) -> None:
     print("\n== Anomaly detection on injected anomalies (sizes in units of the day's own noise) ==")
     scored, flags_on_events = [], 0
+    verdicts_on_events = {"as of the day": 0, "confirmed": 0}  # each verdict's flags on calendar event days
     for name, panel in detection_panels(wide, calendar):
         started = time.perf_counter()
         for seed in range(replicates):
@@ -150,6 +151,10 @@ def anomalies(wide: pd.DataFrame | None, calendar: pd.DataFrame | None, replicat
                 ds=lambda f: pd.to_datetime(f["date_day"]))[["tenant_id", "metric", "ds"]]
             event_days = ours.loc[ours["event"] != "", ["tenant_id", "metric", "ds"]]
             flags_on_events += len(flagged.merge(event_days, on=["tenant_id", "metric", "ds"]))  # same series and day
+            on_event = (ours["event"] != "").to_numpy()
+            verdicts_on_events["as of the day"] += int((detection.provisional(ours) & on_event).sum())
+            confirmed = (ours["verdict"] == detection.CONFIRMED).to_numpy()
+            verdicts_on_events["confirmed"] += int((detection.anomalous(ours) & confirmed & on_event).sum())
         natural = int(injected["natural"].sum())
         print(f"  {name}: {replicates} injections, {time.perf_counter() - started:.0f} s; {natural} day(s) anomalous "
               f"before injection (beyond {anomaly_injection.NATURAL:g} noise units: neither clean nor injected)")
@@ -172,8 +177,16 @@ def anomalies(wide: pd.DataFrame | None, calendar: pd.DataFrame | None, replicat
         print("\nPrecision and recall by threshold (false alarms per 1,000 clean series-days):")
         print(result["curve"].round(3).to_string(index=False))
         print("\n" + result["summary"].round(3).to_string(index=False))
+    flagged = scored[scored["confirmed"].notna() & (scored["event"] == "")
+                     & (scored["ours"].abs() >= detection.THRESHOLD)]
+    kept = flagged["confirmed"].abs() >= detection.CONFIRMED_THRESHOLD
+    kind = np.where(flagged["size"] != 0, "injected", np.where(flagged["natural"], "natural", "clean"))
+    print("\nDays flagged as of the day, at the shipped thresholds, once confirmed (kept / withdrawn): "
+          + ", ".join(f"{k} {int(kept[kind == k].sum())} / {int((~kept)[kind == k].sum())}"
+                      for k in ("injected", "natural", "clean")))
     print(f"\nanomaly flags on calendar event days (the published insights, verdict as it stands at the end of "
-          f"the data): {flags_on_events} (goal 0)")
+          f"the data): {flags_on_events}; flags of each verdict on them: "
+          + ", ".join(f"{k} {n}" for k, n in verdicts_on_events.items()) + " (goal 0)")
 
 
 def main() -> None:

@@ -127,8 +127,7 @@ def anomalies(judged: pd.DataFrame, names: Mapping[str, str] = NO_NAMES) -> pd.D
                                   names=names))
         found[-1]["verdict"] = day.verdict
         if day.verdict == detection.PROVISIONAL and not day.event:
-            found[-1]["explanation"] += (f" Provisional: the {detection.CONFIRM_SEASONS} weeks after it will confirm "
-                                         "or withdraw it.")
+            found[-1]["explanation"] += " Provisional: the days after it will confirm or withdraw it."
     return _frame(found)
 
 
