@@ -113,11 +113,12 @@ def judge_all(injected: pd.DataFrame, setup: Setup = DAILY, last: int | None = N
                                                                                               pd.DataFrame]:
     """Our scores and the baseline's for every judged day of `injected` (the `last` days), and our
     judgments: `ours` as of the day (the provisional verdict), `confirmed` once the weeks after it
-    are known (NaN for the last days, which have no confirmed verdict yet)."""
+    are known (`detection.confirmed_strength`; NaN for the last days, which have no confirmed
+    verdict yet)."""
     ours = detection.judge(injected.drop(columns=["size", "noise", "oracle", "natural"]), setup, last=last)
     scored = injected.assign(baseline=seasonal_robust_z(injected))
     ours = ours.assign(ours=ours["score"].where(~ours["shift"], 0.0),  # a lasting move is not flagged
-                       confirmed=ours["score_confirmed"])
+                       confirmed=detection.confirmed_strength(ours))
     scored = scored.merge(ours[["unique_id", "ds", "ours", "confirmed"]], on=["unique_id", "ds"], how="inner")
     return scored.dropna(subset=["baseline", "ours", "oracle"]), ours
 

@@ -240,10 +240,18 @@ def provisional(judged: pd.DataFrame) -> np.ndarray:
     return ((judged["score"].abs() >= THRESHOLD) & ~judged["shift"] & (judged["event"] == "")).to_numpy()
 
 
+def confirmed_strength(judged: pd.DataFrame) -> pd.Series:
+    """The confirmed score against the confirmed verdict's bar: a provisional anomaly is withdrawn
+    only when the seasons around it explain it to within `CONFIRM` of `CONFIRMED_THRESHOLD`
+    (keeping a flag takes less than raising one, as half the threshold continues a lasting move):
+    its score counts 1 / `CONFIRM` times. NaN where there is no confirmed verdict yet."""
+    return judged["score_confirmed"] / np.where(provisional(judged), CONFIRM, 1.0)
+
+
 def anomalous(judged: pd.DataFrame) -> np.ndarray:
     """The current verdict of each judged period: the confirmed one once the seasons after it are
     known, the provisional one until then. A calendar event is never an anomaly."""
-    confirmed = (judged["score_confirmed"].abs() >= CONFIRMED_THRESHOLD) & (judged["event"] == "")
+    confirmed = (confirmed_strength(judged).abs() >= CONFIRMED_THRESHOLD) & (judged["event"] == "")
     return np.where(judged["verdict"] == CONFIRMED, confirmed, provisional(judged))
 
 
