@@ -44,7 +44,7 @@ against the same position of the seasons before and after it (`_confirmed`): tha
 confirmed, and it can withdraw a provisional anomaly. Only the days after a schedule change tell
 its first days from an anomaly: on the NYC departures, as of the day, the first days of a new
 schedule are judged against predictions that still expect the old one, and their noise hides
-anomalies of 6 units and more (19 % found at the budget); confirmed, 78 %. Neither verdict is
+anomalies of 6 units and more (19 % found at the budget); confirmed, 74 %. Neither verdict is
 ever fitted on the period it judges.
 
 Residuals are on a variance-stabilized scale (Anscombe's root for values that cannot be
