@@ -132,9 +132,9 @@ def anomalies(judged: pd.DataFrame, names: Mapping[str, str] = NO_NAMES) -> pd.D
 
 
 def _frame(found: list[dict]) -> pd.DataFrame:
-    """Insights as a frame of `COLUMNS`; `verdict` (an anomaly's provisional or confirmed) is text, null
-    for trends and change points, which are not a day's verdict."""
-    return pd.DataFrame(found, columns=COLUMNS).astype({"verdict": object})
+    """Insights as a frame of `COLUMNS`; `verdict` (a day's: provisional or confirmed) is empty for
+    trends and change points, which are not a day's verdict (`marts.fct_insights` has it null)."""
+    return pd.DataFrame(found, columns=COLUMNS).fillna({"verdict": ""})
 
 
 def _withdrawn(day, names: Mapping[str, str]) -> dict:

@@ -259,6 +259,12 @@ def test_the_main_run_writes_insights_drivers_and_relationships_as_marts_and_gov
     assert {"insight_key", "drivers", "recommendation", "impact", "priority", "priority_rank"} <= columns
     for mart in ("fct_insights", "fct_insight_drivers", "fct_insight_correlations"):
         connection.execute(f"select * from marts.{mart} limit 1")
+    # a day's verdict, provisional or confirmed (null for trends and shifts), is published with its insight
+    verdicts = dict(connection.execute("select insight_type like 'trend%' or insight_type = 'change_point', "
+                                       "list(distinct coalesce(verdict, 'null')) from marts.fct_insights group by 1"
+                                       ).fetchall())
+    assert verdicts.get(False) and set(verdicts[False]) <= {"provisional", "confirmed"}
+    assert set(verdicts.get(True, [])) <= {"null"}
     engine = drivers.GovernedMetrics(engine_on(DuckDbReader(connection), SEMANTIC_MANIFEST))
     assert all(engine.known(m) for m in ("insights", "high_severity_insights", "insight_revenue_impact",
                                          "insight_drivers", "errors"))

@@ -68,5 +68,5 @@ select
     cast(explanation as {{ sql_type('varchar') }}) as explanation,
     cast(drivers as {{ sql_type('varchar') }}) as drivers,
     cast(recommendation as {{ sql_type('varchar') }}) as recommendation,
-    cast(verdict as {{ sql_type('varchar') }}) as verdict
+    cast(nullif(cast(verdict as {{ sql_type('varchar') }}), '') as {{ sql_type('varchar') }}) as verdict
 from insights
