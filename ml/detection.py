@@ -216,7 +216,7 @@ def judge(panel: pd.DataFrame, setup: Setup, first: int | None = None, step: int
     center_stab = stabilized(judged["expected"].to_numpy(), judged["nonneg"].to_numpy(bool)) + judged["center"]
     judged["lower"] = _unstabilize(center_stab - band, judged["nonneg"].to_numpy(bool))
     judged["upper"] = _unstabilize(center_stab + band, judged["nonneg"].to_numpy(bool))
-    return _confirmed(judged, frame, stab, is_event, counts, resolution, setup.season)
+    return _confirmed(judged, frame, stab, is_event, counts, resolution, setup.freq, setup.season)
 
 
 # |score| from which a period is an anomaly, set from `make bench-ml`'s false-alarm budget (1 per
@@ -264,7 +264,7 @@ def withdrawn(judged: pd.DataFrame) -> np.ndarray:
 
 
 def _confirmed(judged: pd.DataFrame, frame: pd.DataFrame, stab: np.ndarray, is_event: np.ndarray,
-               counts: np.ndarray, resolution: dict[str, float], season: int) -> pd.DataFrame:
+               counts: np.ndarray, resolution: dict[str, float], freq: str, season: int) -> pd.DataFrame:
     """`judged` with each period's second verdict, once the `CONFIRM_SEASONS` seasons after it are
     known (`verdict` "confirmed"; until then "provisional" and the confirmed columns NaN).
 
@@ -274,22 +274,31 @@ def _confirmed(judged: pd.DataFrame, frame: pd.DataFrame, stab: np.ndarray, is_e
     period itself left out); the one that explains it best is its prediction (`expected_confirmed`).
     The first days of a new schedule are what the weeks after them look like, the last days of the
     old one what the weeks before looked like, and a trend is what the two-sided median follows: a
-    period that none of the three accounts for is an anomaly. Calendar
-    events and the periods the provisional verdict found anomalous are left out of every median
-    and of the noise (one anomaly neither moves the predictions around it nor widens their noise);
-    an event is never an anomaly (its score is kept: the insight names the event). Measured on
-    `make bench-ml` (see `ml/README.md`)."""
+    period that none of the three accounts for is an anomaly. Calendar events and the periods the
+    provisional verdict found anomalous are left out of every median and of the noise (one anomaly
+    neither moves the predictions around it nor widens their noise); an event is never an anomaly
+    (its score is kept: the insight names the event). Measured on `make bench-ml` (see
+    `ml/README.md`)."""
     rows = judged["index"].to_numpy()
     excluded = is_event.copy()
     excluded[rows[provisional(judged)]] = True
     z = np.full(len(frame), np.nan)
     expected = np.full(len(frame), np.nan)
     noise = np.full(len(frame), np.nan)
-    nonneg = frame["nonneg"].to_numpy(bool)
     lags = range(1, CONFIRM_SEASONS + 1)
     for u, index in frame.groupby("unique_id", sort=False).indices.items():
-        values = np.where(excluded[index], np.nan, stab[index])
-        n = len(index)
+        # on the series' full calendar: a missing period is unknown, not the one next to it
+        dates = pd.DatetimeIndex(frame["ds"].to_numpy()[index])
+        calendar = pd.date_range(dates.min(), dates.max(), freq=freq)
+        at = calendar.get_indexer(dates)
+        if (at < 0).any():  # periods off the declared frequency's grid: read the rows as they come
+            calendar, at = dates, np.arange(len(index))
+        n = len(calendar)
+        level = np.full(n, np.nan)
+        level[at] = stab[index]
+        values = np.full(n, np.nan)
+        values[at] = np.where(excluded[index], np.nan, stab[index])
+        nonneg, count = bool(frame["nonneg"].to_numpy(bool)[index[0]]), bool(counts[index[0]])
         before = np.column_stack([_shifted(values, k * season) for k in lags])
         after = np.column_stack([_shifted(values, -k * season) for k in lags])
         with warnings.catch_warnings():
@@ -299,21 +308,21 @@ def _confirmed(judged: pd.DataFrame, frame: pd.DataFrame, stab: np.ndarray, is_e
         step_ = resolution.get(u, 0.0)
         zs, scales = np.full((n, 3), np.nan), np.full((n, 3), np.nan)
         for k in range(3):  # each median in units of the noise of its own residuals around the period
-            residual = stab[index] - candidates[:, k]
-            usable = np.where(excluded[index], np.nan, residual)
+            residual = level - candidates[:, k]
+            usable = np.where(np.isfinite(values), residual, np.nan)
             scale = np.array([_robust_scale(around) if np.isfinite(around).sum() >= MIN_RESIDUALS else np.nan
                               for around in (np.delete(usable[max(0, t - NOISE_WINDOW):t + NOISE_WINDOW + 1],
                                                        t - max(0, t - NOISE_WINDOW)) for t in range(n))])
-            predicted = _unstabilize(candidates[:, k], nonneg[index])
-            floor = np.where(nonneg[index], step_ / np.sqrt(np.maximum(predicted, 0.0) + 0.375), step_)
-            scales[:, k] = np.maximum(np.where(counts[index], np.maximum(scale, 1.0), scale), np.maximum(floor, 1e-6))
+            predicted = _unstabilize(candidates[:, k], np.full(n, nonneg))
+            floor = step_ / np.sqrt(np.maximum(predicted, 0.0) + 0.375) if nonneg else np.full(n, step_)
+            scales[:, k] = np.maximum(np.maximum(scale, 1.0) if count else scale, np.maximum(floor, 1e-6))
             zs[:, k] = residual / scales[:, k]
         pick = np.argmin(np.where(np.isfinite(zs), np.abs(zs), np.inf), axis=1)  # the one that explains it best
         closest, scale, score = (a[np.arange(n), pick] for a in (candidates, scales, zs))
         known = np.arange(n) + CONFIRM_SEASONS * season < n  # the seasons after it are all there
-        z[index] = np.where(known, score, np.nan)  # NaN: too few residuals around it
-        expected[index] = np.where(known, _unstabilize(closest, nonneg[index]), np.nan)
-        noise[index] = np.where(known, scale, np.nan)
+        z[index] = np.where(known, score, np.nan)[at]  # NaN: too few residuals around it
+        expected[index] = np.where(known, _unstabilize(closest, np.full(n, nonneg)), np.nan)[at]
+        noise[index] = np.where(known, scale, np.nan)[at]
     judged = judged.assign(z_confirmed=z[rows], expected_confirmed=expected[rows])
     confirmed = judged["z_confirmed"].notna()  # the seasons after it known, and a noise around it
     judged["score_confirmed"] = without_shared_movement(judged.assign(z=judged["z_confirmed"])).where(confirmed)

@@ -172,3 +172,7 @@ def test_a_new_schedule_is_withdrawn_once_confirmed_and_a_real_drop_stays_confir
     assert not others["insight_type"].str.startswith("anomaly").any(), others  # the later Tuesdays: a lasting move
     last = judged.set_index("ds")["verdict"]
     assert (last.iloc[-14:] == "provisional").all() and (last.iloc[:-14] == "confirmed").all()
+    # a missing day: the weeks around a day are read by date, not by row
+    gapped = detection.judge(panel.drop(index=[70]), SETUP).set_index("ds").loc[panel["ds"][80]]
+    assert gapped["expected_confirmed"] == pytest.approx(judged.set_index("ds").loc[panel["ds"][80],
+                                                                                     "expected_confirmed"])
