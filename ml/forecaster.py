@@ -12,7 +12,10 @@ the hourly demand and the page views, AutoTheta the dew points and the gasoline,
 deaths). So the statistical part is a mean of one or more of AutoETS, AutoTheta and AutoARIMA fitted
 on the model scale, or AutoTheta fitted on the values themselves (the sample's order counts chose
 it), and the booster takes a share of the forecast; part and share are chosen together on the
-group's own earlier rolling-origin forecasts (`choose`).
+group's own earlier rolling-origin forecasts (`choose`). What the booster is fitted on (first or
+seasonal differences, or the levels: `TRANSFORMS`) is chosen there too, first, on its own forecasts:
+KPSS differencing alone made it worse than seasonal naive on series with level shifts or a strong
+season (page views, dew points), and levels alone on trending ones.
 
 Why events are an effect and not a tree feature: a Black Friday in the history would otherwise
 reach every later Friday through the weekly lags and ETS's seasonal state. So each event day of
