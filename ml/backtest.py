@@ -28,11 +28,12 @@ from ml.forecaster import (
     BOUNDS,
     KEYS,
     LGBM,
+    TRANSFORMS,
     Forecaster,
     Prepared,
     Setup,
+    booster_column,
     candidate_columns,
-    choose,
     from_model_scale,
     rolling_origins,
     scale_of,
@@ -83,9 +84,7 @@ def run(prepared: Prepared, setup: Setup, windows: int, outer: int, step: int,
         if known.empty or ahead.empty:
             skipped.append(f"origin {window} of {windows}: no earlier forecast to calibrate on")
             continue
-        model = Forecaster(setup)
-        model.shares, model.calibration, model.stat_part = choose(known, setup)
-        scored.append(model.finish(ahead))
+        scored.append(Forecaster(setup).choose(known).finish(ahead))
     if not scored:
         return Backtest(pd.DataFrame(), skipped, past)
     ours = pd.concat(scored, ignore_index=True)
@@ -93,7 +92,8 @@ def run(prepared: Prepared, setup: Setup, windows: int, outer: int, step: int,
     # the parts of the forecast, in the series' units (the booster alone is scored beside it)
     nonneg = ours["nonneg"].to_numpy(bool)
     ours[LGBM] = from_model_scale(ours[LGBM].to_numpy(float) + ours["effect"].to_numpy(float), nonneg)
-    ours = ours.drop(columns=[c for c in candidate_columns() if c in ours])
+    others = [booster_column(t) for t in TRANSFORMS if booster_column(t) != LGBM]
+    ours = ours.drop(columns=[c for c in [*candidate_columns(), *others] if c in ours])
     raw = prepared.frame[["unique_id", "ds", "y"]]
     base = baselines(raw, setup, outer, step, models)
     merged = ours.merge(base, on=[*KEYS, "cutoff"], how="inner", suffixes=("", "_raw"))

@@ -12,7 +12,10 @@ the hourly demand and the page views, AutoTheta the dew points and the gasoline,
 deaths). So the statistical part is a mean of one or more of AutoETS, AutoTheta and AutoARIMA fitted
 on the model scale, or AutoTheta fitted on the values themselves (the sample's order counts chose
 it), and the booster takes a share of the forecast; part and share are chosen together on the
-group's own earlier rolling-origin forecasts (`choose`).
+group's own earlier rolling-origin forecasts (`choose`). What the booster is fitted on (first or
+seasonal differences, or the levels: `TRANSFORMS`) is chosen there too, first, on its own forecasts:
+KPSS differencing alone made it worse than seasonal naive on series with level shifts or a strong
+season (page views, dew points), and levels alone on trending ones.
 
 Why events are an effect and not a tree feature: a Black Friday in the history would otherwise
 reach every later Friday through the weekly lags and ETS's seasonal state. So each event day of
@@ -42,13 +45,19 @@ import numpy as np
 import pandas as pd
 from mlforecast import MLForecast
 from mlforecast.lag_transforms import RollingMean, SeasonalRollingMean
-from mlforecast.target_transforms import AutoDifferences, LocalStandardScaler
+from mlforecast.target_transforms import AutoDifferences, AutoSeasonalDifferences, LocalStandardScaler
 from statsforecast import StatsForecast
 from statsforecast.models import AutoARIMA, AutoETS, AutoTheta
 
 KEYS = ["unique_id", "ds"]
 BOUNDS = {"lower_95": 0.025, "lower_80": 0.10, "upper_80": 0.90, "upper_95": 0.975}
 LGBM = "lightgbm"
+# What the booster is fitted on, each series scaled to mean 0 and variance 1 after: its first differences where a
+# KPSS test finds a trend ("differences": trees cannot extrapolate a trend), its seasonal differences where a
+# seasonality test finds a season ("seasonal_differences": last season's value and this season's change), or its
+# levels. Chosen per family on the earlier origins (`choose`), like the statistical part.
+TRANSFORMS = ("differences", "seasonal_differences", "levels")
+DEFAULT_TRANSFORM = "differences"  # versions registered before the transform was chosen
 # The statistical candidates, by the scale they are fitted on: the model scale ("log": log1p where values
 # cannot be negative, the values otherwise) and the values themselves ("raw"). Only AutoTheta is also
 # fitted on the values: the sample's commerce series chose it, and AutoETS and AutoARIMA on the values
@@ -62,6 +71,9 @@ DEFAULT_PART = "log:AutoETS+AutoTheta"  # with no past forecast to choose on
 SHARES = (0.0, 0.2, 1 / 3, 0.5, 0.75, 1.0)  # the booster's candidate shares of the forecast
 DEFAULT_SHARE = 1 / 3  # equal weights of the booster, AutoETS and AutoTheta
 MIN_ERRORS = 10  # fewer past errors: the default part and share
+# Fewer earlier origins than this: no choice, but every model on the model scale with equal weights (a choice
+# among a hundred combinations on one origin's errors follows that origin's noise)
+MIN_ORIGINS = 2
 SCALED_QUANTILES = "scaled_quantiles"  # calibration: bound -> quantile of errors over the series' scale and h**power
 HORIZON_POWER = "horizon_power"  # calibration: bound -> the power of the horizon its errors grow with
 # How each band widens with the horizon: on the sample the body of the errors hardly grows with the horizon
@@ -147,17 +159,24 @@ def scale_of(z: np.ndarray, season: int) -> float:
     return value if value > 1e-9 else max(1e-3, 0.01 * float(np.nanmean(np.abs(z))) if len(z) else 1e-3)
 
 
-def booster(setup: Setup, params: dict | None = None) -> MLForecast:
+def booster(setup: Setup, params: dict | None = None, transform: str = DEFAULT_TRANSFORM) -> MLForecast:
     """The unfitted global model: LightGBM on lags, rolling means and date features of the
-    series differenced where a KPSS test finds a trend (trees cannot extrapolate one) and scaled
-    to mean 0 and variance 1 each (one model serves series of every size)."""
+    series as `transform` says (`TRANSFORMS`), scaled to mean 0 and variance 1 each (one model serves
+    series of every size)."""
     s = setup.season
     lag_transforms = {1: [RollingMean(window_size=s)]}
     if s > 1:
         lag_transforms[s] = [SeasonalRollingMean(season_length=s, window_size=3)]
+    differences = {"differences": [AutoDifferences(max_diffs=1)], "levels": [],
+                   "seasonal_differences": [AutoSeasonalDifferences(season_length=s, max_diffs=1)] if s > 1 else []}
     return MLForecast(models={LGBM: lgb.LGBMRegressor(**{**LGBM_PARAMS, **(params or {})})}, freq=setup.freq,
                       lags=setup.lags, lag_transforms=lag_transforms, date_features=setup.date_features(),
-                      target_transforms=[AutoDifferences(max_diffs=1), LocalStandardScaler()])
+                      target_transforms=[*differences[transform], LocalStandardScaler()])
+
+
+def booster_column(transform: str) -> str:
+    """The column of the booster's rolling-origin forecasts fitted on `transform`."""
+    return LGBM if transform == DEFAULT_TRANSFORM else f"{LGBM}_{transform}"
 
 
 def approximate_arima(history: pd.DataFrame, setup: Setup) -> bool:
@@ -256,6 +275,7 @@ class Forecaster:
     calibration: dict[str, dict[str, float]] = field(default_factory=dict)  # SCALED_QUANTILES, HORIZON_POWER
     effects: dict[tuple[str, str], float] = field(default_factory=dict)
     stat_part: str = DEFAULT_PART  # the statistical part the forecast reads (`part_of`)
+    transform: str = DEFAULT_TRANSFORM  # what the booster is fitted on (`TRANSFORMS`)
 
     def fit(self, prepared: Prepared, past: pd.DataFrame | None = None) -> Forecaster:
         """Fit the booster on every series long enough; shares and calibration from `past`
@@ -264,23 +284,31 @@ class Forecaster:
         long_enough = history.groupby("unique_id")["y"].transform("size") >= self.setup.min_length
         if not long_enough.any():
             raise NotEnoughHistory(f"no series has the {self.setup.min_length} points a model needs")
-        self.model = booster(self.setup).fit(history[long_enough], static_features=[])
-        self.effects = event_effects(prepared)
         if past is not None and not past.empty:
-            self.shares, self.calibration, self.stat_part = choose(past, self.setup)
+            self.choose(past)
+        self.model = booster(self.setup, transform=self.transform).fit(history[long_enough], static_features=[])
+        self.effects = event_effects(prepared)
+        return self
+
+    def choose(self, past: pd.DataFrame) -> Forecaster:
+        """The booster's transform, the statistical part, the booster's share and the calibration, from
+        `past` (see `choose`)."""
+        self.transform, self.shares, self.calibration, self.stat_part = choose(past, self.setup)
         return self
 
     def document(self) -> dict:
         """What a registered version keeps beside the booster (`restore` reads it back)."""
         return {"setup": {"freq": self.setup.freq, "season": self.setup.season, "horizon": self.setup.horizon},
                 "shares": self.shares, "calibration": self.calibration, "stat_part": self.stat_part,
+                "booster_transform": self.transform,
                 "effects": [{"metric": m, "event_kind": k, "effect": v} for (m, k), v in sorted(self.effects.items())]}
 
     @classmethod
     def restore(cls, model: MLForecast | None, document: dict) -> Forecaster:
         return cls(Setup(**document["setup"]), model, document.get("shares", {}), document.get("calibration", {}),
                    {(e["metric"], e["event_kind"]): e["effect"] for e in document.get("effects", [])},
-                   document.get("stat_part", document.get("stat_scale", DEFAULT_PART)))
+                   document.get("stat_part", document.get("stat_scale", DEFAULT_PART)),
+                   document.get("booster_transform", DEFAULT_TRANSFORM))
 
     def feature_importance(self) -> pd.Series:
         booster_ = self.model.models_[LGBM]
@@ -303,6 +331,8 @@ class Forecaster:
     def finish(self, out: pd.DataFrame) -> pd.DataFrame:
         """Combine the parts of rows with a `horizon` and their series' `scale` (model scale) and
         `scale_raw`, add event effects (the rows' `effect` where given, else the fitted ones), intervals."""
+        if booster_column(self.transform) in out:  # rolling-origin rows carry every transform's forecasts
+            out = out.assign(**{LGBM: out[booster_column(self.transform)]})
         share = np.array([self.shares.get(b, DEFAULT_SHARE) for b in self.setup.bucket_of(out["horizon"].to_numpy())])
         effect = out["effect"].to_numpy(float) if "effect" in out else add_effects(out, self.effects)
         prediction = predicted(out, self.stat_part, share, effect)
@@ -370,21 +400,30 @@ def fit_statistical(prepared: Prepared, setup: Setup, h: int, models: dict[str, 
 
 def rolling_origins(prepared: Prepared, setup: Setup, windows: int, step: int,
                     models: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """Forecasts from `windows` origins `step` apart, the last `horizon` before the end: the
-    booster refitted at each origin, and every statistical candidate (`CANDIDATES`), on the event-cleaned
-    history (only those named in `models`, where given: a cheaper run); every row with its horizon, the
-    effect of its event as known at the origin, and the actual value."""
+    """Forecasts from `windows` origins `step` apart, the last `horizon` before the end: the booster
+    refitted at each origin on each of its transforms (columns `booster_column`), and every statistical
+    candidate (`CANDIDATES`), on the event-cleaned history (only those named in `models`, where given: a
+    cheaper run); every row with its horizon, the effect of its event as known at the origin, and the
+    actual value."""
     history = prepared.history()
     candidates = {scale: tuple(m for m in names if models is None or m in models)
                   for scale, names in CANDIDATES.items()}
     candidates = {scale: names for scale, names in candidates.items() if names}
     stats = _by_scale(prepared, lambda frame, names: statistical(setup, frame, names).cross_validation(
         df=frame, h=setup.horizon, n_windows=windows, step_size=step), candidates)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        lgbm = booster(setup).cross_validation(df=history, n_windows=windows, h=setup.horizon, step_size=step,
-                                               static_features=[])
-    out = stats.merge(lgbm.drop(columns="y"), on=[*KEYS, "cutoff"], how="outer")
+    out = stats
+    for transform in TRANSFORMS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                lgbm = booster(setup, transform=transform).cross_validation(
+                    df=history, n_windows=windows, h=setup.horizon, step_size=step, static_features=[])
+            except ValueError:  # no training row left at the first origin (seasonal differences use up a season)
+                if transform == DEFAULT_TRANSFORM:
+                    raise
+                continue  # not a candidate for this group
+        lgbm = lgbm.drop(columns="y").rename(columns={LGBM: booster_column(transform)})
+        out = out.merge(lgbm, on=[*KEYS, "cutoff"], how="outer")
     out = out.merge(prepared.frame[[*KEYS, "y", "z", "metric", "nonneg", "event"]], on=KEYS, how="left")
     out["horizon"] = _steps(out["cutoff"], out["ds"], setup.freq)
     out = out.sort_values(["cutoff", *KEYS]).reset_index(drop=True)  # each cutoff's rows together, in order
@@ -411,15 +450,18 @@ def _steps(cutoff: pd.Series, ds: pd.Series, freq: str) -> np.ndarray:
     return np.array([int(periods[c].searchsorted(d)) for c, d in zip(cutoff, ds, strict=True)])
 
 
-def choose(past: pd.DataFrame, setup: Setup) -> tuple[dict[str, float], dict[str, dict[str, float]], str]:
-    """From forecasts with known outcomes: which statistical part to combine with the booster (a mean of
-    candidates of one scale, `candidate_parts`) and the booster's share (`SHARES`), together, and the
-    split-conformal quantiles of the resulting forecast's errors.
+def choose(past: pd.DataFrame, setup: Setup) -> tuple[str, dict[str, float], dict[str, dict[str, float]], str]:
+    """From forecasts with known outcomes: what the booster is fitted on (`TRANSFORMS`), which statistical
+    part to combine with it (a mean of candidates of one scale, `candidate_parts`) and its share of the
+    forecast (`SHARES`), and the split-conformal quantiles of the resulting forecast's errors (`calibrate`).
 
-    The choice minimizes what the benchmark scores: the geometric mean over the series of their mean
+    Every choice minimizes what the benchmark scores: the geometric mean over the series of their mean
     absolute error (seasonal naive's, its denominator, is the same for every choice). Every horizon
     weighs the same: the outcomes known at an origin are mostly short horizons of the origins just
     before it, where the booster's lags shine, and they would otherwise choose for the whole horizon.
+    The transform is chosen first, on the booster's own forecasts; then the part and the share together.
+    From fewer than `MIN_ORIGINS` earlier origins nothing is chosen: the booster on its default transform and
+    every model-scale candidate, with equal weights.
     Chosen per family, not per series: per series (on its own four to ten origins) it chose worse on
     `make bench-ml` (ahead on 4 datasets instead of 5, overall 0.743 instead of 0.727)."""
     past = past[np.isfinite(past["z"])]
@@ -428,8 +470,8 @@ def choose(past: pd.DataFrame, setup: Setup) -> tuple[dict[str, float], dict[str
     weight = 1.0 / pd.Series(horizon).map(pd.Series(horizon).value_counts()).to_numpy(float)
     series = past["unique_id"].to_numpy()
 
-    def error(part: str, share: float) -> float:
-        miss = np.abs(actual - predicted(past, part, np.full(len(past), share), effect))
+    def error(rows: pd.DataFrame, part: str, share: float) -> float:
+        miss = np.abs(actual - predicted(rows, part, np.full(len(rows), share), effect))
         known = np.isfinite(miss)
         total = pd.Series(np.where(known, weight * miss, 0.0)).groupby(series).sum()
         weights = pd.Series(np.where(known, weight, 0.0)).groupby(series).sum()
@@ -438,10 +480,34 @@ def choose(past: pd.DataFrame, setup: Setup) -> tuple[dict[str, float], dict[str
 
     parts = [p for p in candidate_parts() if set(part_columns(p)) <= set(past.columns)]
     if len(past) < MIN_ERRORS or not parts:
-        return {}, {}, DEFAULT_PART
-    _, stat_part, share = min((error(p, s), p, s) for p in parts for s in SHARES)
+        return DEFAULT_TRANSFORM, {}, {}, DEFAULT_PART
+    if past.groupby("unique_id")["cutoff"].nunique().max() < MIN_ORIGINS:
+        models = [m for m in CANDIDATES["log"] if column_of("log", m) in past]
+        stat_part = f"log:{'+'.join(models)}" if models else parts[0]
+        share = 1 / (len(part_columns(stat_part)) + 1)
+        shares = {f"h{lo}-{hi}": share for lo, hi in setup.buckets()}
+        return DEFAULT_TRANSFORM, shares, calibrate(past, stat_part, share), stat_part
+    transforms = [t for t in TRANSFORMS if booster_column(t) in past]
+    if transforms:
+        def booster_alone(transform: str) -> float:
+            return error(past.assign(**{LGBM: past[booster_column(transform)]}), parts[0], 1.0)
+
+        transform = min(transforms, key=booster_alone)  # the first, "differences", on a tie
+        past = past.assign(**{LGBM: past[booster_column(transform)]})
+    else:  # forecasts of the booster on one transform only (its column is LGBM)
+        transform = DEFAULT_TRANSFORM
+    _, stat_part, share = min((error(past, p, s), p, s) for p in parts for s in SHARES)
     shares = {f"h{lo}-{hi}": share for lo, hi in setup.buckets()}
-    forecast = predicted(past, stat_part, np.full(len(past), share), effect)
+    return transform, shares, calibrate(past, stat_part, share), stat_part
+
+
+def calibrate(past: pd.DataFrame, stat_part: str, share: float) -> dict[str, dict[str, float]]:
+    """The split-conformal quantiles of the errors, on `past`, of the forecast `stat_part` with the booster's
+    `share`: over the series' scale and each band's power of the horizon (`LEVEL_POWER`), pooled over the
+    family's series, origins and horizons."""
+    actual = past["y"].to_numpy(float)
+    horizon = past["horizon"].to_numpy()
+    forecast = predicted(past, stat_part, np.full(len(past), share), past["effect"].to_numpy(float))
     nonneg = past["nonneg"].to_numpy(bool)
     if part_of(stat_part)[0] == "raw":
         errors = (actual - forecast) / past["scale_raw"].to_numpy()
@@ -455,7 +521,7 @@ def choose(past: pd.DataFrame, setup: Setup) -> tuple[dict[str, float], dict[str
         if len(scaled):
             calibration[SCALED_QUANTILES][bound] = conformal_quantile(scaled, q)
             calibration[HORIZON_POWER][bound] = power
-    return shares, calibration, stat_part
+    return calibration
 
 
 def conformal_quantile(errors: np.ndarray, q: float) -> float:

@@ -50,6 +50,7 @@ class TrainingReport:
     repairs: list[str] = field(default_factory=list)
     shares: dict[str, float] = field(default_factory=dict)  # the booster's share per horizon bucket
     stat_part: str = ""  # the statistical part combined with the booster (`ml.forecaster.part_of`)
+    booster_transform: str = ""  # what the booster is fitted on (`ml.forecaster.TRANSFORMS`)
     filled_values: int = 0
     seconds: float = 0.0
 
@@ -122,7 +123,7 @@ def train_family(family: str, wide: pd.DataFrame, store: Store, calendar: pd.Dat
         report.reason = f"not trained: {why}"
         report.seconds = time.perf_counter() - started
         return report
-    report.shares, report.stat_part = model.shares, model.stat_part
+    report.shares, report.stat_part, report.booster_transform = model.shares, model.stat_part, model.transform
     report.run_id, model_uri = _log_run(experiment_id, family, store, panel, bt, model, report)
     version = store.register(family, model_uri, report.run_id, promote=report.promoted)
     report.version = str(version.version)
@@ -148,7 +149,7 @@ def _log_run(experiment_id: str, family: str, store: Store, panel: pd.DataFrame,
                 "metrics": ",".join(FAMILIES[family]), "series": panel["unique_id"].nunique(),
                 "history_days": panel["ds"].nunique(), "last_day": str(last_day.date()), "folds": report.folds,
                 "filled_values": report.filled_values, "skipped_series": len(report.skipped),
-                "stat_part": model.stat_part,
+                "stat_part": model.stat_part, "booster_transform": model.transform,
                 **{f"share.{bucket}": share for bucket, share in sorted(model.shares.items())},
             })
             if bt is not None and not bt.predictions.empty:

@@ -8,7 +8,16 @@ import pandas as pd
 import pytest
 
 from ml import events
-from ml.forecaster import Forecaster, Setup, candidate_parts, part_columns, prepare, rolling_origins
+from ml.forecaster import (
+    TRANSFORMS,
+    Forecaster,
+    Setup,
+    booster_column,
+    candidate_parts,
+    part_columns,
+    prepare,
+    rolling_origins,
+)
 from ml.forecasting import future_rows
 from ml.series import to_panel
 from tests.ml.synthetic import metrics_daily
@@ -54,6 +63,32 @@ def test_any_frequency_and_negative_values_where_the_metric_allows_them(freq, se
     assert (out["prediction"] <= out["upper_80"]).all() and (out["upper_80"] <= out["upper_95"]).all()
     assert model.calibration  # intervals from its own past forecasts
     assert model.stat_part in candidate_parts() and set(part_columns(model.stat_part)) <= set(out.columns)
+    assert model.transform in TRANSFORMS
+
+
+def test_the_booster_is_fitted_on_the_transform_whose_earlier_forecasts_erred_least():
+    """Forecasts from two earlier origins where the booster on levels was exact and on differences was not:
+    levels is chosen, the booster alone (share 1) then forecasts best, and the transform is kept. From one
+    earlier origin nothing is chosen: every model with equal weights."""
+    rng = np.random.default_rng(3)
+    ds = pd.date_range("2026-01-01", periods=20)
+    week, day = pd.Timedelta(days=7), pd.Timedelta(days=1)
+    rows = pd.concat([pd.DataFrame({"unique_id": "s0", "ds": ds + k * week, "cutoff": ds[0] + k * week - day,
+                                    "horizon": np.arange(1, 21), "y": 100 + rng.normal(0, 5, 20)}) for k in (0, 1)],
+                     ignore_index=True)
+    z = np.log1p(rows["y"].to_numpy())
+    rows = rows.assign(metric="m", nonneg=True, event="", effect=0.0, z=z, scale=0.05, scale_raw=5.0, AutoETS=z + 0.05,
+                       AutoTheta=z - 0.05, AutoARIMA=z + 0.1, AutoTheta_raw=rows["y"] + 5)
+    rows[booster_column("differences")] = z + 0.2
+    rows[booster_column("seasonal_differences")] = z - 0.2
+    rows[booster_column("levels")] = z
+    model = Forecaster(Setup("D", 7, 20)).choose(rows)
+    assert model.transform == "levels" and set(model.shares.values()) == {1.0}
+    assert Forecaster.restore(None, model.document()).transform == "levels"
+    assert np.allclose(model.finish(rows)["prediction"], rows["y"])  # the levels booster's forecasts, alone
+    one_origin = Forecaster(Setup("D", 7, 20)).choose(rows[rows["cutoff"] == rows["cutoff"].min()])
+    assert one_origin.transform == "differences" and one_origin.stat_part == "log:AutoETS+AutoTheta+AutoARIMA"
+    assert set(one_origin.shares.values()) == {0.25}
 
 
 def test_a_retail_peak_in_history_lifts_the_next_one_and_no_later_friday():

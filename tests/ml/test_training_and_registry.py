@@ -121,6 +121,7 @@ def test_forecasts_have_every_series_and_horizon_with_ordered_intervals(store, t
     assert str(table["forecast_date"].min()) == "2026-11-01" and (table["model_version"] == loaded.version).all()
     assert loaded.model.shares == trained.shares  # the registered version forecasts as it was scored
     assert loaded.model.stat_part == trained.stat_part
+    assert loaded.model.transform == trained.booster_transform  # the booster it was scored with
 
 
 @pytest.mark.parametrize("uri", ["http://127.0.0.1:9", "readonly"])
