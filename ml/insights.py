@@ -141,7 +141,7 @@ def _withdrawn(day, names: Mapping[str, str]) -> dict:
     """A provisional anomaly its confirmed verdict withdrew: what it was, and what the weeks after showed."""
     direction = "rise" if day.score > 0 else "drop"
     explanation = (f"{_subject(day.metric, day.tenant_id, names)} on {pd.Timestamp(day.ds).date()} {_was(day.metric)} "
-                   f"{_amount(day.metric, day.y)}, first reported as an unusual {direction} "
+                   f"{_amount(day.metric, day.y)}: against the days before it, an unusual {direction} "
                    f"({_against(day.metric, day.y, day.expected, 'the expected')}); the weeks after it show it was "
                    f"in line with the same weekday around it ({_amount(day.metric, day.expected_confirmed)}), so it "
                    "is no longer an anomaly.")
