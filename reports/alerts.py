@@ -1,5 +1,9 @@
 """Alerts for high-severity insights: an outbox the insights step writes and a sender that empties it.
 
+An anomaly is alerted on its day, on its provisional verdict (`ml.detection`); when the confirmed
+verdict, two weeks later, withdraws an anomaly that was alerted or is queued, the withdrawal is
+alerted too (whatever its severity), so whoever acted on the alert learns it was not one.
+
 The insights step only writes a file (`pending/*.json`, fsynced, renamed into place), so a slow or
 dead webhook never holds up the pipeline; a sensor starts the sender as soon as a file is there.
 An insight is alerted once: the sender records each delivered insight's key (type, metric, tenant,
@@ -22,6 +26,8 @@ from reports.delivery import Delivery
 from reports.exports import python_scalar
 
 HIGH = "high"
+WITHDRAWN = "withdrawn_anomaly"
+ANOMALIES = ("anomaly_spike", "anomaly_drop")
 FIELDS = ("insight_type", "metric", "tenant_id", "date_day", "severity", "confidence", "value", "expected",
           "explanation", "drivers", "recommendation", "impact", "priority")
 OPTIONAL = {"drivers", "recommendation", "impact", "priority"}  # an insight table of before they existed lacks them
@@ -39,11 +45,14 @@ class Outbox:
         self.ledger = directory / "alerted.jsonl"
 
     def enqueue(self, insights: pd.DataFrame) -> int:
-        """Queue the high-severity insights not alerted or queued before; returns how many."""
-        high = insights[insights["severity"] == HIGH]
+        """Queue the high-severity insights not alerted or queued before, and the withdrawals of
+        anomalies that were; returns how many."""
+        wanted = insights[(insights["severity"] == HIGH) | (insights["insight_type"] == WITHDRAWN)]
         known = self.alerted() | {key(row) for path in self.pending() for row in _rows(path)}
-        rows = [_plain(row) for row in high[[f for f in FIELDS if f in high or f not in OPTIONAL]].to_dict("records")]
-        new = [row for row in rows if key(row) not in known]
+        columns = [f for f in FIELDS if f in wanted or f not in OPTIONAL]
+        rows = [_plain(row) for row in wanted[columns].to_dict("records")]
+        new = [row for row in rows if key(row) not in known
+               and (row["insight_type"] != WITHDRAWN or _withdraws(row) & known)]
         if new:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
             self.pending_dir.mkdir(parents=True, exist_ok=True)
@@ -81,6 +90,11 @@ class Outbox:
             ledger.writelines(json.dumps({"key": k, "sent_at": sent_at}) + "\n" for k in keys)
             ledger.flush()
             os.fsync(ledger.fileno())
+
+
+def _withdraws(row: dict) -> set[str]:
+    """The keys of the anomalies a withdrawn anomaly's row withdraws (a rise or a drop, that day)."""
+    return {key({**row, "insight_type": kind}) for kind in ANOMALIES}
 
 
 def _rows(path: Path) -> list[dict]:

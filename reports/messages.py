@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from reports.alerts import WITHDRAWN
 from reports.exports import Exported
 
 SLACK_FIELDS_PER_SECTION = 10
@@ -49,9 +50,13 @@ def insight_text(insight: dict, separator: str) -> str:
 
 
 def alert_webhook(insights: Sequence[dict], site_url: str) -> dict:
-    """One message for a batch of high-severity insights, each with its one-sentence explanation."""
+    """One message for a batch of high-severity insights (and withdrawn anomalies: `reports.alerts`),
+    each with its one-sentence explanation."""
     count = len(insights)
-    title = f"{count} high-severity insight{'s' * (count != 1)}"
+    withdrawn = sum(insight["insight_type"] == WITHDRAWN for insight in insights)
+    parts = [f"{count - withdrawn} high-severity insight{'s' * (count - withdrawn != 1)}"] if count > withdrawn else []
+    parts += [f"{withdrawn} anomal{'ies' if withdrawn != 1 else 'y'} withdrawn"] if withdrawn else []
+    title = ", ".join(parts)
     blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": title}}]
     for insight in insights[:ALERTS_PER_MESSAGE]:
         # the explanation names the metric, the tenant and the day in words: no codes or ids beside it;

@@ -217,6 +217,25 @@ def test_an_alert_the_webhook_refuses_stays_queued_until_it_is_delivered(tmp_pat
     assert outbox.pending() == [] and len(outbox.alerted()) == 2
 
 
+def test_an_alerted_anomaly_that_the_confirmed_verdict_withdraws_is_alerted_as_withdrawn(tmp_path):
+    """A withdrawal is alerted (low severity as it is) only where its anomaly was alerted or is queued,
+    and once."""
+    outbox = alerts.Outbox(tmp_path)
+    assert outbox.enqueue(pd.DataFrame([insight("2026-09-18")])) == 1
+    with WebhookReceiver() as up:
+        distribution.deliver_alerts(outbox, Settings(alert_webhook_url=up.url, retry=FAST), print)
+        assert outbox.enqueue(pd.DataFrame([insight("2026-09-20")])) == 1  # queued, not yet sent
+        withdrawn = [{**insight(day, severity="low"), "insight_type": alerts.WITHDRAWN,
+                      "explanation": f"Revenue for tenant t001 on {day}: withdrawn."}
+                     for day in ("2026-09-18", "2026-09-19", "2026-09-20")]  # the 19th was never alerted
+        assert outbox.enqueue(pd.DataFrame(withdrawn)) == 2
+        assert outbox.enqueue(pd.DataFrame(withdrawn)) == 0
+        distribution.deliver_alerts(outbox, Settings(alert_webhook_url=up.url, retry=FAST), print)
+    assert [body["text"].split(":")[0] for body in up.bodies] == [
+        "1 high-severity insight", "1 high-severity insight", "2 anomalies withdrawn"]
+    assert "on 2026-09-18: withdrawn" in up.bodies[2]["text"] and "2026-09-19" not in up.bodies[2]["text"]
+
+
 def test_the_alerts_sensor_sends_new_files_at_once_and_retries_failed_ones_later():
     request, cursor = decide_alerts(["a.json"], {}, now=1000.0, in_flight=[])
     assert request.__class__.__name__ == "RunRequest"
