@@ -92,6 +92,9 @@ def test_every_page_draws_its_charts_without_console_errors(main_run, chromium):
             assert not jargon, (route, "internals shown to a business reader", jargon)
             if route == "/forecasts":  # revenue, the metric first shown, in dollars
                 assert "$" in text, text[:3000]
+            if route == "/insights":  # an anomaly's verdict, in its own column
+                assert "\tDay\tVerdict\t" in text, text[:3000]
+                assert "\tProvisional\t" in text or "\tConfirmed\t" in text, text[:3000]
             # 3.3 MB with reports/vite.build.config.js; 8.1 MB when Simple Icons' 3,000 icons ship again
             assert script_bytes < 4_000_000, (route, f"{script_bytes / 1e6:.1f} MB of JavaScript on first open")
 
@@ -168,7 +171,7 @@ def create_insights_tables(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("create table ml.insights (insight_type varchar, metric varchar, tenant_id varchar, "
                  "date_day date, severity varchar, confidence double, value double, expected double, "
                  "lower double, upper double, explanation varchar, drivers varchar, recommendation varchar, "
-                 "impact double, priority double, priority_rank bigint)")
+                 "impact double, priority double, priority_rank bigint, verdict varchar)")
     conn.execute("create schema marts")
     conn.execute("create table marts.dim_tenants (tenant_id varchar, tenant_name varchar)")
 
@@ -198,20 +201,27 @@ def test_a_source_query_without_rows_gets_an_empty_parquet_file_with_its_columns
 
 
 def test_the_insights_source_says_kinds_metrics_and_tenants_in_words():
-    """The insights page shows what a reader understands: the kind of insight and the metric in words and the
-    tenant by name (its id where the tenant has no name); the page still filters on the id."""
+    """The insights page shows what a reader understands: the kind of insight, the metric and an anomaly's
+    verdict in words and the tenant by name (its id where the tenant has no name); the page still filters on
+    the id."""
     with duckdb.connect() as conn:
         create_insights_tables(conn)
         conn.execute("insert into marts.dim_tenants values ('t001', 'Acme Retail')")
         conn.execute("""insert into ml.insights values
-            ('anomaly_spike', 'revenue', 't001', '2026-11-20', 'high', 0.9, 1, 1, 0, 2, 'x', '', 'y', 0, 1, 1),
-            ('trend_down', 'active_users', 'all', '2026-11-20', 'low', 0.5, 1, 1, null, null, 'x', '', 'y', 0, 1, 2),
-            ('change_point', 'orders', 't404', '2026-11-20', 'medium', 0.5, 1, 1, null, null, 'x', '', 'y', 0, 1, 3)""")
-        rows = conn.execute(f"select kind, metric, tenant, tenant_name from "
-                            f"({(site.SOURCE_DIR / 'insights.sql').read_text()}) order by tenant").fetchall()
-    assert rows == [("Falling trend", "Active users", "all", "All tenants"),
-                    ("Unusual rise", "Revenue", "t001", "Acme Retail"),
-                    ("Lasting shift", "Orders", "t404", "t404")]
+            ('anomaly_spike', 'revenue', 't001', '2026-11-20', 'high', 0.9, 1, 1, 0, 2, 'x', '', 'y', 0, 1, 1,
+             'provisional'),
+            ('trend_down', 'active_users', 'all', '2026-11-20', 'low', 0.5, 1, 1, null, null, 'x', '', 'y', 0, 1, 2,
+             null),
+            ('change_point', 'orders', 't404', '2026-11-20', 'medium', 0.5, 1, 1, null, null, 'x', '', 'y', 0, 1, 3,
+             null),
+            ('withdrawn_anomaly', 'orders', 't001', '2026-11-01', 'low', 0, 1, 1, 0, 2, 'x', '', 'y', 0, 1, 4,
+             'confirmed')""")
+        rows = conn.execute(f"select kind, metric, tenant, tenant_name, verdict from "
+                            f"({(site.SOURCE_DIR / 'insights.sql').read_text()}) order by tenant, day").fetchall()
+    assert rows == [("Falling trend", "Active users", "all", "All tenants", None),
+                    ("Withdrawn anomaly", "Orders", "t001", "Acme Retail", "Confirmed"),
+                    ("Unusual rise", "Revenue", "t001", "Acme Retail", "Provisional"),
+                    ("Lasting shift", "Orders", "t404", "t404", None)]
 
 
 def test_a_page_reading_a_missing_table_names_the_page_and_the_query(tmp_path):

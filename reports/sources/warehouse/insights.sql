@@ -1,6 +1,7 @@
 -- Anomalies, trends and change points found in the metric series (ml.insights), with explanations, the sentence
 -- naming their drivers, a recommendation, impact (in the metric's unit) and priority; labelled for a
 -- reader: the kind of insight and the metric in words, the tenant by name (`tenant` stays the id the filter uses).
+-- An anomaly's verdict: provisional on its day, confirmed (or withdrawn) two weeks later (ml/detection.py).
 -- The casts: a run that found no insights writes the table without rows, its text columns untyped.
 select cast(i.insight_type as varchar) as insight_type,
        case cast(i.insight_type as varchar)
@@ -18,6 +19,8 @@ select cast(i.insight_type as varchar) as insight_type,
        case when cast(i.tenant_id as varchar) = 'all' then 'All tenants'
             else coalesce(t.tenant_name, cast(i.tenant_id as varchar)) end as tenant_name,
        i.date_day as day, i.severity,
+       case cast(i.verdict as varchar) when 'provisional' then 'Provisional' when 'confirmed' then 'Confirmed'
+       end as verdict,
        case i.severity when 'high' then 1 when 'medium' then 2 else 3 end as severity_rank,
        i.confidence, i.value, i.expected, i.lower, i.upper, i.explanation,
        cast(i.drivers as varchar) as drivers, cast(i.recommendation as varchar) as recommendation,
