@@ -193,7 +193,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--quick", action="store_true", help="two series a dataset, one injection (minutes)")
-    parser.add_argument("--replicates", type=int, default=4, help="injections per panel")
+    parser.add_argument("--replicates", type=int, default=6, help="injections per panel (6: at least 100 anomalies "
+                        "per size bucket on the days that have a confirmed verdict)")
     parser.add_argument("--only", choices=("forecasts", "real", "sample", "anomalies"),
                         help="one part of the benchmark (forecasts: on the real series and the sample)")
     args = parser.parse_args()
