@@ -3,8 +3,9 @@ models (statsforecast's AutoETS, AutoTheta and AutoARIMA), calendar events added
 conformal intervals.
 
 Any frequency: a group is declared with its pandas frequency, season length and horizon (`Setup`);
-lags, rolling windows and date features follow from them. Series whose values cannot be negative
-are modelled on log1p (multiplicative seasonality, no negative forecast); the others as they are.
+lags, rolling windows and date features follow from them (where the season is a day, the week is a
+second season: hourly data also has the lag of a week, `Setup.week`). Series whose values cannot be
+negative are modelled on log1p (multiplicative seasonality, no negative forecast); the others as they are.
 
 Why a combination, and why chosen per group: on short business series and on the real series of
 `make bench-ml`, neither the global booster nor one statistical model wins everywhere (AutoARIMA wins
@@ -107,12 +108,23 @@ class Setup:
 
     @property
     def lags(self) -> list[int]:
-        return sorted({1, 2, 3, self.season, 2 * self.season} - {0})
+        return sorted({1, 2, 3, self.season, 2 * self.season, self.week} - {0})
+
+    @property
+    def week(self) -> int:
+        """The periods of a week where the season is a day (hourly: 168), else 0: data recorded within the day
+        that people drive (demand, traffic, visits) has a weekly cycle besides the daily one, which the same
+        hour one and two days before does not show. The booster then also sees the same hour a week before."""
+        try:
+            period = pd.Timedelta(pd.tseries.frequencies.to_offset(self.freq))
+        except ValueError:  # months, quarters, weeks, business days: no fixed length
+            return 0
+        return 7 * self.season if self.season > 1 and period * self.season == pd.Timedelta(days=1) else 0
 
     @property
     def min_length(self) -> int:
         """The shortest history a model is fitted on: the longest lag and its rolling window."""
-        return max(3 * self.season + 2, 14)
+        return max(3 * self.season + 2, self.week + 2, 14)
 
     def buckets(self) -> list[tuple[int, int]]:
         """Horizon buckets for weights and intervals: the first quarter, the second, the rest."""

@@ -64,6 +64,18 @@ def test_any_frequency_and_negative_values_where_the_metric_allows_them(freq, se
     assert model.calibration  # intervals from its own past forecasts
     assert model.stat_part in candidate_parts() and set(part_columns(model.stat_part)) <= set(out.columns)
     assert model.transform in TRANSFORMS
+    if freq == "h":  # the season is a day: the booster also sees the same hour a week before
+        assert "lag168" in model.model.ts.features
+
+
+def test_the_week_is_a_second_season_only_where_the_season_is_a_day():
+    """Hourly and half-hourly data with a daily season also get the lag of a week, and need a week of history
+    for it; daily, weekly, monthly and quarterly data keep their lags."""
+    assert Setup("h", 24, 48).lags == [1, 2, 3, 24, 48, 168] and Setup("h", 24, 48).min_length == 170
+    assert Setup("30min", 48, 48).week == 336
+    for freq, season in (("h", 1), ("D", 7), ("B", 5), ("W-SAT", 52), ("MS", 12), ("QS", 4)):
+        setup = Setup(freq, season, 4)
+        assert setup.week == 0 and max(setup.lags) == max(3, 2 * season)
 
 
 def test_the_booster_is_fitted_on_the_transform_whose_earlier_forecasts_erred_least():
