@@ -10,7 +10,12 @@ process instead of writing them itself: the baseline plus the collector's durabl
 id_index.py`), still without validation, mapping or metrics. The benchmark measures it to tell what
 the de-duplication alone costs beside the baseline's whole request.
 
+With `--least` it maps each batch with `bench/least_mapping.py` (the least per-event work of turning
+the benchmark's Segment calls into our records) instead of decoding and encoding it as is, and
+stores those lines itself: the ceiling of a collector that maps in Python.
+
     python -m bench.baseline_collector --port 8101 --workers 2 --dir /tmp/baseline
+    python -m bench.baseline_collector --port 8103 --least --dir /tmp/least
     PLATFORM_DATA_DIR=/tmp/dedup COLLECTOR_WRITE_KEYS=k=t001 python -m bench.baseline_collector --port 8102 --dedup
 """
 
@@ -40,8 +45,12 @@ def lines(body: bytes) -> tuple[list, list[bytes]]:
 
 
 class Baseline:
-    def __init__(self, directory: Path, landing: Path | None = None):
-        self.directory = directory
+    def __init__(self, directory: Path, landing: Path | None = None, least: bool = False):
+        self.directory, self.lines = directory, lines
+        if least:
+            from bench.least_mapping import lines as mapped
+
+            self.lines = mapped
         self.landing_socket, self.landing = landing, None
         self.fd = -1
         self.pending: list[bytes] = []
@@ -89,7 +98,10 @@ class Baseline:
         body = b"".join(chunks)
         status, reply = 200, b'{"success":true}'
         if scope["path"] == "/v1/batch":
-            events, encoded = lines(body)
+            try:
+                events, encoded = self.lines(body)
+            except (ValueError, msgspec.ValidationError):
+                return await self.reply(send, 400, b'{"success":false}')
             if self.landing is not None:
                 return await self.through_landing(events, encoded, send)
             waiter = asyncio.get_running_loop().create_future()
@@ -97,25 +109,26 @@ class Baseline:
             self.waiters.append(waiter)
             self.wake.set()
             await waiter
+        await self.reply(send, status, reply)
+
+    @staticmethod
+    async def reply(send, status: int, body: bytes) -> None:
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(reply)).encode())]})
-        await send({"type": "http.response.body", "body": reply})
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
     async def through_landing(self, events: list, encoded: list[bytes], send) -> None:
         from ingestion.collector.protocol import Stored
 
         reply = await self.landing.store([e["messageId"] for e in events], encoded, [], [], [])
         status = 200 if isinstance(reply, Stored) else 503
-        body = orjson.dumps({"success": status == 200})
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await self.reply(send, status, orjson.dumps({"success": status == 200}))
 
 
 def app():
     landing = os.environ.get("BASELINE_LANDING_SOCKET")
-    return Baseline(Path(os.environ["BASELINE_DIR"]), Path(landing) if landing else None)
+    return Baseline(Path(os.environ["BASELINE_DIR"]), Path(landing) if landing else None,
+                    least=os.environ.get("BASELINE_LEAST") == "1")
 
 
 def main() -> None:
@@ -127,9 +140,11 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--dedup", action="store_true", help="store through the collector's landing process "
                         "(PLATFORM_DATA_DIR, COLLECTOR_WRITE_KEYS as for the collector)")
+    parser.add_argument("--least", action="store_true", help="map each batch with bench/least_mapping.py")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     os.environ["BASELINE_DIR"] = str(args.dir)
+    os.environ["BASELINE_LEAST"] = "1" if args.least else "0"
     landing = None
     if args.dedup:
         from ingestion.collector.__main__ import lock_data_dir, settings_from_environment, start_landing
