@@ -28,7 +28,7 @@ import orjson
 from msgspec import UNSET
 
 from ingestion.events.schema import EventError, validate_event
-from ingestion.events.segment import Arrival, Mapped, Message, map_call, sent_at_of
+from ingestion.events.segment import Arrival, CommonCall, Mapped, Message, map_call, map_common, sent_at_of
 from ingestion.privacy import Privacy
 
 # orjson refuses deeper documents (its recursion limit); an event is refused at that depth
@@ -58,6 +58,7 @@ _envelope = msgspec.json.Decoder(Envelope)
 _array = msgspec.json.Decoder(list[msgspec.Raw])
 _value = msgspec.json.Decoder()
 _message = msgspec.json.Decoder(Message)
+_common = msgspec.json.Decoder(CommonCall)
 
 
 def _decoded(decoder, body: bytes, what: str):
@@ -244,14 +245,23 @@ def take_in(raws: list[msgspec.Raw], call: str | None, rules: Rules, sent_at: An
     arrival = Arrival(tenant, now, None if isinstance(batch_sent_at, EventError) else batch_sent_at,
                       rules.not_before)
     dumps, newline, decode, max_bytes = orjson.dumps, orjson.OPT_APPEND_NEWLINE, _message.decode, rules.max_event_bytes
+    decode_common = _common.decode
     private = rules.privacy.apply if rules.privacy is not None else None
     fast = utf8 and call != "own" and not isinstance(batch_sent_at, EventError)
+    common = fast and call is None  # on /v1/batch: each message's `type` is its call
     for i, raw in enumerate(raws, first):
         if fast and len(raw) <= max_bytes:
             # the common case: a well-formed Segment call, stored; anything else is taken again below
             try:
-                message = decode(raw)
-                mapped = map_call(message, call, arrival, raw) if call or message.type is not UNSET else None
+                mapped = None
+                if common:
+                    try:  # noqa: SIM105 (contextlib.suppress costs a quarter of a microsecond an event)
+                        mapped = map_common(decode_common(raw), arrival)
+                    except msgspec.DecodeError:  # not in the common shape
+                        pass
+                if mapped is None:
+                    message = decode(raw)
+                    mapped = map_call(message, call, arrival, raw) if call or message.type is not UNSET else None
                 if type(mapped) is Mapped:
                     record = mapped.record if private is None else private(mapped.kind, mapped.record)
                     line = WITHHELD if record is None else dumps(record, option=newline)

@@ -34,12 +34,12 @@ the spec's words, as the first fault of a message is what its sender reads.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 
 from ingestion.events.schema import (
     EVENT_TYPES,
@@ -96,6 +96,29 @@ class Message(msgspec.Struct):
     traits: Any = None
     groupId: Any = None
     previousId: Any = None
+
+
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class CommonCall(msgspec.Struct):
+    """A `track`, `page` or `screen` call of a batch in the shape the SDKs send it: what this decoder
+    checks (in C) `map_common` need not check again. A message it refuses is any other shape, which
+    `map_call` maps (a number as `userId`, a null `properties`, a missing `timestamp`) or refuses."""
+
+    type: Literal["track", "page", "screen"]
+    messageId: NonEmpty
+    timestamp: str
+    userId: NonEmpty | None = None
+    anonymousId: NonEmpty | None = None
+    originalTimestamp: str | None = None
+    sentAt: str | UnsetType = UNSET
+    event: str | None = None
+    name: str | None = None
+    properties: dict[str, Any] = msgspec.field(default_factory=dict)
+    context: dict[str, Any] = msgspec.field(default_factory=dict)
+    integrations: dict[str, Any] = msgspec.field(default_factory=dict)
+    traits: dict[str, Any] | None = None
 
 
 class Mapped(msgspec.Struct, frozen=True):
@@ -319,6 +342,11 @@ def map_call(message: Message, call: str | None, arrival: Arrival, raw: bytes | 
     fault = _time_fault(at, written, arrival) or properties_fault(event_type, properties)
     if fault is not None:
         return fault
+    return _event(message_id, event_type, written, arrival, user_id, anonymous_id, properties, context, segment)
+
+
+def _event(message_id: str, event_type: str, written: str, arrival: Arrival, user_id: str | None,
+           anonymous_id: str | None, properties: dict, context: dict, segment: dict) -> Mapped:
     session = context.get("sessionId") or properties.get("session_id") or user_id or anonymous_id
     event = {
         "event_id": message_id, "event_type": event_type, "timestamp": written, "tenant_id": arrival.tenant,
@@ -327,6 +355,49 @@ def map_call(message: Message, call: str | None, arrival: Arrival, raw: bytes | 
         "properties": properties, "context": _context(context, segment),
     }
     return Mapped("event", message_id, event)
+
+
+def map_common(call: CommonCall, arrival: Arrival) -> Mapped | None:
+    """A call that `CommonCall` decoded, mapped as `map_call` maps it but with the least work (this runs
+    for nearly every event received: about half the time `map_call` takes, measured by `make
+    bench-collector`); None when it holds anything the common case leaves to `map_call` (its own
+    `sentAt`, a time with another offset than UTC, a fault to name). The tests hold the two equal
+    (`tests/ingestion/test_segment_mapping.py`)."""
+    user_id, anonymous_id = call.userId, call.anonymousId
+    if call.sentAt is not UNSET or user_id is None and anonymous_id is None:
+        return None
+    try:
+        at = datetime.fromisoformat(call.timestamp)
+        if at.tzinfo is not UTC:
+            return None
+        if arrival.skew is not None:
+            at += arrival.skew
+    except (ValueError, OverflowError):
+        return None
+    if at > arrival.latest or (arrival.not_before is not None and at < arrival.not_before):
+        return None
+    properties = call.properties
+    segment = {"call": call.type, "mapping_version": MAPPING_VERSION, "received_at": arrival.received_iso,
+               "integrations": call.integrations, "timestamp": call.timestamp}
+    if call.originalTimestamp is not None:
+        segment["originalTimestamp"] = call.originalTimestamp
+    if call.type == "track":
+        event_type = TRACK_EVENTS.get(call.event)
+        if event_type is None:
+            return None
+        segment["event"] = call.event
+        properties = _event_properties(event_type, properties)
+    else:
+        path = properties.get("path")
+        if type(path) is not str or not path:
+            return None
+        event_type = "page_view"
+        if call.name is not None:
+            segment["name"] = call.name
+    if properties_fault(event_type, properties) is not None:
+        return None
+    return _event(call.messageId, event_type, iso(at), arrival, user_id, anonymous_id, properties, call.context,
+                  segment)
 
 
 def _objects(message: Message) -> tuple[dict, dict, dict, dict] | EventError:
