@@ -12,10 +12,13 @@ the de-duplication alone costs beside the baseline's whole request.
 
 With `--least` it maps each batch with `bench/least_mapping.py` (the least per-event work of turning
 the benchmark's Segment calls into our records) instead of decoding and encoding it as is, and
-stores those lines itself: the ceiling of a collector that maps in Python.
+stores those lines itself: the ceiling of a collector that maps in Python. `--least --claims` also
+claims each id with `bench/least_claims.py` (the least cross-process de-duplication, not durable)
+and stores only the lines of the ids it claimed: the ceiling of one that maps and de-duplicates.
 
     python -m bench.baseline_collector --port 8101 --workers 2 --dir /tmp/baseline
     python -m bench.baseline_collector --port 8103 --least --dir /tmp/least
+    python -m bench.baseline_collector --port 8104 --least --claims --dir /tmp/claims
     PLATFORM_DATA_DIR=/tmp/dedup COLLECTOR_WRITE_KEYS=k=t001 python -m bench.baseline_collector --port 8102 --dedup
 """
 
@@ -45,12 +48,16 @@ def lines(body: bytes) -> tuple[list, list[bytes]]:
 
 
 class Baseline:
-    def __init__(self, directory: Path, landing: Path | None = None, least: bool = False):
-        self.directory, self.lines = directory, lines
+    def __init__(self, directory: Path, landing: Path | None = None, least: bool = False, claims: str = ""):
+        self.directory, self.lines, self.claims = directory, lines, None
         if least:
             from bench.least_mapping import lines as mapped
 
             self.lines = mapped
+        if claims:
+            from bench.least_claims import Claims
+
+            self.claims = Claims(claims)
         self.landing_socket, self.landing = landing, None
         self.fd = -1
         self.pending: list[bytes] = []
@@ -102,6 +109,8 @@ class Baseline:
                 events, encoded = self.lines(body)
             except (ValueError, msgspec.ValidationError):
                 return await self.reply(send, 400, b'{"success":false}')
+            if self.claims is not None:
+                encoded = [line for line, new in zip(encoded, self.claims.claim(events), strict=True) if new]
             if self.landing is not None:
                 return await self.through_landing(events, encoded, send)
             waiter = asyncio.get_running_loop().create_future()
@@ -128,7 +137,7 @@ class Baseline:
 def app():
     landing = os.environ.get("BASELINE_LANDING_SOCKET")
     return Baseline(Path(os.environ["BASELINE_DIR"]), Path(landing) if landing else None,
-                    least=os.environ.get("BASELINE_LEAST") == "1")
+                    least=os.environ.get("BASELINE_LEAST") == "1", claims=os.environ.get("BASELINE_CLAIMS", ""))
 
 
 def main() -> None:
@@ -141,10 +150,15 @@ def main() -> None:
     parser.add_argument("--dedup", action="store_true", help="store through the collector's landing process "
                         "(PLATFORM_DATA_DIR, COLLECTOR_WRITE_KEYS as for the collector)")
     parser.add_argument("--least", action="store_true", help="map each batch with bench/least_mapping.py")
+    parser.add_argument("--claims", action="store_true", help="with --least: claim each id with "
+                        "bench/least_claims.py, storing only the lines of the ids claimed")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     os.environ["BASELINE_DIR"] = str(args.dir)
     os.environ["BASELINE_LEAST"] = "1" if args.least else "0"
+    claims = f"/dev/shm/bench-least-claims-{os.getpid()}" if args.claims else ""
+    os.environ["BASELINE_CLAIMS"] = claims
+    os.environ["PYTHONHASHSEED"] = "0"  # the workers hash ids alike (least_claims.py)
     landing = None
     if args.dedup:
         from ingestion.collector.__main__ import lock_data_dir, settings_from_environment, start_landing
@@ -156,6 +170,8 @@ def main() -> None:
     try:
         serve("bench.baseline_collector:app", "127.0.0.1", args.port, args.workers, factory=True, log_level="warning")
     finally:
+        if claims:
+            Path(claims).unlink(missing_ok=True)
         if landing is not None:
             landing.terminate()
             landing.wait(timeout=60)

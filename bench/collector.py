@@ -20,7 +20,8 @@ processes (the collector adds its landing process, which does the writing):
 5. the ceiling: (1) again for the baseline mapping the calls onto our records with the least per-event
    work (`baseline_collector.py --least`, `least_mapping.py`: the collector's own lines, checked here,
    and nothing else), as bench-ml's oracle bounds its detectors: no collector that maps each event in
-   Python does less per event.
+   Python does less per event; and for that server also claiming each id with the least cross-process
+   de-duplication (`--least --claims`, `least_claims.py`: a table in shared memory, not durable).
 
 The load generator writes pre-encoded requests on keep-alive connections and reads the status line
 and body, nothing else (measured: its own CPU time is printed), so that it is not what limits. The
@@ -60,7 +61,8 @@ KEY, TENANT = "bench-key", "t001"
 MARK = b"@@@@@@@@@@"  # replaced by the batch's number: every message id is unique
 DEDUP = "+de-dup"  # the baseline storing through the collector's landing process
 LEAST = "+least"  # the baseline mapping the calls with the least per-event work (`least_mapping.py`)
-THROUGHPUT_ONLY = (DEDUP, LEAST)  # references, measured for throughput only
+CLAIMS = "+claims"  # and claiming each id with the least cross-process de-duplication (`least_claims.py`)
+THROUGHPUT_ONLY = (DEDUP, LEAST, CLAIMS)  # references, measured for throughput only
 LANDING = b"ingestion.collector.landing_service"
 
 
@@ -164,7 +166,8 @@ def start(name: str, workers: int, root: Path) -> Server:
         command = [sys.executable, "-m", "ingestion.collector", "--port", str(port)]
     else:
         command = [sys.executable, "-m", "bench.baseline_collector", "--port", str(port), "--workers", str(workers),
-                   "--dir", str(data), *(["--dedup"] if name == DEDUP else []), *(["--least"] if name == LEAST else [])]
+                   "--dir", str(data), *(["--dedup"] if name == DEDUP else []),
+                   *(["--least"] if name in (LEAST, CLAIMS) else []), *(["--claims"] if name == CLAIMS else [])]
     process = subprocess.Popen(command, env=env)
     deadline = time.time() + 60
     while True:
@@ -283,7 +286,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp:
         results, servers = {}, []
         try:
-            for name in ("baseline", LEAST, DEDUP, "collector"):
+            for name in ("baseline", LEAST, CLAIMS, DEDUP, "collector"):
                 servers.append(start(name, args.workers, Path(tmp)))
             measured = {server.name: Measured() for server in servers}
             for _ in range(args.rounds):
@@ -326,10 +329,10 @@ def main() -> int:
         print(f"{name:<10} {per_minute:>14,.0f} {p50:>8.1f} {p99:>8.1f} {client_cpu:>13.2f} {quiet_p99:>13.1f} "
               f"{busy_p99:>12.1f} {big_n:>10} {loads[0]:>5.2f}->{loads[1]:<5.2f} {cpu * 1e6:>16,.0f}"
               f" {landing * 1e6:>14,.0f}  {statuses}")
-    baseline, least, dedup, collector = rows
+    baseline, least, claims, dedup, collector = rows
     print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    ratio, least_ratio = collector[1] / baseline[1], least[1] / baseline[1]
-    base_us, least_us, dedup_us, collector_us = (row[-1][0] * 1e6 for row in rows)
+    ratio, least_ratio, claims_ratio = collector[1] / baseline[1], least[1] / baseline[1], claims[1] / baseline[1]
+    base_us, least_us, claims_us, dedup_us, collector_us = (row[-1][0] * 1e6 for row in rows)
     print(f"{DEDUP}: the baseline storing through the collector's landing process (durable de-duplication, no "
           f"validation or mapping): {dedup[1] / baseline[1]:.2f}x the baseline, {dedup_us - base_us:+,.0f} us/batch")
     print(f"{LEAST}: the baseline mapping the calls with the least per-event work (bench/least_mapping.py; its lines "
@@ -337,6 +340,10 @@ def main() -> int:
           f"baseline, "
           f"{least_us - base_us:+,.0f} us/batch: the ceiling of a collector that maps in Python, "
           f"{'below' if least_ratio < GOAL_RATIO else 'at or above'} the goal of {GOAL_RATIO}x")
+    print(f"{CLAIMS}: {LEAST} also claiming each id in a table in shared memory under a lock (bench/least_claims.py: "
+          f"the least cross-process de-duplication, not durable): {claims_ratio:.2f}x the baseline, "
+          f"{claims_us - base_us:+,.0f} us/batch: the ceiling of a collector that maps and de-duplicates in Python, "
+          f"{'below' if claims_ratio < GOAL_RATIO else 'at or above'} the goal of {GOAL_RATIO}x")
     print(f"CPU per batch that 0.8x allows (if throughput follows CPU per batch): {base_us / GOAL_RATIO:,.0f} us, "
           f"{base_us / GOAL_RATIO - base_us:,.0f} us above the baseline's; the collector's: {collector_us:,.0f} us, of "
           f"which de-duplication {dedup_us - base_us:,.0f} us (above). In this process, per batch: validating and "
