@@ -3,11 +3,13 @@
 A batch is first split into its events without decoding them (`msgspec.Raw`), so that one bad
 event (invalid UTF-8, an integer above 64 bits, a lone surrogate, nesting deeper than the encoder
 allows, a size above the per-event limit) is refused by itself, naming its field, while the rest of
-the batch is stored. The fast path is msgspec and orjson: a call of Segment's tracking API is
-decoded straight into `segment.Message` (the fields the mapping does not read are skipped) and its
-record encoded by orjson, which refuses what no JSON line can carry (an integer above 64 bits,
-nesting deeper than 254); only an event they refuse is decoded again with the standard library's
-`json` to find which field is at fault (`locate_fault`). Skipping a field does not check its
+the batch is stored. The fast path is msgspec and orjson: a call of a batch in the shape the SDKs
+send is decoded into `segment.CommonCall`, whose types msgspec checks, and mapped by `map_common`;
+any other call is decoded into `segment.Message` (the fields the mapping does not read are skipped)
+and mapped by `map_call`, which names what is wrong. The record is encoded by orjson, which refuses
+what no JSON line can carry (an integer above 64 bits, nesting deeper than 254); only an event they
+refuse is decoded again with the standard library's `json` to find which field is at fault
+(`locate_fault`). Skipping a field does not check its
 UTF-8, so a body that is not valid UTF-8 as a whole (`valid_utf8`) has each event decoded in full first.
 
 A message with a `type` is a call of Segment's tracking API (mapped by `ingestion.events.segment`);

@@ -28,7 +28,10 @@ The collector maps every event it receives here, so this runs per event at up to
 minute: messages are decoded straight into `Message` structs (msgspec skips the fields the mapping
 does not read), what a request's messages share is computed once (`Arrival`), and times are written
 by msgspec's encoder rather than `isoformat` (about 10x faster here). The checks stay in Python, in
-the spec's words, as the first fault of a message is what its sender reads.
+the spec's words, as the first fault of a message is what its sender reads. A call of a batch in the
+shape the SDKs send (`CommonCall`: its types checked by msgspec as it is decoded) takes a shorter way,
+`map_common`, which gives the same record or leaves the call to `map_call`: the tests hold the two
+equal for every shape of every field (`tests/ingestion/test_segment_mapping.py`).
 """
 
 from __future__ import annotations
@@ -358,10 +361,11 @@ def _event(message_id: str, event_type: str, written: str, arrival: Arrival, use
 
 
 def map_common(call: CommonCall, arrival: Arrival) -> Mapped | None:
-    """A call that `CommonCall` decoded, mapped as `map_call` maps it but with the least work (this runs
-    for nearly every event received: about half the time `map_call` takes, measured by `make
-    bench-collector`); None when it holds anything the common case leaves to `map_call` (its own
-    `sentAt`, a time with another offset than UTC, a fault to name). The tests hold the two equal
+    """A call that `CommonCall` decoded, mapped as `map_call` maps it with fewer checks (msgspec made
+    them) and fewer branches; None when it holds anything the common case leaves to `map_call` (its own
+    `sentAt`, a time with another offset than UTC, a fault to name). This runs for nearly every event
+    received: measured here, 1.8 microseconds a call against `map_call`'s 2.3, and a batch of 100 taken
+    in 12 % less time (`make bench-collector`'s in-process figure). The tests hold the two equal
     (`tests/ingestion/test_segment_mapping.py`)."""
     user_id, anonymous_id = call.userId, call.anonymousId
     if call.sentAt is not UNSET or user_id is None and anonymous_id is None:
