@@ -23,14 +23,14 @@ SLOTS = 1 << 25  # 256 MiB of 8-byte slots: a quarter full after the benchmark's
 
 
 class Claims:
-    def __init__(self, path: str):
+    def __init__(self, path: str, slots: int = SLOTS):
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        if os.fstat(self.fd).st_size < SLOTS * 8:
-            os.ftruncate(self.fd, SLOTS * 8)  # zeros: every slot empty (both workers may do it: same size)
+        if os.fstat(self.fd).st_size < slots * 8:
+            os.ftruncate(self.fd, slots * 8)  # zeros: every slot empty (both workers may do it: same size)
         # mapped with its pages in place: a long-running collector's table is, a new one faults on each first touch
-        mapping = mmap.mmap(self.fd, SLOTS * 8, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
+        mapping = mmap.mmap(self.fd, slots * 8, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
         self.table = np.frombuffer(mapping, dtype=np.int64)
-        self.mask = SLOTS - 1
+        self.mask = slots - 1  # a power of two
 
     def claim(self, ids: list[str]) -> np.ndarray:
         """Which of these ids (distinct) no process claimed before, now claimed by this one."""
