@@ -7,46 +7,33 @@ their field, the privacy rules), it must at least turn each of those calls into 
 landing zone holds: the event type of its name, the timestamp corrected for the client's clock,
 the ids renamed, the required properties of its type checked, the device and the call's provenance
 put in its context (`ingestion/events/segment.py` says what each becomes). `lines` does only that,
-as tightly as I could write it: the whole batch decoded in one call into typed structs (msgspec checks
-the types and the non-empty ids in C), then one loop without a helper call, and the record encoded
-by orjson. It handles only what the benchmark sends (refusing the rest with ValueError, naming nothing),
-so it is not a collector: a collector can only be slower. `bench/baseline_collector.py --least` is the
-baseline server with this mapping in place of its plain decoding: no de-duplication, no metrics, no
-framework. Its throughput against the baseline's is the most any collector written this way in
-Python can reach; the benchmark checks that its lines are the collector's own (`same_lines`).
+as tightly as I could write it: the whole batch decoded in one call into the collector's typed
+structs (`CommonCall`: msgspec checks the types and the non-empty ids in C), then one loop without a
+helper call, and the record encoded by orjson. It handles only what the benchmark sends (refusing
+the rest with ValueError, naming nothing), so it is not a collector: a collector can only be slower.
+`bench/baseline_collector.py --least` is the baseline server with this mapping in place of its plain
+decoding: no de-duplication, no metrics, no framework. Its throughput against the baseline's is the
+most a collector that maps each event in Python can reach; the benchmark checks that its lines are
+the collector's own (`same_lines`), and so does `tests/bench/test_collector_ceilings.py`.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
 
 import msgspec
 import orjson
 
 from ingestion.events.schema import EVENT_PROPERTIES, MAX_FUTURE_SKEW
-from ingestion.events.segment import MAPPING_VERSION, TRACK_EVENTS, iso
+from ingestion.events.segment import MAPPING_VERSION, TRACK_EVENTS, CommonCall, iso
 
-NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 REQUIRED = {event_type: tuple(properties.items()) for event_type, properties in EVENT_PROPERTIES.items()}
 TENANT = "t001"
 NOT_BEFORE = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-class Call(msgspec.Struct):
-    type: Literal["track", "page"]
-    messageId: NonEmpty
-    timestamp: str
-    userId: NonEmpty | None = None
-    anonymousId: NonEmpty | None = None
-    event: str | None = None
-    name: str | None = None
-    properties: dict[str, Any] = msgspec.field(default_factory=dict)
-    context: dict[str, Any] = msgspec.field(default_factory=dict)
-
-
 class Batch(msgspec.Struct):
-    batch: list[Call]
+    batch: list[CommonCall]
     sentAt: str
 
 
@@ -69,18 +56,20 @@ def lines(body: bytes, received: datetime | None = None, tenant: str = TENANT) -
             raise ValueError("timestamp")
         properties = call.properties
         segment = {"call": call.type, "mapping_version": MAPPING_VERSION, "received_at": received_iso,
-                   "integrations": {}, "timestamp": call.timestamp}
+                   "integrations": call.integrations, "timestamp": call.timestamp}
         if call.type == "track":
             event_type = TRACK_EVENTS.get(call.event)
             if event_type is None:
                 raise ValueError("event")
             segment["event"] = call.event
-        else:
+        elif call.type == "page":
             path = properties.get("path")
             if type(path) is not str or not path:
                 raise ValueError("properties.path")
             event_type = "page_view"
             segment["name"] = call.name
+        else:
+            raise ValueError("type")
         for name, types in REQUIRED[event_type]:
             if type(properties.get(name)) not in types:
                 raise ValueError(f"properties.{name}")
