@@ -9,8 +9,8 @@ any other call is decoded into `segment.Message` (the fields the mapping does no
 and mapped by `map_call`, which names what is wrong. The record is encoded by orjson, which refuses
 what no JSON line can carry (an integer above 64 bits, nesting deeper than 254); only an event they
 refuse is decoded again with the standard library's `json` to find which field is at fault
-(`locate_fault`). Skipping a field does not check its
-UTF-8, so a body that is not valid UTF-8 as a whole (`valid_utf8`) has each event decoded in full first.
+(`locate_fault`). Skipping a field does not check its UTF-8, so a body that is not valid UTF-8 as a
+whole (`valid_utf8`) has each event decoded in full first.
 
 A message with a `type` is a call of Segment's tracking API (mapped by `ingestion.events.segment`);
 one without is an event of our own schema (`ingestion.events.schema`). Either is then given to the

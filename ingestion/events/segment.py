@@ -350,6 +350,7 @@ def map_call(message: Message, call: str | None, arrival: Arrival, raw: bytes | 
 
 def _event(message_id: str, event_type: str, written: str, arrival: Arrival, user_id: str | None,
            anonymous_id: str | None, properties: dict, context: dict, segment: dict) -> Mapped:
+    """The record of an event call, checked, from what `map_call` or `map_common` made of it."""
     session = context.get("sessionId") or properties.get("session_id") or user_id or anonymous_id
     event = {
         "event_id": message_id, "event_type": event_type, "timestamp": written, "tenant_id": arrival.tenant,
